@@ -1,0 +1,1 @@
+//! Region store and vector index. Filled by the index issue.

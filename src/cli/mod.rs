@@ -1,0 +1,49 @@
+//! Argument parsing and output formatting; the work happens in the library.
+
+mod embed;
+mod output;
+mod weights_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "regionseek", version, about = "Search photo collections by region")]
+pub struct Cli {
+    /// Log filter (also RUST_LOG), e.g. `info` or `regionseek=debug`.
+    #[arg(long, global = true, default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// CLIP image embedding of whole images (the CLS token).
+    EmbedImage(embed::EmbedImageArgs),
+    /// CLIP text embeddings.
+    EmbedText(embed::EmbedTextArgs),
+    /// List, check or download model weights.
+    #[command(subcommand)]
+    Weights(weights_cmd::WeightsCommand),
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let result = match cli.command {
+        Command::EmbedImage(a) => embed::embed_image(a),
+        Command::EmbedText(a) => embed::embed_text(a),
+        Command::Weights(c) => weights_cmd::run(c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

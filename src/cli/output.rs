@@ -1,0 +1,34 @@
+//! Shared CLI plumbing: model loading flags and JSON printing.
+
+use candle_core::Device;
+use regionseek::clip::ClipModel;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// A model directory (Hugging Face CLIPModel or OpenCLIP layout) or `random:<arch>[:seed]`.
+    #[arg(long, default_value = "random:vit-b-16")]
+    pub model: String,
+    /// `cpu` or `cuda` (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl ModelArgs {
+    pub fn device(&self) -> anyhow::Result<Device> {
+        Ok(regionseek::device::parse(&self.device)?)
+    }
+
+    pub fn load(&self) -> anyhow::Result<ClipModel> {
+        let device = self.device()?;
+        let model = ClipModel::load_spec(&self.model, &device)?;
+        if model.is_random() {
+            tracing::warn!("model {} has random weights: embeddings carry no meaning", model.id());
+        }
+        Ok(model)
+    }
+}
+
+pub fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}

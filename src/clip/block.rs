@@ -1,0 +1,214 @@
+//! The pre-norm residual attention block shared by both towers.
+
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+
+use super::config::Activation;
+use super::naming::Naming;
+
+pub(crate) fn layer_norm(vb: VarBuilder, dim: usize, eps: f64) -> Result<LayerNorm> {
+    let weight = vb.get(dim, "weight")?;
+    let bias = vb.get(dim, "bias")?;
+    Ok(LayerNorm::new(weight, bias, eps))
+}
+
+fn linear(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
+    let weight = vb.get((out_dim, in_dim), "weight")?;
+    let bias = vb.get(out_dim, "bias")?;
+    Ok(Linear::new(weight, Some(bias)))
+}
+
+pub(crate) fn activate(act: Activation, x: &Tensor) -> Result<Tensor> {
+    match act {
+        Activation::QuickGelu => x.broadcast_mul(&candle_nn::ops::sigmoid(&(x * 1.702)?)?),
+        Activation::Gelu => x.gelu_erf(),
+    }
+}
+
+/// What the explainer needs from the last block of the image tower, for one image (batch of 1).
+/// Shapes: N tokens (CLS first), C width, H heads of D, F MLP width.
+#[derive(Debug, Clone)]
+pub struct BlockTaps {
+    /// Block input `[N, C]`.
+    pub x_in: Tensor,
+    /// Post-softmax attention probabilities `[H, N, N]`.
+    pub attn_probs: Tensor,
+    /// Value vectors `[H, N, D]` (after the in-projection bias).
+    pub values: Tensor,
+    /// Residual stream after attention, the input of `ln_2` `[N, C]`.
+    pub x_mid: Tensor,
+    /// `ln_2`'s normalised input `(x_mid − μ)/σ` `[N, C]` and its σ = sqrt(var + eps) `[N]`.
+    pub ln2_normalized: Tensor,
+    pub ln2_std: Tensor,
+    /// MLP pre-activations `[N, F]`.
+    pub mlp_pre: Tensor,
+    /// Block output `[N, C]`.
+    pub x_out: Tensor,
+}
+
+pub struct ResidualBlock {
+    ln_1: LayerNorm,
+    /// Packed q/k/v in-projection `[3C, C]` and its bias `[3C]`, the OpenCLIP layout.
+    qkv_weight: Tensor,
+    qkv_bias: Tensor,
+    out_proj: Linear,
+    ln_2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    heads: usize,
+    activation: Activation,
+    eps: f64,
+}
+
+impl ResidualBlock {
+    pub fn load(
+        vb: VarBuilder,
+        naming: Naming,
+        width: usize,
+        heads: usize,
+        mlp_dim: usize,
+        activation: Activation,
+        eps: f64,
+    ) -> Result<Self> {
+        let (qkv_weight, qkv_bias, out_proj) = match naming {
+            Naming::OpenClip => {
+                let attn = vb.pp("attn");
+                (
+                    attn.get((3 * width, width), "in_proj_weight")?,
+                    attn.get(3 * width, "in_proj_bias")?,
+                    linear(attn.pp("out_proj"), width, width)?,
+                )
+            }
+            Naming::Hf => {
+                let attn = vb.pp("self_attn");
+                let parts = ["q_proj", "k_proj", "v_proj"]
+                    .iter()
+                    .map(|n| linear(attn.pp(n), width, width))
+                    .collect::<Result<Vec<_>>>()?;
+                let w: Vec<Tensor> = parts.iter().map(|l| l.weight().clone()).collect();
+                let b: Vec<Tensor> = parts.iter().map(|l| l.bias().cloned().expect("loaded with bias")).collect();
+                (Tensor::cat(&w, 0)?, Tensor::cat(&b, 0)?, linear(attn.pp("out_proj"), width, width)?)
+            }
+        };
+        let (ln1, ln2, mlp, fc1, fc2) = match naming {
+            Naming::OpenClip => ("ln_1", "ln_2", "mlp", "c_fc", "c_proj"),
+            Naming::Hf => ("layer_norm1", "layer_norm2", "mlp", "fc1", "fc2"),
+        };
+        Ok(Self {
+            ln_1: layer_norm(vb.pp(ln1), width, eps)?,
+            qkv_weight,
+            qkv_bias,
+            out_proj,
+            ln_2: layer_norm(vb.pp(ln2), width, eps)?,
+            fc1: linear(vb.pp(mlp).pp(fc1), width, mlp_dim)?,
+            fc2: linear(vb.pp(mlp).pp(fc2), mlp_dim, width)?,
+            heads,
+            activation,
+            eps,
+        })
+    }
+
+    /// q, k, v as `[B, H, N, D]` each.
+    fn qkv(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let (b, n, c) = x.dims3()?;
+        let d = c / self.heads;
+        let qkv = self.ln_1.forward(x)?.broadcast_matmul(&self.qkv_weight.t()?)?.broadcast_add(&self.qkv_bias)?;
+        let qkv = qkv.reshape((b, n, 3, self.heads, d))?.permute((2, 0, 3, 1, 4))?;
+        Ok((qkv.get(0)?.contiguous()?, qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?))
+    }
+
+    /// Attention probabilities `[B, H, N, N]`; `mask` is additive `[N, N]` (causal text mask).
+    fn attention_probs(&self, q: &Tensor, k: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let d = q.dim(D::Minus1)?;
+        let scores = (q * (d as f64).powf(-0.5))?.matmul(&k.t()?)?;
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(m)?,
+            None => scores,
+        };
+        candle_nn::ops::softmax_last_dim(&scores)
+    }
+
+    fn merge_heads(o: &Tensor) -> Result<Tensor> {
+        let (b, h, n, d) = o.dims4()?;
+        o.transpose(1, 2)?.reshape((b, n, h * d))
+    }
+
+    fn mlp(&self, pre: &Tensor) -> Result<Tensor> {
+        self.fc2.forward(&activate(self.activation, pre)?)
+    }
+
+    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (q, k, v) = self.qkv(x)?;
+        let probs = self.attention_probs(&q, &k, mask)?;
+        let o = Self::merge_heads(&probs.matmul(&v)?)?;
+        let x_mid = (x + self.out_proj.forward(&o)?)?;
+        let pre = self.fc1.forward(&self.ln_2.forward(&x_mid)?)?;
+        x_mid + self.mlp(&pre)?
+    }
+
+    /// The forward of one image (`x`: `[1, N, C]`) that keeps the intermediate state.
+    pub fn forward_with_taps(&self, x: &Tensor) -> Result<(Tensor, BlockTaps)> {
+        let (q, k, v) = self.qkv(x)?;
+        let probs = self.attention_probs(&q, &k, None)?;
+        let o = Self::merge_heads(&probs.matmul(&v)?)?;
+        let x_mid = (x + self.out_proj.forward(&o)?)?;
+        let (ln2_normalized, ln2_std) = normalize_rows(&x_mid.squeeze(0)?, self.eps)?;
+        let pre = self.fc1.forward(&self.ln_2.forward(&x_mid)?)?;
+        let x_out = (&x_mid + self.mlp(&pre)?)?;
+        let taps = BlockTaps {
+            x_in: x.squeeze(0)?,
+            attn_probs: probs.squeeze(0)?,
+            values: v.squeeze(0)?,
+            x_mid: x_mid.squeeze(0)?,
+            ln2_normalized,
+            ln2_std,
+            mlp_pre: pre.squeeze(0)?,
+            x_out: x_out.squeeze(0)?,
+        };
+        Ok((x_out, taps))
+    }
+
+    pub fn out_proj_weight(&self) -> &Tensor {
+        self.out_proj.weight()
+    }
+    pub fn fc1_weight(&self) -> &Tensor {
+        self.fc1.weight()
+    }
+    pub fn fc2_weight(&self) -> &Tensor {
+        self.fc2.weight()
+    }
+    pub fn ln2_gamma(&self) -> &Tensor {
+        self.ln_2.weight()
+    }
+    pub fn activation(&self) -> Activation {
+        self.activation
+    }
+    /// The value projection `[C, C]` and bias `[C]` (rows 2C..3C of the packed in-projection).
+    pub fn value_projection(&self) -> Result<(Tensor, Tensor)> {
+        let c = self.qkv_weight.dim(1)?;
+        Ok((self.qkv_weight.narrow(0, 2 * c, c)?, self.qkv_bias.narrow(0, 2 * c, c)?))
+    }
+    pub fn ln_1(&self) -> &LayerNorm {
+        &self.ln_1
+    }
+    pub fn ln_2(&self) -> &LayerNorm {
+        &self.ln_2
+    }
+    pub fn out_proj(&self) -> &Linear {
+        &self.out_proj
+    }
+    pub fn mlp_forward(&self, ln2_out: &Tensor) -> Result<Tensor> {
+        self.mlp(&self.fc1.forward(ln2_out)?)
+    }
+}
+
+/// LayerNorm's normalisation without the affine part: `((x − μ)/σ, σ)` over the last dimension of a
+/// `[rows, C]` tensor, biased variance as torch.
+pub fn normalize_rows(x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+    let x = x.to_dtype(DType::F32)?;
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centered = x.broadcast_sub(&mean)?;
+    let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+    let std = (var + eps)?.sqrt()?;
+    Ok((centered.broadcast_div(&std)?, std.squeeze(D::Minus1)?))
+}
