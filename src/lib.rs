@@ -1,9 +1,12 @@
 //! regionseek: search photo collections by region.
 //!
-//! Stages, one folder each: `decode` (photos), `masks` (plain mask data), `sam` (boxes -> masks),
-//! `clip` (the model), `explain` (LeGrad maps), `invert` (MaskInversion), and the `regionseek-index` crate.
+//! Stages, one folder each: `decode` (photos), `masks` (plain mask data), `clip` (the model), `explain`
+//! (LeGrad maps and their exact gradients), `invert` (MaskInversion), and the `regionseek-index` crate.
 
 pub mod clip;
 pub mod decode;
 pub mod device;
+pub mod explain;
+pub mod invert;
+pub mod masks;
 pub mod resample;

@@ -1,0 +1,317 @@
+//! LeGrad explainability maps of a token for the last block of a CLIP ViT, with exact analytic gradients.
+//!
+//! The score of a token t is `s = <t/|t|, ẑ>`, ẑ the normalised embedding of the mean of all output tokens.
+//! The map is `R = mean_h mean_rows ReLU(∂s/∂A_h)` with the CLS column dropped, upsampled bilinearly ×patch
+//! and min-max normalised (then resized to a mask's size by the caller's [`MapResize`]).
+//! Since A_h enters only through `O_h = A_h V_h`, `∂s/∂A_h = U_h V_hᵀ` with `U = ∂s/∂O`, which is linear in
+//! t̂: [`Relevance`] evaluates `t̂ → U` either through the chain rule each time ([`GradPath::Direct`]) or
+//! through a per-image Jacobian K (`U = K t̂`, [`GradPath::Jacobian`]), and their transposes for the
+//! backward pass. See DESIGN.md §Fast, exact gradients.
+
+pub mod maps;
+
+use candle_core::{DType, Device, Result, Tensor, D};
+
+use crate::clip::{Activation, ImageTaps, VisionTransformer};
+pub use maps::{MapResize, PatchUpsample};
+
+/// How `t̂ → U = ∂s/∂O` is evaluated. Both are exact; they differ in cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GradPath {
+    /// Chain rule per evaluation: ≈ 2·N·C·(F + C) MACs per token vector (forward + transpose).
+    Direct,
+    /// Per-image Jacobian K (N×C×d), built once (≈ N·C·d·(F + C) MACs), then 2·N·C·d per token vector.
+    Jacobian,
+}
+
+/// LayerNorm Jacobian pieces at a fixed input: normalised input x̂ `[rows, C]`, σ `[rows, 1]`, γ `[C]`.
+struct LnPoint {
+    xhat: Tensor,
+    std: Tensor,
+    gamma: Tensor,
+}
+
+impl LnPoint {
+    /// `J_LNᵀ·u` for each row: `(γu − mean(γu) − x̂·mean(γu⊙x̂)) / σ` (LayerNorm's backward).
+    fn transpose_apply(&self, u: &Tensor) -> Result<Tensor> {
+        let gh = u.broadcast_mul(&self.gamma)?;
+        let m1 = gh.mean_keepdim(D::Minus1)?;
+        let m2 = gh.broadcast_mul(&self.xhat)?.mean_keepdim(D::Minus1)?;
+        gh.broadcast_sub(&m1)?.broadcast_sub(&self.xhat.broadcast_mul(&m2)?)?.broadcast_div(&self.std)
+    }
+
+    /// `J_LN·v` for each row: `γ ⊙ (v − mean(v) − x̂·mean(x̂⊙v)) / σ`.
+    fn apply(&self, v: &Tensor) -> Result<Tensor> {
+        let m1 = v.mean_keepdim(D::Minus1)?;
+        let m2 = v.broadcast_mul(&self.xhat)?.mean_keepdim(D::Minus1)?;
+        v.broadcast_sub(&m1)?
+            .broadcast_sub(&self.xhat.broadcast_mul(&m2)?)?
+            .broadcast_div(&self.std)?
+            .broadcast_mul(&self.gamma)
+    }
+}
+
+fn activation_derivative(act: Activation, h: &Tensor) -> Result<Tensor> {
+    match act {
+        Activation::QuickGelu => {
+            let s = candle_nn::ops::sigmoid(&(h * 1.702)?)?;
+            let one_minus = s.affine(-1.0, 1.0)?;
+            &s + (h * 1.702)?.mul(&s)?.mul(&one_minus)?
+        }
+        Activation::Gelu => {
+            let cdf = ((h / std::f64::consts::SQRT_2)?.erf()? + 1.0)? * 0.5;
+            let pdf = (h.sqr()? * -0.5)?.exp()? * (1.0 / (2.0 * std::f64::consts::PI).sqrt());
+            cdf? + h.mul(&pdf?)?
+        }
+    }
+}
+
+/// Everything about one image that the map and its gradient need, computed once per image.
+pub struct Relevance {
+    pub tokens: usize,
+    pub width: usize,
+    pub heads: usize,
+    pub embed_dim: usize,
+    pub grid: usize,
+    pub patch: usize,
+    /// ẑ `[d]` and |e|.
+    zhat: Tensor,
+    e_norm: f64,
+    /// `[C, d]`.
+    proj: Tensor,
+    ln_post: LnPoint,
+    ln_2: LnPoint,
+    /// MLP activation derivative at the pre-activations `[N, F]`.
+    act_prime: Tensor,
+    /// fc1 `[F, C]`, fc2 `[C, F]`, out_proj `[C, C]` (torch Linear layout: `[out, in]`).
+    fc1: Tensor,
+    fc2: Tensor,
+    out_proj: Tensor,
+    /// Values per head `[H, N, D]`.
+    values: Tensor,
+    jacobian: Option<Tensor>,
+}
+
+impl Relevance {
+    pub fn new(vision: &VisionTransformer, taps: &ImageTaps) -> Result<Self> {
+        let cfg = vision.config();
+        let block = vision.last_block();
+        let n = taps.block.x_in.dim(0)?;
+        let e_norm = taps.mean_embedding.sqr()?.sum_all()?.sqrt()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        Ok(Self {
+            tokens: n,
+            width: cfg.width,
+            heads: cfg.heads,
+            embed_dim: vision.projection().dim(1)?,
+            grid: taps.grid,
+            patch: cfg.patch_size,
+            zhat: taps.mean_embedding_unit.clone(),
+            e_norm,
+            proj: vision.projection().clone(),
+            ln_post: LnPoint {
+                xhat: taps.token_mean_normalized.unsqueeze(0)?,
+                std: taps.token_mean_std.reshape((1, 1))?,
+                gamma: vision.ln_post_gamma().clone(),
+            },
+            ln_2: LnPoint {
+                xhat: taps.block.ln2_normalized.clone(),
+                std: taps.block.ln2_std.unsqueeze(1)?,
+                gamma: block.ln2_gamma().clone(),
+            },
+            act_prime: activation_derivative(block.activation(), &taps.block.mlp_pre)?,
+            fc1: block.fc1_weight().clone(),
+            fc2: block.fc2_weight().clone(),
+            out_proj: block.out_proj_weight().clone(),
+            values: taps.block.values.clone(),
+            jacobian: None,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        self.zhat.device()
+    }
+
+    pub fn mlp_width(&self) -> usize {
+        self.act_prime.dim(1).unwrap_or(0)
+    }
+
+    /// `w = ∂s/∂z̄` for unit tokens `[M, d]` → `[M, C]`.
+    fn token_mean_grad(&self, t_hat: &Tensor) -> Result<Tensor> {
+        let along = t_hat.matmul(&self.zhat.unsqueeze(1)?)?; // [M, 1]
+        let u = (t_hat - along.broadcast_mul(&self.zhat.unsqueeze(0)?)?)? / self.e_norm;
+        self.ln_post.transpose_apply(&u?.matmul(&self.proj.t()?)?)
+    }
+
+    /// Transpose of [`Self::token_mean_grad`]: `[M, C]` → `[M, d]`.
+    fn token_mean_grad_t(&self, dw: &Tensor) -> Result<Tensor> {
+        let v = self.ln_post.apply(dw)?.matmul(&self.proj)?;
+        let along = v.matmul(&self.zhat.unsqueeze(1)?)?;
+        (v - along.broadcast_mul(&self.zhat.unsqueeze(0)?)?)? / self.e_norm
+    }
+
+    /// `g_i = ∂s/∂x_mid[i]` for all tokens from `w` `[M, C]` → `[M, N, C]`.
+    fn residual_grad(&self, w: &Tensor) -> Result<Tensor> {
+        let (m, c) = w.dims2()?;
+        let n = self.tokens;
+        let y = w.matmul(&self.fc2)?; // [M, F]
+        let z = self.act_prime.unsqueeze(0)?.broadcast_mul(&y.unsqueeze(1)?)?; // [M, N, F]
+        let f = y.dim(1)?;
+        let q = z.reshape((m * n, f))?.matmul(&self.fc1)?.reshape((m, n, c))?;
+        let back = self.ln_2.transpose_apply(&q)?;
+        back.broadcast_add(&w.unsqueeze(1)?)? / n as f64
+    }
+
+    /// Transpose of [`Self::residual_grad`]: `[M, N, C]` → `[M, C]`.
+    fn residual_grad_t(&self, dg: &Tensor) -> Result<Tensor> {
+        let (m, n, c) = dg.dims3()?;
+        let t = self.ln_2.apply(dg)?;
+        let f = self.fc1.dim(0)?;
+        let s = t.reshape((m * n, c))?.matmul(&self.fc1.t()?)?.reshape((m, n, f))?;
+        let s = s.broadcast_mul(&self.act_prime.unsqueeze(0)?)?.sum(1)?; // [M, F]
+        let through_mlp = s.matmul(&self.fc2.t()?)?;
+        (through_mlp + dg.sum(1)?)? / n as f64
+    }
+
+    /// Builds and keeps the per-image Jacobian K `[N·C, d]` with `U[i, c] = <K[i, c, :], t̂>`.
+    /// `token_chunk` bounds the temporary `[chunk, F, d]` buffer.
+    pub fn build_jacobian(&mut self, token_chunk: usize) -> Result<()> {
+        let d = self.embed_dim;
+        let c = self.width;
+        let n = self.tokens;
+        // M_mat = ∂w/∂t̂ as [d, C] rows: the images of the unit vectors.
+        let eye = Tensor::eye(d, DType::F32, self.device())?;
+        let w_of_basis = self.token_mean_grad(&eye)?; // [d, C]: row k = w(e_k)
+        let mut parts = Vec::with_capacity(n.div_ceil(token_chunk));
+        let mut start = 0;
+        while start < n {
+            let len = token_chunk.min(n - start);
+            // residual_grad over a subset of tokens, with the d basis vectors as the "masks".
+            let y = w_of_basis.matmul(&self.fc2)?; // [d, F]
+            let a = self.act_prime.narrow(0, start, len)?; // [len, F]
+            let z = a.unsqueeze(0)?.broadcast_mul(&y.unsqueeze(1)?)?; // [d, len, F]
+            let f = y.dim(1)?;
+            let q = z.reshape((d * len, f))?.matmul(&self.fc1)?.reshape((d, len, c))?;
+            let ln = LnPoint {
+                xhat: self.ln_2.xhat.narrow(0, start, len)?,
+                std: self.ln_2.std.narrow(0, start, len)?,
+                gamma: self.ln_2.gamma.clone(),
+            };
+            let g = (ln.transpose_apply(&q)?.broadcast_add(&w_of_basis.unsqueeze(1)?)? / n as f64)?;
+            let u = g.reshape((d * len, c))?.matmul(&self.out_proj)?.reshape((d, len * c))?; // [d, len·C]
+            parts.push(u.t()?.contiguous()?); // [len·C, d]
+            start += len;
+        }
+        self.jacobian = Some(Tensor::cat(&parts, 0)?);
+        Ok(())
+    }
+
+    pub fn has_jacobian(&self) -> bool {
+        self.jacobian.is_some()
+    }
+
+    /// `U = ∂s/∂O` `[M, N, C]` for unit tokens `[M, d]`.
+    pub fn attention_output_grad(&self, t_hat: &Tensor, path: GradPath) -> Result<Tensor> {
+        let m = t_hat.dim(0)?;
+        match (path, &self.jacobian) {
+            (GradPath::Jacobian, Some(k)) => {
+                k.matmul(&t_hat.t()?)?.t()?.reshape((m, self.tokens, self.width))
+            }
+            _ => {
+                let w = self.token_mean_grad(t_hat)?;
+                let g = self.residual_grad(&w)?;
+                let c = self.width;
+                g.reshape((m * self.tokens, c))?.matmul(&self.out_proj)?.reshape((m, self.tokens, c))
+            }
+        }
+    }
+
+    /// Transpose of [`Self::attention_output_grad`]: `dU` `[M, N, C]` → `dt̂` `[M, d]`.
+    pub fn attention_output_grad_t(&self, du: &Tensor, path: GradPath) -> Result<Tensor> {
+        let (m, n, c) = du.dims3()?;
+        match (path, &self.jacobian) {
+            (GradPath::Jacobian, Some(k)) => du.reshape((m, n * c))?.matmul(k),
+            _ => {
+                let dg = du.reshape((m * n, c))?.matmul(&self.out_proj.t()?)?.reshape((m, n, c))?;
+                self.token_mean_grad_t(&self.residual_grad_t(&dg)?)
+            }
+        }
+    }
+
+    /// Per-head products `G_h = U_h V_hᵀ` laid out `[H, M·N, N]`.
+    pub fn attention_grads(&self, u: &Tensor) -> Result<Tensor> {
+        let (m, n, _) = u.dims3()?;
+        let h = self.heads;
+        let dh = self.width / h;
+        let uh = u.reshape((m * n, h, dh))?.transpose(0, 1)?.contiguous()?; // [H, M·N, D]
+        uh.matmul(&self.values.transpose(1, 2)?.contiguous()?)
+    }
+
+    /// Patch relevance `[M, g²]` (CLS column dropped) from the products of [`Self::attention_grads`].
+    pub fn relevance(&self, grads: &Tensor, masks: usize) -> Result<Tensor> {
+        let n = self.tokens;
+        let h = self.heads;
+        let r = grads.relu()?.reshape((h, masks, n, n))?.sum(2)?.sum(0)?; // [M, N]
+        r.narrow(1, 1, n - 1)? / (h * n) as f64
+    }
+
+    /// Backward of [`Self::relevance`]: `dR` `[M, g²]` → `dU` `[M, N, C]`.
+    pub fn relevance_backward(&self, grads: &Tensor, d_rel: &Tensor) -> Result<Tensor> {
+        let m = d_rel.dim(0)?;
+        let n = self.tokens;
+        let h = self.heads;
+        let dh = self.width / h;
+        let zero_cls = Tensor::zeros((m, 1), DType::F32, self.device())?;
+        let d_full = (Tensor::cat(&[&zero_cls, d_rel], 1)? / (h * n) as f64)?; // [M, N]
+        let positive = grads.gt(0f32)?.to_dtype(DType::F32)?.reshape((h, m, n, n))?;
+        let dg = positive.broadcast_mul(&d_full.reshape((1, m, 1, n))?)?.reshape((h, m * n, n))?;
+        let du = dg.matmul(&self.values)?; // [H, M·N, D]
+        du.transpose(0, 1)?.reshape((m, n, h * dh))
+    }
+
+    /// Patch relevance of unit tokens `[M, d]` in one call (no gradient kept).
+    pub fn patch_relevance(&self, t_hat: &Tensor, path: GradPath) -> Result<Tensor> {
+        let u = self.attention_output_grad(t_hat, path)?;
+        self.relevance(&self.attention_grads(&u)?, t_hat.dim(0)?)
+    }
+
+    /// MACs of one `t̂ → U` evaluation plus its transpose, per token vector, for each path; and the build
+    /// cost of the Jacobian. Used to pick the cheaper path.
+    pub fn costs(&self) -> PathCosts {
+        PathCosts::for_sizes(self.tokens, self.width, self.mlp_width(), self.embed_dim)
+    }
+}
+
+/// Multiply-accumulate counts of the two gradient paths for one image.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct PathCosts {
+    pub direct_per_eval: f64,
+    pub jacobian_per_eval: f64,
+    pub jacobian_build: f64,
+    pub jacobian_bytes: f64,
+}
+
+impl PathCosts {
+    pub fn for_sizes(n: usize, c: usize, f: usize, d: usize) -> Self {
+        let (n, c, f, d) = (n as f64, c as f64, f as f64, d as f64);
+        Self {
+            direct_per_eval: 2.0 * n * c * (f + c),
+            jacobian_per_eval: 2.0 * n * c * d,
+            jacobian_build: n * c * d * (f + c) + f * c * d,
+            jacobian_bytes: 4.0 * n * c * d,
+        }
+    }
+
+    /// The cheaper path for `evaluations` token-vector evaluations (masks × steps), the Jacobian only if
+    /// it fits in `memory_budget` bytes. `jacobian_speed` scales the Jacobian's costs (its big batched
+    /// products run faster per MAC than the direct chain's on some devices).
+    pub fn choose(&self, evaluations: usize, memory_budget: f64, jacobian_speed: f64) -> GradPath {
+        let e = evaluations as f64;
+        let direct = e * self.direct_per_eval;
+        let jac = (self.jacobian_build + e * self.jacobian_per_eval) / jacobian_speed;
+        if jac < direct && self.jacobian_bytes <= memory_budget {
+            GradPath::Jacobian
+        } else {
+            GradPath::Direct
+        }
+    }
+}

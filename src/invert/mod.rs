@@ -1,0 +1,355 @@
+//! MaskInversion: for one image and M masks, one image forward and M localized embedding tokens (LETs),
+//! each optimised so that its LeGrad map matches its mask (Dice, smooth 1) with an optional pull towards
+//! the image's CLS embedding, by AdamW from the CLS embedding, exactly as maskinversion_torch 1.1.
+//!
+//! Masks only interact through the loss's mean (a 1/M factor) and Adam is element-wise, so masks are
+//! processed in chunks that bound memory, with identical results.
+
+use candle_core::{Device, Tensor};
+use image::RgbImage;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::clip::{preprocess, ClipModel};
+use crate::explain::{GradPath, MapResize, PatchUpsample, Relevance};
+use crate::masks::BinaryMask;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InvertError {
+    #[error("image size {size} is not a positive multiple of the patch size {patch}")]
+    BadSize { size: usize, patch: usize },
+    #[error("model computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Which gradient path to use; `Auto` picks the cheaper one from M·K and the model's sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum GradChoice {
+    Auto,
+    Jacobian,
+    Direct,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InversionConfig {
+    /// Input resolution S (squash resize).
+    pub size: usize,
+    pub steps: usize,
+    pub lr: f64,
+    /// Weight of the `1 − cos(LET, CLS)` regulariser.
+    pub alpha: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub grad: GradChoice,
+    /// Bytes the per-chunk temporaries may take (the M·H·N² products dominate).
+    pub chunk_budget_bytes: usize,
+    /// Bytes the cached Jacobian may take.
+    pub jacobian_budget_bytes: usize,
+    /// Keep each mask's final map at the mask's resolution.
+    pub keep_maps: bool,
+}
+
+impl Default for InversionConfig {
+    fn default() -> Self {
+        Self {
+            size: 448,
+            steps: 10,
+            lr: 0.5,
+            alpha: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            grad: GradChoice::Auto,
+            chunk_budget_bytes: 1 << 30,
+            jacobian_budget_bytes: 2 << 30,
+            keep_maps: false,
+        }
+    }
+}
+
+/// One mask's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct MaskResult {
+    /// The raw (unnormalised) token after the last step; consumers L2-normalise it.
+    pub embedding: Vec<f32>,
+    /// Dice loss of the map evaluated at each step (before that step's update), as the reference reports.
+    pub dice_trace: Vec<f32>,
+    /// Dice loss of the final token's map.
+    pub final_dice: f32,
+    /// The final token's map at the mask's resolution (row-major), when asked for.
+    #[serde(skip)]
+    pub map: Option<Vec<f32>>,
+}
+
+/// Per mask: a result, or why this mask was not inverted (the others still are).
+pub type MaskOutcome = Result<MaskResult, String>;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InversionReport {
+    pub grad_path: &'static str,
+    pub chunks: usize,
+    pub seconds_forward: f64,
+    pub seconds_jacobian: f64,
+    pub seconds_steps: f64,
+}
+
+pub struct InversionOutput {
+    pub cls_embedding: Vec<f32>,
+    pub masks: Vec<MaskOutcome>,
+    pub report: InversionReport,
+}
+
+/// Why a mask cannot be inverted, checked before any work.
+pub fn validate_mask(mask: &BinaryMask, width: usize, height: usize) -> Result<(), String> {
+    if mask.width != width || mask.height != height {
+        return Err(format!(
+            "mask is {}x{} but the image is {}x{}: masks must be at the image's own resolution",
+            mask.width, mask.height, width, height
+        ));
+    }
+    if mask.area() == 0 {
+        return Err("mask is empty: there is no region to embed".into());
+    }
+    Ok(())
+}
+
+struct PreparedMask {
+    folded: Vec<f32>,
+    area: f32,
+    resize: MapResize,
+}
+
+fn normalize_rows(x: &[f32], d: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut out = vec![0f32; x.len()];
+    let mut norms = Vec::with_capacity(x.len() / d);
+    for (row, o) in x.chunks(d).zip(out.chunks_mut(d)) {
+        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        o.iter_mut().zip(row).for_each(|(o, v)| *o = v / n);
+        norms.push(n);
+    }
+    (out, norms)
+}
+
+/// Dice `1 − (2I + 1)/(P + Q + 1)` on S×S through the folded mask, and `dL/dE` scaled by `scale`.
+fn dice_and_grad(e: &[f32], prepared: &PreparedMask, rho: &[f32], scale: f32) -> (f32, Vec<f32>) {
+    let mut inter = 0f64;
+    let mut total = 0f64;
+    for ((&ev, &m), &r) in e.iter().zip(&prepared.folded).zip(rho) {
+        inter += (ev * m) as f64;
+        total += (ev * r) as f64;
+    }
+    let denom = total + prepared.area as f64 + 1.0;
+    let loss = 1.0 - (2.0 * inter + 1.0) / denom;
+    let a = (-2.0 / denom) as f32 * scale;
+    let b = ((2.0 * inter + 1.0) / (denom * denom)) as f32 * scale;
+    let grad = prepared.folded.iter().zip(rho).map(|(&m, &r)| a * m + b * r).collect();
+    (loss as f32, grad)
+}
+
+/// Inverts all masks of one image. Each mask must be at the image's resolution; invalid masks get an
+/// error in their slot and the others are inverted.
+pub fn invert_image(
+    model: &ClipModel,
+    image: &RgbImage,
+    masks: &[BinaryMask],
+    cfg: &InversionConfig,
+) -> Result<InversionOutput, InvertError> {
+    let patch = model.config.vision.patch_size;
+    if cfg.size == 0 || cfg.size % patch != 0 {
+        return Err(InvertError::BadSize { size: cfg.size, patch });
+    }
+    let t0 = std::time::Instant::now();
+    let pixels = preprocess::squash(image, cfg.size as u32, &model.config.normalization, &model.device)?;
+    invert_pixels(model, &pixels, image.width() as usize, image.height() as usize, masks, cfg, t0)
+}
+
+/// As [`invert_image`] for an already preprocessed `[1, 3, S, S]` tensor of an image of `width`×`height`.
+pub fn invert_pixels(
+    model: &ClipModel,
+    pixels: &Tensor,
+    width: usize,
+    height: usize,
+    masks: &[BinaryMask],
+    cfg: &InversionConfig,
+    started: std::time::Instant,
+) -> Result<InversionOutput, InvertError> {
+    let (cls, taps) = model.vision.forward_with_taps(pixels)?;
+    let mut rel = Relevance::new(&model.vision, &taps)?;
+    let cls_embedding: Vec<f32> = cls.to_vec1()?;
+    let seconds_forward = started.elapsed().as_secs_f64();
+
+    let mut outcomes: Vec<Option<MaskOutcome>> = masks
+        .iter()
+        .map(|m| validate_mask(m, width, height).err().map(Err))
+        .collect();
+    let valid: Vec<usize> = (0..masks.len()).filter(|&i| outcomes[i].is_none()).collect();
+    let total_masks = masks.len().max(1);
+
+    let evaluations = valid.len() * cfg.steps.max(1);
+    let path = match cfg.grad {
+        GradChoice::Direct => GradPath::Direct,
+        GradChoice::Jacobian => GradPath::Jacobian,
+        GradChoice::Auto => rel.costs().choose(evaluations, cfg.jacobian_budget_bytes as f64, 1.0),
+    };
+    let t_jac = std::time::Instant::now();
+    if path == GradPath::Jacobian && !valid.is_empty() {
+        rel.build_jacobian(16)?;
+    }
+    let seconds_jacobian = t_jac.elapsed().as_secs_f64();
+
+    let n = rel.tokens;
+    let per_mask_bytes = 4 * (3 * rel.heads * n * n + 2 * n * rel.mlp_width());
+    let chunk = (cfg.chunk_budget_bytes / per_mask_bytes.max(1)).max(1);
+    let up = PatchUpsample::new(rel.grid, rel.patch);
+    let s = up.size();
+    let t_steps = std::time::Instant::now();
+    let mut chunks = 0;
+    for ids in valid.chunks(chunk) {
+        chunks += 1;
+        let results = invert_chunk(&rel, path, &up, &cls_embedding, ids.iter().map(|&i| &masks[i]).collect(), cfg, total_masks, s)?;
+        for (&i, r) in ids.iter().zip(results) {
+            outcomes[i] = Some(r);
+        }
+    }
+    Ok(InversionOutput {
+        cls_embedding,
+        masks: outcomes.into_iter().map(|o| o.expect("every mask has an outcome")).collect(),
+        report: InversionReport {
+            grad_path: match path {
+                GradPath::Direct => "direct",
+                GradPath::Jacobian => "jacobian",
+            },
+            chunks,
+            seconds_forward,
+            seconds_jacobian,
+            seconds_steps: t_steps.elapsed().as_secs_f64(),
+        },
+    })
+}
+
+/// Maps of unit tokens `[M, d]` at S×S, with the relevance products kept for the backward pass.
+fn maps_of(rel: &Relevance, path: GradPath, up: &PatchUpsample, t_hat: &Tensor) -> candle_core::Result<(Tensor, Vec<crate::explain::maps::NormalizedMap>)> {
+    let m = t_hat.dim(0)?;
+    let u = rel.attention_output_grad(t_hat, path)?;
+    let grads = rel.attention_grads(&u)?;
+    let r: Vec<Vec<f32>> = rel.relevance(&grads, m)?.to_vec2()?;
+    let maps = r.par_iter().map(|row| up.forward(row)).collect();
+    Ok((grads, maps))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn invert_chunk(
+    rel: &Relevance,
+    path: GradPath,
+    up: &PatchUpsample,
+    cls: &[f32],
+    masks: Vec<&BinaryMask>,
+    cfg: &InversionConfig,
+    total_masks: usize,
+    s: usize,
+) -> Result<Vec<MaskOutcome>, InvertError> {
+    let device: &Device = rel.device();
+    let d = cls.len();
+    let mc = masks.len();
+    let prepared: Vec<PreparedMask> = masks
+        .par_iter()
+        .map(|m| {
+            let resize = MapResize::new(s, m.height, m.width);
+            PreparedMask { folded: resize.fold_mask(&m.as_f32()), area: m.area() as f32, resize }
+        })
+        .collect();
+    // ρ depends only on the mask's size; masks of one image share it.
+    let rho: Vec<Vec<f32>> = prepared.par_iter().map(|p| p.resize.fold_ones()).collect();
+
+    let (cls_unit, _) = normalize_rows(cls, d);
+    let mut token: Vec<f32> = cls.repeat(mc);
+    let mut m1 = vec![0f32; mc * d];
+    let mut m2 = vec![0f32; mc * d];
+    let mut traces = vec![Vec::with_capacity(cfg.steps); mc];
+    let scale = 1.0 / total_masks as f32;
+
+    for step in 1..=cfg.steps {
+        let (t_hat, norms) = normalize_rows(&token, d);
+        let t_hat_t = Tensor::from_vec(t_hat.clone(), (mc, d), device)?;
+        let (grads, maps) = maps_of(rel, path, up, &t_hat_t)?;
+        let per_mask: Vec<(f32, Vec<f32>)> = maps
+            .par_iter()
+            .zip(&prepared)
+            .zip(&rho)
+            .map(|((map, p), rho)| {
+                let (loss, d_e) = dice_and_grad(&map.values, p, rho, scale);
+                (loss, up.backward(map, &d_e))
+            })
+            .collect();
+        let g2 = rel.grid * rel.grid;
+        let mut d_rel = Vec::with_capacity(mc * g2);
+        for (k, (loss, dr)) in per_mask.into_iter().enumerate() {
+            traces[k].push(loss);
+            d_rel.extend(dr);
+        }
+        let d_rel = Tensor::from_vec(d_rel, (mc, g2), device)?;
+        let du = rel.relevance_backward(&grads, &d_rel)?;
+        drop(grads);
+        let mut d_t: Vec<f32> = rel.attention_output_grad_t(&du, path)?.flatten_all()?.to_vec1()?;
+        if cfg.alpha != 0.0 {
+            let a = (cfg.alpha / total_masks as f64) as f32;
+            for row in d_t.chunks_mut(d) {
+                row.iter_mut().zip(&cls_unit).for_each(|(g, c)| *g -= a * c);
+            }
+        }
+        // Through t̂ = x/|x|: (I − t̂t̂ᵀ)/|x|, then AdamW (torch's single-tensor arithmetic).
+        let bc1 = 1.0 - cfg.beta1.powi(step as i32);
+        let bc2_sqrt = (1.0 - cfg.beta2.powi(step as i32)).sqrt();
+        let step_size = (cfg.lr / bc1) as f32;
+        for k in 0..mc {
+            let th = &t_hat[k * d..(k + 1) * d];
+            let dt = &d_t[k * d..(k + 1) * d];
+            let along: f32 = th.iter().zip(dt).map(|(a, b)| a * b).sum();
+            for j in 0..d {
+                let idx = k * d + j;
+                let g = (dt[j] - th[j] * along) / norms[k];
+                if cfg.weight_decay != 0.0 {
+                    token[idx] *= 1.0 - (cfg.lr * cfg.weight_decay) as f32;
+                }
+                m1[idx] = cfg.beta1 as f32 * m1[idx] + (1.0 - cfg.beta1 as f32) * g;
+                m2[idx] = cfg.beta2 as f32 * m2[idx] + (1.0 - cfg.beta2 as f32) * g * g;
+                let denom = m2[idx].sqrt() / bc2_sqrt as f32 + cfg.eps as f32;
+                token[idx] -= step_size * m1[idx] / denom;
+            }
+        }
+    }
+
+    // The final tokens' maps: the loss they reach, and the maps to show.
+    let (t_hat, _) = normalize_rows(&token, d);
+    let (_, maps) = maps_of(rel, path, up, &Tensor::from_vec(t_hat, (mc, d), device)?)?;
+    let results = (0..mc)
+        .into_par_iter()
+        .map(|k| {
+            let emb = token[k * d..(k + 1) * d].to_vec();
+            if emb.iter().any(|v| !v.is_finite()) {
+                return Err("the optimisation diverged (non-finite token)".to_string());
+            }
+            let valid_map = maps[k].is_valid();
+            let (final_dice, _) = dice_and_grad(&maps[k].values, &prepared[k], &rho[k], 1.0);
+            let map = cfg.keep_maps.then(|| prepared[k].resize.forward(&maps[k].values));
+            if !valid_map {
+                tracing::warn!("mask {k}: the token's map is flat (no positive gradient anywhere)");
+            }
+            Ok(MaskResult { embedding: emb, dice_trace: traces[k].clone(), final_dice, map })
+        })
+        .collect();
+    Ok(results)
+}
+
+/// The LeGrad map of one token `[d]` (normalised inside) at S×S, min-max normalised, as the reference's
+/// `compute_legrad` for the image behind `taps`.
+pub fn legrad_map(rel: &Relevance, token: &[f32], path: GradPath) -> candle_core::Result<Vec<f32>> {
+    let (t_hat, _) = normalize_rows(token, token.len());
+    let up = PatchUpsample::new(rel.grid, rel.patch);
+    let (_, maps) = maps_of(rel, path, &up, &Tensor::from_vec(t_hat, (1, token.len()), rel.device())?)?;
+    Ok(maps.into_iter().next().map(|m| m.values).unwrap_or_default())
+}

@@ -1,0 +1,115 @@
+//! MaskInversion and LeGrad against maskinversion_torch 1.1 / legrad_torch 1.1 on the tiny fixture.
+
+mod common;
+
+use candle_core::Device;
+use common::*;
+use regionseek::clip::{ClipModel, ModelSource};
+use regionseek::explain::{GradPath, Relevance};
+use regionseek::invert::{invert_pixels, legrad_map, GradChoice, InversionConfig, InversionOutput};
+use regionseek::masks::BinaryMask;
+
+fn tiny() -> ClipModel {
+    ClipModel::load(&ModelSource::Dir(tiny_dir()), &Device::Cpu).unwrap()
+}
+
+fn fixture_masks() -> Vec<BinaryMask> {
+    ["mask_rect.png", "mask_ellipse.png"].iter().map(|f| BinaryMask::read(&tiny_dir().join(f)).unwrap()).collect()
+}
+
+fn run(model: &ClipModel, alpha: f64, steps: usize, grad: GradChoice, keep_maps: bool) -> InversionOutput {
+    let exp = expected();
+    let cfg = InversionConfig { size: 64, steps, alpha, grad, keep_maps, ..Default::default() };
+    let pixels = exp["pixels"].unsqueeze(0).unwrap();
+    invert_pixels(model, &pixels, 80, 60, &fixture_masks(), &cfg, std::time::Instant::now()).unwrap()
+}
+
+#[test]
+fn legrad_map_matches_reference() {
+    let model = tiny();
+    let exp = expected();
+    let (_, taps) = model.vision.forward_with_taps(&exp["pixels"].unsqueeze(0).unwrap()).unwrap();
+    let mut rel = Relevance::new(&model.vision, &taps).unwrap();
+    let token = vec1(&exp["legrad_token"]);
+    let want = vec1(&exp["legrad_map"]);
+    let direct = legrad_map(&rel, &token, GradPath::Direct).unwrap();
+    rel.build_jacobian(5).unwrap();
+    let jac = legrad_map(&rel, &token, GradPath::Jacobian).unwrap();
+    for (name, ours) in [("direct", &direct), ("jacobian", &jac)] {
+        let diff = max_abs_diff(ours, &want);
+        eprintln!("legrad map ({name}): max abs diff {diff:.2e} on [0, 1]");
+        assert!(diff < 1e-4, "{name}: {diff}");
+    }
+}
+
+#[test]
+fn inversion_matches_reference_tokens_and_loss_trace() {
+    let model = tiny();
+    let exp = expected();
+    for (tag, alpha) in [("alpha0", 0.0), ("alpha5", 5.0)] {
+        let out = run(&model, alpha, 10, GradChoice::Direct, false);
+        let lets = &exp[&format!("let_{tag}")];
+        let trace = exp[&format!("dice_trace_{tag}")].to_vec2::<f32>().unwrap(); // [step, mask]
+        for (k, r) in out.masks.iter().enumerate() {
+            let r = r.as_ref().unwrap();
+            let cos = cosine(&r.embedding, &vec1(&lets.get(k).unwrap()));
+            eprintln!("{tag} mask {k}: LET cosine {cos:.7}");
+            assert!(cos >= 0.9999, "{tag} mask {k}: cosine {cos}");
+            for (step, row) in trace.iter().enumerate() {
+                let d = (r.dice_trace[step] - row[k]).abs();
+                assert!(d < 1e-4, "{tag} mask {k} step {step}: dice {} vs {}", r.dice_trace[step], row[k]);
+            }
+        }
+    }
+}
+
+#[test]
+fn both_gradient_paths_agree() {
+    let model = tiny();
+    let direct = run(&model, 5.0, 10, GradChoice::Direct, false);
+    let jac = run(&model, 5.0, 10, GradChoice::Jacobian, false);
+    assert_eq!(jac.report.grad_path, "jacobian");
+    for (a, b) in direct.masks.iter().zip(&jac.masks) {
+        let (a, b) = (&a.as_ref().unwrap().embedding, &b.as_ref().unwrap().embedding);
+        let norm = a.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let rel = max_abs_diff(a, b) / norm;
+        eprintln!("direct vs jacobian: max relative diff {rel:.2e}");
+        assert!(rel < 1e-5, "relative diff {rel}");
+    }
+}
+
+#[test]
+fn final_maps_match_reference_maps() {
+    // The reference returns the map evaluated at the last step, before its update: the map of the
+    // token after K−1 = 9 steps.
+    let model = tiny();
+    let exp = expected();
+    let out = run(&model, 0.0, 9, GradChoice::Direct, true);
+    let want = exp["maps_alpha0"].to_vec3::<f32>().unwrap();
+    for (k, r) in out.masks.iter().enumerate() {
+        let map = r.as_ref().unwrap().map.as_ref().unwrap();
+        let w: Vec<f32> = want[k].iter().flatten().copied().collect();
+        let diff = max_abs_diff(map, &w);
+        eprintln!("mask {k}: map max abs diff {diff:.2e}");
+        assert!(diff < 1e-3, "mask {k}: {diff}");
+    }
+}
+
+#[test]
+fn bad_masks_get_their_own_error_and_the_rest_is_inverted() {
+    let model = tiny();
+    let exp = expected();
+    let mut masks = fixture_masks();
+    masks.push(BinaryMask::zeros(80, 60));
+    masks.push(BinaryMask::zeros(40, 30));
+    masks.push(BinaryMask::new(80, 60, vec![1; 80 * 60]).unwrap());
+    let cfg = InversionConfig { size: 64, steps: 3, ..Default::default() };
+    let pixels = exp["pixels"].unsqueeze(0).unwrap();
+    let out = invert_pixels(&model, &pixels, 80, 60, &masks, &cfg, std::time::Instant::now()).unwrap();
+    assert!(out.masks[0].is_ok() && out.masks[1].is_ok());
+    assert!(out.masks[2].as_ref().unwrap_err().contains("empty"));
+    assert!(out.masks[3].as_ref().unwrap_err().contains("40x30"));
+    // A whole-image mask is a valid region (documented): a finite token comes out.
+    let whole = out.masks[4].as_ref().unwrap();
+    assert!(whole.embedding.iter().all(|v| v.is_finite()));
+}
