@@ -3,6 +3,7 @@
 //! Stages, one folder each: `decode` (photos), `masks` (plain mask data), `clip` (the model), `explain`
 //! (LeGrad maps and their exact gradients), `invert` (MaskInversion), and the `regionseek-index` crate.
 
+pub mod baselines;
 pub mod clip;
 pub mod decode;
 pub mod device;

@@ -1,6 +1,7 @@
 //! Argument parsing and output formatting; the work happens in the library.
 
 mod embed;
+mod invert_cmd;
 mod output;
 mod weights_cmd;
 
@@ -24,6 +25,8 @@ enum Command {
     EmbedImage(embed::EmbedImageArgs),
     /// CLIP text embeddings.
     EmbedText(embed::EmbedTextArgs),
+    /// Localized embeddings of mask regions of one image (MaskInversion or a baseline).
+    Invert(invert_cmd::InvertArgs),
     /// List, check or download model weights.
     #[command(subcommand)]
     Weights(weights_cmd::WeightsCommand),
@@ -37,6 +40,7 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::EmbedImage(a) => embed::embed_image(a),
         Command::EmbedText(a) => embed::embed_text(a),
+        Command::Invert(a) => invert_cmd::run(a),
         Command::Weights(c) => weights_cmd::run(c),
     };
     match result {

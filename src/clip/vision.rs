@@ -133,8 +133,16 @@ impl VisionTransformer {
         let grid = self.grid_of(pixels)?;
         let b = pixels.dim(0)?;
         let c = self.cfg.width;
-        let patches = pixels.conv2d(&self.patch_embedding, 0, self.cfg.patch_size, 1, 1)?;
-        let patches = patches.flatten_from(2)?.transpose(1, 2)?; // [B, g², C]
+        // Stride = kernel: the convolution is a matmul over non-overlapping patches (exact, and faster
+        // than candle's im2col conv for large patches).
+        let p = self.cfg.patch_size;
+        let patches = pixels
+            .reshape((b, 3, grid, p, grid, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .contiguous()?
+            .reshape((b, grid * grid, 3 * p * p))?;
+        let kernel = self.patch_embedding.reshape((c, 3 * p * p))?;
+        let patches = patches.broadcast_matmul(&kernel.t()?)?; // [B, g², C]
         let cls = self.class_embedding.reshape((1, 1, c))?.broadcast_as((b, 1, c))?;
         let x = Tensor::cat(&[&cls.contiguous()?, &patches.contiguous()?], 1)?;
         let x = x.broadcast_add(&self.positional_embedding(grid)?)?;
