@@ -6,7 +6,9 @@ use candle_core::Device;
 pub enum DeviceError {
     #[error("unknown device `{0}` (use cpu or cuda)")]
     Unknown(String),
-    #[error("this build has no CUDA support: rebuild with `cargo build --release --features cuda`")]
+    #[error(
+        "this build has no CUDA support: rebuild with `cargo build --release --features cuda`"
+    )]
     NoCuda,
     #[error("cannot open CUDA device: {0}")]
     Cuda(String),

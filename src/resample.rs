@@ -67,7 +67,10 @@ pub fn antialias_taps(in_size: usize, out_size: usize, filter: Filter) -> Vec<Ta
             if total != 0.0 {
                 weights.iter_mut().for_each(|w| *w /= total);
             }
-            Taps { start: xmin, weights }
+            Taps {
+                start: xmin,
+                weights,
+            }
         })
         .collect()
 }
@@ -112,7 +115,11 @@ pub fn resize_u8_pil(
     out_height: usize,
     filter: Filter,
 ) -> Vec<u8> {
-    assert_eq!(src.len(), width * height * channels, "buffer does not match its size");
+    assert_eq!(
+        src.len(),
+        width * height * channels,
+        "buffer does not match its size"
+    );
     let vertical_first = out_height < height && width * out_height < out_width * height;
     if vertical_first {
         let v = pass_vertical(src, width, height, channels, out_height, filter);
@@ -123,7 +130,14 @@ pub fn resize_u8_pil(
     }
 }
 
-fn pass_horizontal(src: &[u8], width: usize, height: usize, channels: usize, out_width: usize, filter: Filter) -> Vec<u8> {
+fn pass_horizontal(
+    src: &[u8],
+    width: usize,
+    height: usize,
+    channels: usize,
+    out_width: usize,
+    filter: Filter,
+) -> Vec<u8> {
     if out_width == width {
         return src.to_vec();
     }
@@ -145,7 +159,14 @@ fn pass_horizontal(src: &[u8], width: usize, height: usize, channels: usize, out
     out
 }
 
-fn pass_vertical(src: &[u8], width: usize, height: usize, channels: usize, out_height: usize, filter: Filter) -> Vec<u8> {
+fn pass_vertical(
+    src: &[u8],
+    width: usize,
+    height: usize,
+    channels: usize,
+    out_height: usize,
+    filter: Filter,
+) -> Vec<u8> {
     if out_height == height {
         return src.to_vec();
     }
@@ -176,7 +197,11 @@ pub fn resize_planes_antialias(
     out_width: usize,
     filter: Filter,
 ) -> Vec<f32> {
-    assert_eq!(src.len(), planes * height * width, "buffer does not match its size");
+    assert_eq!(
+        src.len(),
+        planes * height * width,
+        "buffer does not match its size"
+    );
     let tx = antialias_taps(width, out_width, filter);
     let ty = antialias_taps(height, out_height, filter);
     let mut tmp = vec![0f32; planes * height * out_width];
@@ -184,7 +209,12 @@ pub fn resize_planes_antialias(
         for y in 0..height {
             let row = &src[(p * height + y) * width..(p * height + y + 1) * width];
             for (xo, t) in tx.iter().enumerate() {
-                let v: f64 = t.weights.iter().enumerate().map(|(j, w)| w * row[t.start + j] as f64).sum();
+                let v: f64 = t
+                    .weights
+                    .iter()
+                    .enumerate()
+                    .map(|(j, w)| w * row[t.start + j] as f64)
+                    .sum();
                 tmp[(p * height + y) * out_width + xo] = v as f32;
             }
         }
@@ -224,7 +254,11 @@ pub fn bilinear_taps(in_size: usize, out_size: usize) -> Vec<LinearTap> {
             let src = ((o as f32 + 0.5) * scale - 0.5).max(0.0);
             let lo = (src.floor() as usize).min(in_size - 1);
             let hi = (lo + 1).min(in_size - 1);
-            LinearTap { lo, hi, frac: src - lo as f32 }
+            LinearTap {
+                lo,
+                hi,
+                frac: src - lo as f32,
+            }
         })
         .collect()
 }
@@ -261,7 +295,10 @@ mod tests {
         // torch: interpolate(arange(4), size=8, bilinear, align_corners=False)
         // = [0, .25, .75, 1.25, 1.75, 2.25, 2.75, 3]
         let taps = bilinear_taps(4, 8);
-        let vals: Vec<f32> = taps.iter().map(|t| t.lo as f32 * (1.0 - t.frac) + t.hi as f32 * t.frac).collect();
+        let vals: Vec<f32> = taps
+            .iter()
+            .map(|t| t.lo as f32 * (1.0 - t.frac) + t.hi as f32 * t.frac)
+            .collect();
         let want = [0.0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3.0];
         for (v, w) in vals.iter().zip(want) {
             assert!((v - w).abs() < 1e-6, "{vals:?}");

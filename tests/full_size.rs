@@ -13,16 +13,25 @@ use regionseek::masks::BinaryMask;
 #[test]
 fn vit_b16_at_448_matches_reference() {
     let Some(dir) = std::env::var_os("REGIONSEEK_B16_FIXTURE").map(std::path::PathBuf::from) else {
-        eprintln!("SKIP: REGIONSEEK_B16_FIXTURE not set (write it with make_reference.py --full DIR)");
+        eprintln!(
+            "SKIP: REGIONSEEK_B16_FIXTURE not set (write it with make_reference.py --full DIR)"
+        );
         return;
     };
     let Some(data) = shared_data() else { return };
     let model = ClipModel::load(&ModelSource::Dir(dir.clone()), &Device::Cpu).unwrap();
-    let exp = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+    let exp =
+        candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
     let ex = data.join("maskinversion-examples");
-    let masks: Vec<BinaryMask> =
-        ["cat_mask.png", "dog_mask.png"].iter().map(|f| BinaryMask::read(&ex.join(f)).unwrap()).collect();
-    let cfg = InversionConfig { size: 448, grad: GradChoice::Direct, ..Default::default() };
+    let masks: Vec<BinaryMask> = ["cat_mask.png", "dog_mask.png"]
+        .iter()
+        .map(|f| BinaryMask::read(&ex.join(f)).unwrap())
+        .collect();
+    let cfg = InversionConfig {
+        size: 448,
+        grad: GradChoice::Direct,
+        ..Default::default()
+    };
 
     // From the reference's own preprocessed tensor: the model and the inversion alone.
     let pixels = exp["pixels"].unsqueeze(0).unwrap();
@@ -30,9 +39,21 @@ fn vit_b16_at_448_matches_reference() {
     let cos_cls = cosine(&vec1(&cls), &vec1(&exp["cls_embedding"]));
     eprintln!("B/16@448 CLS embedding cosine {cos_cls:.7}");
     assert!(cos_cls > 0.99999);
-    let out = invert_pixels(&model, &pixels, 639, 480, &masks, &cfg, std::time::Instant::now()).unwrap();
+    let out = invert_pixels(
+        &model,
+        &pixels,
+        639,
+        480,
+        &masks,
+        &cfg,
+        std::time::Instant::now(),
+    )
+    .unwrap();
     for (k, r) in out.masks.iter().enumerate() {
-        let cos = cosine(&r.as_ref().unwrap().embedding, &vec1(&exp["let_alpha0"].get(k).unwrap()));
+        let cos = cosine(
+            &r.as_ref().unwrap().embedding,
+            &vec1(&exp["let_alpha0"].get(k).unwrap()),
+        );
         eprintln!("B/16@448 mask {k}: LET cosine {cos:.7} (reference preprocessing)");
         assert!(cos >= 0.999, "mask {k}: {cos}");
     }
@@ -44,23 +65,35 @@ fn vit_b16_at_448_matches_reference() {
 #[test]
 fn vit_b16_at_448_end_to_end_from_jpeg() {
     let Some(dir) = std::env::var_os("REGIONSEEK_B16_FIXTURE").map(std::path::PathBuf::from) else {
-        eprintln!("SKIP: REGIONSEEK_B16_FIXTURE not set (write it with make_reference.py --full DIR)");
+        eprintln!(
+            "SKIP: REGIONSEEK_B16_FIXTURE not set (write it with make_reference.py --full DIR)"
+        );
         return;
     };
     let Some(data) = shared_data() else { return };
     let model = ClipModel::load(&ModelSource::Dir(dir.clone()), &Device::Cpu).unwrap();
-    let exp = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+    let exp =
+        candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
     let ex = data.join("maskinversion-examples");
-    let masks: Vec<BinaryMask> =
-        ["cat_mask.png", "dog_mask.png"].iter().map(|f| BinaryMask::read(&ex.join(f)).unwrap()).collect();
-    let cfg = InversionConfig { size: 448, grad: GradChoice::Direct, ..Default::default() };
+    let masks: Vec<BinaryMask> = ["cat_mask.png", "dog_mask.png"]
+        .iter()
+        .map(|f| BinaryMask::read(&ex.join(f)).unwrap())
+        .collect();
+    let cfg = InversionConfig {
+        size: 448,
+        grad: GradChoice::Direct,
+        ..Default::default()
+    };
     let img = regionseek::decode::load_rgb(&ex.join("cats_and_dogs.jpg")).unwrap();
     let out = invert_image(&model, &img, &masks, &cfg).unwrap();
     let cos_cls = cosine(&out.cls_embedding, &vec1(&exp["cls_embedding"]));
     eprintln!("B/16@448 CLS embedding cosine {cos_cls:.7} (end to end from the JPEG)");
     assert!(cos_cls > 0.999, "{cos_cls}");
     for (k, r) in out.masks.iter().enumerate() {
-        let cos = cosine(&r.as_ref().unwrap().embedding, &vec1(&exp["let_alpha0"].get(k).unwrap()));
+        let cos = cosine(
+            &r.as_ref().unwrap().embedding,
+            &vec1(&exp["let_alpha0"].get(k).unwrap()),
+        );
         eprintln!("B/16@448 mask {k}: LET cosine {cos:.7} (end to end from the JPEG)");
     }
 }

@@ -14,21 +14,49 @@ fn tiny() -> ClipModel {
 }
 
 fn fixture_masks() -> Vec<BinaryMask> {
-    ["mask_rect.png", "mask_ellipse.png"].iter().map(|f| BinaryMask::read(&tiny_dir().join(f)).unwrap()).collect()
+    ["mask_rect.png", "mask_ellipse.png"]
+        .iter()
+        .map(|f| BinaryMask::read(&tiny_dir().join(f)).unwrap())
+        .collect()
 }
 
-fn run(model: &ClipModel, alpha: f64, steps: usize, grad: GradChoice, keep_maps: bool) -> InversionOutput {
+fn run(
+    model: &ClipModel,
+    alpha: f64,
+    steps: usize,
+    grad: GradChoice,
+    keep_maps: bool,
+) -> InversionOutput {
     let exp = expected();
-    let cfg = InversionConfig { size: 64, steps, alpha, grad, keep_maps, ..Default::default() };
+    let cfg = InversionConfig {
+        size: 64,
+        steps,
+        alpha,
+        grad,
+        keep_maps,
+        ..Default::default()
+    };
     let pixels = exp["pixels"].unsqueeze(0).unwrap();
-    invert_pixels(model, &pixels, 80, 60, &fixture_masks(), &cfg, std::time::Instant::now()).unwrap()
+    invert_pixels(
+        model,
+        &pixels,
+        80,
+        60,
+        &fixture_masks(),
+        &cfg,
+        std::time::Instant::now(),
+    )
+    .unwrap()
 }
 
 #[test]
 fn legrad_map_matches_reference() {
     let model = tiny();
     let exp = expected();
-    let (_, taps) = model.vision.forward_with_taps(&exp["pixels"].unsqueeze(0).unwrap()).unwrap();
+    let (_, taps) = model
+        .vision
+        .forward_with_taps(&exp["pixels"].unsqueeze(0).unwrap())
+        .unwrap();
     let mut rel = Relevance::new(&model.vision, &taps).unwrap();
     let token = vec1(&exp["legrad_token"]);
     let want = vec1(&exp["legrad_map"]);
@@ -57,7 +85,12 @@ fn inversion_matches_reference_tokens_and_loss_trace() {
             assert!(cos >= 0.9999, "{tag} mask {k}: cosine {cos}");
             for (step, row) in trace.iter().enumerate() {
                 let d = (r.dice_trace[step] - row[k]).abs();
-                assert!(d < 1e-4, "{tag} mask {k} step {step}: dice {} vs {}", r.dice_trace[step], row[k]);
+                assert!(
+                    d < 1e-4,
+                    "{tag} mask {k} step {step}: dice {} vs {}",
+                    r.dice_trace[step],
+                    row[k]
+                );
             }
         }
     }
@@ -70,7 +103,10 @@ fn both_gradient_paths_agree() {
     let jac = run(&model, 5.0, 10, GradChoice::Jacobian, false);
     assert_eq!(jac.report.grad_path, "jacobian");
     for (a, b) in direct.masks.iter().zip(&jac.masks) {
-        let (a, b) = (&a.as_ref().unwrap().embedding, &b.as_ref().unwrap().embedding);
+        let (a, b) = (
+            &a.as_ref().unwrap().embedding,
+            &b.as_ref().unwrap().embedding,
+        );
         let norm = a.iter().map(|v| v * v).sum::<f32>().sqrt();
         let rel = max_abs_diff(a, b) / norm;
         eprintln!("direct vs jacobian: max relative diff {rel:.2e}");
@@ -103,9 +139,22 @@ fn bad_masks_get_their_own_error_and_the_rest_is_inverted() {
     masks.push(BinaryMask::zeros(80, 60));
     masks.push(BinaryMask::zeros(40, 30));
     masks.push(BinaryMask::new(80, 60, vec![1; 80 * 60]).unwrap());
-    let cfg = InversionConfig { size: 64, steps: 3, ..Default::default() };
+    let cfg = InversionConfig {
+        size: 64,
+        steps: 3,
+        ..Default::default()
+    };
     let pixels = exp["pixels"].unsqueeze(0).unwrap();
-    let out = invert_pixels(&model, &pixels, 80, 60, &masks, &cfg, std::time::Instant::now()).unwrap();
+    let out = invert_pixels(
+        &model,
+        &pixels,
+        80,
+        60,
+        &masks,
+        &cfg,
+        std::time::Instant::now(),
+    )
+    .unwrap();
     assert!(out.masks[0].is_ok() && out.masks[1].is_ok());
     assert!(out.masks[2].as_ref().unwrap_err().contains("empty"));
     assert!(out.masks[3].as_ref().unwrap_err().contains("40x30"));

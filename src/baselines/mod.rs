@@ -41,7 +41,11 @@ impl Baseline {
 
 fn mean_colour(model: &ClipModel) -> Rgb<u8> {
     let m = model.config.normalization.mean;
-    Rgb([(m[0] * 255.0).round() as u8, (m[1] * 255.0).round() as u8, (m[2] * 255.0).round() as u8])
+    Rgb([
+        (m[0] * 255.0).round() as u8,
+        (m[1] * 255.0).round() as u8,
+        (m[2] * 255.0).round() as u8,
+    ])
 }
 
 fn masked(img: &RgbImage, mask: &BinaryMask, outside: impl Fn(u32, u32) -> Rgb<u8>) -> RgbImage {
@@ -56,12 +60,21 @@ fn masked(img: &RgbImage, mask: &BinaryMask, outside: impl Fn(u32, u32) -> Rgb<u
 
 fn red_ellipse(img: &RgbImage, bbox: [usize; 4]) -> RgbImage {
     let mut out = img.clone();
-    let (cx, cy) = ((bbox[0] + bbox[2]) as f64 / 2.0, (bbox[1] + bbox[3]) as f64 / 2.0);
+    let (cx, cy) = (
+        (bbox[0] + bbox[2]) as f64 / 2.0,
+        (bbox[1] + bbox[3]) as f64 / 2.0,
+    );
     // The ellipse circumscribes the box (axes ×√2), as in the red-circle prompting paper.
-    let (rx, ry) = ((bbox[2] - bbox[0]) as f64 / 2.0 * 2f64.sqrt(), (bbox[3] - bbox[1]) as f64 / 2.0 * 2f64.sqrt());
+    let (rx, ry) = (
+        (bbox[2] - bbox[0]) as f64 / 2.0 * 2f64.sqrt(),
+        (bbox[3] - bbox[1]) as f64 / 2.0 * 2f64.sqrt(),
+    );
     let thickness = (img.width().max(img.height()) as f64 / 112.0).max(1.0);
     for (x, y, p) in out.enumerate_pixels_mut() {
-        let (dx, dy) = ((x as f64 + 0.5 - cx) / rx.max(1.0), (y as f64 + 0.5 - cy) / ry.max(1.0));
+        let (dx, dy) = (
+            (x as f64 + 0.5 - cx) / rx.max(1.0),
+            (y as f64 + 0.5 - cy) / ry.max(1.0),
+        );
         let r = (dx * dx + dy * dy).sqrt();
         // Distance to the ellipse, approximately, in pixels.
         if ((r - 1.0) * rx.min(ry).max(1.0)).abs() <= thickness / 2.0 {
@@ -83,12 +96,20 @@ fn patch_weights(mask: &BinaryMask, grid: usize) -> Vec<f32> {
             w[gy * grid + gx] += mask.data[y * mask.width + x] as f32;
         }
     }
-    w.iter().zip(&count).map(|(a, c)| if *c > 0.0 { a / c } else { 0.0 }).collect()
+    w.iter()
+        .zip(&count)
+        .map(|(a, c)| if *c > 0.0 { a / c } else { 0.0 })
+        .collect()
 }
 
 /// Embeddings `[d]` (unnormalised) of each mask of one image with a baseline method. Masks must be valid
 /// (non-empty, at the image's size): check with [`crate::invert::validate_mask`] first.
-pub fn embed_regions(model: &ClipModel, img: &RgbImage, masks: &[BinaryMask], method: Baseline) -> Result<Vec<Vec<f32>>> {
+pub fn embed_regions(
+    model: &ClipModel,
+    img: &RgbImage,
+    masks: &[BinaryMask],
+    method: Baseline,
+) -> Result<Vec<Vec<f32>>> {
     let size = model.config.vision.image_size as u32;
     let norm = &model.config.normalization;
     let dev = &model.device;
@@ -105,7 +126,12 @@ pub fn embed_regions(model: &ClipModel, img: &RgbImage, masks: &[BinaryMask], me
                     }
                 })
                 .collect::<Result<Vec<_>>>()?;
-            out.extend(model.vision.forward(&Tensor::cat(&ts, 0)?)?.to_vec2::<f32>()?);
+            out.extend(
+                model
+                    .vision
+                    .forward(&Tensor::cat(&ts, 0)?)?
+                    .to_vec2::<f32>()?,
+            );
         }
         Ok(out)
     };
@@ -119,22 +145,42 @@ pub fn embed_regions(model: &ClipModel, img: &RgbImage, masks: &[BinaryMask], me
                 .iter()
                 .map(|m| {
                     let b = m.bbox().unwrap_or([0, 0, m.width, m.height]);
-                    image::imageops::crop_imm(img, b[0] as u32, b[1] as u32, (b[2] - b[0]) as u32, (b[3] - b[1]) as u32).to_image()
+                    image::imageops::crop_imm(
+                        img,
+                        b[0] as u32,
+                        b[1] as u32,
+                        (b[2] - b[0]) as u32,
+                        (b[3] - b[1]) as u32,
+                    )
+                    .to_image()
                 })
                 .collect();
             encode_batch(crops, true)
         }
         Baseline::MaskedCrop => {
             let c = mean_colour(model);
-            encode_batch(masks.iter().map(|m| masked(img, m, |_, _| c)).collect(), false)
+            encode_batch(
+                masks.iter().map(|m| masked(img, m, |_, _| c)).collect(),
+                false,
+            )
         }
-        Baseline::RedCircle => {
-            encode_batch(masks.iter().map(|m| red_ellipse(img, m.bbox().unwrap_or([0, 0, m.width, m.height]))).collect(), false)
-        }
+        Baseline::RedCircle => encode_batch(
+            masks
+                .iter()
+                .map(|m| red_ellipse(img, m.bbox().unwrap_or([0, 0, m.width, m.height])))
+                .collect(),
+            false,
+        ),
         Baseline::Blur => {
             let sigma = img.width().max(img.height()) as f32 / 50.0;
             let blurred = image::imageops::blur(img, sigma.max(1.0));
-            encode_batch(masks.iter().map(|m| masked(img, m, |x, y| *blurred.get_pixel(x, y))).collect(), false)
+            encode_batch(
+                masks
+                    .iter()
+                    .map(|m| masked(img, m, |x, y| *blurred.get_pixel(x, y)))
+                    .collect(),
+                false,
+            )
         }
         Baseline::MaskPool => {
             let pixels = preprocess::squash(img, size, norm, dev)?;
@@ -144,7 +190,11 @@ pub fn embed_regions(model: &ClipModel, img: &RgbImage, masks: &[BinaryMask], me
             for m in masks {
                 let w = patch_weights(m, grid);
                 let total: f32 = w.iter().sum::<f32>().max(1e-6);
-                let w = Tensor::from_vec(w.iter().map(|v| v / total).collect::<Vec<_>>(), (1, grid * grid), dev)?;
+                let w = Tensor::from_vec(
+                    w.iter().map(|v| v / total).collect::<Vec<_>>(),
+                    (1, grid * grid),
+                    dev,
+                )?;
                 pooled.push(w.matmul(&tokens)?);
             }
             let pooled = Tensor::cat(&pooled, 0)?;

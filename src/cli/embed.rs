@@ -50,10 +50,18 @@ pub fn embed_image(a: EmbedImageArgs) -> anyhow::Result<ExitCode> {
         match result {
             Ok(emb) => {
                 if a.json {
-                    print_json(&json!({"image": path, "model": model.id(), "size": a.size, "embedding": emb}))?;
+                    print_json(
+                        &json!({"image": path, "model": model.id(), "size": a.size, "embedding": emb}),
+                    )?;
                 } else {
                     let head: Vec<String> = emb.iter().take(4).map(|v| format!("{v:.4}")).collect();
-                    println!("{}\t{}-d, norm {:.4}, [{} ...]", path.display(), emb.len(), l2(&emb), head.join(", "));
+                    println!(
+                        "{}\t{}-d, norm {:.4}, [{} ...]",
+                        path.display(),
+                        emb.len(),
+                        l2(&emb),
+                        head.join(", ")
+                    );
                 }
             }
             Err(e) => {
@@ -66,13 +74,19 @@ pub fn embed_image(a: EmbedImageArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 pub fn embed_text(a: EmbedTextArgs) -> anyhow::Result<ExitCode> {
     let model = a.model.load()?;
     let tok = model.tokenizer()?;
-    let emb = model.encode_texts(&tok, &a.texts).context("encoding texts")?;
+    let emb = model
+        .encode_texts(&tok, &a.texts)
+        .context("encoding texts")?;
     for (text, row) in a.texts.iter().zip(emb.to_vec2::<f32>()?) {
         if a.json {
             print_json(&json!({"text": text, "model": model.id(), "embedding": row}))?;

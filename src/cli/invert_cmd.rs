@@ -89,8 +89,10 @@ fn overlay(img: &RgbImage, map: &[f32]) -> RgbImage {
 
 fn save_png(img: &RgbImage, path: &Path) -> anyhow::Result<()> {
     let mut bytes = Vec::new();
-    image::DynamicImage::ImageRgb8(img.clone())
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)?;
+    image::DynamicImage::ImageRgb8(img.clone()).write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )?;
     write_atomic(path, &bytes)
 }
 
@@ -129,13 +131,21 @@ pub fn run(a: InvertArgs) -> anyhow::Result<ExitCode> {
         None => {
             let out = invert_image(&model, &img, &masks, &cfg)?;
             report = serde_json::to_value(&out.report)?;
-            out.masks.into_iter().map(|r| r.map(|r| (r.embedding, Some(r.final_dice), r.dice_trace, r.map))).collect()
+            out.masks
+                .into_iter()
+                .map(|r| r.map(|r| (r.embedding, Some(r.final_dice), r.dice_trace, r.map)))
+                .collect()
         }
         Some(method) => {
-            let valid: Vec<usize> = (0..masks.len()).filter(|&i| validate_mask(&masks[i], w, h).is_ok()).collect();
+            let valid: Vec<usize> = (0..masks.len())
+                .filter(|&i| validate_mask(&masks[i], w, h).is_ok())
+                .collect();
             let picked: Vec<BinaryMask> = valid.iter().map(|&i| masks[i].clone()).collect();
             let embs = baselines::embed_regions(&model, &img, &picked, method)?;
-            let mut rows: Vec<Row> = masks.iter().map(|m| Err(validate_mask(m, w, h).err().unwrap_or_default())).collect();
+            let mut rows: Vec<Row> = masks
+                .iter()
+                .map(|m| Err(validate_mask(m, w, h).err().unwrap_or_default()))
+                .collect();
             for (i, e) in valid.into_iter().zip(embs) {
                 rows[i] = Ok((e, None, vec![], None));
             }
@@ -148,8 +158,17 @@ pub fn run(a: InvertArgs) -> anyhow::Result<ExitCode> {
         None
     } else {
         let tok = model.tokenizer()?;
-        let prompts: Vec<String> = a.labels.iter().map(|l| format!("a photo of a {l}.")).collect();
-        Some(model.encode_texts(&tok, &prompts).context("encoding labels")?.to_vec2::<f32>()?)
+        let prompts: Vec<String> = a
+            .labels
+            .iter()
+            .map(|l| format!("a photo of a {l}."))
+            .collect();
+        Some(
+            model
+                .encode_texts(&tok, &prompts)
+                .context("encoding labels")?
+                .to_vec2::<f32>()?,
+        )
     };
     let unit = |v: &[f32]| {
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
@@ -172,12 +191,19 @@ pub fn run(a: InvertArgs) -> anyhow::Result<ExitCode> {
                         let e = unit(&emb);
                         let logits: Vec<f32> = texts
                             .iter()
-                            .map(|t| model.logit_scale * unit(t).iter().zip(&e).map(|(a, b)| a * b).sum::<f32>())
+                            .map(|t| {
+                                model.logit_scale
+                                    * unit(t).iter().zip(&e).map(|(a, b)| a * b).sum::<f32>()
+                            })
                             .collect();
                         let mx = logits.iter().copied().fold(f32::MIN, f32::max);
                         let z: f32 = logits.iter().map(|l| (l - mx).exp()).sum();
-                        let mut r: Vec<(String, f32)> =
-                            a.labels.iter().cloned().zip(logits.iter().map(|l| (l - mx).exp() / z)).collect();
+                        let mut r: Vec<(String, f32)> = a
+                            .labels
+                            .iter()
+                            .cloned()
+                            .zip(logits.iter().map(|l| (l - mx).exp() / z))
+                            .collect();
                         r.sort_by(|x, y| y.1.total_cmp(&x.1));
                         r
                     })
@@ -199,8 +225,14 @@ pub fn run(a: InvertArgs) -> anyhow::Result<ExitCode> {
                         "map": map_file,
                     }))?;
                 } else {
-                    let loss = final_dice.map(|d| format!("dice {d:.4}")).unwrap_or_default();
-                    let top: Vec<String> = ranking.iter().take(5).map(|(l, p)| format!("{l} {p:.3}")).collect();
+                    let loss = final_dice
+                        .map(|d| format!("dice {d:.4}"))
+                        .unwrap_or_default();
+                    let top: Vec<String> = ranking
+                        .iter()
+                        .take(5)
+                        .map(|(l, p)| format!("{l} {p:.3}"))
+                        .collect();
                     println!("{}\t{loss}\t{}", path.display(), top.join(", "));
                 }
             }
@@ -215,10 +247,21 @@ pub fn run(a: InvertArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if a.json {
-        print_json(&json!({"summary": {"masks": a.masks.len(), "failed": failures, "seconds": seconds,
-                                       "model": model.id(), "inversion": report}}))?;
+        print_json(
+            &json!({"summary": {"masks": a.masks.len(), "failed": failures, "seconds": seconds,
+                                       "model": model.id(), "inversion": report}}),
+        )?;
     } else {
-        eprintln!("{} masks in {seconds:.2} s ({} failed), model {}", a.masks.len(), failures, model.id());
+        eprintln!(
+            "{} masks in {seconds:.2} s ({} failed), model {}",
+            a.masks.len(),
+            failures,
+            model.id()
+        );
     }
-    Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }

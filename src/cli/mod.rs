@@ -1,5 +1,6 @@
 //! Argument parsing and output formatting; the work happens in the library.
 
+mod bench;
 mod embed;
 mod invert_cmd;
 mod output;
@@ -10,7 +11,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "regionseek", version, about = "Search photo collections by region")]
+#[command(
+    name = "regionseek",
+    version,
+    about = "Search photo collections by region"
+)]
 pub struct Cli {
     /// Log filter (also RUST_LOG), e.g. `info` or `regionseek=debug`.
     #[arg(long, global = true, default_value = "warn")]
@@ -27,6 +32,8 @@ enum Command {
     EmbedText(embed::EmbedTextArgs),
     /// Localized embeddings of mask regions of one image (MaskInversion or a baseline).
     Invert(invert_cmd::InvertArgs),
+    /// Time the forward, the Jacobian build and the inversion steps (JSON lines).
+    Bench(bench::BenchArgs),
     /// List, check or download model weights.
     #[command(subcommand)]
     Weights(weights_cmd::WeightsCommand),
@@ -36,11 +43,15 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let result = match cli.command {
         Command::EmbedImage(a) => embed::embed_image(a),
         Command::EmbedText(a) => embed::embed_text(a),
         Command::Invert(a) => invert_cmd::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Weights(c) => weights_cmd::run(c),
     };
     match result {

@@ -22,7 +22,10 @@ impl ModelArgs {
         let device = self.device()?;
         let model = ClipModel::load_spec(&self.model, &device)?;
         if model.is_random() {
-            tracing::warn!("model {} has random weights: embeddings carry no meaning", model.id());
+            tracing::warn!(
+                "model {} has random weights: embeddings carry no meaning",
+                model.id()
+            );
         }
         Ok(model)
     }
@@ -36,7 +39,10 @@ pub fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
 /// Writes a file so that it is either absent or complete: temp file in the same folder, fsync, rename.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let tmp = dir.join(format!(".{name}.{}.part", std::process::id()));
     let mut f = std::fs::File::create(&tmp)?;

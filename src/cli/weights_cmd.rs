@@ -36,14 +36,24 @@ pub fn run(cmd: WeightsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         WeightsCommand::List { json } => {
             let entries = manifest::entries();
-            let archs: Vec<&str> = regionseek::clip::Arch::ALL.iter().map(|a| a.name()).collect();
+            let archs: Vec<&str> = regionseek::clip::Arch::ALL
+                .iter()
+                .map(|a| a.name())
+                .collect();
             if json {
                 print_json(&json!({"models": entries, "random_architectures": archs}))?;
             } else {
                 for e in &entries {
                     println!("{:<28} {:<9} {:<9} {}", e.name, e.arch, e.layout, e.repo);
                 }
-                println!("built-in: {}", archs.iter().map(|a| format!("random:{a}")).collect::<Vec<_>>().join(", "));
+                println!(
+                    "built-in: {}",
+                    archs
+                        .iter()
+                        .map(|a| format!("random:{a}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -86,8 +86,15 @@ impl ResidualBlock {
                     .map(|n| linear(attn.pp(n), width, width))
                     .collect::<Result<Vec<_>>>()?;
                 let w: Vec<Tensor> = parts.iter().map(|l| l.weight().clone()).collect();
-                let b: Vec<Tensor> = parts.iter().map(|l| l.bias().cloned().expect("loaded with bias")).collect();
-                (Tensor::cat(&w, 0)?, Tensor::cat(&b, 0)?, linear(attn.pp("out_proj"), width, width)?)
+                let b: Vec<Tensor> = parts
+                    .iter()
+                    .map(|l| l.bias().cloned().expect("loaded with bias"))
+                    .collect();
+                (
+                    Tensor::cat(&w, 0)?,
+                    Tensor::cat(&b, 0)?,
+                    linear(attn.pp("out_proj"), width, width)?,
+                )
             }
         };
         let (ln1, ln2, mlp, fc1, fc2) = match naming {
@@ -112,9 +119,19 @@ impl ResidualBlock {
     fn qkv(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let (b, n, c) = x.dims3()?;
         let d = c / self.heads;
-        let qkv = self.ln_1.forward(x)?.broadcast_matmul(&self.qkv_weight.t()?)?.broadcast_add(&self.qkv_bias)?;
-        let qkv = qkv.reshape((b, n, 3, self.heads, d))?.permute((2, 0, 3, 1, 4))?;
-        Ok((qkv.get(0)?.contiguous()?, qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?))
+        let qkv = self
+            .ln_1
+            .forward(x)?
+            .broadcast_matmul(&self.qkv_weight.t()?)?
+            .broadcast_add(&self.qkv_bias)?;
+        let qkv = qkv
+            .reshape((b, n, 3, self.heads, d))?
+            .permute((2, 0, 3, 1, 4))?;
+        Ok((
+            qkv.get(0)?.contiguous()?,
+            qkv.get(1)?.contiguous()?,
+            qkv.get(2)?.contiguous()?,
+        ))
     }
 
     /// Attention probabilities `[B, H, N, N]`; `mask` is additive `[N, N]` (causal text mask).
@@ -186,7 +203,10 @@ impl ResidualBlock {
     /// The value projection `[C, C]` and bias `[C]` (rows 2C..3C of the packed in-projection).
     pub fn value_projection(&self) -> Result<(Tensor, Tensor)> {
         let c = self.qkv_weight.dim(1)?;
-        Ok((self.qkv_weight.narrow(0, 2 * c, c)?, self.qkv_bias.narrow(0, 2 * c, c)?))
+        Ok((
+            self.qkv_weight.narrow(0, 2 * c, c)?,
+            self.qkv_bias.narrow(0, 2 * c, c)?,
+        ))
     }
     pub fn ln_1(&self) -> &LayerNorm {
         &self.ln_1

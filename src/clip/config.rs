@@ -88,7 +88,13 @@ pub enum Arch {
 }
 
 impl Arch {
-    pub const ALL: [Arch; 5] = [Arch::VitB32, Arch::VitB16, Arch::VitL14, Arch::VitH14, Arch::Tiny];
+    pub const ALL: [Arch; 5] = [
+        Arch::VitB32,
+        Arch::VitB16,
+        Arch::VitL14,
+        Arch::VitH14,
+        Arch::Tiny,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -116,18 +122,19 @@ impl Arch {
             activation: act,
             ln_eps: 1e-5,
         };
-        let vision = |size: usize, patch: usize, width: usize, layers: usize, head_width: usize, act| {
-            VisionConfig {
-                image_size: size,
-                patch_size: patch,
-                width,
-                layers,
-                heads: width / head_width,
-                mlp_dim: 4 * width,
-                activation: act,
-                ln_eps: 1e-5,
-            }
-        };
+        let vision =
+            |size: usize, patch: usize, width: usize, layers: usize, head_width: usize, act| {
+                VisionConfig {
+                    image_size: size,
+                    patch_size: patch,
+                    width,
+                    layers,
+                    heads: width / head_width,
+                    mlp_dim: 4 * width,
+                    activation: act,
+                    ln_eps: 1e-5,
+                }
+            };
         let q = Activation::QuickGelu;
         match self {
             Arch::VitB32 => ClipConfig {

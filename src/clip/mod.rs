@@ -61,7 +61,15 @@ fn build(
         .and_then(|t| t.to_dtype(DType::F32)?.to_scalar::<f32>())
         .map(f32::exp)
         .unwrap_or(100.0);
-    Ok(ClipModel { config, vision, text, logit_scale, source, dir, device: device.clone() })
+    Ok(ClipModel {
+        config,
+        vision,
+        text,
+        logit_scale,
+        source,
+        dir,
+        device: device.clone(),
+    })
 }
 
 impl ClipModel {
@@ -71,13 +79,31 @@ impl ClipModel {
                 let config = arch.config();
                 let tensors = weights::random_state_dict(&config, *seed, device)?;
                 let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-                Ok(build(vb, Naming::OpenClip, config, source.clone(), None, device)?)
+                Ok(build(
+                    vb,
+                    Naming::OpenClip,
+                    config,
+                    source.clone(),
+                    None,
+                    device,
+                )?)
             }
             ModelSource::Dir(dir) => {
                 let files = ModelFiles::resolve(dir)?;
                 let vb = files.var_builder(device)?;
-                build(vb, files.naming, files.config.clone(), source.clone(), Some(dir.clone()), device).map_err(|e| {
-                    ClipError::Weights(WeightsError::Tensor { path: files.weights.clone(), message: weights::one_line(&e) })
+                build(
+                    vb,
+                    files.naming,
+                    files.config.clone(),
+                    source.clone(),
+                    Some(dir.clone()),
+                    device,
+                )
+                .map_err(|e| {
+                    ClipError::Weights(WeightsError::Tensor {
+                        path: files.weights.clone(),
+                        message: weights::one_line(&e),
+                    })
                 })
             }
         }
@@ -92,7 +118,11 @@ impl ClipModel {
     }
 
     /// Text embeddings `[B, d]` (unnormalised).
-    pub fn encode_texts(&self, tokenizer: &Tokenizer, texts: &[String]) -> Result<Tensor, ClipError> {
+    pub fn encode_texts(
+        &self,
+        tokenizer: &Tokenizer,
+        texts: &[String],
+    ) -> Result<Tensor, ClipError> {
         let l = self.config.text.context_length;
         let mut ids = Vec::with_capacity(texts.len() * l);
         for t in texts {

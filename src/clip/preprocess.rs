@@ -56,6 +56,11 @@ pub fn resize_center_crop_image(img: &RgbImage, size: u32) -> RgbImage {
     image::imageops::crop_imm(&resized, left, top, size, size).to_image()
 }
 
-pub fn resize_center_crop(img: &RgbImage, size: u32, norm: &Normalization, device: &Device) -> Result<Tensor> {
+pub fn resize_center_crop(
+    img: &RgbImage,
+    size: u32,
+    norm: &Normalization,
+    device: &Device,
+) -> Result<Tensor> {
     to_tensor(&resize_center_crop_image(img, size), norm, device)
 }

@@ -19,7 +19,12 @@ pub struct TextTransformer {
 }
 
 impl TextTransformer {
-    pub fn load(vb: VarBuilder, naming: Naming, cfg: &TextConfig, embed_dim: usize) -> Result<Self> {
+    pub fn load(
+        vb: VarBuilder,
+        naming: Naming,
+        cfg: &TextConfig,
+        embed_dim: usize,
+    ) -> Result<Self> {
         let keys = naming.text();
         let w = cfg.width;
         let l = cfg.context_length;
@@ -27,19 +32,44 @@ impl TextTransformer {
         let positional_embedding = vb.get((l, w), keys.positional_embedding)?;
         let blocks = (0..cfg.layers)
             .map(|i| {
-                ResidualBlock::load(vb.pp(keys.blocks).pp(i), naming, w, cfg.heads, cfg.mlp_dim, cfg.activation, cfg.ln_eps)
+                ResidualBlock::load(
+                    vb.pp(keys.blocks).pp(i),
+                    naming,
+                    w,
+                    cfg.heads,
+                    cfg.mlp_dim,
+                    cfg.activation,
+                    cfg.ln_eps,
+                )
             })
             .collect::<Result<Vec<_>>>()?;
         let ln_final = layer_norm(vb.pp(keys.ln_final), w, cfg.ln_eps)?;
         let proj = match naming {
             Naming::OpenClip => vb.get((w, embed_dim), "text_projection")?,
-            Naming::Hf => vb.get((embed_dim, w), "text_projection.weight")?.t()?.contiguous()?,
+            Naming::Hf => vb
+                .get((embed_dim, w), "text_projection.weight")?
+                .t()?
+                .contiguous()?,
         };
         let mask: Vec<f32> = (0..l * l)
-            .map(|i| if i % l > i / l { f32::NEG_INFINITY } else { 0.0 })
+            .map(|i| {
+                if i % l > i / l {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
             .collect();
         let causal_mask = Tensor::from_vec(mask, (l, l), vb.device())?.to_dtype(vb.dtype())?;
-        Ok(Self { cfg: cfg.clone(), token_embedding, positional_embedding, blocks, ln_final, proj, causal_mask })
+        Ok(Self {
+            cfg: cfg.clone(),
+            token_embedding,
+            positional_embedding,
+            blocks,
+            ln_final,
+            proj,
+            causal_mask,
+        })
     }
 
     pub fn config(&self) -> &TextConfig {
@@ -51,16 +81,25 @@ impl TextTransformer {
     pub fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
         let (b, l) = tokens.dims2()?;
         if l != self.cfg.context_length {
-            candle_core::bail!("token rows must have {} ids, got {l}", self.cfg.context_length)
+            candle_core::bail!(
+                "token rows must have {} ids, got {l}",
+                self.cfg.context_length
+            )
         }
         let flat = tokens.flatten_all()?;
-        let x = self.token_embedding.index_select(&flat, 0)?.reshape((b, l, self.cfg.width))?;
+        let x = self
+            .token_embedding
+            .index_select(&flat, 0)?
+            .reshape((b, l, self.cfg.width))?;
         let mut x = x.broadcast_add(&self.positional_embedding)?;
         for block in &self.blocks {
             x = block.forward(&x, Some(&self.causal_mask))?;
         }
         let x = self.ln_final.forward(&x)?;
-        let eot = tokens.to_dtype(DType::U32)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        let eot = tokens
+            .to_dtype(DType::U32)?
+            .argmax(D::Minus1)?
+            .to_vec1::<u32>()?;
         let pooled = eot
             .iter()
             .enumerate()

@@ -29,7 +29,11 @@ pub fn bpe_candidates(model_dir: Option<&Path>) -> Vec<PathBuf> {
     if let Some(d) = model_dir {
         v.push(d.join(BPE_FILE));
     }
-    v.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vendor").join(BPE_FILE));
+    v.push(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("vendor")
+            .join(BPE_FILE),
+    );
     if let Some(home) = std::env::var_os("HOME") {
         v.push(PathBuf::from(home).join(".cache/regionseek").join(BPE_FILE));
     }
@@ -47,8 +51,11 @@ impl Tokenizer {
         if let Some(d) = model_dir {
             let tj = d.join("tokenizer.json");
             if tj.is_file() {
-                let t = tokenizers::Tokenizer::from_file(&tj)
-                    .map_err(|e| TokenizerError::Read { path: tj.clone(), message: e.to_string() })?;
+                let t =
+                    tokenizers::Tokenizer::from_file(&tj).map_err(|e| TokenizerError::Read {
+                        path: tj.clone(),
+                        message: e.to_string(),
+                    })?;
                 return Ok(Tokenizer::HuggingFace(Box::new(t)));
             }
         }
@@ -56,7 +63,11 @@ impl Tokenizer {
         match candidates.iter().find(|p| p.is_file()) {
             Some(p) => Ok(Tokenizer::Bpe(ClipBpe::from_gz(p)?)),
             None => Err(TokenizerError::NotFound {
-                looked: candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+                looked: candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }),
         }
     }
@@ -72,11 +83,14 @@ impl Tokenizer {
                 (ids, b.eot)
             }
             Tokenizer::HuggingFace(t) => {
-                let enc = t
-                    .encode(text, true)
-                    .map_err(|e| TokenizerError::Encode { text: text.to_string(), message: e.to_string() })?;
+                let enc = t.encode(text, true).map_err(|e| TokenizerError::Encode {
+                    text: text.to_string(),
+                    message: e.to_string(),
+                })?;
                 let ids = enc.get_ids().to_vec();
-                let eot = t.token_to_id("<|endoftext|>").unwrap_or(*ids.last().unwrap_or(&49407));
+                let eot = t
+                    .token_to_id("<|endoftext|>")
+                    .unwrap_or(*ids.last().unwrap_or(&49407));
                 (ids, eot)
             }
         };
@@ -126,14 +140,18 @@ fn base_vocab(table: &[char; 256]) -> Vec<String> {
     order.extend(0xAE..=0xFF);
     let rest: Vec<u8> = (0..=255u8).filter(|b| !order.contains(b)).collect();
     order.extend(rest);
-    order.into_iter().map(|b| table[b as usize].to_string()).collect()
+    order
+        .into_iter()
+        .map(|b| table[b as usize].to_string())
+        .collect()
 }
 
 fn html_unescape(s: &str) -> String {
     if !s.contains('&') {
         return s.to_string();
     }
-    let re = Regex::new(r"&(#[0-9]+|#[xX][0-9a-fA-F]+|amp|lt|gt|quot|apos|nbsp);").expect("valid regex");
+    let re =
+        Regex::new(r"&(#[0-9]+|#[xX][0-9a-fA-F]+|amp|lt|gt|quot|apos|nbsp);").expect("valid regex");
     re.replace_all(s, |c: &regex::Captures| {
         let e = &c[1];
         let ch = match e {
@@ -143,7 +161,9 @@ fn html_unescape(s: &str) -> String {
             "quot" => Some('"'),
             "apos" => Some('\''),
             "nbsp" => Some('\u{a0}'),
-            _ if e.starts_with("#x") || e.starts_with("#X") => u32::from_str_radix(&e[2..], 16).ok().and_then(char::from_u32),
+            _ if e.starts_with("#x") || e.starts_with("#X") => u32::from_str_radix(&e[2..], 16)
+                .ok()
+                .and_then(char::from_u32),
             _ => e[1..].parse().ok().and_then(char::from_u32),
         };
         ch.map(String::from).unwrap_or_else(|| c[0].to_string())
@@ -155,15 +175,23 @@ fn html_unescape(s: &str) -> String {
 /// ftfy's mojibake repair, which only matters for broken encodings and is not reproduced.)
 pub fn clean_text(text: &str) -> String {
     let t = html_unescape(&html_unescape(text));
-    t.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+    t.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 impl ClipBpe {
     pub fn from_gz(path: &Path) -> Result<Self, TokenizerError> {
-        let err = |m: String| TokenizerError::Read { path: path.to_path_buf(), message: m };
+        let err = |m: String| TokenizerError::Read {
+            path: path.to_path_buf(),
+            message: m,
+        };
         let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
         let mut text = String::new();
-        flate2::read::GzDecoder::new(file).read_to_string(&mut text).map_err(|e| err(e.to_string()))?;
+        flate2::read::GzDecoder::new(file)
+            .read_to_string(&mut text)
+            .map_err(|e| err(e.to_string()))?;
         Self::from_merges_text(&text).map_err(err)
     }
 
@@ -187,17 +215,38 @@ impl ClipBpe {
         vocab.extend(merges.iter().map(|(a, b)| format!("{a}{b}")));
         vocab.push("<start_of_text>".into());
         vocab.push("<end_of_text>".into());
-        let encoder: HashMap<String, u32> = vocab.into_iter().enumerate().map(|(i, v)| (v, i as u32)).collect();
-        let ranks = merges.into_iter().enumerate().map(|(i, m)| (m, i)).collect();
+        let encoder: HashMap<String, u32> = vocab
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (v, i as u32))
+            .collect();
+        let ranks = merges
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| (m, i))
+            .collect();
         let pattern = Regex::new(r"(?i)<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+")
             .expect("valid regex");
         let sot = encoder["<start_of_text>"];
         let eot = encoder["<end_of_text>"];
-        Ok(Self { encoder, ranks, byte_encoder, pattern, cache: Mutex::new(HashMap::new()), sot, eot })
+        Ok(Self {
+            encoder,
+            ranks,
+            byte_encoder,
+            pattern,
+            cache: Mutex::new(HashMap::new()),
+            sot,
+            eot,
+        })
     }
 
     fn bpe(&self, token: &str) -> Vec<u32> {
-        if let Some(ids) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(token) {
+        if let Some(ids) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+        {
             return ids.clone();
         }
         let chars: Vec<char> = token.chars().collect();
@@ -208,9 +257,15 @@ impl ClipBpe {
         loop {
             let best = word
                 .windows(2)
-                .filter_map(|p| self.ranks.get(&(p[0].clone(), p[1].clone())).map(|&r| (r, p[0].clone(), p[1].clone())))
+                .filter_map(|p| {
+                    self.ranks
+                        .get(&(p[0].clone(), p[1].clone()))
+                        .map(|&r| (r, p[0].clone(), p[1].clone()))
+                })
                 .min_by_key(|(r, _, _)| *r);
-            let Some((_, first, second)) = best else { break };
+            let Some((_, first, second)) = best else {
+                break;
+            };
             let mut merged = Vec::with_capacity(word.len());
             let mut i = 0;
             while i < word.len() {
@@ -228,8 +283,14 @@ impl ClipBpe {
             }
         }
         // Every symbol of a merged word is in the vocabulary by construction (bytes + merges).
-        let ids: Vec<u32> = word.iter().filter_map(|w| self.encoder.get(w).copied()).collect();
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(token.to_string(), ids.clone());
+        let ids: Vec<u32> = word
+            .iter()
+            .filter_map(|w| self.encoder.get(w).copied())
+            .collect();
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token.to_string(), ids.clone());
         ids
     }
 
@@ -239,11 +300,18 @@ impl ClipBpe {
         let mut out = Vec::new();
         for m in self.pattern.find_iter(&cleaned) {
             let piece = m.as_str();
-            if let Some(&id) = self.encoder.get(piece).filter(|_| piece.starts_with("<") && piece.ends_with("_text>")) {
+            if let Some(&id) = self
+                .encoder
+                .get(piece)
+                .filter(|_| piece.starts_with("<") && piece.ends_with("_text>"))
+            {
                 out.push(id);
                 continue;
             }
-            let mapped: String = piece.bytes().map(|b| self.byte_encoder[b as usize]).collect();
+            let mapped: String = piece
+                .bytes()
+                .map(|b| self.byte_encoder[b as usize])
+                .collect();
             out.extend(self.bpe(&mapped));
         }
         out

@@ -44,7 +44,12 @@ pub struct VisionTransformer {
 }
 
 impl VisionTransformer {
-    pub fn load(vb: VarBuilder, naming: Naming, cfg: &VisionConfig, embed_dim: usize) -> Result<Self> {
+    pub fn load(
+        vb: VarBuilder,
+        naming: Naming,
+        cfg: &VisionConfig,
+        embed_dim: usize,
+    ) -> Result<Self> {
         let keys = naming.vision();
         let c = cfg.width;
         let p = cfg.patch_size;
@@ -69,7 +74,10 @@ impl VisionTransformer {
         let ln_post = layer_norm(vb.pp(keys.ln_post), c, cfg.ln_eps)?;
         let proj = match naming {
             Naming::OpenClip => vb.get((c, embed_dim), "visual.proj")?,
-            Naming::Hf => vb.get((embed_dim, c), "visual_projection.weight")?.t()?.contiguous()?,
+            Naming::Hf => vb
+                .get((embed_dim, c), "visual_projection.weight")?
+                .t()?
+                .contiguous()?,
         };
         Ok(Self {
             cfg: cfg.clone(),
@@ -95,7 +103,10 @@ impl VisionTransformer {
         if grid == g0 {
             return Ok(self.positional_embedding.clone());
         }
-        let mut cache = self.resampled_positions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self
+            .resampled_positions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(t) = cache.get(&grid) {
             return Ok(t.clone());
         }
@@ -123,7 +134,10 @@ impl VisionTransformer {
         let (_, ch, h, w) = pixels.dims4()?;
         let p = self.cfg.patch_size;
         if ch != 3 || h != w || h % p != 0 || h == 0 {
-            candle_core::bail!("image tensor must be [B, 3, S, S] with S a multiple of {p}, got {:?}", pixels.dims())
+            candle_core::bail!(
+                "image tensor must be [B, 3, S, S] with S a multiple of {p}, got {:?}",
+                pixels.dims()
+            )
         }
         Ok(h / p)
     }
@@ -143,7 +157,10 @@ impl VisionTransformer {
             .reshape((b, grid * grid, 3 * p * p))?;
         let kernel = self.patch_embedding.reshape((c, 3 * p * p))?;
         let patches = patches.broadcast_matmul(&kernel.t()?)?; // [B, g², C]
-        let cls = self.class_embedding.reshape((1, 1, c))?.broadcast_as((b, 1, c))?;
+        let cls = self
+            .class_embedding
+            .reshape((1, 1, c))?
+            .broadcast_as((b, 1, c))?;
         let x = Tensor::cat(&[&cls.contiguous()?, &patches.contiguous()?], 1)?;
         let x = x.broadcast_add(&self.positional_embedding(grid)?)?;
         self.ln_pre.forward(&x)
@@ -171,11 +188,17 @@ impl VisionTransformer {
     /// One image `[1, 3, S, S]`: its CLS embedding `[d]` and the last block's taps.
     pub fn forward_with_taps(&self, pixels: &Tensor) -> Result<(Tensor, ImageTaps)> {
         if pixels.dim(0)? != 1 {
-            candle_core::bail!("forward_with_taps takes one image, got a batch of {}", pixels.dim(0)?)
+            candle_core::bail!(
+                "forward_with_taps takes one image, got a batch of {}",
+                pixels.dim(0)?
+            )
         }
         let grid = self.grid_of(pixels)?;
         let mut x = self.embed(pixels)?;
-        let (last, rest) = self.blocks.split_last().expect("a ViT has at least one block");
+        let (last, rest) = self
+            .blocks
+            .split_last()
+            .expect("a ViT has at least one block");
         for block in rest {
             x = block.forward(&x, None)?;
         }
@@ -206,12 +229,19 @@ impl VisionTransformer {
     /// and pass the pooled token to [`Self::project_tokens`].
     pub fn value_path_patch_tokens(&self, pixels: &Tensor) -> Result<Tensor> {
         let mut x = self.embed(pixels)?;
-        let (last, rest) = self.blocks.split_last().expect("a ViT has at least one block");
+        let (last, rest) = self
+            .blocks
+            .split_last()
+            .expect("a ViT has at least one block");
         for block in rest {
             x = block.forward(&x, None)?;
         }
         let (wv, bv) = last.value_projection()?;
-        let v = last.ln_1().forward(&x)?.broadcast_matmul(&wv.t()?)?.broadcast_add(&bv)?;
+        let v = last
+            .ln_1()
+            .forward(&x)?
+            .broadcast_matmul(&wv.t()?)?
+            .broadcast_add(&bv)?;
         let attn_out = last.out_proj().forward(&v)?;
         let x_mid = (&x + attn_out)?;
         let y = (&x_mid + last.mlp_forward(&last.ln_2().forward(&x_mid)?)?)?;

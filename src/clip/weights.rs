@@ -8,7 +8,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
-use super::config::{Activation, Arch, ClipConfig, Normalization, TextConfig, VisionConfig, OPENAI_NORMALIZATION};
+use super::config::{
+    Activation, Arch, ClipConfig, Normalization, TextConfig, VisionConfig, OPENAI_NORMALIZATION,
+};
 use super::naming::Naming;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +30,11 @@ pub enum WeightsError {
     #[error("unknown model `{0}`: give a model directory, `random:<arch>[:seed]` or a name from `regionseek weights list` (architectures: vit-b-32, vit-b-16, vit-l-14, vit-h-14, tiny)")]
     UnknownModel(String),
     #[error("cannot download `{name}` ({message}). Without a connection, download it elsewhere and put the files in {dir} (see weights/README.md), or pass --model DIR")]
-    Offline { name: String, dir: PathBuf, message: String },
+    Offline {
+        name: String,
+        dir: PathBuf,
+        message: String,
+    },
 }
 
 /// Where the weights come from.
@@ -44,9 +50,12 @@ impl ModelSource {
         if let Some(rest) = spec.strip_prefix("random:") {
             let mut parts = rest.splitn(2, ':');
             let arch_name = parts.next().unwrap_or_default();
-            let arch = Arch::parse(arch_name).ok_or_else(|| WeightsError::UnknownModel(spec.to_string()))?;
+            let arch = Arch::parse(arch_name)
+                .ok_or_else(|| WeightsError::UnknownModel(spec.to_string()))?;
             let seed = match parts.next() {
-                Some(s) => s.parse().map_err(|_| WeightsError::UnknownModel(spec.to_string()))?,
+                Some(s) => s
+                    .parse()
+                    .map_err(|_| WeightsError::UnknownModel(spec.to_string()))?,
                 None => 0,
             };
             return Ok(ModelSource::Random { arch, seed });
@@ -73,9 +82,14 @@ pub struct ModelFiles {
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, WeightsError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| WeightsError::Io { path: path.to_path_buf(), message: e.to_string() })?;
-    serde_json::from_str(&text).map_err(|e| WeightsError::Config { path: path.to_path_buf(), message: e.to_string() })
+    let text = std::fs::read_to_string(path).map_err(|e| WeightsError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| WeightsError::Config {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -142,7 +156,10 @@ fn check(cond: bool, path: &Path, message: &str) -> Result<(), WeightsError> {
     if cond {
         Ok(())
     } else {
-        Err(WeightsError::Config { path: path.to_path_buf(), message: message.to_string() })
+        Err(WeightsError::Config {
+            path: path.to_path_buf(),
+            message: message.to_string(),
+        })
     }
 }
 
@@ -151,11 +168,31 @@ fn openclip_config(path: &Path) -> Result<ClipConfig, WeightsError> {
     let m = f.model_cfg;
     let v = m.vision_cfg;
     let t = m.text_cfg;
-    check(v.head_width > 0 && v.width % v.head_width == 0, path, "vision width must be a multiple of head_width")?;
-    check(v.patch_size > 0 && v.image_size % v.patch_size == 0, path, "image_size must be a multiple of patch_size")?;
-    check(t.heads > 0 && t.width % t.heads == 0, path, "text width must be a multiple of heads")?;
-    check(v.layers > 0 && t.layers > 0, path, "both towers need at least one layer")?;
-    let act = if m.quick_gelu { Activation::QuickGelu } else { Activation::Gelu };
+    check(
+        v.head_width > 0 && v.width % v.head_width == 0,
+        path,
+        "vision width must be a multiple of head_width",
+    )?;
+    check(
+        v.patch_size > 0 && v.image_size % v.patch_size == 0,
+        path,
+        "image_size must be a multiple of patch_size",
+    )?;
+    check(
+        t.heads > 0 && t.width % t.heads == 0,
+        path,
+        "text width must be a multiple of heads",
+    )?;
+    check(
+        v.layers > 0 && t.layers > 0,
+        path,
+        "both towers need at least one layer",
+    )?;
+    let act = if m.quick_gelu {
+        Activation::QuickGelu
+    } else {
+        Activation::Gelu
+    };
     Ok(ClipConfig {
         embed_dim: m.embed_dim,
         vision: VisionConfig {
@@ -180,7 +217,10 @@ fn openclip_config(path: &Path) -> Result<ClipConfig, WeightsError> {
         },
         normalization: f
             .preprocess_cfg
-            .map(|p| Normalization { mean: p.mean, std: p.std })
+            .map(|p| Normalization {
+                mean: p.mean,
+                std: p.std,
+            })
             .unwrap_or(OPENAI_NORMALIZATION),
     })
 }
@@ -270,9 +310,21 @@ fn hf_config(path: &Path) -> Result<ClipConfig, WeightsError> {
             message: format!("unsupported activation `{name}`"),
         })
     };
-    check(v.num_attention_heads > 0 && v.hidden_size % v.num_attention_heads == 0, path, "vision hidden_size must be a multiple of num_attention_heads")?;
-    check(v.patch_size > 0 && v.image_size % v.patch_size == 0, path, "image_size must be a multiple of patch_size")?;
-    check(t.num_attention_heads > 0 && t.hidden_size % t.num_attention_heads == 0, path, "text hidden_size must be a multiple of num_attention_heads")?;
+    check(
+        v.num_attention_heads > 0 && v.hidden_size % v.num_attention_heads == 0,
+        path,
+        "vision hidden_size must be a multiple of num_attention_heads",
+    )?;
+    check(
+        v.patch_size > 0 && v.image_size % v.patch_size == 0,
+        path,
+        "image_size must be a multiple of patch_size",
+    )?;
+    check(
+        t.num_attention_heads > 0 && t.hidden_size % t.num_attention_heads == 0,
+        path,
+        "text hidden_size must be a multiple of num_attention_heads",
+    )?;
     Ok(ClipConfig {
         embed_dim: f.projection_dim,
         vision: VisionConfig {
@@ -329,12 +381,18 @@ impl ModelFiles {
     pub fn var_builder(&self, device: &Device) -> Result<VarBuilder<'static>, WeightsError> {
         let path = &self.weights;
         if !path.is_file() {
-            return Err(WeightsError::Io { path: path.clone(), message: "file not found".into() });
+            return Err(WeightsError::Io {
+                path: path.clone(),
+                message: "file not found".into(),
+            });
         }
         // SAFETY: the file is mapped read-only; a concurrent writer could change it under us, as with any
         // mmapped model file, and the user owns that directory.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }
-            .map_err(|e| WeightsError::Safetensors { path: path.clone(), message: one_line(&e) })?;
+            .map_err(|e| WeightsError::Safetensors {
+                path: path.clone(),
+                message: one_line(&e),
+            })?;
         Ok(vb)
     }
 }
@@ -375,15 +433,26 @@ impl NormalRng {
 
 fn name_hash(name: &str) -> u64 {
     // FNV-1a: each tensor gets its own stream, so the weights do not depend on generation order.
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Seeded random weights of a real architecture in OpenCLIP naming, with open_clip's init scales and
 /// non-trivial LayerNorm parameters (so that a loading mistake cannot hide behind γ=1, β=0).
-pub fn random_state_dict(cfg: &ClipConfig, seed: u64, device: &Device) -> candle_core::Result<HashMap<String, Tensor>> {
+pub fn random_state_dict(
+    cfg: &ClipConfig,
+    seed: u64,
+    device: &Device,
+) -> candle_core::Result<HashMap<String, Tensor>> {
     let mut specs: Vec<(String, Vec<usize>, f32, f32)> = Vec::new();
-    let mut push = |name: String, shape: Vec<usize>, mean: f32, std: f32| specs.push((name, shape, mean, std));
-    let tower = |push: &mut dyn FnMut(String, Vec<usize>, f32, f32), prefix: &str, w: usize, f: usize, layers: usize| {
+    let mut push =
+        |name: String, shape: Vec<usize>, mean: f32, std: f32| specs.push((name, shape, mean, std));
+    let tower = |push: &mut dyn FnMut(String, Vec<usize>, f32, f32),
+                 prefix: &str,
+                 w: usize,
+                 f: usize,
+                 layers: usize| {
         let attn_std = (w as f32).powf(-0.5);
         let proj_std = attn_std * ((2 * layers) as f32).powf(-0.5);
         let fc_std = ((2 * w) as f32).powf(-0.5);
@@ -393,9 +462,19 @@ pub fn random_state_dict(cfg: &ClipConfig, seed: u64, device: &Device) -> candle
                 push(format!("{b}.{ln}.weight"), vec![w], 1.0, 0.1);
                 push(format!("{b}.{ln}.bias"), vec![w], 0.0, 0.05);
             }
-            push(format!("{b}.attn.in_proj_weight"), vec![3 * w, w], 0.0, attn_std);
+            push(
+                format!("{b}.attn.in_proj_weight"),
+                vec![3 * w, w],
+                0.0,
+                attn_std,
+            );
             push(format!("{b}.attn.in_proj_bias"), vec![3 * w], 0.0, 0.02);
-            push(format!("{b}.attn.out_proj.weight"), vec![w, w], 0.0, proj_std);
+            push(
+                format!("{b}.attn.out_proj.weight"),
+                vec![w, w],
+                0.0,
+                proj_std,
+            );
             push(format!("{b}.attn.out_proj.bias"), vec![w], 0.0, 0.02);
             push(format!("{b}.mlp.c_fc.weight"), vec![f, w], 0.0, fc_std);
             push(format!("{b}.mlp.c_fc.bias"), vec![f], 0.0, 0.02);
@@ -407,22 +486,59 @@ pub fn random_state_dict(cfg: &ClipConfig, seed: u64, device: &Device) -> candle
     let c = v.width;
     let g0 = v.base_grid();
     let scale = (c as f32).powf(-0.5);
-    push("visual.conv1.weight".into(), vec![c, 3, v.patch_size, v.patch_size], 0.0, (3.0 * (v.patch_size * v.patch_size) as f32).powf(-0.5));
+    push(
+        "visual.conv1.weight".into(),
+        vec![c, 3, v.patch_size, v.patch_size],
+        0.0,
+        (3.0 * (v.patch_size * v.patch_size) as f32).powf(-0.5),
+    );
     push("visual.class_embedding".into(), vec![c], 0.0, scale);
-    push("visual.positional_embedding".into(), vec![g0 * g0 + 1, c], 0.0, scale);
+    push(
+        "visual.positional_embedding".into(),
+        vec![g0 * g0 + 1, c],
+        0.0,
+        scale,
+    );
     push("visual.ln_pre.weight".into(), vec![c], 1.0, 0.1);
     push("visual.ln_pre.bias".into(), vec![c], 0.0, 0.05);
-    tower(&mut push, "visual.transformer.resblocks", c, v.mlp_dim, v.layers);
+    tower(
+        &mut push,
+        "visual.transformer.resblocks",
+        c,
+        v.mlp_dim,
+        v.layers,
+    );
     push("visual.ln_post.weight".into(), vec![c], 1.0, 0.1);
     push("visual.ln_post.bias".into(), vec![c], 0.0, 0.05);
     push("visual.proj".into(), vec![c, cfg.embed_dim], 0.0, scale);
     let t = &cfg.text;
-    push("token_embedding.weight".into(), vec![t.vocab_size, t.width], 0.0, 0.02);
-    push("positional_embedding".into(), vec![t.context_length, t.width], 0.0, 0.01);
-    tower(&mut push, "transformer.resblocks", t.width, t.mlp_dim, t.layers);
+    push(
+        "token_embedding.weight".into(),
+        vec![t.vocab_size, t.width],
+        0.0,
+        0.02,
+    );
+    push(
+        "positional_embedding".into(),
+        vec![t.context_length, t.width],
+        0.0,
+        0.01,
+    );
+    tower(
+        &mut push,
+        "transformer.resblocks",
+        t.width,
+        t.mlp_dim,
+        t.layers,
+    );
     push("ln_final.weight".into(), vec![t.width], 1.0, 0.1);
     push("ln_final.bias".into(), vec![t.width], 0.0, 0.05);
-    push("text_projection".into(), vec![t.width, cfg.embed_dim], 0.0, (t.width as f32).powf(-0.5));
+    push(
+        "text_projection".into(),
+        vec![t.width, cfg.embed_dim],
+        0.0,
+        (t.width as f32).powf(-0.5),
+    );
     push("logit_scale".into(), vec![], (1.0f32 / 0.07).ln(), 0.0);
 
     use rayon::prelude::*;

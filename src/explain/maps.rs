@@ -17,7 +17,14 @@ pub struct Bilinear {
 
 impl Bilinear {
     pub fn new(in_h: usize, in_w: usize, out_h: usize, out_w: usize) -> Self {
-        Self { in_h, in_w, out_h, out_w, ty: bilinear_taps(in_h, out_h), tx: bilinear_taps(in_w, out_w) }
+        Self {
+            in_h,
+            in_w,
+            out_h,
+            out_w,
+            ty: bilinear_taps(in_h, out_h),
+            tx: bilinear_taps(in_w, out_w),
+        }
     }
 
     pub fn forward(&self, src: &[f32]) -> Vec<f32> {
@@ -92,7 +99,9 @@ impl NormalizedMap {
 impl PatchUpsample {
     pub fn new(grid: usize, patch: usize) -> Self {
         let s = grid * patch;
-        Self { up: Bilinear::new(grid, grid, s, s) }
+        Self {
+            up: Bilinear::new(grid, grid, s, s),
+        }
     }
 
     pub fn size(&self) -> usize {
@@ -118,7 +127,12 @@ impl PatchUpsample {
         } else {
             vec![0.0; x.len()]
         };
-        NormalizedMap { values, argmin, argmax, range }
+        NormalizedMap {
+            values,
+            argmin,
+            argmax,
+            range,
+        }
     }
 
     /// `dL/dE` on S×S → `dL/dR` on the g×g patch grid.
@@ -149,7 +163,9 @@ pub struct MapResize {
 
 impl MapResize {
     pub fn new(size: usize, mask_h: usize, mask_w: usize) -> Self {
-        Self { resize: Bilinear::new(size, size, mask_h, mask_w) }
+        Self {
+            resize: Bilinear::new(size, size, mask_h, mask_w),
+        }
     }
 
     /// The map at the mask's resolution (for display and checks).
@@ -164,7 +180,8 @@ impl MapResize {
 
     /// `ρ`: the weight of each S×S pixel in the sum of the resized map.
     pub fn fold_ones(&self) -> Vec<f32> {
-        self.resize.backward(&vec![1.0; self.resize.out_h * self.resize.out_w])
+        self.resize
+            .backward(&vec![1.0; self.resize.out_h * self.resize.out_w])
     }
 }
 
@@ -183,7 +200,10 @@ mod tests {
         let y: Vec<f32> = (0..52).map(|i| ((i * 13) % 7) as f32 - 3.0).collect();
         let lhs = dot(&b.forward(&x), &y);
         let rhs = dot(&x, &b.backward(&y));
-        assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "{lhs} vs {rhs}");
+        assert!(
+            (lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0),
+            "{lhs} vs {rhs}"
+        );
     }
 
     #[test]
@@ -200,7 +220,11 @@ mod tests {
             let mut m = r.clone();
             m[k] -= 1e-3;
             let fd = (loss(&p) - loss(&m)) / 2e-3;
-            assert!((fd - g[k] as f64).abs() < 2e-2, "k={k}: fd {fd} vs {}", g[k]);
+            assert!(
+                (fd - g[k] as f64).abs() < 2e-2,
+                "k={k}: fd {fd} vs {}",
+                g[k]
+            );
         }
     }
 

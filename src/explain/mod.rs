@@ -37,7 +37,9 @@ impl LnPoint {
         let gh = u.broadcast_mul(&self.gamma)?;
         let m1 = gh.mean_keepdim(D::Minus1)?;
         let m2 = gh.broadcast_mul(&self.xhat)?.mean_keepdim(D::Minus1)?;
-        gh.broadcast_sub(&m1)?.broadcast_sub(&self.xhat.broadcast_mul(&m2)?)?.broadcast_div(&self.std)
+        gh.broadcast_sub(&m1)?
+            .broadcast_sub(&self.xhat.broadcast_mul(&m2)?)?
+            .broadcast_div(&self.std)
     }
 
     /// `J_LN·v` for each row: `γ ⊙ (v − mean(v) − x̂·mean(x̂⊙v)) / σ`.
@@ -97,7 +99,13 @@ impl Relevance {
         let cfg = vision.config();
         let block = vision.last_block();
         let n = taps.block.x_in.dim(0)?;
-        let e_norm = taps.mean_embedding.sqr()?.sum_all()?.sqrt()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let e_norm = taps
+            .mean_embedding
+            .sqr()?
+            .sum_all()?
+            .sqrt()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
         Ok(Self {
             tokens: n,
             width: cfg.width,
@@ -154,9 +162,15 @@ impl Relevance {
         let (m, c) = w.dims2()?;
         let n = self.tokens;
         let y = w.matmul(&self.fc2)?; // [M, F]
-        let z = self.act_prime.unsqueeze(0)?.broadcast_mul(&y.unsqueeze(1)?)?; // [M, N, F]
+        let z = self
+            .act_prime
+            .unsqueeze(0)?
+            .broadcast_mul(&y.unsqueeze(1)?)?; // [M, N, F]
         let f = y.dim(1)?;
-        let q = z.reshape((m * n, f))?.matmul(&self.fc1)?.reshape((m, n, c))?;
+        let q = z
+            .reshape((m * n, f))?
+            .matmul(&self.fc1)?
+            .reshape((m, n, c))?;
         let back = self.ln_2.transpose_apply(&q)?;
         back.broadcast_add(&w.unsqueeze(1)?)? / n as f64
     }
@@ -166,7 +180,10 @@ impl Relevance {
         let (m, n, c) = dg.dims3()?;
         let t = self.ln_2.apply(dg)?;
         let f = self.fc1.dim(0)?;
-        let s = t.reshape((m * n, c))?.matmul(&self.fc1.t()?)?.reshape((m, n, f))?;
+        let s = t
+            .reshape((m * n, c))?
+            .matmul(&self.fc1.t()?)?
+            .reshape((m, n, f))?;
         let s = s.broadcast_mul(&self.act_prime.unsqueeze(0)?)?.sum(1)?; // [M, F]
         let through_mlp = s.matmul(&self.fc2.t()?)?;
         (through_mlp + dg.sum(1)?)? / n as f64
@@ -190,14 +207,23 @@ impl Relevance {
             let a = self.act_prime.narrow(0, start, len)?; // [len, F]
             let z = a.unsqueeze(0)?.broadcast_mul(&y.unsqueeze(1)?)?; // [d, len, F]
             let f = y.dim(1)?;
-            let q = z.reshape((d * len, f))?.matmul(&self.fc1)?.reshape((d, len, c))?;
+            let q = z
+                .reshape((d * len, f))?
+                .matmul(&self.fc1)?
+                .reshape((d, len, c))?;
             let ln = LnPoint {
                 xhat: self.ln_2.xhat.narrow(0, start, len)?,
                 std: self.ln_2.std.narrow(0, start, len)?,
                 gamma: self.ln_2.gamma.clone(),
             };
-            let g = (ln.transpose_apply(&q)?.broadcast_add(&w_of_basis.unsqueeze(1)?)? / n as f64)?;
-            let u = g.reshape((d * len, c))?.matmul(&self.out_proj)?.reshape((d, len * c))?; // [d, len·C]
+            let g = (ln
+                .transpose_apply(&q)?
+                .broadcast_add(&w_of_basis.unsqueeze(1)?)?
+                / n as f64)?;
+            let u = g
+                .reshape((d * len, c))?
+                .matmul(&self.out_proj)?
+                .reshape((d, len * c))?; // [d, len·C]
             parts.push(u.t()?.contiguous()?); // [len·C, d]
             start += len;
         }
@@ -214,13 +240,17 @@ impl Relevance {
         let m = t_hat.dim(0)?;
         match (path, &self.jacobian) {
             (GradPath::Jacobian, Some(k)) => {
-                k.matmul(&t_hat.t()?)?.t()?.reshape((m, self.tokens, self.width))
+                k.matmul(&t_hat.t()?)?
+                    .t()?
+                    .reshape((m, self.tokens, self.width))
             }
             _ => {
                 let w = self.token_mean_grad(t_hat)?;
                 let g = self.residual_grad(&w)?;
                 let c = self.width;
-                g.reshape((m * self.tokens, c))?.matmul(&self.out_proj)?.reshape((m, self.tokens, c))
+                g.reshape((m * self.tokens, c))?
+                    .matmul(&self.out_proj)?
+                    .reshape((m, self.tokens, c))
             }
         }
     }
@@ -231,7 +261,10 @@ impl Relevance {
         match (path, &self.jacobian) {
             (GradPath::Jacobian, Some(k)) => du.reshape((m, n * c))?.matmul(k),
             _ => {
-                let dg = du.reshape((m * n, c))?.matmul(&self.out_proj.t()?)?.reshape((m, n, c))?;
+                let dg = du
+                    .reshape((m * n, c))?
+                    .matmul(&self.out_proj.t()?)?
+                    .reshape((m, n, c))?;
                 self.token_mean_grad_t(&self.residual_grad_t(&dg)?)
             }
         }
@@ -262,8 +295,13 @@ impl Relevance {
         let dh = self.width / h;
         let zero_cls = Tensor::zeros((m, 1), DType::F32, self.device())?;
         let d_full = (Tensor::cat(&[&zero_cls, d_rel], 1)? / (h * n) as f64)?; // [M, N]
-        let positive = grads.gt(0f32)?.to_dtype(DType::F32)?.reshape((h, m, n, n))?;
-        let dg = positive.broadcast_mul(&d_full.reshape((1, m, 1, n))?)?.reshape((h, m * n, n))?;
+        let positive = grads
+            .gt(0f32)?
+            .to_dtype(DType::F32)?
+            .reshape((h, m, n, n))?;
+        let dg = positive
+            .broadcast_mul(&d_full.reshape((1, m, 1, n))?)?
+            .reshape((h, m * n, n))?;
         let du = dg.matmul(&self.values)?; // [H, M·N, D]
         du.transpose(0, 1)?.reshape((m, n, h * dh))
     }

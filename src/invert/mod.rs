@@ -146,7 +146,12 @@ fn dice_and_grad(e: &[f32], prepared: &PreparedMask, rho: &[f32], scale: f32) ->
     let loss = 1.0 - (2.0 * inter + 1.0) / denom;
     let a = (-2.0 / denom) as f32 * scale;
     let b = ((2.0 * inter + 1.0) / (denom * denom)) as f32 * scale;
-    let grad = prepared.folded.iter().zip(rho).map(|(&m, &r)| a * m + b * r).collect();
+    let grad = prepared
+        .folded
+        .iter()
+        .zip(rho)
+        .map(|(&m, &r)| a * m + b * r)
+        .collect();
     (loss as f32, grad)
 }
 
@@ -160,11 +165,27 @@ pub fn invert_image(
 ) -> Result<InversionOutput, InvertError> {
     let patch = model.config.vision.patch_size;
     if cfg.size == 0 || cfg.size % patch != 0 {
-        return Err(InvertError::BadSize { size: cfg.size, patch });
+        return Err(InvertError::BadSize {
+            size: cfg.size,
+            patch,
+        });
     }
     let t0 = std::time::Instant::now();
-    let pixels = preprocess::squash(image, cfg.size as u32, &model.config.normalization, &model.device)?;
-    invert_pixels(model, &pixels, image.width() as usize, image.height() as usize, masks, cfg, t0)
+    let pixels = preprocess::squash(
+        image,
+        cfg.size as u32,
+        &model.config.normalization,
+        &model.device,
+    )?;
+    invert_pixels(
+        model,
+        &pixels,
+        image.width() as usize,
+        image.height() as usize,
+        masks,
+        cfg,
+        t0,
+    )
 }
 
 /// As [`invert_image`] for an already preprocessed `[1, 3, S, S]` tensor of an image of `width`×`height`.
@@ -186,14 +207,18 @@ pub fn invert_pixels(
         .iter()
         .map(|m| validate_mask(m, width, height).err().map(Err))
         .collect();
-    let valid: Vec<usize> = (0..masks.len()).filter(|&i| outcomes[i].is_none()).collect();
+    let valid: Vec<usize> = (0..masks.len())
+        .filter(|&i| outcomes[i].is_none())
+        .collect();
     let total_masks = masks.len().max(1);
 
     let evaluations = valid.len() * cfg.steps.max(1);
     let path = match cfg.grad {
         GradChoice::Direct => GradPath::Direct,
         GradChoice::Jacobian => GradPath::Jacobian,
-        GradChoice::Auto => rel.costs().choose(evaluations, cfg.jacobian_budget_bytes as f64, 1.0),
+        GradChoice::Auto => rel
+            .costs()
+            .choose(evaluations, cfg.jacobian_budget_bytes as f64, 1.0),
     };
     let t_jac = std::time::Instant::now();
     if path == GradPath::Jacobian && !valid.is_empty() {
@@ -210,14 +235,26 @@ pub fn invert_pixels(
     let mut chunks = 0;
     for ids in valid.chunks(chunk) {
         chunks += 1;
-        let results = invert_chunk(&rel, path, &up, &cls_embedding, ids.iter().map(|&i| &masks[i]).collect(), cfg, total_masks, s)?;
+        let results = invert_chunk(
+            &rel,
+            path,
+            &up,
+            &cls_embedding,
+            ids.iter().map(|&i| &masks[i]).collect(),
+            cfg,
+            total_masks,
+            s,
+        )?;
         for (&i, r) in ids.iter().zip(results) {
             outcomes[i] = Some(r);
         }
     }
     Ok(InversionOutput {
         cls_embedding,
-        masks: outcomes.into_iter().map(|o| o.expect("every mask has an outcome")).collect(),
+        masks: outcomes
+            .into_iter()
+            .map(|o| o.expect("every mask has an outcome"))
+            .collect(),
         report: InversionReport {
             grad_path: match path {
                 GradPath::Direct => "direct",
@@ -232,7 +269,12 @@ pub fn invert_pixels(
 }
 
 /// Maps of unit tokens `[M, d]` at S×S, with the relevance products kept for the backward pass.
-fn maps_of(rel: &Relevance, path: GradPath, up: &PatchUpsample, t_hat: &Tensor) -> candle_core::Result<(Tensor, Vec<crate::explain::maps::NormalizedMap>)> {
+fn maps_of(
+    rel: &Relevance,
+    path: GradPath,
+    up: &PatchUpsample,
+    t_hat: &Tensor,
+) -> candle_core::Result<(Tensor, Vec<crate::explain::maps::NormalizedMap>)> {
     let m = t_hat.dim(0)?;
     let u = rel.attention_output_grad(t_hat, path)?;
     let grads = rel.attention_grads(&u)?;
@@ -259,7 +301,11 @@ fn invert_chunk(
         .par_iter()
         .map(|m| {
             let resize = MapResize::new(s, m.height, m.width);
-            PreparedMask { folded: resize.fold_mask(&m.as_f32()), area: m.area() as f32, resize }
+            PreparedMask {
+                folded: resize.fold_mask(&m.as_f32()),
+                area: m.area() as f32,
+                resize,
+            }
         })
         .collect();
     // ρ depends only on the mask's size; masks of one image share it.
@@ -294,7 +340,10 @@ fn invert_chunk(
         let d_rel = Tensor::from_vec(d_rel, (mc, g2), device)?;
         let du = rel.relevance_backward(&grads, &d_rel)?;
         drop(grads);
-        let mut d_t: Vec<f32> = rel.attention_output_grad_t(&du, path)?.flatten_all()?.to_vec1()?;
+        let mut d_t: Vec<f32> = rel
+            .attention_output_grad_t(&du, path)?
+            .flatten_all()?
+            .to_vec1()?;
         if cfg.alpha != 0.0 {
             let a = (cfg.alpha / total_masks as f64) as f32;
             for row in d_t.chunks_mut(d) {
@@ -335,11 +384,18 @@ fn invert_chunk(
             }
             let valid_map = maps[k].is_valid();
             let (final_dice, _) = dice_and_grad(&maps[k].values, &prepared[k], &rho[k], 1.0);
-            let map = cfg.keep_maps.then(|| prepared[k].resize.forward(&maps[k].values));
+            let map = cfg
+                .keep_maps
+                .then(|| prepared[k].resize.forward(&maps[k].values));
             if !valid_map {
                 tracing::warn!("mask {k}: the token's map is flat (no positive gradient anywhere)");
             }
-            Ok(MaskResult { embedding: emb, dice_trace: traces[k].clone(), final_dice, map })
+            Ok(MaskResult {
+                embedding: emb,
+                dice_trace: traces[k].clone(),
+                final_dice,
+                map,
+            })
         })
         .collect();
     Ok(results)
@@ -350,6 +406,15 @@ fn invert_chunk(
 pub fn legrad_map(rel: &Relevance, token: &[f32], path: GradPath) -> candle_core::Result<Vec<f32>> {
     let (t_hat, _) = normalize_rows(token, token.len());
     let up = PatchUpsample::new(rel.grid, rel.patch);
-    let (_, maps) = maps_of(rel, path, &up, &Tensor::from_vec(t_hat, (1, token.len()), rel.device())?)?;
-    Ok(maps.into_iter().next().map(|m| m.values).unwrap_or_default())
+    let (_, maps) = maps_of(
+        rel,
+        path,
+        &up,
+        &Tensor::from_vec(t_hat, (1, token.len()), rel.device())?,
+    )?;
+    Ok(maps
+        .into_iter()
+        .next()
+        .map(|m| m.values)
+        .unwrap_or_default())
 }

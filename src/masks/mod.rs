@@ -9,7 +9,11 @@ pub enum MaskError {
     #[error("cannot read mask {path}: {message}")]
     Read { path: PathBuf, message: String },
     #[error("mask buffer of {len} values does not match {width}x{height}")]
-    Size { width: usize, height: usize, len: usize },
+    Size {
+        width: usize,
+        height: usize,
+        len: usize,
+    },
 }
 
 /// A binary mask, row-major, one byte per pixel (0 or 1).
@@ -23,13 +27,25 @@ pub struct BinaryMask {
 impl BinaryMask {
     pub fn new(width: usize, height: usize, data: Vec<u8>) -> Result<Self, MaskError> {
         if data.len() != width * height {
-            return Err(MaskError::Size { width, height, len: data.len() });
+            return Err(MaskError::Size {
+                width,
+                height,
+                len: data.len(),
+            });
         }
-        Ok(Self { width, height, data: data.into_iter().map(|v| (v != 0) as u8).collect() })
+        Ok(Self {
+            width,
+            height,
+            data: data.into_iter().map(|v| (v != 0) as u8).collect(),
+        })
     }
 
     pub fn zeros(width: usize, height: usize) -> Self {
-        Self { width, height, data: vec![0; width * height] }
+        Self {
+            width,
+            height,
+            data: vec![0; width * height],
+        }
     }
 
     /// A filled rectangle `[x0, x1) × [y0, y1)`, clipped to the mask.
@@ -71,7 +87,10 @@ impl BinaryMask {
     /// grayscale 0/255 or 0/1, palette, RGB(A) with the same value in every colour channel, or a mask carried
     /// only by the alpha channel. Foreground is any pixel above half of the file's maximum value.
     pub fn read(path: &Path) -> Result<Self, MaskError> {
-        let err = |m: String| MaskError::Read { path: path.to_path_buf(), message: m };
+        let err = |m: String| MaskError::Read {
+            path: path.to_path_buf(),
+            message: m,
+        };
         let img = image::open(path).map_err(|e| err(e.to_string()))?;
         Ok(Self::from_image(&img))
     }
@@ -82,11 +101,22 @@ impl BinaryMask {
         let luma: Vec<u8> = rgba.pixels().map(|p| p[0].max(p[1]).max(p[2])).collect();
         let alpha: Vec<u8> = rgba.pixels().map(|p| p[3]).collect();
         let varies = |v: &[u8]| v.iter().any(|&x| x != v[0]);
-        let channel = if !varies(&luma) && varies(&alpha) { alpha } else { luma };
+        let channel = if !varies(&luma) && varies(&alpha) {
+            alpha
+        } else {
+            luma
+        };
         let max = channel.iter().copied().max().unwrap_or(0);
         let threshold = max / 2;
-        let data = channel.iter().map(|&v| (max > 0 && v > threshold) as u8).collect();
-        Self { width: w, height: h, data }
+        let data = channel
+            .iter()
+            .map(|&v| (max > 0 && v > threshold) as u8)
+            .collect();
+        Self {
+            width: w,
+            height: h,
+            data,
+        }
     }
 }
 
@@ -110,10 +140,17 @@ mod tests {
         let want = BinaryMask::from_image(&DynamicImage::ImageLuma8(g255));
         assert_eq!(want.area(), 3);
         assert_eq!(want.bbox(), Some([1, 1, 4, 3]));
-        for other in [DynamicImage::ImageLuma8(g1), DynamicImage::ImageRgba8(rgba), DynamicImage::ImageRgba8(alpha)] {
+        for other in [
+            DynamicImage::ImageLuma8(g1),
+            DynamicImage::ImageRgba8(rgba),
+            DynamicImage::ImageRgba8(alpha),
+        ] {
             assert_eq!(BinaryMask::from_image(&other), want);
         }
-        assert_eq!(BinaryMask::from_image(&DynamicImage::ImageLuma8(GrayImage::new(4, 3))).area(), 0);
+        assert_eq!(
+            BinaryMask::from_image(&DynamicImage::ImageLuma8(GrayImage::new(4, 3))).area(),
+            0
+        );
     }
 
     #[test]

@@ -23,17 +23,22 @@ pub fn shared_data() -> Option<PathBuf> {
     if p.is_dir() {
         Some(p)
     } else {
-        eprintln!("SKIP: shared data not found at {} (set REGIONSEEK_DATA)", p.display());
+        eprintln!(
+            "SKIP: shared data not found at {} (set REGIONSEEK_DATA)",
+            p.display()
+        );
         None
     }
 }
 
 pub fn expected() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(tiny_dir().join("expected.safetensors"), &Device::Cpu).expect("fixture tensors")
+    candle_core::safetensors::load(tiny_dir().join("expected.safetensors"), &Device::Cpu)
+        .expect("fixture tensors")
 }
 
 pub fn expected_json() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(tiny_dir().join("expected.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(tiny_dir().join("expected.json")).unwrap())
+        .unwrap()
 }
 
 pub fn vec1(t: &Tensor) -> Vec<f32> {
@@ -50,5 +55,8 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
