@@ -10,23 +10,48 @@ use regionseek::clip::{ClipModel, ModelSource};
 use regionseek::invert::{invert_image, invert_pixels, GradChoice, InversionConfig};
 use regionseek::masks::BinaryMask;
 
-#[test]
-fn vit_b16_at_448_matches_reference() {
+struct Fixture {
+    model: ClipModel,
+    expected: std::collections::HashMap<String, candle_core::Tensor>,
+    examples: std::path::PathBuf,
+    masks: Vec<BinaryMask>,
+}
+
+/// The B/16 fixture and the cat/dog example, or None (with a message) where either is absent.
+fn fixture() -> Option<Fixture> {
     let Some(dir) = std::env::var_os("REGIONSEEK_B16_FIXTURE").map(std::path::PathBuf::from) else {
         eprintln!(
             "SKIP: REGIONSEEK_B16_FIXTURE not set (write it with make_reference.py --full DIR)"
         );
+        return None;
+    };
+    let examples = shared_data()?.join("maskinversion-examples");
+    let model = ClipModel::load(&ModelSource::Dir(dir.clone()), &Device::Cpu).unwrap();
+    let expected =
+        candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+    let masks = ["cat_mask.png", "dog_mask.png"]
+        .iter()
+        .map(|f| BinaryMask::read(&examples.join(f)).unwrap())
+        .collect();
+    Some(Fixture {
+        model,
+        expected,
+        examples,
+        masks,
+    })
+}
+
+#[test]
+fn vit_b16_at_448_matches_reference() {
+    let Some(Fixture {
+        model,
+        expected: exp,
+        examples: ex,
+        masks,
+    }) = fixture()
+    else {
         return;
     };
-    let Some(data) = shared_data() else { return };
-    let model = ClipModel::load(&ModelSource::Dir(dir.clone()), &Device::Cpu).unwrap();
-    let exp =
-        candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
-    let ex = data.join("maskinversion-examples");
-    let masks: Vec<BinaryMask> = ["cat_mask.png", "dog_mask.png"]
-        .iter()
-        .map(|f| BinaryMask::read(&ex.join(f)).unwrap())
-        .collect();
     let cfg = InversionConfig {
         size: 448,
         grad: GradChoice::Direct,
@@ -64,21 +89,15 @@ fn vit_b16_at_448_matches_reference() {
 /// differences in the token, so this reports the figures and checks only that the image embedding holds.
 #[test]
 fn vit_b16_at_448_end_to_end_from_jpeg() {
-    let Some(dir) = std::env::var_os("REGIONSEEK_B16_FIXTURE").map(std::path::PathBuf::from) else {
-        eprintln!(
-            "SKIP: REGIONSEEK_B16_FIXTURE not set (write it with make_reference.py --full DIR)"
-        );
+    let Some(Fixture {
+        model,
+        expected: exp,
+        examples: ex,
+        masks,
+    }) = fixture()
+    else {
         return;
     };
-    let Some(data) = shared_data() else { return };
-    let model = ClipModel::load(&ModelSource::Dir(dir.clone()), &Device::Cpu).unwrap();
-    let exp =
-        candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
-    let ex = data.join("maskinversion-examples");
-    let masks: Vec<BinaryMask> = ["cat_mask.png", "dog_mask.png"]
-        .iter()
-        .map(|f| BinaryMask::read(&ex.join(f)).unwrap())
-        .collect();
     let cfg = InversionConfig {
         size: 448,
         grad: GradChoice::Direct,

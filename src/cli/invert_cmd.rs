@@ -12,29 +12,14 @@ use serde_json::json;
 
 use super::output::{print_json, write_atomic, ModelArgs};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Method {
-    Maskinversion,
-    Cls,
-    Crop,
-    MaskedCrop,
-    MaskPool,
-    RedCircle,
-    Blur,
-}
-
-impl Method {
-    pub fn baseline(self) -> Option<Baseline> {
-        match self {
-            Method::Maskinversion => None,
-            Method::Cls => Some(Baseline::Cls),
-            Method::Crop => Some(Baseline::Crop),
-            Method::MaskedCrop => Some(Baseline::MaskedCrop),
-            Method::MaskPool => Some(Baseline::MaskPool),
-            Method::RedCircle => Some(Baseline::RedCircle),
-            Method::Blur => Some(Baseline::Blur),
-        }
+/// `maskinversion` (None) or one of the baselines' names.
+fn parse_method(s: &str) -> Result<Option<Baseline>, String> {
+    if s == "maskinversion" {
+        return Ok(None);
     }
+    <Baseline as clap::ValueEnum>::from_str(s, false)
+        .map(Some)
+        .map_err(|_| format!("unknown method `{s}` (maskinversion, cls, crop, masked-crop, mask-pool, red-circle, blur)"))
 }
 
 #[derive(clap::Args)]
@@ -56,8 +41,9 @@ pub struct InvertArgs {
     /// Gradient path: auto picks the cheaper of the cached Jacobian and the direct chain.
     #[arg(long, value_enum, default_value = "auto")]
     grad: GradChoice,
-    #[arg(long, value_enum, default_value = "maskinversion")]
-    method: Method,
+    /// maskinversion, or a baseline: cls, crop, masked-crop, mask-pool, red-circle, blur.
+    #[arg(long, value_parser = parse_method, default_value = "maskinversion")]
+    method: Option<Baseline>,
     /// Comma-separated class names: prints each region's zero-shot ranking ("a photo of a {}.").
     #[arg(long, value_delimiter = ',')]
     labels: Vec<String>,
@@ -127,7 +113,7 @@ pub fn run(a: InvertArgs) -> anyhow::Result<ExitCode> {
     // Per mask: (embedding, final dice, dice trace, map) or an error.
     type Row = Result<(Vec<f32>, Option<f32>, Vec<f32>, Option<Vec<f32>>), String>;
     let mut report = serde_json::Value::Null;
-    let rows: Vec<Row> = match a.method.baseline() {
+    let rows: Vec<Row> = match a.method {
         None => {
             let out = invert_image(&model, &img, &masks, &cfg)?;
             report = serde_json::to_value(&out.report)?;
@@ -219,7 +205,7 @@ pub fn run(a: InvertArgs) -> anyhow::Result<ExitCode> {
                 };
                 if a.json {
                     print_json(&json!({
-                        "image": a.image, "mask": path, "method": format!("{:?}", a.method).to_lowercase(),
+                        "image": a.image, "mask": path, "method": a.method.map(Baseline::name).unwrap_or("maskinversion"),
                         "model": model.id(), "final_dice": final_dice, "dice_trace": trace,
                         "embedding": emb, "ranking": ranking.iter().map(|(l, p)| json!({"label": l, "prob": p})).collect::<Vec<_>>(),
                         "map": map_file,

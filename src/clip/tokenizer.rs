@@ -200,6 +200,7 @@ impl ClipBpe {
         let end = (49152 - 256 - 2 + 1).min(lines.len());
         let merges: Vec<(String, String)> = lines[1.min(lines.len())..end]
             .iter()
+            .filter(|l| !l.trim().is_empty())
             .map(|l| {
                 let mut it = l.split_whitespace();
                 match (it.next(), it.next()) {
