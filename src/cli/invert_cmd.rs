@@ -12,13 +12,16 @@ use serde_json::json;
 
 use super::output::{print_json, write_atomic, ModelArgs};
 
-/// `maskinversion` (None) or one of the baselines' names.
-fn parse_method(s: &str) -> Result<Option<Baseline>, String> {
+/// `maskinversion` (None) or one of the baselines.
+#[derive(Clone, Copy, Debug)]
+pub struct MethodChoice(pub Option<Baseline>);
+
+fn parse_method(s: &str) -> Result<MethodChoice, String> {
     if s == "maskinversion" {
-        return Ok(None);
+        return Ok(MethodChoice(None));
     }
     <Baseline as clap::ValueEnum>::from_str(s, false)
-        .map(Some)
+        .map(|b| MethodChoice(Some(b)))
         .map_err(|_| format!("unknown method `{s}` (maskinversion, cls, crop, masked-crop, mask-pool, red-circle, blur)"))
 }
 
@@ -43,7 +46,7 @@ pub struct InvertArgs {
     grad: GradChoice,
     /// maskinversion, or a baseline: cls, crop, masked-crop, mask-pool, red-circle, blur.
     #[arg(long, value_parser = parse_method, default_value = "maskinversion")]
-    method: Option<Baseline>,
+    method: MethodChoice,
     /// Comma-separated class names: prints each region's zero-shot ranking ("a photo of a {}.").
     #[arg(long, value_delimiter = ',')]
     labels: Vec<String>,
@@ -113,7 +116,7 @@ pub fn run(a: InvertArgs) -> anyhow::Result<ExitCode> {
     // Per mask: (embedding, final dice, dice trace, map) or an error.
     type Row = Result<(Vec<f32>, Option<f32>, Vec<f32>, Option<Vec<f32>>), String>;
     let mut report = serde_json::Value::Null;
-    let rows: Vec<Row> = match a.method {
+    let rows: Vec<Row> = match a.method.0 {
         None => {
             let out = invert_image(&model, &img, &masks, &cfg)?;
             report = serde_json::to_value(&out.report)?;
@@ -205,7 +208,7 @@ pub fn run(a: InvertArgs) -> anyhow::Result<ExitCode> {
                 };
                 if a.json {
                     print_json(&json!({
-                        "image": a.image, "mask": path, "method": a.method.map(Baseline::name).unwrap_or("maskinversion"),
+                        "image": a.image, "mask": path, "method": a.method.0.map(Baseline::name).unwrap_or("maskinversion"),
                         "model": model.id(), "final_dice": final_dice, "dice_trace": trace,
                         "embedding": emb, "ranking": ranking.iter().map(|(l, p)| json!({"label": l, "prob": p})).collect::<Vec<_>>(),
                         "map": map_file,
