@@ -308,8 +308,11 @@ fn invert_chunk(
             }
         })
         .collect();
-    // ρ depends only on the mask's size; masks of one image share it.
-    let rho: Vec<Vec<f32>> = prepared.par_iter().map(|p| p.resize.fold_ones()).collect();
+    // ρ depends only on the mask's size, and every valid mask has the image's size: one serves all.
+    let rho: Vec<f32> = prepared
+        .first()
+        .map(|p| p.resize.fold_ones())
+        .unwrap_or_default();
 
     let (cls_unit, _) = normalize_rows(cls, d);
     let mut token: Vec<f32> = cls.repeat(mc);
@@ -325,9 +328,8 @@ fn invert_chunk(
         let per_mask: Vec<(f32, Vec<f32>)> = maps
             .par_iter()
             .zip(&prepared)
-            .zip(&rho)
-            .map(|((map, p), rho)| {
-                let (loss, d_e) = dice_and_grad(&map.values, p, rho, scale);
+            .map(|(map, p)| {
+                let (loss, d_e) = dice_and_grad(&map.values, p, &rho, scale);
                 (loss, up.backward(map, &d_e))
             })
             .collect();
@@ -383,7 +385,7 @@ fn invert_chunk(
                 return Err("the optimisation diverged (non-finite token)".to_string());
             }
             let valid_map = maps[k].is_valid();
-            let (final_dice, _) = dice_and_grad(&maps[k].values, &prepared[k], &rho[k], 1.0);
+            let (final_dice, _) = dice_and_grad(&maps[k].values, &prepared[k], &rho, 1.0);
             let map = cfg
                 .keep_maps
                 .then(|| prepared[k].resize.forward(&maps[k].values));
