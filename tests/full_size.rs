@@ -46,7 +46,7 @@ fn vit_b16_at_448_matches_reference() {
     let Some(Fixture {
         model,
         expected: exp,
-        examples: ex,
+        examples: _,
         masks,
     }) = fixture()
     else {
