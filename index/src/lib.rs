@@ -1,1 +1,18 @@
-//! Region store and vector index. Filled by the index issue.
+//! Where region embeddings live and are searched: an Arrow/Parquet region table (append-only segments) and
+//! an HNSW graph (hnsw_rs, cosine on L2-normalised vectors) beside it, committed atomically through a
+//! manifest. No model code: records arrive as plain data.
+
+pub mod bench;
+mod engine;
+mod error;
+mod manifest;
+mod record;
+mod region_index;
+mod store;
+
+pub use engine::{AnnEngine, HnswEngine, HnswParams};
+pub use error::IndexError;
+pub use manifest::Manifest;
+pub use record::{Filter, Hit, MethodInfo, RegionMeta, RegionRecord};
+pub use region_index::{AppendReport, IndexSpec, RegionIndex, SearchMode};
+pub use regionseek_masks::CocoRle;

@@ -1,0 +1,152 @@
+//! The approximate-nearest-neighbour engine behind a trait, so that a corpus beyond one machine's RAM can be
+//! served by another engine without touching the table or the CLI.
+
+use std::path::Path;
+
+use anndists::dist::Distance;
+use hnsw_rs::api::AnnT;
+use hnsw_rs::hnsw::Hnsw;
+use hnsw_rs::hnswio::HnswIo;
+use serde::{Deserialize, Serialize};
+
+use crate::IndexError;
+
+/// Cosine distance of L2-normalised vectors, clamped at 0: hnsw_rs' own `DistDot` asserts `1 − a·a ≥ 0`
+/// and panics on rounding for self-matches.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnitCosine;
+
+impl Distance<f32> for UnitCosine {
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        (1.0 - dot(a, b)).max(0.0)
+    }
+}
+
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight partial sums let the compiler vectorise without fast-math.
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HnswParams {
+    /// Links per node.
+    pub m: usize,
+    pub ef_construction: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        Self {
+            m: 16,
+            ef_construction: 100,
+        }
+    }
+}
+
+pub trait AnnEngine: Send + Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Inserts `(vector, id)` pairs; vectors are unit length.
+    fn insert(&mut self, items: &[(&[f32], usize)]);
+    /// The `k` nearest ids with their cosine similarity, best first; `keep` restricts the ids considered.
+    fn search(&self, query: &[f32], k: usize, ef: usize, keep: Option<&(dyn Fn(usize) -> bool + Sync)>) -> Vec<(usize, f32)>;
+    /// Every stored `(id, vector)`, for exact search.
+    fn for_each(&self, f: &mut dyn FnMut(usize, &[f32]));
+    fn dump(&self, dir: &Path, basename: &str) -> Result<(), IndexError>;
+}
+
+pub struct HnswEngine {
+    hnsw: Hnsw<'static, f32, UnitCosine>,
+    count: usize,
+}
+
+impl HnswEngine {
+    pub fn new(params: HnswParams, expected: usize) -> Self {
+        let max_layer = 16;
+        let hnsw = Hnsw::new(params.m, expected.max(10_000), max_layer, params.ef_construction, UnitCosine);
+        Self { hnsw, count: 0 }
+    }
+
+    /// Loads a dump written by [`AnnEngine::dump`]. The caller verifies the files' checksums first: hnsw_rs
+    /// asserts on malformed input, and a panic is caught here as a last guard.
+    pub fn load(dir: &Path, basename: &str, count: usize) -> Result<Self, IndexError> {
+        // hnsw_rs ties the graph's lifetime to its loader; the loader is a few paths and options, so it is
+        // leaked once per load rather than making the index self-referential.
+        let loaded = std::panic::catch_unwind(|| {
+            let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(dir, basename)));
+            io.load_hnsw::<f32, UnitCosine>()
+        });
+        let path = dir.join(format!("{basename}.hnsw.graph"));
+        let mut hnsw = match loaded {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => return Err(IndexError::corrupt(path, e)),
+            Err(_) => return Err(IndexError::corrupt(path, "the HNSW loader rejected it")),
+        };
+        hnsw.set_searching_mode(false);
+        if hnsw.get_nb_point() != count {
+            return Err(IndexError::corrupt(
+                path,
+                format!("holds {} vectors, the manifest says {count}", hnsw.get_nb_point()),
+            ));
+        }
+        Ok(Self { hnsw, count })
+    }
+}
+
+impl AnnEngine for HnswEngine {
+    fn len(&self) -> usize {
+        self.count
+    }
+
+    fn insert(&mut self, items: &[(&[f32], usize)]) {
+        if items.len() > 64 {
+            self.hnsw.parallel_insert_slice(&items.to_vec());
+        } else {
+            for &(v, id) in items {
+                self.hnsw.insert_slice((v, id));
+            }
+        }
+        self.count += items.len();
+    }
+
+    fn search(&self, query: &[f32], k: usize, ef: usize, keep: Option<&(dyn Fn(usize) -> bool + Sync)>) -> Vec<(usize, f32)> {
+        if self.count == 0 || k == 0 {
+            return Vec::new();
+        }
+        let found = match keep {
+            None => self.hnsw.search(query, k, ef.max(k)),
+            Some(keep) => {
+                let filter = |id: &usize| keep(*id);
+                self.hnsw.search_filter(query, k, ef.max(k), Some(&filter))
+            }
+        };
+        found
+            .into_iter()
+            .map(|n| (n.d_id, 1.0 - n.distance))
+            .collect()
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(usize, &[f32])) {
+        for point in self.hnsw.get_point_indexation() {
+            f(point.get_origin_id(), point.get_v());
+        }
+    }
+
+    fn dump(&self, dir: &Path, basename: &str) -> Result<(), IndexError> {
+        self.hnsw
+            .file_dump(dir, basename)
+            .map(drop)
+            .map_err(|e| IndexError::Engine(format!("dumping the HNSW graph to {}: {e}", dir.display())))
+    }
+}

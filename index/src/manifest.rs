@@ -1,0 +1,134 @@
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::HnswParams;
+use crate::IndexError;
+
+pub const FORMAT: &str = "regionseek-index/1";
+pub const MANIFEST: &str = "manifest.json";
+
+/// The commit point of an index directory: only files it names are part of the index, each with its size
+/// and CRC-32, so a crash leaves either the previous or the new complete state and corruption is detected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub dim: usize,
+    pub model_id: String,
+    pub weights_hash: String,
+    pub metric: String,
+    pub rows: u64,
+    pub generation: u64,
+    pub segments: Vec<FileEntry>,
+    pub graph: Option<GraphEntry>,
+    pub hnsw: HnswParams,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub file: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub crc32: u32,
+}
+
+/// A dump of the HNSW graph covering the first `rows` rows; rows after it are inserted again on open.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphEntry {
+    pub basename: String,
+    pub rows: u64,
+    pub graph: FileEntry,
+    pub data: FileEntry,
+}
+
+impl Manifest {
+    pub fn read(dir: &Path) -> Result<Self, IndexError> {
+        let path = dir.join(MANIFEST);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(IndexError::NotFound(dir.to_path_buf()))
+            }
+            Err(e) => return Err(IndexError::io(&path)(e)),
+        };
+        let m: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| IndexError::corrupt(&path, e))?;
+        if m.format != FORMAT {
+            return Err(IndexError::corrupt(
+                &path,
+                format!("format {:?}, this build reads {FORMAT:?}", m.format),
+            ));
+        }
+        let listed: u64 = m.segments.iter().map(|s| s.rows).sum();
+        if listed != m.rows {
+            return Err(IndexError::corrupt(
+                &path,
+                format!("segments hold {listed} rows but the manifest says {}", m.rows),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// Atomic replace: temp file, fsync, rename, fsync the directory.
+    pub fn write(&self, dir: &Path) -> Result<(), IndexError> {
+        let bytes = serde_json::to_vec_pretty(self).expect("manifest serialises");
+        write_atomic(&dir.join(MANIFEST), &bytes)
+    }
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IndexError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.part",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let mut f = std::fs::File::create(&tmp).map_err(IndexError::io(&tmp))?;
+    f.write_all(bytes).map_err(IndexError::io(&tmp))?;
+    f.sync_all().map_err(IndexError::io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(IndexError::io(path))?;
+    sync_dir(dir)
+}
+
+pub fn sync_dir(dir: &Path) -> Result<(), IndexError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(IndexError::io(dir))
+}
+
+/// Size and CRC-32 of a file, streamed.
+pub fn checksum(path: &Path) -> Result<(u64, u32), IndexError> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(IndexError::io(path))?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(IndexError::io(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((total, hasher.finalize()))
+}
+
+/// Fails with a message naming the file when it is missing, truncated or altered.
+pub fn verify(dir: &Path, entry: &FileEntry) -> Result<(), IndexError> {
+    let path = dir.join(&entry.file);
+    if !path.exists() {
+        return Err(IndexError::corrupt(&path, "listed in manifest.json but missing"));
+    }
+    let (bytes, crc) = checksum(&path)?;
+    if bytes != entry.bytes {
+        return Err(IndexError::corrupt(
+            &path,
+            format!("{bytes} bytes, the manifest recorded {} (truncated or replaced)", entry.bytes),
+        ));
+    }
+    if crc != entry.crc32 {
+        return Err(IndexError::corrupt(&path, "checksum differs from the manifest's"));
+    }
+    Ok(())
+}

@@ -1,0 +1,436 @@
+//! The index directory: segments + graph dump + manifest, opened, appended to and searched.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use crate::engine::{dot, AnnEngine, HnswEngine, HnswParams};
+use crate::manifest::{self, checksum, sync_dir, verify, FileEntry, GraphEntry, Manifest, FORMAT};
+use crate::record::{Filter, Hit, RegionMeta, RegionRecord};
+use crate::{store, IndexError};
+
+/// What an index is for: one embedding space. Appending vectors or querying from another model is refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexSpec {
+    pub dim: usize,
+    pub model_id: String,
+    pub weights_hash: String,
+    pub hnsw: HnswParams,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchMode {
+    /// Exact for small corpora and selective filters, HNSW otherwise.
+    Auto,
+    Exact,
+    Approximate { ef: usize },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AppendReport {
+    pub added: usize,
+    /// Regions already in the index (same image content, region id and method): skipped, never duplicated.
+    pub duplicates: usize,
+}
+
+/// Below this many candidate rows a scan is both exact and as fast as the graph.
+const EXACT_BELOW: usize = 20_000;
+/// Re-dump the graph once this share of the rows is not in the last dump (reopening re-inserts them).
+const REDUMP_FRACTION: f64 = 0.25;
+
+pub struct RegionIndex {
+    dir: PathBuf,
+    manifest: Manifest,
+    meta: Vec<RegionMeta>,
+    keys: HashSet<(String, String, String)>,
+    engine: Box<dyn AnnEngine>,
+}
+
+impl std::fmt::Debug for RegionIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegionIndex")
+            .field("dir", &self.dir)
+            .field("rows", &self.manifest.rows)
+            .field("dim", &self.manifest.dim)
+            .finish()
+    }
+}
+
+fn normalized(v: &[f32]) -> Option<Vec<f32>> {
+    let norm = v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+    (norm.is_finite() && norm > 0.0).then(|| v.iter().map(|x| (*x as f64 / norm) as f32).collect())
+}
+
+impl RegionIndex {
+    /// Opens an existing index for searching and appending.
+    pub fn open(dir: &Path) -> Result<Self, IndexError> {
+        let manifest = Manifest::read(dir)?;
+        let dim = manifest.dim;
+        for seg in &manifest.segments {
+            verify(dir, seg)?;
+        }
+        let graph_rows = match &manifest.graph {
+            Some(g) => {
+                verify(dir, &g.graph)?;
+                verify(dir, &g.data)?;
+                g.rows
+            }
+            None => 0,
+        };
+        let mut engine: Box<dyn AnnEngine> = match &manifest.graph {
+            Some(g) => Box::new(HnswEngine::load(dir, &g.basename, g.rows as usize)?),
+            None => Box::new(HnswEngine::new(manifest.hnsw, manifest.rows as usize)),
+        };
+        let mut meta = Vec::with_capacity(manifest.rows as usize);
+        for seg in &manifest.segments {
+            let first = meta.len() as u64;
+            // Vectors already in the graph dump are not read again.
+            let need_vectors = first + seg.rows > graph_rows;
+            let path = dir.join(&seg.file);
+            let (rows, vectors) = store::read_segment(&path, dim, need_vectors)?;
+            if rows.len() as u64 != seg.rows {
+                return Err(IndexError::corrupt(
+                    &path,
+                    format!("{} rows, the manifest says {}", rows.len(), seg.rows),
+                ));
+            }
+            if need_vectors {
+                let items: Vec<(&[f32], usize)> = vectors
+                    .chunks_exact(dim)
+                    .enumerate()
+                    .map(|(i, v)| (v, first as usize + i))
+                    .filter(|&(_, id)| id as u64 >= graph_rows)
+                    .collect();
+                engine.insert(&items);
+            }
+            meta.extend(rows);
+        }
+        let keys = meta.iter().map(RegionMeta::key).collect();
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+            meta,
+            keys,
+            engine,
+        })
+    }
+
+    /// Creates an empty index (the directory may exist but must hold no index).
+    pub fn create(dir: &Path, spec: &IndexSpec) -> Result<Self, IndexError> {
+        std::fs::create_dir_all(dir).map_err(IndexError::io(dir))?;
+        if dir.join(manifest::MANIFEST).exists() {
+            return Err(IndexError::Exists(dir.to_path_buf()));
+        }
+        if spec.dim == 0 {
+            return Err(IndexError::Mismatch("embedding dimension must be positive".into()));
+        }
+        let manifest = Manifest {
+            format: FORMAT.into(),
+            dim: spec.dim,
+            model_id: spec.model_id.clone(),
+            weights_hash: spec.weights_hash.clone(),
+            metric: "cosine".into(),
+            rows: 0,
+            generation: 0,
+            segments: Vec::new(),
+            graph: None,
+            hnsw: spec.hnsw,
+        };
+        manifest.write(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            engine: Box::new(HnswEngine::new(spec.hnsw, 0)),
+            manifest,
+            meta: Vec::new(),
+            keys: HashSet::new(),
+        })
+    }
+
+    /// Opens the index at `dir` if there is one (refusing another embedding space), otherwise creates it,
+    /// then removes leftovers of interrupted writes.
+    pub fn open_or_create(dir: &Path, spec: &IndexSpec) -> Result<Self, IndexError> {
+        let index = match Self::open(dir) {
+            Ok(index) => {
+                index.check_space(spec.dim, &spec.model_id, &spec.weights_hash)?;
+                index
+            }
+            Err(IndexError::NotFound(_)) => Self::create(dir, spec)?,
+            Err(e) => return Err(e),
+        };
+        index.collect_garbage()?;
+        Ok(index)
+    }
+
+    pub fn check_space(&self, dim: usize, model_id: &str, weights_hash: &str) -> Result<(), IndexError> {
+        let m = &self.manifest;
+        if dim != m.dim {
+            return Err(IndexError::Mismatch(format!(
+                "the index at {} holds {}-d embeddings, these are {dim}-d",
+                self.dir.display(),
+                m.dim
+            )));
+        }
+        if model_id != m.model_id || weights_hash != m.weights_hash {
+            return Err(IndexError::Mismatch(format!(
+                "the index at {} was built with model {} (weights {}), not {model_id} (weights {weights_hash}); \
+                 embeddings of different models are not comparable",
+                self.dir.display(),
+                m.model_id,
+                short(&m.weights_hash),
+                weights_hash = short(weights_hash),
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn len(&self) -> usize {
+        self.meta.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_empty()
+    }
+    pub fn dim(&self) -> usize {
+        self.manifest.dim
+    }
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    pub fn rows(&self) -> &[RegionMeta] {
+        &self.meta
+    }
+
+    pub fn contains(&self, image_hash: &str, region_id: &str, method: &str) -> bool {
+        self.keys
+            .contains(&(image_hash.to_string(), region_id.to_string(), method.to_string()))
+    }
+
+    /// Appends a batch as one new segment and commits it. Regions already present are skipped; invalid
+    /// records (wrong dimension, another model, a zero or non-finite vector) refuse the whole batch before
+    /// anything is written.
+    pub fn append(&mut self, records: Vec<RegionRecord>) -> Result<AppendReport, IndexError> {
+        let mut report = AppendReport::default();
+        let mut fresh = Vec::with_capacity(records.len());
+        let mut batch_keys = HashSet::new();
+        for mut r in records {
+            let key = r.meta.key();
+            let label = format!("{}#{} ({})", r.meta.image, r.meta.region_id, r.meta.method.name);
+            if r.embedding.len() != self.manifest.dim {
+                return Err(IndexError::Mismatch(format!(
+                    "region {label}: a {}-d embedding for an index of {}-d embeddings",
+                    r.embedding.len(),
+                    self.manifest.dim
+                )));
+            }
+            if r.meta.method.model_id != self.manifest.model_id {
+                return Err(IndexError::Mismatch(format!(
+                    "region {label}: made with model {}, the index holds {}",
+                    r.meta.method.model_id, self.manifest.model_id
+                )));
+            }
+            r.embedding = normalized(&r.embedding).ok_or_else(|| IndexError::InvalidRecord {
+                key: label.clone(),
+                message: "the embedding is zero or not finite".into(),
+            })?;
+            if self.keys.contains(&key) || !batch_keys.insert(key) {
+                report.duplicates += 1;
+                continue;
+            }
+            fresh.push(r);
+        }
+        if fresh.is_empty() {
+            return Ok(report);
+        }
+        let generation = self.manifest.generation + 1;
+        let file = format!("regions-{generation:08}.parquet");
+        let path = self.dir.join(&file);
+        let tmp = self.dir.join(format!(".{file}.part"));
+        store::write_segment(&tmp, &fresh, self.manifest.dim)?;
+        std::fs::rename(&tmp, &path).map_err(IndexError::io(&path))?;
+        let (bytes, crc32) = checksum(&path)?;
+        let mut next = self.manifest.clone();
+        next.generation = generation;
+        next.rows += fresh.len() as u64;
+        next.segments.push(FileEntry {
+            file,
+            rows: fresh.len() as u64,
+            bytes,
+            crc32,
+        });
+        next.write(&self.dir)?;
+        self.manifest = next;
+
+        let first = self.meta.len();
+        let items: Vec<(&[f32], usize)> = fresh
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.embedding.as_slice(), first + i))
+            .collect();
+        self.engine.insert(&items);
+        report.added = fresh.len();
+        for r in fresh {
+            self.keys.insert(r.meta.key());
+            self.meta.push(r.meta);
+        }
+        let unsaved = self.manifest.rows - self.manifest.graph.as_ref().map_or(0, |g| g.rows);
+        if unsaved as f64 > REDUMP_FRACTION * self.manifest.rows as f64 && unsaved >= 50_000 {
+            self.save_graph()?;
+        }
+        Ok(report)
+    }
+
+    /// Dumps the graph so that reopening does not re-insert; commits it in the manifest.
+    pub fn save_graph(&mut self) -> Result<(), IndexError> {
+        let rows = self.manifest.rows;
+        if self.manifest.graph.as_ref().is_some_and(|g| g.rows == rows) || rows == 0 {
+            return Ok(());
+        }
+        let generation = self.manifest.generation + 1;
+        let basename = format!("hnsw-{generation:08}");
+        let staging = self.dir.join(format!(".{basename}.tmp"));
+        std::fs::create_dir_all(&staging).map_err(IndexError::io(&staging))?;
+        let dumped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.engine.dump(&staging, &basename)
+        }))
+        .map_err(|_| IndexError::Engine(format!("the HNSW dump into {} failed", staging.display())))?;
+        dumped?;
+        let mut entries = Vec::new();
+        for ext in ["hnsw.graph", "hnsw.data"] {
+            let name = format!("{basename}.{ext}");
+            let from = staging.join(&name);
+            std::fs::File::open(&from)
+                .and_then(|f| f.sync_all())
+                .map_err(IndexError::io(&from))?;
+            let to = self.dir.join(&name);
+            std::fs::rename(&from, &to).map_err(IndexError::io(&to))?;
+            let (bytes, crc32) = checksum(&to)?;
+            entries.push(FileEntry {
+                file: name,
+                rows,
+                bytes,
+                crc32,
+            });
+        }
+        let _ = std::fs::remove_dir_all(&staging);
+        sync_dir(&self.dir)?;
+        let data = entries.pop().expect("two entries");
+        let graph = entries.pop().expect("two entries");
+        let mut next = self.manifest.clone();
+        next.generation = generation;
+        next.graph = Some(GraphEntry {
+            basename,
+            rows,
+            graph,
+            data,
+        });
+        next.write(&self.dir)?;
+        self.manifest = next;
+        self.collect_garbage()
+    }
+
+    /// Removes files the manifest does not name: segments and dumps of interrupted writes, old dumps.
+    fn collect_garbage(&self) -> Result<(), IndexError> {
+        let mut keep: HashSet<String> = self.manifest.segments.iter().map(|s| s.file.clone()).collect();
+        keep.insert(manifest::MANIFEST.to_string());
+        if let Some(g) = &self.manifest.graph {
+            keep.insert(g.graph.file.clone());
+            keep.insert(g.data.file.clone());
+        }
+        let entries = std::fs::read_dir(&self.dir).map_err(IndexError::io(&self.dir))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = name.starts_with("regions-")
+                || name.starts_with("hnsw-")
+                || (name.starts_with('.') && (name.ends_with(".part") || name.ends_with(".tmp")));
+            if ours && !keep.contains(&name) {
+                let path = entry.path();
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                match removed {
+                    Ok(()) => tracing::debug!("removed leftover {}", path.display()),
+                    Err(e) => tracing::warn!("could not remove leftover {}: {e}", path.display()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The `k` regions most similar to `query` (any scale; normalised here) among those `filter` keeps.
+    pub fn search(&self, query: &[f32], k: usize, filter: &Filter, mode: SearchMode) -> Result<Vec<Hit>, IndexError> {
+        if query.len() != self.manifest.dim {
+            return Err(IndexError::Mismatch(format!(
+                "a {}-d query for an index of {}-d embeddings (built with {})",
+                query.len(),
+                self.manifest.dim,
+                self.manifest.model_id
+            )));
+        }
+        let q = normalized(query)
+            .ok_or_else(|| IndexError::Mismatch("the query vector is zero or not finite".into()))?;
+        let candidates = if filter.is_empty() {
+            self.meta.len()
+        } else {
+            self.meta.iter().filter(|m| filter.matches(m)).count()
+        };
+        let exact = match mode {
+            SearchMode::Exact => true,
+            SearchMode::Approximate { .. } => false,
+            SearchMode::Auto => candidates <= EXACT_BELOW,
+        };
+        let found = if exact {
+            self.exact(&q, k, filter)
+        } else {
+            let ef = match mode {
+                SearchMode::Approximate { ef } => ef,
+                _ => (4 * k).max(64),
+            };
+            if filter.is_empty() {
+                self.engine.search(&q, k, ef, None)
+            } else {
+                let keep = |id: usize| self.meta.get(id).is_some_and(|m| filter.matches(m));
+                self.engine.search(&q, k, ef, Some(&keep))
+            }
+        };
+        Ok(found.into_iter().map(|(id, score)| self.hit(id, score)).collect())
+    }
+
+    fn exact(&self, q: &[f32], k: usize, filter: &Filter) -> Vec<(usize, f32)> {
+        let mut scored: Vec<(usize, f32)> = Vec::new();
+        self.engine.for_each(&mut |id, v| {
+            if filter.is_empty() || self.meta.get(id).is_some_and(|m| filter.matches(m)) {
+                scored.push((id, dot(q, v)));
+            }
+        });
+        let k = k.min(scored.len());
+        if k == 0 {
+            return Vec::new();
+        }
+        scored.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        scored.truncate(k);
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        scored
+    }
+
+    fn hit(&self, id: usize, score: f32) -> Hit {
+        let m = &self.meta[id];
+        Hit {
+            image: m.image.clone(),
+            region_id: m.region_id.clone(),
+            bbox: m.bbox,
+            mask_rle: m.mask.clone(),
+            score,
+            method: m.method.name.clone(),
+            source: m.source.clone(),
+            label: m.label.clone(),
+            row: id as u64,
+        }
+    }
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
