@@ -1,6 +1,7 @@
 //! Argument parsing and output formatting; the work happens in the library.
 
 mod bench;
+mod bench_index;
 mod embed;
 mod invert_cmd;
 mod output;
@@ -34,6 +35,8 @@ enum Command {
     Invert(invert_cmd::InvertArgs),
     /// Time the forward, the Jacobian build and the inversion steps (JSON lines).
     Bench(bench::BenchArgs),
+    /// Benchmark the vector index on synthetic clustered vectors: build rate, latency, recall@10, reload.
+    BenchIndex(bench_index::BenchIndexArgs),
     /// List, check or download model weights.
     #[command(subcommand)]
     Weights(weights_cmd::WeightsCommand),
@@ -52,6 +55,7 @@ pub fn run() -> ExitCode {
         Command::EmbedText(a) => embed::embed_text(a),
         Command::Invert(a) => invert_cmd::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::BenchIndex(a) => bench_index::run(a),
         Command::Weights(c) => weights_cmd::run(c),
     };
     match result {
