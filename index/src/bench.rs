@@ -57,9 +57,11 @@ fn unit(mut v: Vec<f32>) -> Vec<f32> {
     v
 }
 
-/// `n` unit vectors around `clusters` random centres (spread `noise`), like region embeddings of a corpus.
+/// `n` unit vectors around `clusters` random centres, like region embeddings of a corpus; `noise` is the
+/// norm of the offset relative to the unit centre (0.6: members at cosine ≈ 0.86 to their centre).
 pub fn clustered(n: usize, dim: usize, clusters: usize, noise: f32, seed: u64) -> Vec<f32> {
     let mut rng = Rng::new(seed);
+    let noise = noise / (dim as f32).sqrt();
     let centres: Vec<Vec<f32>> = (0..clusters)
         .map(|_| unit((0..dim).map(|_| rng.normal()).collect()))
         .collect();
@@ -78,7 +80,8 @@ fn rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-pub fn run(n: usize, dim: usize, params: HnswParams, ef: usize, queries: usize, scratch: &Path) -> Result<IndexBenchResult, IndexError> {
+/// Builds once, then measures search at every beam width in `efs` (one result each).
+pub fn run(n: usize, dim: usize, params: HnswParams, efs: &[usize], queries: usize, scratch: &Path) -> Result<Vec<IndexBenchResult>, IndexError> {
     let clusters = (n / 100).clamp(10, 10_000);
     let data = clustered(n, dim, clusters, 0.6, 7);
     let qs = clustered(queries, dim, clusters, 0.6, 7 ^ 0xABCD);
@@ -97,20 +100,29 @@ pub fn run(n: usize, dim: usize, params: HnswParams, ef: usize, queries: usize, 
     let build_s = t.elapsed().as_secs_f64();
     let rss1 = rss_bytes();
 
-    let mut latencies = Vec::with_capacity(queries);
-    let mut hits = 0usize;
-    for q in qs.chunks_exact(dim) {
-        let t = Instant::now();
-        let found = engine.search(q, 10, ef, None);
-        latencies.push(t.elapsed().as_secs_f64() * 1e3);
-        // Ground truth by brute force over the same vectors.
-        let mut all: Vec<(usize, f32)> = data.chunks_exact(dim).enumerate().map(|(i, v)| (i, dot(q, v))).collect();
-        all.select_nth_unstable_by(9, |a, b| b.1.total_cmp(&a.1));
-        let truth: std::collections::HashSet<usize> = all[..10].iter().map(|x| x.0).collect();
-        hits += found.iter().filter(|(id, _)| truth.contains(id)).count();
+    // Ground truth by brute force over the same vectors, once.
+    let truths: Vec<std::collections::HashSet<usize>> = qs
+        .chunks_exact(dim)
+        .map(|q| {
+            let mut all: Vec<(usize, f32)> = data.chunks_exact(dim).enumerate().map(|(i, v)| (i, dot(q, v))).collect();
+            all.select_nth_unstable_by(9, |a, b| b.1.total_cmp(&a.1));
+            all[..10].iter().map(|x| x.0).collect()
+        })
+        .collect();
+    let mut per_ef = Vec::new();
+    for &ef in efs {
+        let mut latencies = Vec::with_capacity(queries);
+        let mut hits = 0usize;
+        for (q, truth) in qs.chunks_exact(dim).zip(&truths) {
+            let t = Instant::now();
+            let found = engine.search(q, 10, ef, None);
+            latencies.push(t.elapsed().as_secs_f64() * 1e3);
+            hits += found.iter().filter(|(id, _)| truth.contains(id)).count();
+        }
+        latencies.sort_by(f64::total_cmp);
+        let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+        per_ef.push((ef, pct(0.5), pct(0.99), hits as f64 / (10 * queries) as f64));
     }
-    latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
 
     std::fs::create_dir_all(scratch).map_err(IndexError::io(scratch))?;
     let t = Instant::now();
@@ -124,7 +136,9 @@ pub fn run(n: usize, dim: usize, params: HnswParams, ef: usize, queries: usize, 
     for ext in ["hnsw.graph", "hnsw.data"] {
         let _ = std::fs::remove_file(scratch.join(format!("bench.{ext}")));
     }
-    Ok(IndexBenchResult {
+    Ok(per_ef
+        .into_iter()
+        .map(|(ef, p50, p99, recall)| IndexBenchResult {
         vectors: n,
         dim,
         m: params.m,
@@ -134,11 +148,12 @@ pub fn run(n: usize, dim: usize, params: HnswParams, ef: usize, queries: usize, 
         build_s,
         build_per_s: n as f64 / build_s,
         queries,
-        query_p50_ms: pct(0.5),
-        query_p99_ms: pct(0.99),
-        recall_at_10: hits as f64 / (10 * queries) as f64,
+        query_p50_ms: p50,
+        query_p99_ms: p99,
+        recall_at_10: recall,
         rss_bytes_per_vector: rss0.zip(rss1).map(|(a, b)| b.saturating_sub(a) as f64 / n as f64),
         dump_s,
         reload_s,
     })
+    .collect())
 }

@@ -20,9 +20,9 @@ pub struct BenchIndexArgs {
     m: usize,
     #[arg(long, default_value_t = 100)]
     ef_construction: usize,
-    /// Search beam width.
-    #[arg(long, default_value_t = 64)]
-    ef: usize,
+    /// Search beam widths (comma-separated; the graph is built once).
+    #[arg(long, value_delimiter = ',', default_value = "64,128,256")]
+    ef: Vec<usize>,
     /// Queries timed (each also searched exactly for recall).
     #[arg(long, default_value_t = 200)]
     queries: usize,
@@ -44,9 +44,10 @@ pub fn run(args: BenchIndexArgs) -> anyhow::Result<ExitCode> {
     };
     let mut rows = Vec::new();
     for &n in &args.vectors {
-        let result = bench::run(n, args.dim, params, args.ef, args.queries, &args.scratch)?;
-        println!("{}", serde_json::to_string(&result)?);
-        rows.push(result);
+        for result in bench::run(n, args.dim, params, &args.ef, args.queries, &args.scratch)? {
+            println!("{}", serde_json::to_string(&result)?);
+            rows.push(result);
+        }
     }
     if let Some(out) = &args.out {
         write_atomic(out, serde_json::to_string_pretty(&rows)?.as_bytes())?;
