@@ -81,7 +81,14 @@ fn rss_bytes() -> Option<u64> {
 }
 
 /// Builds once, then measures search at every beam width in `efs` (one result each).
-pub fn run(n: usize, dim: usize, params: HnswParams, efs: &[usize], queries: usize, scratch: &Path) -> Result<Vec<IndexBenchResult>, IndexError> {
+pub fn run(
+    n: usize,
+    dim: usize,
+    params: HnswParams,
+    efs: &[usize],
+    queries: usize,
+    scratch: &Path,
+) -> Result<Vec<IndexBenchResult>, IndexError> {
     let clusters = (n / 100).clamp(10, 10_000);
     let data = clustered(n, dim, clusters, 0.6, 7);
     let qs = clustered(queries, dim, clusters, 0.6, 7 ^ 0xABCD);
@@ -104,7 +111,11 @@ pub fn run(n: usize, dim: usize, params: HnswParams, efs: &[usize], queries: usi
     let truths: Vec<std::collections::HashSet<usize>> = qs
         .chunks_exact(dim)
         .map(|q| {
-            let mut all: Vec<(usize, f32)> = data.chunks_exact(dim).enumerate().map(|(i, v)| (i, dot(q, v))).collect();
+            let mut all: Vec<(usize, f32)> = data
+                .chunks_exact(dim)
+                .enumerate()
+                .map(|(i, v)| (i, dot(q, v)))
+                .collect();
             all.select_nth_unstable_by(9, |a, b| b.1.total_cmp(&a.1));
             all[..10].iter().map(|x| x.0).collect()
         })
@@ -139,21 +150,23 @@ pub fn run(n: usize, dim: usize, params: HnswParams, efs: &[usize], queries: usi
     Ok(per_ef
         .into_iter()
         .map(|(ef, p50, p99, recall)| IndexBenchResult {
-        vectors: n,
-        dim,
-        m: params.m,
-        ef_construction: params.ef_construction,
-        ef_search: ef,
-        threads: rayon::current_num_threads(),
-        build_s,
-        build_per_s: n as f64 / build_s,
-        queries,
-        query_p50_ms: p50,
-        query_p99_ms: p99,
-        recall_at_10: recall,
-        rss_bytes_per_vector: rss0.zip(rss1).map(|(a, b)| b.saturating_sub(a) as f64 / n as f64),
-        dump_s,
-        reload_s,
-    })
-    .collect())
+            vectors: n,
+            dim,
+            m: params.m,
+            ef_construction: params.ef_construction,
+            ef_search: ef,
+            threads: rayon::current_num_threads(),
+            build_s,
+            build_per_s: n as f64 / build_s,
+            queries,
+            query_p50_ms: p50,
+            query_p99_ms: p99,
+            recall_at_10: recall,
+            rss_bytes_per_vector: rss0
+                .zip(rss1)
+                .map(|(a, b)| b.saturating_sub(a) as f64 / n as f64),
+            dump_s,
+            reload_s,
+        })
+        .collect())
 }

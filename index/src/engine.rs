@@ -60,7 +60,13 @@ pub trait AnnEngine: Send + Sync {
     /// Inserts `(vector, id)` pairs; vectors are unit length.
     fn insert(&mut self, items: &[(&[f32], usize)]);
     /// The `k` nearest ids with their cosine similarity, best first; `keep` restricts the ids considered.
-    fn search(&self, query: &[f32], k: usize, ef: usize, keep: Option<&(dyn Fn(usize) -> bool + Sync)>) -> Vec<(usize, f32)>;
+    fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        keep: Option<&(dyn Fn(usize) -> bool + Sync)>,
+    ) -> Vec<(usize, f32)>;
     /// Every stored `(id, vector)`, for exact search.
     fn for_each(&self, f: &mut dyn FnMut(usize, &[f32]));
     fn dump(&self, dir: &Path, basename: &str) -> Result<(), IndexError>;
@@ -74,7 +80,13 @@ pub struct HnswEngine {
 impl HnswEngine {
     pub fn new(params: HnswParams, expected: usize) -> Self {
         let max_layer = 16;
-        let hnsw = Hnsw::new(params.m, expected.max(10_000), max_layer, params.ef_construction, UnitCosine);
+        let hnsw = Hnsw::new(
+            params.m,
+            expected.max(10_000),
+            max_layer,
+            params.ef_construction,
+            UnitCosine,
+        );
         Self { hnsw, count: 0 }
     }
 
@@ -97,7 +109,10 @@ impl HnswEngine {
         if hnsw.get_nb_point() != count {
             return Err(IndexError::corrupt(
                 path,
-                format!("holds {} vectors, the manifest says {count}", hnsw.get_nb_point()),
+                format!(
+                    "holds {} vectors, the manifest says {count}",
+                    hnsw.get_nb_point()
+                ),
             ));
         }
         Ok(Self { hnsw, count })
@@ -120,7 +135,13 @@ impl AnnEngine for HnswEngine {
         self.count += items.len();
     }
 
-    fn search(&self, query: &[f32], k: usize, ef: usize, keep: Option<&(dyn Fn(usize) -> bool + Sync)>) -> Vec<(usize, f32)> {
+    fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        keep: Option<&(dyn Fn(usize) -> bool + Sync)>,
+    ) -> Vec<(usize, f32)> {
         if self.count == 0 || k == 0 {
             return Vec::new();
         }
@@ -144,9 +165,8 @@ impl AnnEngine for HnswEngine {
     }
 
     fn dump(&self, dir: &Path, basename: &str) -> Result<(), IndexError> {
-        self.hnsw
-            .file_dump(dir, basename)
-            .map(drop)
-            .map_err(|e| IndexError::Engine(format!("dumping the HNSW graph to {}: {e}", dir.display())))
+        self.hnsw.file_dump(dir, basename).map(drop).map_err(|e| {
+            IndexError::Engine(format!("dumping the HNSW graph to {}: {e}", dir.display()))
+        })
     }
 }

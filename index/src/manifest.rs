@@ -64,7 +64,10 @@ impl Manifest {
         if listed != m.rows {
             return Err(IndexError::corrupt(
                 &path,
-                format!("segments hold {listed} rows but the manifest says {}", m.rows),
+                format!(
+                    "segments hold {listed} rows but the manifest says {}",
+                    m.rows
+                ),
             ));
         }
         Ok(m)
@@ -118,17 +121,26 @@ pub fn checksum(path: &Path) -> Result<(u64, u32), IndexError> {
 pub fn verify(dir: &Path, entry: &FileEntry) -> Result<(), IndexError> {
     let path = dir.join(&entry.file);
     if !path.exists() {
-        return Err(IndexError::corrupt(&path, "listed in manifest.json but missing"));
+        return Err(IndexError::corrupt(
+            &path,
+            "listed in manifest.json but missing",
+        ));
     }
     let (bytes, crc) = checksum(&path)?;
     if bytes != entry.bytes {
         return Err(IndexError::corrupt(
             &path,
-            format!("{bytes} bytes, the manifest recorded {} (truncated or replaced)", entry.bytes),
+            format!(
+                "{bytes} bytes, the manifest recorded {} (truncated or replaced)",
+                entry.bytes
+            ),
         ));
     }
     if crc != entry.crc32 {
-        return Err(IndexError::corrupt(&path, "checksum differs from the manifest's"));
+        return Err(IndexError::corrupt(
+            &path,
+            "checksum differs from the manifest's",
+        ));
     }
     Ok(())
 }

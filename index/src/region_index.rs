@@ -22,7 +22,9 @@ pub enum SearchMode {
     /// Exact for small corpora and selective filters, HNSW otherwise.
     Auto,
     Exact,
-    Approximate { ef: usize },
+    Approximate {
+        ef: usize,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -56,7 +58,11 @@ impl std::fmt::Debug for RegionIndex {
 }
 
 fn normalized(v: &[f32]) -> Option<Vec<f32>> {
-    let norm = v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+    let norm = v
+        .iter()
+        .map(|x| (*x as f64) * (*x as f64))
+        .sum::<f64>()
+        .sqrt();
     (norm.is_finite() && norm > 0.0).then(|| v.iter().map(|x| (*x as f64 / norm) as f32).collect())
 }
 
@@ -121,7 +127,9 @@ impl RegionIndex {
             return Err(IndexError::Exists(dir.to_path_buf()));
         }
         if spec.dim == 0 {
-            return Err(IndexError::Mismatch("embedding dimension must be positive".into()));
+            return Err(IndexError::Mismatch(
+                "embedding dimension must be positive".into(),
+            ));
         }
         let manifest = Manifest {
             format: FORMAT.into(),
@@ -160,7 +168,12 @@ impl RegionIndex {
         Ok(index)
     }
 
-    pub fn check_space(&self, dim: usize, model_id: &str, weights_hash: &str) -> Result<(), IndexError> {
+    pub fn check_space(
+        &self,
+        dim: usize,
+        model_id: &str,
+        weights_hash: &str,
+    ) -> Result<(), IndexError> {
         let m = &self.manifest;
         if dim != m.dim {
             return Err(IndexError::Mismatch(format!(
@@ -202,8 +215,11 @@ impl RegionIndex {
     }
 
     pub fn contains(&self, image_hash: &str, region_id: &str, method: &str) -> bool {
-        self.keys
-            .contains(&(image_hash.to_string(), region_id.to_string(), method.to_string()))
+        self.keys.contains(&(
+            image_hash.to_string(),
+            region_id.to_string(),
+            method.to_string(),
+        ))
     }
 
     /// Appends a batch as one new segment and commits it. Regions already present are skipped; invalid
@@ -215,7 +231,10 @@ impl RegionIndex {
         let mut batch_keys = HashSet::new();
         for mut r in records {
             let key = r.meta.key();
-            let label = format!("{}#{} ({})", r.meta.image, r.meta.region_id, r.meta.method.name);
+            let label = format!(
+                "{}#{} ({})",
+                r.meta.image, r.meta.region_id, r.meta.method.name
+            );
             if r.embedding.len() != self.manifest.dim {
                 return Err(IndexError::Mismatch(format!(
                     "region {label}: a {}-d embedding for an index of {}-d embeddings",
@@ -293,7 +312,9 @@ impl RegionIndex {
         let dumped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.engine.dump(&staging, &basename)
         }))
-        .map_err(|_| IndexError::Engine(format!("the HNSW dump into {} failed", staging.display())))?;
+        .map_err(|_| {
+            IndexError::Engine(format!("the HNSW dump into {} failed", staging.display()))
+        })?;
         dumped?;
         let mut entries = Vec::new();
         for ext in ["hnsw.graph", "hnsw.data"] {
@@ -331,7 +352,12 @@ impl RegionIndex {
 
     /// Removes files the manifest does not name: segments and dumps of interrupted writes, old dumps.
     fn collect_garbage(&self) -> Result<(), IndexError> {
-        let mut keep: HashSet<String> = self.manifest.segments.iter().map(|s| s.file.clone()).collect();
+        let mut keep: HashSet<String> = self
+            .manifest
+            .segments
+            .iter()
+            .map(|s| s.file.clone())
+            .collect();
         keep.insert(manifest::MANIFEST.to_string());
         if let Some(g) = &self.manifest.graph {
             keep.insert(g.graph.file.clone());
@@ -360,7 +386,13 @@ impl RegionIndex {
     }
 
     /// The `k` regions most similar to `query` (any scale; normalised here) among those `filter` keeps.
-    pub fn search(&self, query: &[f32], k: usize, filter: &Filter, mode: SearchMode) -> Result<Vec<Hit>, IndexError> {
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: &Filter,
+        mode: SearchMode,
+    ) -> Result<Vec<Hit>, IndexError> {
         if query.len() != self.manifest.dim {
             return Err(IndexError::Mismatch(format!(
                 "a {}-d query for an index of {}-d embeddings (built with {})",
@@ -395,7 +427,10 @@ impl RegionIndex {
                 self.engine.search(&q, k, ef, Some(&keep))
             }
         };
-        Ok(found.into_iter().map(|(id, score)| self.hit(id, score)).collect())
+        Ok(found
+            .into_iter()
+            .map(|(id, score)| self.hit(id, score))
+            .collect())
     }
 
     fn exact(&self, q: &[f32], k: usize, filter: &Filter) -> Vec<(usize, f32)> {

@@ -5,10 +5,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch, StringArray, StructArray,
-    TimestampMillisecondArray, UInt32Array,
+    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch, StringArray,
+    StructArray, TimestampMillisecondArray, UInt32Array,
 };
-use arrow::datatypes::{DataType, Field, Fields, Float32Type, Schema, SchemaRef, TimeUnit, UInt32Type};
+use arrow::datatypes::{
+    DataType, Field, Fields, Float32Type, Schema, SchemaRef, TimeUnit, UInt32Type,
+};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
@@ -24,7 +26,11 @@ fn item(dt: DataType) -> Arc<Field> {
 
 fn mask_fields() -> Fields {
     Fields::from(vec![
-        Field::new("size", DataType::FixedSizeList(item(DataType::UInt32), 2), false),
+        Field::new(
+            "size",
+            DataType::FixedSizeList(item(DataType::UInt32), 2),
+            false,
+        ),
         Field::new("counts", DataType::Utf8, false),
     ])
 }
@@ -34,7 +40,11 @@ pub fn schema(dim: usize) -> SchemaRef {
         Field::new("image", DataType::Utf8, false),
         Field::new("image_hash", DataType::Utf8, false),
         Field::new("region_id", DataType::Utf8, false),
-        Field::new("box", DataType::FixedSizeList(item(DataType::Float32), 4), false),
+        Field::new(
+            "box",
+            DataType::FixedSizeList(item(DataType::Float32), 4),
+            false,
+        ),
         Field::new("mask_rle", DataType::Struct(mask_fields()), false),
         Field::new("source", DataType::Utf8, false),
         Field::new("method", DataType::Utf8, false),
@@ -61,7 +71,9 @@ pub fn schema(dim: usize) -> SchemaRef {
 const EMBEDDING_COLUMN: usize = 14;
 
 fn strings<'a>(rows: &'a [RegionRecord], f: impl Fn(&'a RegionMeta) -> &'a str) -> ArrayRef {
-    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| f(&r.meta))))
+    Arc::new(StringArray::from_iter_values(
+        rows.iter().map(|r| f(&r.meta)),
+    ))
 }
 
 fn fixed_f32(values: Vec<f32>, size: usize) -> ArrayRef {
@@ -100,14 +112,29 @@ pub fn write_segment(path: &Path, rows: &[RegionRecord], dim: usize) -> Result<(
         Arc::new(mask),
         strings(rows, |m| &m.source),
         strings(rows, |m| &m.method.name),
-        Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.meta.method.steps))),
-        Arc::new(Float32Array::from_iter(rows.iter().map(|r| r.meta.method.lr))),
-        Arc::new(Float32Array::from_iter(rows.iter().map(|r| r.meta.method.alpha))),
-        Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.meta.method.resolution))),
+        Arc::new(UInt32Array::from_iter(
+            rows.iter().map(|r| r.meta.method.steps),
+        )),
+        Arc::new(Float32Array::from_iter(
+            rows.iter().map(|r| r.meta.method.lr),
+        )),
+        Arc::new(Float32Array::from_iter(
+            rows.iter().map(|r| r.meta.method.alpha),
+        )),
+        Arc::new(UInt32Array::from_iter(
+            rows.iter().map(|r| r.meta.method.resolution),
+        )),
         strings(rows, |m| &m.method.model_id),
         strings(rows, |m| &m.method.weights_hash),
-        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.meta.label.as_deref()))),
-        fixed_f32(rows.iter().flat_map(|r| r.embedding.iter().copied()).collect(), dim),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.meta.label.as_deref()),
+        )),
+        fixed_f32(
+            rows.iter()
+                .flat_map(|r| r.embedding.iter().copied())
+                .collect(),
+            dim,
+        ),
         Arc::new(
             TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.meta.created_at_ms))
                 .with_timezone("UTC"),
@@ -116,12 +143,16 @@ pub fn write_segment(path: &Path, rows: &[RegionRecord], dim: usize) -> Result<(
     let batch = RecordBatch::try_new(schema.clone(), columns)
         .map_err(|e| IndexError::Engine(format!("building the region table batch: {e}")))?;
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level 1 is valid")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).expect("level 1 is valid"),
+        ))
         // Float vectors do not repeat; trying a dictionary for them only costs time.
         .set_dictionary_enabled(false)
         .build();
     let file = std::fs::File::create(path).map_err(IndexError::io(path))?;
-    let parquet_err = |e: parquet::errors::ParquetError| IndexError::Engine(format!("writing {}: {e}", path.display()));
+    let parquet_err = |e: parquet::errors::ParquetError| {
+        IndexError::Engine(format!("writing {}: {e}", path.display()))
+    };
     let mut writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(parquet_err)?;
     writer.write(&batch).map_err(parquet_err)?;
     let file = writer.into_inner().map_err(parquet_err)?;
@@ -165,14 +196,32 @@ pub fn read_segment(
     let mut embeddings = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| corrupt(e.to_string()))?;
-        let col = |name: &str| batch.column_by_name(name).expect("projected column present");
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .expect("projected column present")
+        };
         let s = |name: &str| col(name).as_string::<i32>().clone();
-        let (image, hash, region, source, method) =
-            (s("image"), s("image_hash"), s("region_id"), s("source"), s("method"));
+        let (image, hash, region, source, method) = (
+            s("image"),
+            s("image_hash"),
+            s("region_id"),
+            s("source"),
+            s("method"),
+        );
         let (model, weights, label) = (s("model_id"), s("weights_hash"), s("label"));
-        let boxes = col("box").as_fixed_size_list().values().as_primitive::<Float32Type>().clone();
+        let boxes = col("box")
+            .as_fixed_size_list()
+            .values()
+            .as_primitive::<Float32Type>()
+            .clone();
         let mask = col("mask_rle").as_struct().clone();
-        let mask_size = mask.column(0).as_fixed_size_list().values().as_primitive::<UInt32Type>().clone();
+        let mask_size = mask
+            .column(0)
+            .as_fixed_size_list()
+            .values()
+            .as_primitive::<UInt32Type>()
+            .clone();
         let mask_counts = mask.column(1).as_string::<i32>().clone();
         let steps = col("steps").as_primitive::<UInt32Type>().clone();
         let lr = col("lr").as_primitive::<Float32Type>().clone();

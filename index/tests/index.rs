@@ -6,8 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use regionseek_index::{
-    CocoRle, Filter, HnswParams, IndexError, IndexSpec, MethodInfo, RegionIndex, RegionMeta, RegionRecord,
-    SearchMode,
+    CocoRle, Filter, HnswParams, IndexError, IndexSpec, MethodInfo, RegionIndex, RegionMeta,
+    RegionRecord, SearchMode,
 };
 
 const DIM: usize = 16;
@@ -23,7 +23,9 @@ fn spec() -> IndexSpec {
 
 /// Region `i`: image `i / 5`, method alternating, a vector that is mostly axis `i % DIM`.
 fn record(i: usize) -> RegionRecord {
-    let mut embedding: Vec<f32> = (0..DIM).map(|k| ((i * 7 + k * 3) % 11) as f32 * 0.01).collect();
+    let mut embedding: Vec<f32> = (0..DIM)
+        .map(|k| ((i * 7 + k * 3) % 11) as f32 * 0.01)
+        .collect();
     embedding[i % DIM] += 3.0 + (i / DIM) as f32 * 0.1;
     RegionRecord {
         meta: RegionMeta {
@@ -66,9 +68,15 @@ fn round_trip_search_and_filters() {
     assert_eq!(index.len(), 60);
     for i in [0usize, 17, 59] {
         let want = record(i);
-        assert_eq!(index.rows()[i], want.meta, "row {i} survives the round trip");
+        assert_eq!(
+            index.rows()[i],
+            want.meta,
+            "row {i} survives the round trip"
+        );
         for mode in [SearchMode::Exact, SearchMode::Approximate { ef: 64 }] {
-            let hits = index.search(&want.embedding, 3, &Filter::default(), mode).unwrap();
+            let hits = index
+                .search(&want.embedding, 3, &Filter::default(), mode)
+                .unwrap();
             assert_eq!(hits[0].row, i as u64, "{mode:?}");
             assert!((hits[0].score - 1.0).abs() < 1e-5);
             assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
@@ -77,21 +85,40 @@ fn round_trip_search_and_filters() {
         }
     }
     let q = record(3).embedding;
-    let by_image = Filter { image: Some("img4.jpg".into()), ..Default::default() };
+    let by_image = Filter {
+        image: Some("img4.jpg".into()),
+        ..Default::default()
+    };
     let hits = index.search(&q, 10, &by_image, SearchMode::Auto).unwrap();
     assert_eq!(hits.len(), 5);
     assert!(hits.iter().all(|h| h.image == "img4.jpg"));
-    let by_hash = Filter { image: Some("hash4".into()), ..Default::default() };
-    assert_eq!(index.search(&q, 10, &by_hash, SearchMode::Auto).unwrap(), hits);
-    let crops = Filter { method: Some("crop".into()), source: Some("sam".into()), ..Default::default() };
+    let by_hash = Filter {
+        image: Some("hash4".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        index.search(&q, 10, &by_hash, SearchMode::Auto).unwrap(),
+        hits
+    );
+    let crops = Filter {
+        method: Some("crop".into()),
+        source: Some("sam".into()),
+        ..Default::default()
+    };
     for mode in [SearchMode::Exact, SearchMode::Approximate { ef: 64 }] {
         let hits = index.search(&q, 60, &crops, mode).unwrap();
         let want = (0..60).filter(|i| i % 2 == 1 && i % 3 != 0).count();
         assert_eq!(hits.len(), want, "{mode:?}");
         assert!(hits.iter().all(|h| h.method == "crop" && h.source == "sam"));
     }
-    let none = Filter { method: Some("nothing".into()), ..Default::default() };
-    assert!(index.search(&q, 5, &none, SearchMode::Auto).unwrap().is_empty());
+    let none = Filter {
+        method: Some("nothing".into()),
+        ..Default::default()
+    };
+    assert!(index
+        .search(&q, 5, &none, SearchMode::Auto)
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -104,7 +131,14 @@ fn rows_not_in_the_graph_dump_are_searchable_after_reopening() {
     drop(index);
     let index = RegionIndex::open(dir.path()).unwrap();
     assert_eq!(index.len(), 50);
-    let hits = index.search(&record(45).embedding, 1, &Filter::default(), SearchMode::Approximate { ef: 64 }).unwrap();
+    let hits = index
+        .search(
+            &record(45).embedding,
+            1,
+            &Filter::default(),
+            SearchMode::Approximate { ef: 64 },
+        )
+        .unwrap();
     assert_eq!(hits[0].row, 45);
 }
 
@@ -131,16 +165,28 @@ fn another_embedding_space_is_refused() {
     let mut short = record(7);
     short.embedding.pop();
     let err = index.append(vec![short]).unwrap_err();
-    assert!(matches!(err, IndexError::Mismatch(_)) && err.to_string().contains("15-d embedding"), "{err}");
+    assert!(
+        matches!(err, IndexError::Mismatch(_)) && err.to_string().contains("15-d embedding"),
+        "{err}"
+    );
     let mut other = record(8);
     other.meta.method.model_id = "random:vit-b-32".into();
-    assert!(index.append(vec![other]).unwrap_err().to_string().contains("random:vit-b-32"));
+    assert!(index
+        .append(vec![other])
+        .unwrap_err()
+        .to_string()
+        .contains("random:vit-b-32"));
     let mut zero = record(9);
     zero.embedding = vec![0.0; DIM];
-    assert!(matches!(index.append(vec![zero]).unwrap_err(), IndexError::InvalidRecord { .. }));
+    assert!(matches!(
+        index.append(vec![zero]).unwrap_err(),
+        IndexError::InvalidRecord { .. }
+    ));
     assert_eq!(index.len(), 5, "refused batches write nothing");
 
-    let err = index.search(&[1.0; 8], 3, &Filter::default(), SearchMode::Auto).unwrap_err();
+    let err = index
+        .search(&[1.0; 8], 3, &Filter::default(), SearchMode::Auto)
+        .unwrap_err();
     assert!(err.to_string().contains("8-d query"), "{err}");
     drop(index);
     let mut other_model = spec();
@@ -149,8 +195,14 @@ fn another_embedding_space_is_refused() {
     assert!(err.to_string().contains("not comparable"), "{err}");
     let mut other_dim = spec();
     other_dim.dim = 512;
-    assert!(RegionIndex::open_or_create(dir.path(), &other_dim).unwrap_err().to_string().contains("512-d"));
-    assert!(matches!(RegionIndex::create(dir.path(), &spec()).unwrap_err(), IndexError::Exists(_)));
+    assert!(RegionIndex::open_or_create(dir.path(), &other_dim)
+        .unwrap_err()
+        .to_string()
+        .contains("512-d"));
+    assert!(matches!(
+        RegionIndex::create(dir.path(), &spec()).unwrap_err(),
+        IndexError::Exists(_)
+    ));
 }
 
 fn corrupt_copy(src: &Path, dst: &Path) {
@@ -175,21 +227,43 @@ fn corrupt_or_truncated_files_are_named_in_the_error() {
     let data = manifest.graph.as_ref().unwrap().data.file.clone();
 
     let cases: Vec<(&str, Box<dyn Fn(&Path)>, String)> = vec![
-        ("truncated segment", Box::new(|d: &Path| {
-            let p = d.join(&segment);
-            let len = std::fs::metadata(&p).unwrap().len();
-            std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(len / 2).unwrap();
-        }), segment.clone()),
-        ("flipped byte in the graph", Box::new(|d: &Path| {
-            let p = d.join(&graph);
-            let mut b = std::fs::read(&p).unwrap();
-            let mid = b.len() / 2;
-            b[mid] ^= 0xff;
-            std::fs::write(&p, b).unwrap();
-        }), graph.clone()),
-        ("missing data file", Box::new(|d: &Path| std::fs::remove_file(d.join(&data)).unwrap()), data.clone()),
-        ("garbage manifest", Box::new(|d: &Path| std::fs::write(d.join("manifest.json"), b"{\"format\": 3").unwrap()),
-            "manifest.json".into()),
+        (
+            "truncated segment",
+            Box::new(|d: &Path| {
+                let p = d.join(&segment);
+                let len = std::fs::metadata(&p).unwrap().len();
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&p)
+                    .unwrap()
+                    .set_len(len / 2)
+                    .unwrap();
+            }),
+            segment.clone(),
+        ),
+        (
+            "flipped byte in the graph",
+            Box::new(|d: &Path| {
+                let p = d.join(&graph);
+                let mut b = std::fs::read(&p).unwrap();
+                let mid = b.len() / 2;
+                b[mid] ^= 0xff;
+                std::fs::write(&p, b).unwrap();
+            }),
+            graph.clone(),
+        ),
+        (
+            "missing data file",
+            Box::new(|d: &Path| std::fs::remove_file(d.join(&data)).unwrap()),
+            data.clone(),
+        ),
+        (
+            "garbage manifest",
+            Box::new(|d: &Path| {
+                std::fs::write(d.join("manifest.json"), b"{\"format\": 3").unwrap()
+            }),
+            "manifest.json".into(),
+        ),
     ];
     for (name, damage, file) in cases {
         let dir = base.path().join(name.replace(' ', "_"));
@@ -206,7 +280,9 @@ fn corrupt_or_truncated_files_are_named_in_the_error() {
 /// The child half of the crash test: appends batches of 25 until killed.
 #[test]
 fn crash_child_writer() {
-    let Some(dir) = std::env::var_os("REGIONSEEK_CRASH_CHILD_DIR") else { return };
+    let Some(dir) = std::env::var_os("REGIONSEEK_CRASH_CHILD_DIR") else {
+        return;
+    };
     let mut index = RegionIndex::open_or_create(Path::new(&dir), &spec()).unwrap();
     let mut i = index.len();
     loop {
@@ -227,7 +303,12 @@ fn killed_mid_write_then_resumed_adds_exactly_the_missing_regions() {
     let mut rows_at_kill = Vec::new();
     for delay_ms in [150u64, 400] {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_child_writer",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("REGIONSEEK_CRASH_CHILD_DIR", dir.path())
             .spawn()
             .unwrap();
@@ -239,7 +320,10 @@ fn killed_mid_write_then_resumed_adds_exactly_the_missing_regions() {
         rows_at_kill.push(index.len());
     }
     assert!(rows_at_kill[1] >= rows_at_kill[0]);
-    assert!(rows_at_kill[1] < total, "the child was killed before finishing");
+    assert!(
+        rows_at_kill[1] < total,
+        "the child was killed before finishing"
+    );
 
     // The resumed run offers every region; only the missing ones are added.
     let mut index = RegionIndex::open_or_create(dir.path(), &spec()).unwrap();
@@ -259,16 +343,34 @@ fn killed_mid_write_then_resumed_adds_exactly_the_missing_regions() {
         .filter(|n| n.ends_with(".part") || n.ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    let hits = index.search(&record(1234).embedding, 1, &Filter::default(), SearchMode::Approximate { ef: 64 }).unwrap();
-    assert_eq!(hits[0].row as usize, index.rows().iter().position(|m| m.key() == record(1234).meta.key()).unwrap());
+    let hits = index
+        .search(
+            &record(1234).embedding,
+            1,
+            &Filter::default(),
+            SearchMode::Approximate { ef: 64 },
+        )
+        .unwrap();
+    assert_eq!(
+        hits[0].row as usize,
+        index
+            .rows()
+            .iter()
+            .position(|m| m.key() == record(1234).meta.key())
+            .unwrap()
+    );
 }
 
 #[test]
 fn the_region_table_is_readable_by_pyarrow_and_duckdb() {
     let python = std::env::var("REGIONSEEK_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python).args(["-c", "import pyarrow, duckdb"]).output();
+    let probe = Command::new(&python)
+        .args(["-c", "import pyarrow, duckdb"])
+        .output();
     if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIP: {python} lacks pyarrow/duckdb (.ci/run installs them; set REGIONSEEK_PYTHON)");
+        eprintln!(
+            "SKIP: {python} lacks pyarrow/duckdb (.ci/run installs them; set REGIONSEEK_PYTHON)"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -283,7 +385,11 @@ fn the_region_table_is_readable_by_pyarrow_and_duckdb() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(v["rows"], 45);
     assert_eq!(v["methods"], 2);

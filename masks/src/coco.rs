@@ -32,7 +32,10 @@ pub struct CocoCategory {
 pub enum Segmentation {
     Polygons(Vec<Vec<f64>>),
     /// Uncompressed RLE (`counts` as a list), as crowd annotations carry it.
-    Counts { size: [u32; 2], counts: Vec<u32> },
+    Counts {
+        size: [u32; 2],
+        counts: Vec<u32>,
+    },
     Compressed(CocoRle),
 }
 
@@ -82,7 +85,11 @@ pub struct ItemError {
 impl fmt::Display for ItemError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.id {
-            Some(id) => write!(f, "{} {id} (entry {}): {}", self.kind, self.index, self.message),
+            Some(id) => write!(
+                f,
+                "{} {id} (entry {}): {}",
+                self.kind, self.index, self.message
+            ),
             None => write!(f, "{} entry {}: {}", self.kind, self.index, self.message),
         }
     }
@@ -140,7 +147,10 @@ impl CocoDataset {
     }
 
     pub fn category_names(&self) -> HashMap<i64, &str> {
-        self.categories.iter().map(|c| (c.id, c.name.as_str())).collect()
+        self.categories
+            .iter()
+            .map(|c| (c.id, c.name.as_str()))
+            .collect()
     }
 
     /// Annotations grouped by image id, in file order.
@@ -247,7 +257,11 @@ fn field<'v>(v: &'v Value, key: &str) -> Result<&'v Value, String> {
 fn int_field(v: &Value, key: &str) -> Result<i64, String> {
     let f = field(v, key)?;
     f.as_i64()
-        .or_else(|| f.as_f64().filter(|x| x.fract() == 0.0 && x.abs() < 9e15).map(|x| x as i64))
+        .or_else(|| {
+            f.as_f64()
+                .filter(|x| x.fract() == 0.0 && x.abs() < 9e15)
+                .map(|x| x as i64)
+        })
         .ok_or_else(|| format!("\"{key}\" must be an integer, got {f}"))
 }
 
@@ -293,7 +307,10 @@ fn parse_category(v: &Value) -> Result<CocoCategory, String> {
             .as_str()
             .ok_or("\"name\" must be a string")?
             .to_string(),
-        supercategory: v.get("supercategory").and_then(Value::as_str).map(String::from),
+        supercategory: v
+            .get("supercategory")
+            .and_then(Value::as_str)
+            .map(String::from),
     })
 }
 
@@ -310,7 +327,10 @@ fn parse_segmentation(v: &Value) -> Result<Segmentation, String> {
         Value::Object(_) => {
             let size = numbers(field(v, "size")?, "RLE size")?;
             let [h, w] = size[..] else {
-                return Err(format!("RLE size must be [height, width], got {} numbers", size.len()));
+                return Err(format!(
+                    "RLE size must be [height, width], got {} numbers",
+                    size.len()
+                ));
             };
             let dim = |x: f64| {
                 (x >= 0.0 && x.fract() == 0.0 && x <= u32::MAX as f64)
@@ -334,7 +354,9 @@ fn parse_segmentation(v: &Value) -> Result<Segmentation, String> {
                         .collect::<Result<Vec<_>, _>>()?;
                     Ok(Segmentation::Counts { size, counts })
                 }
-                other => Err(format!("RLE counts must be a string or a list, got {other}")),
+                other => Err(format!(
+                    "RLE counts must be a string or a list, got {other}"
+                )),
             }
         }
         other => Err(format!("segmentation must be polygons or RLE, got {other}")),
@@ -390,7 +412,8 @@ fn check_annotation(a: &CocoAnnotation, image: &CocoImage) -> Result<(), String>
                 .map(drop)
                 .map_err(|e| e.to_string())
         }
-        Some(Segmentation::Counts { size, .. }) | Some(Segmentation::Compressed(CocoRle { size, .. }))
+        Some(Segmentation::Counts { size, .. })
+        | Some(Segmentation::Compressed(CocoRle { size, .. }))
             if *size != [image.height, image.width] =>
         {
             Err(format!(
@@ -398,7 +421,10 @@ fn check_annotation(a: &CocoAnnotation, image: &CocoImage) -> Result<(), String>
                 size[0], size[1], image.height, image.width
             ))
         }
-        Some(_) => a.to_rle(image.height, image.width).map(drop).map_err(|e| e.to_string()),
+        Some(_) => a
+            .to_rle(image.height, image.width)
+            .map(drop)
+            .map_err(|e| e.to_string()),
     }
 }
 

@@ -9,7 +9,9 @@ mod rle;
 
 use std::path::PathBuf;
 
-pub use coco::{CocoAnnotation, CocoCategory, CocoDataset, CocoError, CocoImage, ItemError, Segmentation};
+pub use coco::{
+    CocoAnnotation, CocoCategory, CocoDataset, CocoError, CocoImage, ItemError, Segmentation,
+};
 pub use mask::BinaryMask;
 pub use rle::{CocoRle, Rle, MAX_PIXELS};
 
@@ -28,7 +30,10 @@ pub enum MaskError {
         len: usize,
     },
     #[error("masks of different sizes: {}x{} and {}x{}", a.0, a.1, b.0, b.1)]
-    SizeMismatch { a: (usize, usize), b: (usize, usize) },
+    SizeMismatch {
+        a: (usize, usize),
+        b: (usize, usize),
+    },
     #[error("invalid RLE: {0}")]
     Rle(String),
     #[error("invalid polygon: {0}")]

@@ -92,7 +92,11 @@ impl BinaryMask {
             inter += (a & b) as u64;
             union += (a | b) as u64;
         }
-        Ok(if union == 0 { 0.0 } else { inter as f64 / union as f64 })
+        Ok(if union == 0 {
+            0.0
+        } else {
+            inter as f64 / union as f64
+        })
     }
 
     /// Morphological dilation by a square of side `2·radius+1` (Chebyshev distance ≤ radius), the mask-quality
@@ -159,7 +163,10 @@ impl BinaryMask {
         })?;
         let mut bytes = Vec::new();
         DynamicImage::ImageLuma8(gray)
-            .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
             .map_err(|e| MaskError::Encode(e.to_string()))?;
         Ok(bytes)
     }
@@ -171,8 +178,14 @@ impl BinaryMask {
             path: path.to_path_buf(),
             message: e.to_string(),
         };
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = dir.join(format!(".{name}.{}.part", std::process::id()));
         let mut file = std::fs::File::create(&tmp).map_err(io)?;
         file.write_all(&bytes).map_err(io)?;
@@ -288,7 +301,11 @@ mod tests {
         let path = dir.path().join("m.png");
         m.save_png(&path).unwrap();
         assert_eq!(BinaryMask::read(&path).unwrap(), m);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
     }
 
     #[test]

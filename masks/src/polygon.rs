@@ -62,7 +62,11 @@ pub fn rasterize(xy: &[f64], height: u32, width: u32) -> Result<Rle, MaskError> 
             std::mem::swap(&mut ys, &mut ye);
         }
         if dx >= dy {
-            let s = if dx == 0 { 0.0 } else { (ye - ys) as f64 / dx as f64 };
+            let s = if dx == 0 {
+                0.0
+            } else {
+                (ye - ys) as f64 / dx as f64
+            };
             for d in 0..=dx {
                 let t = if flip { dx - d } else { d };
                 u.push(t + xs);

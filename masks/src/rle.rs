@@ -104,7 +104,12 @@ impl Rle {
 
     /// `rleArea`: the sum of the foreground runs.
     pub fn area(&self) -> u64 {
-        self.counts.iter().skip(1).step_by(2).map(|&c| c as u64).sum()
+        self.counts
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .map(|&c| c as u64)
+            .sum()
     }
 
     /// `rleToBbox`: `[x, y, w, h]` with pycocotools' quirks (an RLE that spans columns widens the box to
@@ -314,9 +319,8 @@ impl Rle {
             if m > 2 {
                 x += counts[m - 2] as i64;
             }
-            let run = u32::try_from(x).map_err(|_| {
-                MaskError::Rle(format!("run {m} has length {x}, outside 0..2^32"))
-            })?;
+            let run = u32::try_from(x)
+                .map_err(|_| MaskError::Rle(format!("run {m} has length {x}, outside 0..2^32")))?;
             total += run as u64;
             counts.push(run);
         }
@@ -386,12 +390,30 @@ mod tests {
     #[test]
     fn malformed_strings_are_errors() {
         assert!(Rle::from_compressed("5:e2", 10, 11).is_err(), "wrong total");
-        assert!(Rle::from_compressed("5:e", 10, 10).is_err(), "runs short of the pixel count");
-        assert!(Rle::from_compressed("5:e2\u{7f}", 10, 10).is_err(), "outside the alphabet");
-        assert!(Rle::from_compressed("o", 10, 10).is_err(), "continuation at the end");
-        assert!(Rle::from_compressed("ooooooo1", 10, 10).is_err(), "value too long");
-        assert!(Rle::from_compressed("0", 100_000, 100_000).is_err(), "absurd size");
-        assert!(Rle::from_compressed("533H", 10, 10).is_err(), "negative run: 3 + (−8)");
+        assert!(
+            Rle::from_compressed("5:e", 10, 10).is_err(),
+            "runs short of the pixel count"
+        );
+        assert!(
+            Rle::from_compressed("5:e2\u{7f}", 10, 10).is_err(),
+            "outside the alphabet"
+        );
+        assert!(
+            Rle::from_compressed("o", 10, 10).is_err(),
+            "continuation at the end"
+        );
+        assert!(
+            Rle::from_compressed("ooooooo1", 10, 10).is_err(),
+            "value too long"
+        );
+        assert!(
+            Rle::from_compressed("0", 100_000, 100_000).is_err(),
+            "absurd size"
+        );
+        assert!(
+            Rle::from_compressed("533H", 10, 10).is_err(),
+            "negative run: 3 + (−8)"
+        );
     }
 
     #[test]

@@ -45,7 +45,10 @@ fn each_malformed_annotation_is_reported_and_the_rest_is_kept() {
     let coco = parse(&json).unwrap();
     let kept: Vec<i64> = coco.annotations.iter().map(|a| a.id).collect();
     assert_eq!(kept, vec![1, 12]);
-    assert!(matches!(coco.annotations[1].segmentation, Some(Segmentation::Counts { .. })));
+    assert!(matches!(
+        coco.annotations[1].segmentation,
+        Some(Segmentation::Counts { .. })
+    ));
     assert_eq!(coco.images.len(), 1);
     assert_eq!(coco.categories.len(), 1);
     let find = |kind: &str, id: Option<i64>| {
@@ -63,7 +66,10 @@ fn each_malformed_annotation_is_reported_and_the_rest_is_kept() {
     assert!(find("annotation", Some(6)).contains("4 numbers"));
     assert!(find("annotation", Some(1)).contains("duplicate annotation id"));
     assert!(find("annotation", Some(8)).contains("unknown category id 42"));
-    assert!(find("annotation", Some(9)).contains("RLE size 8x10") || find("annotation", Some(9)).contains("sum"));
+    assert!(
+        find("annotation", Some(9)).contains("RLE size 8x10")
+            || find("annotation", Some(9)).contains("sum")
+    );
     assert!(find("annotation", None).contains("missing \"id\""));
     assert!(find("annotation", Some(13)).contains("far outside"));
     assert!(find("annotation", Some(14)).contains("not a finite number"));
@@ -71,9 +77,20 @@ fn each_malformed_annotation_is_reported_and_the_rest_is_kept() {
     assert!(find("image", Some(7)).contains("duplicate image id"));
     assert!(find("category", Some(3)).contains("duplicate category id"));
     // "not an object" is the 11th annotation entry (index 10): reported by position.
-    assert!(coco.errors.iter().any(|e| e.kind == "annotation" && e.index == 10));
-    let text = coco.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
-    assert!(text.contains("annotation 2 (entry 1): invalid polygon: odd number of coordinates (7)"), "{text}");
+    assert!(coco
+        .errors
+        .iter()
+        .any(|e| e.kind == "annotation" && e.index == 10));
+    let text = coco
+        .errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        text.contains("annotation 2 (entry 1): invalid polygon: odd number of coordinates (7)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -87,9 +104,13 @@ fn broken_files_are_one_clear_error() {
         (r#"{"images": [], "annotations": []} trailing"#, "trailing"),
     ] {
         let err = parse(json).unwrap_err().to_string();
-        assert!(err.starts_with("test.json is not a COCO instances file"), "{err}");
+        assert!(
+            err.starts_with("test.json is not a COCO instances file"),
+            "{err}"
+        );
         assert!(err.contains(want), "{json:?}: {err}");
     }
-    let missing = CocoDataset::read(std::path::Path::new("/nonexistent/instances.json")).unwrap_err();
+    let missing =
+        CocoDataset::read(std::path::Path::new("/nonexistent/instances.json")).unwrap_err();
     assert!(missing.to_string().contains("/nonexistent/instances.json"));
 }
