@@ -314,7 +314,9 @@ fn killed_mid_write_then_resumed_adds_exactly_the_missing_regions() {
             .unwrap();
         // Start the clock once the child has an index, however slowly it started.
         let started = std::time::Instant::now();
-        while !dir.path().join("manifest.json").exists() && started.elapsed() < Duration::from_secs(60) {
+        while !dir.path().join("manifest.json").exists()
+            && started.elapsed() < Duration::from_secs(60)
+        {
             std::thread::sleep(Duration::from_millis(5));
         }
         std::thread::sleep(Duration::from_millis(delay_ms));
