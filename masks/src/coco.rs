@@ -428,45 +428,47 @@ fn check_annotation(a: &CocoAnnotation, image: &CocoImage) -> Result<(), String>
     }
 }
 
+/// Parses a list of entries, reporting unreadable ones and repeated ids as item errors.
+fn parse_unique<T>(
+    kind: &'static str,
+    entries: Vec<(usize, Value)>,
+    parse: fn(&Value) -> Result<T, String>,
+    id: fn(&T) -> i64,
+    errors: &mut Vec<ItemError>,
+) -> Vec<T> {
+    let mut seen = HashSet::new();
+    let mut kept = Vec::new();
+    for (index, v) in entries {
+        match parse(&v) {
+            Ok(item) if !seen.insert(id(&item)) => errors.push(ItemError {
+                kind,
+                index,
+                id: Some(id(&item)),
+                message: format!("duplicate {kind} id"),
+            }),
+            Ok(item) => kept.push(item),
+            Err(message) => errors.push(ItemError {
+                kind,
+                index,
+                id: id_of(&v),
+                message,
+            }),
+        }
+    }
+    kept
+}
+
 impl Raw {
     fn validate(self) -> CocoDataset {
         let mut out = CocoDataset::default();
-        let mut seen = HashSet::new();
-        for (index, v) in self.images {
-            match parse_image(&v) {
-                Ok(img) if !seen.insert(img.id) => out.errors.push(ItemError {
-                    kind: "image",
-                    index,
-                    id: Some(img.id),
-                    message: "duplicate image id".into(),
-                }),
-                Ok(img) => out.images.push(img),
-                Err(message) => out.errors.push(ItemError {
-                    kind: "image",
-                    index,
-                    id: id_of(&v),
-                    message,
-                }),
-            }
-        }
-        let mut seen = HashSet::new();
-        for (index, v) in self.categories {
-            match parse_category(&v) {
-                Ok(c) if !seen.insert(c.id) => out.errors.push(ItemError {
-                    kind: "category",
-                    index,
-                    id: Some(c.id),
-                    message: "duplicate category id".into(),
-                }),
-                Ok(c) => out.categories.push(c),
-                Err(message) => out.errors.push(ItemError {
-                    kind: "category",
-                    index,
-                    id: id_of(&v),
-                    message,
-                }),
-            }
-        }
+        out.images = parse_unique("image", self.images, parse_image, |i| i.id, &mut out.errors);
+        out.categories = parse_unique(
+            "category",
+            self.categories,
+            parse_category,
+            |c| c.id,
+            &mut out.errors,
+        );
         let images: HashMap<i64, &CocoImage> = out.images.iter().map(|i| (i.id, i)).collect();
         let categories: HashSet<i64> = out.categories.iter().map(|c| c.id).collect();
         let mut seen = HashSet::new();
