@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Fetches what regionseek needs besides Rust crates, into vendor/ (gitignored):
 #   - CLIP's BPE vocabulary, from the open_clip_torch wheel on PyPI (the tokenizer for models without tokenizer.json);
+#   - ONNX Runtime's shared library (CPU), from the onnxruntime wheel on PyPI, for the SAM stage: regionseek finds
+#     vendor/onnxruntime/libonnxruntime.so.* by itself, or wherever ORT_DYLIB_PATH points.
 # Idempotent: files already present are kept.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -16,6 +18,21 @@ z = zipfile.ZipFile(sys.argv[1])
 data = z.read("open_clip/bpe_simple_vocab_16e6.txt.gz")
 open("vendor/.bpe.part", "wb").write(data)
 os.replace("vendor/.bpe.part", "vendor/bpe_simple_vocab_16e6.txt.gz")
+PY
+  rm -rf "$tmp"
+fi
+ORT_VERSION=1.32.0
+if [ ! -s "vendor/onnxruntime/libonnxruntime.so.$ORT_VERSION" ]; then
+  tmp=$(mktemp -d)
+  "$py" -m pip download --quiet --no-deps "onnxruntime==$ORT_VERSION" -d "$tmp"
+  "$py" - "$tmp"/onnxruntime-*.whl "$ORT_VERSION" <<'PY'
+import sys, zipfile, os
+z = zipfile.ZipFile(sys.argv[1])
+name = f"onnxruntime/capi/libonnxruntime.so.{sys.argv[2]}"
+os.makedirs("vendor/onnxruntime", exist_ok=True)
+part = "vendor/onnxruntime/.lib.part"
+open(part, "wb").write(z.read(name))
+os.replace(part, f"vendor/onnxruntime/libonnxruntime.so.{sys.argv[2]}")
 PY
   rm -rf "$tmp"
 fi

@@ -11,3 +11,4 @@ pub mod explain;
 pub mod invert;
 pub mod masks;
 pub mod resample;
+pub mod sam;
