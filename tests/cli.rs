@@ -123,3 +123,109 @@ fn weights_fetch_offline_says_where_to_put_files() {
         "{stderr}"
     );
 }
+
+#[test]
+fn sam_writes_one_mask_per_good_box_and_reports_the_bad_one() {
+    if regionseek::sam::library_path().is_err() {
+        eprintln!("SKIP: ONNX Runtime not installed (./setup.sh)");
+        return;
+    }
+    let fixtures = root().join("tests/fixtures/sam");
+    let out = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = regionseek(&[
+        "sam",
+        fixtures.join("landscape.png").to_str().unwrap(),
+        "--box",
+        "10,40,150,230",
+        "--box",
+        "50,50,20,80",
+        "--box",
+        "250,-30,400,100",
+        "--sam",
+        fixtures.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 2, "partial failure exits 2: {stderr}");
+    assert!(stderr.contains("empty or inverted"), "{stderr}");
+    let v = &json_lines(&stdout)[0];
+    let regions = v["regions"].as_array().unwrap();
+    assert_eq!(regions.len(), 2);
+    assert_eq!(v["errors"][0]["index"], 1);
+    // the overhanging box was clipped to the image before prompting
+    assert_eq!(
+        regions[1]["prompt_box"],
+        serde_json::json!([250.0, 0.0, 320.0, 100.0])
+    );
+    for r in regions {
+        let png = regionseek::masks::BinaryMask::read(std::path::Path::new(
+            r["mask_png"].as_str().unwrap(),
+        ))
+        .unwrap();
+        assert_eq!((png.width, png.height), (320, 240));
+        assert_eq!(png.area() as u64, r["area"].as_u64().unwrap());
+        let rle: regionseek::masks::CocoRle =
+            serde_json::from_value(r["mask_rle"].clone()).unwrap();
+        assert_eq!(
+            regionseek::masks::Rle::from_coco(&rle).unwrap().decode(),
+            png
+        );
+    }
+}
+
+#[test]
+fn sam_without_onnx_runtime_says_how_to_install_it() {
+    let out = tempfile::tempdir().unwrap();
+    let fixtures = root().join("tests/fixtures/sam");
+    let output = Command::new(env!("CARGO_BIN_EXE_regionseek"))
+        .args([
+            "sam",
+            fixtures.join("landscape.png").to_str().unwrap(),
+            "--box",
+            "10,40,150,230",
+            "--sam",
+            fixtures.to_str().unwrap(),
+            "--out",
+            out.path().to_str().unwrap(),
+        ])
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains("ONNX Runtime library not found"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("setup.sh") && stderr.contains("ORT_DYLIB_PATH"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sam_box_mode_needs_no_model_and_fills_the_clipped_box() {
+    let out = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = regionseek(&[
+        "sam",
+        root()
+            .join("tests/fixtures/sam/portrait.png")
+            .to_str()
+            .unwrap(),
+        "--box",
+        "-5,10,50,60",
+        "--mask-from",
+        "box",
+        "--out",
+        out.path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let v = &json_lines(&stdout)[0];
+    assert_eq!(v["regions"][0]["area"], 50 * 50);
+    assert_eq!(
+        v["regions"][0]["mask_rle"]["size"],
+        serde_json::json!([250, 190])
+    );
+}

@@ -5,6 +5,7 @@ mod bench_index;
 mod embed;
 mod invert_cmd;
 mod output;
+pub(crate) mod sam_cmd;
 mod weights_cmd;
 
 use std::process::ExitCode;
@@ -33,6 +34,8 @@ enum Command {
     EmbedText(embed::EmbedTextArgs),
     /// Localized embeddings of mask regions of one image (MaskInversion or a baseline).
     Invert(invert_cmd::InvertArgs),
+    /// Masks from box prompts with a SAM ONNX model (or the boxes themselves), as PNGs and COCO RLE.
+    Sam(sam_cmd::SamArgs),
     /// Time the forward, the Jacobian build and the inversion steps (JSON lines).
     Bench(bench::BenchArgs),
     /// Benchmark the vector index on synthetic clustered vectors: build rate, latency, recall@10, reload.
@@ -54,6 +57,7 @@ pub fn run() -> ExitCode {
         Command::EmbedImage(a) => embed::embed_image(a),
         Command::EmbedText(a) => embed::embed_text(a),
         Command::Invert(a) => invert_cmd::run(a),
+        Command::Sam(a) => sam_cmd::run(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchIndex(a) => bench_index::run(a),
         Command::Weights(c) => weights_cmd::run(c),

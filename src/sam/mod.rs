@@ -47,3 +47,25 @@ pub fn box_mask(bbox: [f32; 4], width: usize, height: usize) -> Result<BinaryMas
         b[3] as f64,
     ))
 }
+
+/// Where a box's mask comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskFrom {
+    /// SAM prompted with the box.
+    #[default]
+    Sam,
+    /// The box itself, filled.
+    Box,
+}
+
+impl std::str::FromStr for MaskFrom {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sam" => Ok(Self::Sam),
+            "box" => Ok(Self::Box),
+            other => Err(format!("unknown mask source `{other}` (sam or box)")),
+        }
+    }
+}
