@@ -10,5 +10,9 @@ pub mod device;
 pub mod explain;
 pub mod invert;
 pub mod masks;
+pub mod pipeline;
 pub mod resample;
 pub mod sam;
+
+/// The region index (its own crate: no model dependency).
+pub use regionseek_index as index;

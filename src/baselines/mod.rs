@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::clip::{preprocess, ClipModel};
 use crate::masks::BinaryMask;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Baseline {
     /// The whole image's CLS embedding (the same for every region).

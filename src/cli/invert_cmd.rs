@@ -16,7 +16,7 @@ use super::output::{print_json, write_atomic, ModelArgs};
 #[derive(Clone, Copy, Debug)]
 pub struct MethodChoice(pub Option<Baseline>);
 
-fn parse_method(s: &str) -> Result<MethodChoice, String> {
+pub fn parse_method(s: &str) -> Result<MethodChoice, String> {
     if s == "maskinversion" {
         return Ok(MethodChoice(None));
     }

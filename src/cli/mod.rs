@@ -3,9 +3,12 @@
 mod bench;
 mod bench_index;
 mod embed;
+mod eval_cmd;
+mod index_cmd;
 mod invert_cmd;
 mod output;
 pub(crate) mod sam_cmd;
+mod search_cmd;
 mod weights_cmd;
 
 use std::process::ExitCode;
@@ -34,6 +37,15 @@ enum Command {
     EmbedText(embed::EmbedTextArgs),
     /// Localized embeddings of mask regions of one image (MaskInversion or a baseline).
     Invert(invert_cmd::InvertArgs),
+    /// Index a folder of photos by region with a pipeline (pipelines/*.toml); rerun to resume.
+    Index(index_cmd::IndexArgs),
+    /// Search a region index with a text query.
+    Search(search_cmd::SearchArgs),
+    /// Zero-shot labels for regions (masks or boxes) of one photo.
+    Classify(eval_cmd::ClassifyArgs),
+    /// Evaluate region embedding methods (class retrieval on COCO: Acc@1/5/10).
+    #[command(subcommand)]
+    Eval(eval_cmd::EvalCommand),
     /// Masks from box prompts with a SAM ONNX model (or the boxes themselves), as PNGs and COCO RLE.
     Sam(sam_cmd::SamArgs),
     /// Time the forward, the Jacobian build and the inversion steps (JSON lines).
@@ -58,6 +70,10 @@ pub fn run() -> ExitCode {
         Command::EmbedText(a) => embed::embed_text(a),
         Command::Invert(a) => invert_cmd::run(a),
         Command::Sam(a) => sam_cmd::run(a),
+        Command::Index(a) => index_cmd::run(a),
+        Command::Search(a) => search_cmd::run(a),
+        Command::Classify(a) => eval_cmd::classify(a),
+        Command::Eval(c) => eval_cmd::run(c),
         Command::Bench(a) => bench::run(a),
         Command::BenchIndex(a) => bench_index::run(a),
         Command::Weights(c) => weights_cmd::run(c),

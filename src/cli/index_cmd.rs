@@ -1,0 +1,111 @@
+//! `regionseek index`: a folder of photos and their regions into a region index, by a named pipeline.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use regionseek::pipeline::{self, IndexRun, MaskStage, PipelineSpec};
+use serde_json::json;
+
+use super::output::{print_json, ModelArgs};
+use super::sam_cmd::SamModelArgs;
+
+#[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("regions").required(true).args(["coco", "boxes", "masks"]))]
+pub struct IndexArgs {
+    /// The folder the photos' paths are relative to.
+    images: PathBuf,
+    /// COCO instances JSON: its annotations (polygons/RLE, boxes, categories) are the regions.
+    #[arg(long)]
+    coco: Option<PathBuf>,
+    /// Boxes JSON: `[{"image": "a.jpg", "box": [x0, y0, x1, y1], "id": "r1", "label": "dog"}, ...]`.
+    #[arg(long)]
+    boxes: Option<PathBuf>,
+    /// A folder of mask PNGs named `<image stem>_<region id>.png`.
+    #[arg(long)]
+    masks: Option<PathBuf>,
+    /// A pipeline name (pipelines/NAME.toml) or a path to a spec file.
+    #[arg(long, default_value = "gt-masks")]
+    pipeline: String,
+    /// The index directory (created if absent; rerunning resumes it).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sam: SamModelArgs,
+    /// Index only the first N photos of the input (for trials).
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
+    let spec = PipelineSpec::load(&a.pipeline)?;
+    let (mut images, issues) = if let Some(c) = &a.coco {
+        pipeline::from_coco(&a.images, c)?
+    } else if let Some(b) = &a.boxes {
+        pipeline::from_boxes(&a.images, b)?
+    } else {
+        let m = a
+            .masks
+            .as_ref()
+            .context("one of --coco, --boxes, --masks")?;
+        pipeline::from_mask_dir(&a.images, m)?
+    };
+    if let Some(n) = a.limit {
+        images.truncate(n);
+    }
+    for i in &issues {
+        eprintln!("skipped {}: {}", i.item, i.message);
+    }
+    let sam = if spec.mask_stage() == MaskStage::Sam {
+        let mut args = a.sam.clone();
+        args.mask_from = regionseek::sam::MaskFrom::Sam;
+        args.multimask = spec.sam.as_ref().is_some_and(|s| s.multimask);
+        args.load()?
+    } else {
+        None
+    };
+    let model = a.model.load()?;
+    let report = IndexRun {
+        spec: &spec,
+        model: &model,
+        sam,
+        out: a.out.clone(),
+        progress: !a.json,
+    }
+    .run(images, issues)?;
+    if a.json {
+        print_json(&json!(report))?;
+    } else {
+        println!(
+            "{}: {} photos ({} processed, {} already indexed), {} regions added ({} already indexed), {} failed; \
+             {} rows in {}; {:.1} s, {:.2} photos/s, {:.2} regions/s, peak RSS {} MB",
+            report.pipeline,
+            report.images,
+            report.images_processed,
+            report.images_skipped,
+            report.regions_added,
+            report.regions_already_indexed,
+            report.failures,
+            report.rows_total,
+            a.out.display(),
+            report.seconds,
+            report.images_per_second,
+            report.regions_per_second,
+            report.peak_rss_mb.map(|m| format!("{m:.0}")).unwrap_or_else(|| "?".into()),
+        );
+        if report.failures + report.input_issues > 0 {
+            if let Some(log) = &report.error_log {
+                println!("failures are listed in {}", log.display());
+            }
+        }
+    }
+    Ok(if report.failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}

@@ -1,0 +1,141 @@
+//! `regionseek search`: a text query against a region index.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use regionseek::clip::ClipModel;
+use regionseek::index::{Filter, RegionIndex};
+use regionseek::pipeline::query;
+use serde_json::json;
+
+use super::output::{print_json, write_atomic};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// COCO-style results: `[{image_id, file_name, bbox [x, y, w, h], segmentation (RLE), score}]`.
+    Coco,
+}
+
+#[derive(clap::Args)]
+pub struct SearchArgs {
+    index: PathBuf,
+    text: String,
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// Only regions of this photo (its path as indexed, or its content hash).
+    #[arg(long)]
+    image: Option<String>,
+    /// Only regions embedded with this method (maskinversion, masked-crop, ...).
+    #[arg(long)]
+    method: Option<String>,
+    /// The model the index was built with (default: the one its manifest names).
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Write the hits in this format to --export-file (default: stdout).
+    #[arg(long)]
+    export: Option<ExportFormat>,
+    #[arg(long)]
+    export_file: Option<PathBuf>,
+    /// Write each hit's region (box crop, mask as alpha) as a PNG into this folder; needs --images.
+    #[arg(long)]
+    crop: Option<PathBuf>,
+    /// The folder the indexed photo paths are relative to (for --crop).
+    #[arg(long)]
+    images: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
+    let index = RegionIndex::open(&a.index)?;
+    let spec = a
+        .model
+        .clone()
+        .unwrap_or_else(|| index.manifest().model_id.clone());
+    let device = regionseek::device::parse(&a.device)?;
+    let model = ClipModel::load_spec(&spec, &device).with_context(|| {
+        format!("loading the index's model {spec} (pass --model DIR if it moved)")
+    })?;
+    let filter = Filter {
+        image: a.image.clone(),
+        method: a.method.clone(),
+        source: None,
+    };
+    let t = std::time::Instant::now();
+    let hits = query::search_text(&index, &model, &a.text, a.k, &filter)?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    if let Some(dir) = &a.crop {
+        let root = a
+            .images
+            .as_ref()
+            .context("--crop needs --images DIR (where the indexed photos are)")?;
+        std::fs::create_dir_all(dir)?;
+        for (rank, h) in hits.iter().enumerate() {
+            match query::crop_hit(root, h) {
+                Ok(png) => {
+                    let stem = std::path::Path::new(&h.image)
+                        .file_stem()
+                        .and_then(|s| s.to_str())
+                        .unwrap_or("image");
+                    let file = dir.join(format!("{rank:03}_{stem}_{}.png", h.region_id));
+                    png.save(&file)
+                        .with_context(|| format!("writing {}", file.display()))?;
+                }
+                Err(e) => eprintln!("hit {rank} ({} region {}): {e:#}", h.image, h.region_id),
+            }
+        }
+    }
+    if a.export == Some(ExportFormat::Coco) {
+        let results: Vec<serde_json::Value> = hits
+            .iter()
+            .map(|h| {
+                let stem = std::path::Path::new(&h.image)
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("");
+                json!({
+                    "image_id": stem.parse::<i64>().ok(),
+                    "file_name": h.image,
+                    "bbox": [h.bbox[0], h.bbox[1], h.bbox[2] - h.bbox[0], h.bbox[3] - h.bbox[1]],
+                    "segmentation": h.mask_rle,
+                    "score": h.score,
+                    "region_id": h.region_id,
+                    "method": h.method,
+                    "query": a.text,
+                })
+            })
+            .collect();
+        let body = serde_json::to_vec(&results)?;
+        match &a.export_file {
+            Some(f) => write_atomic(f, &body)?,
+            None => println!("{}", String::from_utf8(body)?),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.json {
+        print_json(&json!({"query": a.text, "model": model.id(), "ms": ms, "hits": hits}))?;
+    } else {
+        for (rank, h) in hits.iter().enumerate() {
+            println!(
+                "{rank:>3}  {:.4}  {}  region {}  box [{:.0}, {:.0}, {:.0}, {:.0}]  {}{}",
+                h.score,
+                h.image,
+                h.region_id,
+                h.bbox[0],
+                h.bbox[1],
+                h.bbox[2],
+                h.bbox[3],
+                h.method,
+                h.label
+                    .as_ref()
+                    .map(|l| format!("  ({l})"))
+                    .unwrap_or_default()
+            );
+        }
+        eprintln!("{} hits in {ms:.1} ms (model {})", hits.len(), model.id());
+    }
+    Ok(ExitCode::SUCCESS)
+}

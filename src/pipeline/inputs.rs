@@ -1,0 +1,289 @@
+//! What a run indexes: photos and their regions, from a COCO instances file, a boxes JSON file, or a folder
+//! of mask PNGs. Regions are plain data here; masks are made per photo when it is processed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::masks::{BinaryMask, CocoDataset, Rle};
+
+/// How a region's mask is known before the mask stage.
+#[derive(Debug, Clone)]
+pub enum RegionShape {
+    /// A COCO mask (decoded when the photo is processed).
+    Rle(Rle),
+    /// A mask PNG at the photo's resolution.
+    MaskFile(PathBuf),
+    /// Only a box: the mask comes from SAM or the box itself.
+    Box,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegionInput {
+    pub id: String,
+    /// `[x0, y0, x1, y1]` in pixels; for masks without a box, the mask's bounding box once decoded.
+    pub bbox: Option<[f32; 4]>,
+    pub shape: RegionShape,
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImageInput {
+    /// Path as given by the input (relative to the images folder).
+    pub name: String,
+    pub path: PathBuf,
+    /// COCO image id, when the input has one (for COCO-style result export).
+    pub coco_id: Option<i64>,
+    pub regions: Vec<RegionInput>,
+}
+
+/// A problem with one input item, reported and skipped.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InputIssue {
+    pub item: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+}
+
+fn file_error(path: &Path, message: impl std::fmt::Display) -> InputError {
+    InputError::File {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// A COCO instances file: every well-formed, non-crowd annotation is a region with its mask and category.
+/// Crowd regions are skipped (they are not single objects); malformed entries are issues.
+pub fn from_coco(
+    images_dir: &Path,
+    coco_path: &Path,
+) -> Result<(Vec<ImageInput>, Vec<InputIssue>), InputError> {
+    let coco = CocoDataset::read(coco_path).map_err(|e| file_error(coco_path, e))?;
+    let mut issues: Vec<InputIssue> = coco
+        .errors
+        .iter()
+        .map(|e| InputIssue {
+            item: format!("{} #{} (id {:?})", e.kind, e.index, e.id),
+            message: e.message.clone(),
+        })
+        .collect();
+    let names = coco.category_names();
+    let by_image = coco.annotations_by_image();
+    let mut out = Vec::new();
+    for img in &coco.images {
+        let mut regions = Vec::new();
+        for a in by_image.get(&img.id).map(|v| v.as_slice()).unwrap_or(&[]) {
+            if a.iscrowd {
+                continue;
+            }
+            match a.to_rle(img.height, img.width) {
+                Ok(rle) => {
+                    let b = a.xyxy();
+                    regions.push(RegionInput {
+                        id: a.id.to_string(),
+                        bbox: Some([b[0] as f32, b[1] as f32, b[2] as f32, b[3] as f32]),
+                        shape: RegionShape::Rle(rle),
+                        label: names.get(&a.category_id).map(|s| s.to_string()),
+                    });
+                }
+                Err(e) => issues.push(InputIssue {
+                    item: format!("annotation {} of {}", a.id, img.file_name),
+                    message: e.to_string(),
+                }),
+            }
+        }
+        out.push(ImageInput {
+            name: img.file_name.clone(),
+            path: images_dir.join(&img.file_name),
+            coco_id: Some(img.id),
+            regions,
+        });
+    }
+    Ok((out, issues))
+}
+
+/// One entry of a boxes file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BoxEntry {
+    image: String,
+    #[serde(rename = "box")]
+    bbox: Vec<f64>,
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+/// A boxes file: a JSON array of `{"image": "a.jpg", "box": [x0, y0, x1, y1], "id": "r1", "label": "dog"}`
+/// (`id` defaults to the box's position among its image's boxes; `label` is optional).
+pub fn from_boxes(
+    images_dir: &Path,
+    boxes_path: &Path,
+) -> Result<(Vec<ImageInput>, Vec<InputIssue>), InputError> {
+    let text = std::fs::read_to_string(boxes_path).map_err(|e| file_error(boxes_path, e))?;
+    let raw: Vec<serde_json::Value> = serde_json::from_str(&text).map_err(|e| {
+        file_error(
+            boxes_path,
+            format!("expected a JSON array of box entries: {e}"),
+        )
+    })?;
+    let mut issues = Vec::new();
+    let mut by_image: BTreeMap<String, Vec<RegionInput>> = BTreeMap::new();
+    for (i, v) in raw.into_iter().enumerate() {
+        let entry: BoxEntry = match serde_json::from_value(v) {
+            Ok(e) => e,
+            Err(e) => {
+                issues.push(InputIssue {
+                    item: format!("box entry #{i}"),
+                    message: e.to_string(),
+                });
+                continue;
+            }
+        };
+        if entry.bbox.len() != 4 {
+            issues.push(InputIssue {
+                item: format!("box entry #{i} ({})", entry.image),
+                message: format!(
+                    "box has {} numbers, expected [x0, y0, x1, y1]",
+                    entry.bbox.len()
+                ),
+            });
+            continue;
+        }
+        let regions = by_image.entry(entry.image.clone()).or_default();
+        let id = match entry.id {
+            Some(serde_json::Value::String(s)) => s,
+            Some(other) => other.to_string(),
+            None => regions.len().to_string(),
+        };
+        let b = &entry.bbox;
+        regions.push(RegionInput {
+            id,
+            bbox: Some([b[0] as f32, b[1] as f32, b[2] as f32, b[3] as f32]),
+            shape: RegionShape::Box,
+            label: entry.label,
+        });
+    }
+    Ok((
+        by_image
+            .into_iter()
+            .map(|(name, regions)| ImageInput {
+                path: images_dir.join(&name),
+                name,
+                coco_id: None,
+                regions,
+            })
+            .collect(),
+        issues,
+    ))
+}
+
+const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "JPG"];
+
+/// A folder of mask PNGs named `<image stem>_<region id>.png` (what `regionseek sam --out` writes), for the
+/// photos of `images_dir`.
+pub fn from_mask_dir(
+    images_dir: &Path,
+    masks_dir: &Path,
+) -> Result<(Vec<ImageInput>, Vec<InputIssue>), InputError> {
+    let list = |dir: &Path| -> Result<Vec<PathBuf>, InputError> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| file_error(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    let images: Vec<PathBuf> = list(images_dir)?
+        .into_iter()
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e))
+        })
+        .collect();
+    let masks: Vec<PathBuf> = list(masks_dir)?
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    let mut by_stem: HashMap<String, Vec<RegionInput>> = HashMap::new();
+    let stems: Vec<String> = images
+        .iter()
+        .filter_map(|p| p.file_stem()?.to_str().map(String::from))
+        .collect();
+    let mut issues = Vec::new();
+    for m in masks {
+        let name = m
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        // The longest image stem that prefixes the mask's name owns it (stems may contain '_').
+        let owner = stems
+            .iter()
+            .filter(|s| {
+                name.len() > s.len() + 1
+                    && name.starts_with(s.as_str())
+                    && name.as_bytes()[s.len()] == b'_'
+            })
+            .max_by_key(|s| s.len());
+        match owner {
+            Some(stem) => by_stem.entry(stem.clone()).or_default().push(RegionInput {
+                id: name[stem.len() + 1..].to_string(),
+                bbox: None,
+                shape: RegionShape::MaskFile(m.clone()),
+                label: None,
+            }),
+            None => issues.push(InputIssue {
+                item: m.display().to_string(),
+                message: "no photo in the images folder has this mask's stem (expected <image stem>_<region>.png)".into(),
+            }),
+        }
+    }
+    Ok((
+        images
+            .into_iter()
+            .filter_map(|p| {
+                let stem = p.file_stem()?.to_str()?.to_string();
+                let regions = by_stem.remove(&stem)?;
+                Some(ImageInput {
+                    name: p.file_name()?.to_str()?.to_string(),
+                    path: p,
+                    coco_id: None,
+                    regions,
+                })
+            })
+            .collect(),
+        issues,
+    ))
+}
+
+/// The given mask of a region, at the photo's size.
+pub fn given_mask(region: &RegionInput, width: usize, height: usize) -> Result<BinaryMask, String> {
+    let mask = match &region.shape {
+        RegionShape::Rle(rle) => rle.decode(),
+        RegionShape::MaskFile(p) => {
+            BinaryMask::read(p).map_err(|e| format!("{}: {e}", p.display()))?
+        }
+        RegionShape::Box => {
+            return Err(
+                "this region has only a box: use a pipeline with a sam or box-mask stage".into(),
+            )
+        }
+    };
+    if mask.width != width || mask.height != height {
+        return Err(format!(
+            "mask is {}x{}, the photo {width}x{height}",
+            mask.width, mask.height
+        ));
+    }
+    Ok(mask)
+}

@@ -1,0 +1,30 @@
+//! The product's pipeline: inputs (COCO, boxes, mask PNGs) → masks (given, SAM, box) → embeddings
+//! (MaskInversion or a baseline) → the region index; and the queries against it (search, classify, eval).
+//! Specs live in `pipelines/*.toml`.
+
+pub mod inputs;
+pub mod query;
+pub mod run;
+pub mod spec;
+
+pub use inputs::{
+    from_boxes, from_coco, from_mask_dir, ImageInput, InputIssue, RegionInput, RegionShape,
+};
+pub use run::{IndexRun, IndexRunReport, ItemFailure};
+pub use spec::{EmbedStage, MaskStage, PipelineSpec, SpecError, Stage};
+
+/// Writes a file so that it is either absent or complete: temp file beside it, fsync, rename.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let tmp = dir.join(format!(".{name}.{}.part", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! Text against regions: searching an index, zero-shot classification of regions, and the paper's COCO
+//! class-retrieval evaluation (each object mask against "a photo of a {}." of every category).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use crate::clip::ClipModel;
+use crate::index::{Filter, Hit, RegionIndex, SearchMode};
+use crate::invert::InversionConfig;
+use crate::masks::BinaryMask;
+
+use super::inputs::{given_mask, ImageInput};
+use super::run::{embed_masks, weights_fingerprint};
+use super::spec::EmbedStage;
+
+/// The paper's prompt template for class names.
+pub const PROMPT: &str = "a photo of a {}.";
+
+pub fn prompt(label: &str) -> String {
+    PROMPT.replace("{}", label)
+}
+
+fn unit(v: &[f32]) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter().map(|x| x / n).collect()
+}
+
+/// Unit text embeddings, one per text.
+pub fn text_embeddings(model: &ClipModel, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
+    let tok = model.tokenizer()?;
+    let mut out = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(64) {
+        let t = model.encode_texts(&tok, chunk)?;
+        out.extend(t.to_vec2::<f32>()?.iter().map(|v| unit(v)));
+    }
+    Ok(out)
+}
+
+/// The regions of an index closest to a text query. The model must be the one the index was built with.
+pub fn search_text(
+    index: &RegionIndex,
+    model: &ClipModel,
+    text: &str,
+    k: usize,
+    filter: &Filter,
+) -> anyhow::Result<Vec<Hit>> {
+    index.check_space(
+        model.config.embed_dim,
+        &model.id(),
+        &weights_fingerprint(model),
+    )?;
+    let q = text_embeddings(model, &[text.to_string()])?.remove(0);
+    Ok(index.search(&q, k, filter, SearchMode::Auto)?)
+}
+
+/// Labels ranked for one region embedding: (label, softmax probability), best first.
+pub fn rank_labels(
+    model: &ClipModel,
+    region: &[f32],
+    labels: &[String],
+    texts: &[Vec<f32>],
+) -> Vec<(String, f32)> {
+    let e = unit(region);
+    let logits: Vec<f32> = texts
+        .iter()
+        .map(|t| model.logit_scale * t.iter().zip(&e).map(|(a, b)| a * b).sum::<f32>())
+        .collect();
+    let mx = logits.iter().copied().fold(f32::MIN, f32::max);
+    let z: f32 = logits.iter().map(|l| (l - mx).exp()).sum();
+    let mut r: Vec<(String, f32)> = labels
+        .iter()
+        .cloned()
+        .zip(logits.iter().map(|l| (l - mx).exp() / z))
+        .collect();
+    r.sort_by(|x, y| y.1.total_cmp(&x.1));
+    r
+}
+
+/// Class-retrieval accuracy of one method.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MethodScore {
+    pub method: String,
+    pub regions: usize,
+    pub failed: usize,
+    pub acc_at_1: f64,
+    pub acc_at_5: f64,
+    pub acc_at_10: f64,
+    pub seconds: f64,
+    pub ms_per_region: f64,
+}
+
+/// COCO class retrieval: every region with a label, every method, ranks of the true class among all
+/// categories' prompts. `images` come from [`super::inputs::from_coco`].
+pub fn eval_class_retrieval(
+    model: &ClipModel,
+    images: &[ImageInput],
+    categories: &[String],
+    methods: &[EmbedStage],
+    cfg: &InversionConfig,
+    mut on_image: impl FnMut(&str, usize),
+) -> anyhow::Result<Vec<MethodScore>> {
+    let prompts: Vec<String> = categories.iter().map(|c| prompt(c)).collect();
+    let texts = text_embeddings(model, &prompts)?;
+    let class_index: BTreeMap<&str, usize> = categories
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
+    let mut scores: Vec<MethodScore> = methods
+        .iter()
+        .map(|m| MethodScore {
+            method: m.name().to_string(),
+            ..Default::default()
+        })
+        .collect();
+    let mut hits = vec![[0usize; 3]; methods.len()];
+    for (n, input) in images.iter().enumerate() {
+        let regions: Vec<_> = input.regions.iter().filter(|r| r.label.is_some()).collect();
+        if regions.is_empty() {
+            continue;
+        }
+        let image = match crate::decode::load_rgb(&input.path) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!("{}: {e}", input.name);
+                for s in &mut scores {
+                    s.failed += regions.len();
+                }
+                continue;
+            }
+        };
+        let (w, h) = (image.width() as usize, image.height() as usize);
+        let masks: Vec<Result<BinaryMask, String>> =
+            regions.iter().map(|r| given_mask(r, w, h)).collect();
+        let good: Vec<(usize, BinaryMask)> = masks
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.ok().map(|m| (i, m)))
+            .collect();
+        let only_masks: Vec<BinaryMask> = good.iter().map(|(_, m)| m.clone()).collect();
+        for (mi, method) in methods.iter().enumerate() {
+            scores[mi].failed += regions.len() - good.len();
+            if only_masks.is_empty() {
+                continue;
+            }
+            let t = Instant::now();
+            let embs = embed_masks(model, &image, &only_masks, *method, cfg);
+            scores[mi].seconds += t.elapsed().as_secs_f64();
+            let embs = match embs {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!("{} {}: {e}", input.name, method.name());
+                    scores[mi].failed += only_masks.len();
+                    continue;
+                }
+            };
+            for ((ri, _), emb) in good.iter().zip(embs) {
+                let Ok(emb) = emb else {
+                    scores[mi].failed += 1;
+                    continue;
+                };
+                let label = regions[*ri].label.as_deref().unwrap_or_default();
+                let Some(&truth) = class_index.get(label) else {
+                    scores[mi].failed += 1;
+                    continue;
+                };
+                let e = unit(&emb);
+                let sims: Vec<f32> = texts
+                    .iter()
+                    .map(|t| t.iter().zip(&e).map(|(a, b)| a * b).sum())
+                    .collect();
+                // rank = how many classes score strictly higher than the true one
+                let rank = sims.iter().filter(|&&s| s > sims[truth]).count();
+                for (j, k) in [1usize, 5, 10].iter().enumerate() {
+                    if rank < *k {
+                        hits[mi][j] += 1;
+                    }
+                }
+                scores[mi].regions += 1;
+            }
+        }
+        on_image(&input.name, n);
+    }
+    for (s, h) in scores.iter_mut().zip(hits) {
+        let n = s.regions.max(1) as f64;
+        s.acc_at_1 = 100.0 * h[0] as f64 / n;
+        s.acc_at_5 = 100.0 * h[1] as f64 / n;
+        s.acc_at_10 = 100.0 * h[2] as f64 / n;
+        s.ms_per_region = 1e3 * s.seconds / s.regions.max(1) as f64;
+    }
+    Ok(scores)
+}
+
+/// The region of a hit cut out of its photo: the box's pixels, with the mask as alpha.
+pub fn crop_hit(images_root: &Path, hit: &Hit) -> anyhow::Result<image::RgbaImage> {
+    let path = images_root.join(&hit.image);
+    let img = crate::decode::load_rgb(&path)?;
+    let mask = crate::masks::Rle::from_coco(&hit.mask_rle)?.decode();
+    anyhow::ensure!(
+        mask.width == img.width() as usize && mask.height == img.height() as usize,
+        "{}: the photo is {}x{}, its indexed mask {}x{} (the file changed since indexing)",
+        path.display(),
+        img.width(),
+        img.height(),
+        mask.width,
+        mask.height
+    );
+    let [x0, y0, x1, y1] =
+        mask.bbox()
+            .map(|b| [b[0], b[1], b[2], b[3]])
+            .unwrap_or([0, 0, mask.width, mask.height]);
+    let (w, h) = ((x1 - x0).max(1) as u32, (y1 - y0).max(1) as u32);
+    Ok(image::RgbaImage::from_fn(w, h, |x, y| {
+        let (px, py) = (x0 + x as usize, y0 + y as usize);
+        let p = img.get_pixel(px as u32, py as u32).0;
+        image::Rgba([p[0], p[1], p[2], if mask.get(px, py) { 255 } else { 0 }])
+    }))
+}

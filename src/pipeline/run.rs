@@ -1,0 +1,428 @@
+//! `regionseek index`: photos in parallel through decode, then per photo the mask stage and one embedding
+//! pass for all its regions, appended to the index in committed batches. Rerunning skips what is indexed.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use image::RgbImage;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::baselines;
+use crate::clip::ClipModel;
+use crate::index::{IndexSpec, MethodInfo, RegionIndex, RegionMeta, RegionRecord};
+use crate::invert::{invert_image, validate_mask, InversionConfig};
+use crate::masks::{BinaryMask, Rle};
+use crate::sam::{box_mask, SamModel, SamOptions};
+
+use super::inputs::{given_mask, ImageInput, InputIssue, RegionInput};
+use super::spec::{EmbedStage, MaskStage, PipelineSpec};
+
+/// One failed item of a run: the photo, the region (None for the whole photo), the stage, why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ItemFailure {
+    pub image: String,
+    pub region_id: Option<String>,
+    pub stage: &'static str,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct IndexRunReport {
+    pub pipeline: String,
+    pub images: usize,
+    /// Photos whose regions were all in the index already.
+    pub images_skipped: usize,
+    pub images_processed: usize,
+    pub regions_added: usize,
+    pub regions_already_indexed: usize,
+    pub failures: usize,
+    pub input_issues: usize,
+    pub rows_total: usize,
+    pub seconds: f64,
+    pub images_per_second: f64,
+    pub regions_per_second: f64,
+    pub peak_rss_mb: Option<f64>,
+    pub error_log: Option<PathBuf>,
+}
+
+/// The identity of a model's weights recorded in the index: the id for built-in random models, the sha256
+/// of the tensor file for real ones.
+pub fn weights_fingerprint(model: &ClipModel) -> String {
+    let Some(dir) = &model.dir else {
+        return model.id();
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "safetensors"));
+    files.sort();
+    let mut h = Sha256::new();
+    for f in &files {
+        match crate::clip::manifest::sha256_file(f) {
+            Ok(s) => h.update(s.as_bytes()),
+            Err(_) => h.update(f.display().to_string().as_bytes()),
+        }
+    }
+    format!("{:x}", h.finalize())
+}
+
+pub fn method_info(
+    model: &ClipModel,
+    weights_hash: &str,
+    stage: EmbedStage,
+    cfg: &InversionConfig,
+) -> MethodInfo {
+    let inverted = stage == EmbedStage::Invert;
+    MethodInfo {
+        name: stage.name().to_string(),
+        steps: inverted.then_some(cfg.steps as u32),
+        lr: inverted.then_some(cfg.lr as f32),
+        alpha: inverted.then_some(cfg.alpha as f32),
+        resolution: Some(if inverted {
+            cfg.size
+        } else {
+            model.config.vision.image_size
+        } as u32),
+        model_id: model.id(),
+        weights_hash: weights_hash.to_string(),
+    }
+}
+
+/// Embeddings of masks of one photo with the chosen method; each mask succeeds or fails on its own.
+pub fn embed_masks(
+    model: &ClipModel,
+    image: &RgbImage,
+    masks: &[BinaryMask],
+    stage: EmbedStage,
+    cfg: &InversionConfig,
+) -> Result<Vec<Result<Vec<f32>, String>>, String> {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    match stage {
+        EmbedStage::Invert => {
+            let out = invert_image(model, image, masks, cfg).map_err(|e| e.to_string())?;
+            Ok(out
+                .masks
+                .into_iter()
+                .map(|m| m.map(|r| r.embedding))
+                .collect())
+        }
+        EmbedStage::Baseline(b) => {
+            let checks: Vec<Result<(), String>> =
+                masks.iter().map(|m| validate_mask(m, w, h)).collect();
+            let valid: Vec<BinaryMask> = masks
+                .iter()
+                .zip(&checks)
+                .filter(|(_, c)| c.is_ok())
+                .map(|(m, _)| m.clone())
+                .collect();
+            let mut embs = if valid.is_empty() {
+                Vec::new()
+            } else {
+                baselines::embed_regions(model, image, &valid, b).map_err(|e| e.to_string())?
+            }
+            .into_iter();
+            Ok(checks
+                .into_iter()
+                .map(|c| c.map(|_| embs.next().expect("one embedding per valid mask")))
+                .collect())
+        }
+    }
+}
+
+/// The masks of one photo's regions from the spec's mask stage (per region: the mask or why not).
+pub fn make_masks(
+    image: &RgbImage,
+    regions: &[RegionInput],
+    stage: MaskStage,
+    sam: Option<&mut SamModel>,
+    sam_options: SamOptions,
+) -> Vec<Result<BinaryMask, String>> {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let need_box = |r: &RegionInput| r.bbox.ok_or_else(|| "region has no box".to_string());
+    match stage {
+        MaskStage::Given => regions.iter().map(|r| given_mask(r, w, h)).collect(),
+        MaskStage::Box => regions
+            .iter()
+            .map(|r| need_box(r).and_then(|b| box_mask(b, w, h).map_err(|e| e.to_string())))
+            .collect(),
+        MaskStage::Sam => {
+            let Some(sam) = sam else {
+                return regions
+                    .iter()
+                    .map(|_| Err("no SAM model loaded (--sam DIR)".to_string()))
+                    .collect();
+            };
+            let embedding = match sam.embed(image) {
+                Ok(e) => e,
+                Err(e) => return regions.iter().map(|_| Err(e.to_string())).collect(),
+            };
+            regions
+                .iter()
+                .map(|r| {
+                    need_box(r).and_then(|b| {
+                        sam.predict_box(&embedding, b, sam_options)
+                            .map(|m| m.mask)
+                            .map_err(|e| e.to_string())
+                    })
+                })
+                .collect()
+        }
+    }
+}
+
+pub struct IndexRun<'a> {
+    pub spec: &'a PipelineSpec,
+    pub model: &'a ClipModel,
+    pub sam: Option<SamModel>,
+    pub out: PathBuf,
+    pub progress: bool,
+}
+
+struct Decoded {
+    input: ImageInput,
+    hash: Result<String, String>,
+    /// None when every region of the photo is indexed already.
+    image: Option<Result<RgbImage, String>>,
+    todo: Vec<RegionInput>,
+}
+
+fn file_hash(path: &Path) -> Result<String, String> {
+    crate::clip::manifest::sha256_file(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+impl IndexRun<'_> {
+    pub fn run(
+        mut self,
+        images: Vec<ImageInput>,
+        issues: Vec<InputIssue>,
+    ) -> anyhow::Result<IndexRunReport> {
+        let started = Instant::now();
+        let cfg = self.spec.inversion_config();
+        let embed_stage = self.spec.embed_stage();
+        let mask_stage = self.spec.mask_stage();
+        let sam_options = SamOptions {
+            multimask: self.spec.sam.as_ref().is_some_and(|s| s.multimask),
+        };
+        let weights_hash = weights_fingerprint(self.model);
+        let method = method_info(self.model, &weights_hash, embed_stage, &cfg);
+        let spec = IndexSpec {
+            dim: self.model.config.embed_dim,
+            model_id: self.model.id(),
+            weights_hash: weights_hash.clone(),
+            hnsw: Default::default(),
+        };
+        let mut index = RegionIndex::open_or_create(&self.out, &spec)?;
+        let source = match mask_stage {
+            MaskStage::Given => "gt",
+            MaskStage::Sam => "sam",
+            MaskStage::Box => "box",
+        };
+        let mut report = IndexRunReport {
+            pipeline: self.spec.name.clone(),
+            images: images.len(),
+            input_issues: issues.len(),
+            ..Default::default()
+        };
+        let mut failures: Vec<ItemFailure> = issues
+            .iter()
+            .map(|i| ItemFailure {
+                image: i.item.clone(),
+                region_id: None,
+                stage: "input",
+                error: i.message.clone(),
+            })
+            .collect();
+        let total_regions: usize = images.iter().map(|i| i.regions.len()).sum();
+        let bar = if self.progress {
+            indicatif::ProgressBar::new(images.len() as u64)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} images {msg}",
+            )
+            .expect("static template"),
+        );
+        let batch = self.spec.batch_images();
+        let mut images_iter = images.into_iter().peekable();
+        while images_iter.peek().is_some() {
+            let chunk: Vec<ImageInput> = images_iter.by_ref().take(batch).collect();
+            // Hash and decode the batch in parallel; photos with nothing left to do are not decoded.
+            let hashed: Vec<(ImageInput, Result<String, String>)> = chunk
+                .into_par_iter()
+                .map(|input| {
+                    let hash = file_hash(&input.path);
+                    (input, hash)
+                })
+                .collect();
+            let staged: Vec<(ImageInput, Result<String, String>, Vec<RegionInput>)> = hashed
+                .into_iter()
+                .map(|(input, hash)| {
+                    let todo = match &hash {
+                        Ok(h) => input
+                            .regions
+                            .iter()
+                            .filter(|r| !index.contains(h, &r.id, &method.name))
+                            .cloned()
+                            .collect(),
+                        Err(_) => Vec::new(),
+                    };
+                    (input, hash, todo)
+                })
+                .collect();
+            let decoded: Vec<Decoded> = staged
+                .into_par_iter()
+                .map(|(input, hash, todo)| {
+                    let image = (hash.is_ok() && !todo.is_empty())
+                        .then(|| crate::decode::load_rgb(&input.path).map_err(|e| e.to_string()));
+                    Decoded {
+                        input,
+                        hash,
+                        image,
+                        todo,
+                    }
+                })
+                .collect();
+            let mut records = Vec::new();
+            for d in decoded {
+                bar.inc(1);
+                let hash = match d.hash {
+                    Ok(h) => h,
+                    Err(e) => {
+                        failures.push(ItemFailure {
+                            image: d.input.name.clone(),
+                            region_id: None,
+                            stage: "decode",
+                            error: e,
+                        });
+                        continue;
+                    }
+                };
+                report.regions_already_indexed += d.input.regions.len() - d.todo.len();
+                let image = match d.image {
+                    None => {
+                        report.images_skipped += 1;
+                        continue;
+                    }
+                    Some(Ok(i)) => i,
+                    Some(Err(e)) => {
+                        failures.push(ItemFailure {
+                            image: d.input.name.clone(),
+                            region_id: None,
+                            stage: "decode",
+                            error: e,
+                        });
+                        continue;
+                    }
+                };
+                report.images_processed += 1;
+                let masks = make_masks(&image, &d.todo, mask_stage, self.sam.as_mut(), sam_options);
+                let mut ok_regions = Vec::new();
+                let mut ok_masks = Vec::new();
+                for (r, m) in d.todo.iter().zip(masks) {
+                    match m {
+                        Ok(m) => {
+                            ok_regions.push(r);
+                            ok_masks.push(m);
+                        }
+                        Err(e) => failures.push(ItemFailure {
+                            image: d.input.name.clone(),
+                            region_id: Some(r.id.clone()),
+                            stage: "mask",
+                            error: e,
+                        }),
+                    }
+                }
+                if ok_masks.is_empty() {
+                    continue;
+                }
+                let embeddings = match embed_masks(self.model, &image, &ok_masks, embed_stage, &cfg)
+                {
+                    Ok(e) => e,
+                    Err(e) => {
+                        for r in &ok_regions {
+                            failures.push(ItemFailure {
+                                image: d.input.name.clone(),
+                                region_id: Some(r.id.clone()),
+                                stage: "embed",
+                                error: e.clone(),
+                            });
+                        }
+                        continue;
+                    }
+                };
+                let created_at_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+                for ((r, mask), emb) in ok_regions.iter().zip(&ok_masks).zip(embeddings) {
+                    match emb {
+                        Ok(embedding) => {
+                            let bbox = r.bbox.unwrap_or_else(|| {
+                                mask.bbox()
+                                    .map(|b| [b[0] as f32, b[1] as f32, b[2] as f32, b[3] as f32])
+                                    .unwrap_or([0.0; 4])
+                            });
+                            records.push(RegionRecord {
+                                meta: RegionMeta {
+                                    image: d.input.name.clone(),
+                                    image_hash: hash.clone(),
+                                    region_id: r.id.clone(),
+                                    bbox,
+                                    mask: Rle::encode(mask).to_coco(),
+                                    source: source.to_string(),
+                                    method: method.clone(),
+                                    label: r.label.clone(),
+                                    created_at_ms,
+                                },
+                                embedding,
+                            });
+                        }
+                        Err(e) => failures.push(ItemFailure {
+                            image: d.input.name.clone(),
+                            region_id: Some(r.id.clone()),
+                            stage: "embed",
+                            error: e,
+                        }),
+                    }
+                }
+            }
+            if !records.is_empty() {
+                let added = index.append(records)?;
+                report.regions_added += added.added;
+                report.regions_already_indexed += added.duplicates;
+            }
+            let regions_done = report.regions_added;
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!(
+                "{:.2} images/s, {:.2} regions/s, {regions_done}/{total_regions} regions",
+                bar.position() as f64 / secs,
+                regions_done as f64 / secs
+            ));
+        }
+        index.save_graph()?;
+        bar.finish_and_clear();
+        report.failures = failures.len() - issues.len();
+        report.rows_total = index.len();
+        report.seconds = started.elapsed().as_secs_f64();
+        report.images_per_second = report.images_processed as f64 / report.seconds.max(1e-9);
+        report.regions_per_second = report.regions_added as f64 / report.seconds.max(1e-9);
+        report.peak_rss_mb = peak_rss_mb();
+        let log = self.out.join("errors.json");
+        let body = serde_json::to_vec_pretty(
+            &serde_json::json!({"pipeline": self.spec.name, "failures": failures}),
+        )?;
+        crate::pipeline::write_atomic(&log, &body)?;
+        report.error_log = Some(log);
+        Ok(report)
+    }
+}

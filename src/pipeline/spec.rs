@@ -1,0 +1,321 @@
+//! Pipeline specs (`pipelines/*.toml`): which stages turn an image's regions into indexed embeddings, and
+//! their parameters. Unknown keys and stages are refused with their line number.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::baselines::Baseline;
+use crate::invert::InversionConfig;
+
+/// The stages, in the order a spec lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Decode the photo (EXIF orientation, RGB).
+    Decode,
+    /// Use the masks the input gives (COCO polygons/RLE, mask PNGs).
+    Masks,
+    /// Prompt SAM with each region's box.
+    Sam,
+    /// Use each region's box, filled, as its mask.
+    BoxMask,
+    /// MaskInversion: one CLIP forward per photo, all its masks inverted together.
+    Invert,
+    /// A baseline embedding (`[embed] method`).
+    Embed,
+    /// Append to the region table and the vector index.
+    Index,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamParams {
+    #[serde(default)]
+    pub multimask: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvertParams {
+    #[serde(default = "default_size")]
+    pub size: usize,
+    #[serde(default = "default_steps")]
+    pub steps: usize,
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    #[serde(default)]
+    pub alpha: f64,
+}
+
+fn default_size() -> usize {
+    448
+}
+fn default_steps() -> usize {
+    10
+}
+fn default_lr() -> f64 {
+    0.5
+}
+
+impl Default for InvertParams {
+    fn default() -> Self {
+        Self {
+            size: default_size(),
+            steps: default_steps(),
+            lr: default_lr(),
+            alpha: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedParams {
+    pub method: Baseline,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexParams {
+    /// Photos per committed batch: a killed run loses at most this many photos' work.
+    #[serde(default = "default_batch")]
+    pub batch_images: usize,
+}
+
+fn default_batch() -> usize {
+    8
+}
+
+impl Default for IndexParams {
+    fn default() -> Self {
+        Self {
+            batch_images: default_batch(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub stages: Vec<Stage>,
+    #[serde(default)]
+    pub sam: Option<SamParams>,
+    #[serde(default)]
+    pub invert: Option<InvertParams>,
+    #[serde(default)]
+    pub embed: Option<EmbedParams>,
+    #[serde(default)]
+    pub index: Option<IndexParams>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("no pipeline `{name}` (looked for {looked}); available: {available}")]
+    NotFound {
+        name: String,
+        looked: String,
+        available: String,
+    },
+}
+
+/// Where a region's mask comes from, as the spec decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaskStage {
+    Given,
+    Sam,
+    Box,
+}
+
+/// How a region becomes a vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbedStage {
+    Invert,
+    Baseline(Baseline),
+}
+
+impl EmbedStage {
+    pub fn name(self) -> &'static str {
+        match self {
+            EmbedStage::Invert => "maskinversion",
+            EmbedStage::Baseline(b) => b.name(),
+        }
+    }
+}
+
+impl PipelineSpec {
+    /// Parses and checks a spec; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, SpecError> {
+        let invalid = |message: String| SpecError::Invalid {
+            path: origin.to_string(),
+            message,
+        };
+        let spec: PipelineSpec = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            invalid(match line {
+                Some(l) => format!("line {l}: {}", e.message()),
+                None => e.message().to_string(),
+            })
+        })?;
+        spec.check().map_err(invalid)?;
+        Ok(spec)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let s = &self.stages;
+        if s.first() != Some(&Stage::Decode) || s.last() != Some(&Stage::Index) {
+            return Err("stages must start with \"decode\" and end with \"index\"".into());
+        }
+        let masks = s
+            .iter()
+            .filter(|x| matches!(x, Stage::Masks | Stage::Sam | Stage::BoxMask))
+            .count();
+        let embeds = s
+            .iter()
+            .filter(|x| matches!(x, Stage::Invert | Stage::Embed))
+            .count();
+        if masks != 1 || embeds != 1 || s.len() != 4 {
+            return Err(
+                "stages are decode, one mask stage (masks | sam | box-mask), one embedding stage \
+                 (invert | embed), index"
+                    .into(),
+            );
+        }
+        if s[1] != Stage::Masks && s[1] != Stage::Sam && s[1] != Stage::BoxMask {
+            return Err("the mask stage comes right after decode".into());
+        }
+        if s.contains(&Stage::Embed) && self.embed.is_none() {
+            return Err("stage \"embed\" needs an [embed] table with `method`".into());
+        }
+        if let Some(p) = &self.invert {
+            if p.size == 0 || p.steps == 0 || !(p.lr > 0.0) || !p.alpha.is_finite() {
+                return Err("[invert] needs size > 0, steps > 0, lr > 0 and a finite alpha".into());
+            }
+        }
+        if self.index.as_ref().is_some_and(|i| i.batch_images == 0) {
+            return Err("[index] batch_images must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn mask_stage(&self) -> MaskStage {
+        match self.stages[1] {
+            Stage::Sam => MaskStage::Sam,
+            Stage::BoxMask => MaskStage::Box,
+            _ => MaskStage::Given,
+        }
+    }
+
+    pub fn embed_stage(&self) -> EmbedStage {
+        match (&self.stages[2], &self.embed) {
+            (Stage::Embed, Some(e)) => EmbedStage::Baseline(e.method),
+            _ => EmbedStage::Invert,
+        }
+    }
+
+    pub fn inversion_config(&self) -> InversionConfig {
+        let p = self.invert.clone().unwrap_or_default();
+        InversionConfig {
+            size: p.size,
+            steps: p.steps,
+            lr: p.lr,
+            alpha: p.alpha,
+            ..InversionConfig::default()
+        }
+    }
+
+    pub fn batch_images(&self) -> usize {
+        self.index
+            .as_ref()
+            .map_or(default_batch(), |i| i.batch_images)
+    }
+
+    /// A spec by name (`pipelines/NAME.toml` in the pipelines folder) or by path to a `.toml` file.
+    pub fn load(name_or_path: &str) -> Result<Self, SpecError> {
+        let as_path = Path::new(name_or_path);
+        let path = if name_or_path.ends_with(".toml") || as_path.is_file() {
+            as_path.to_path_buf()
+        } else {
+            let dir = pipelines_dir();
+            let p = dir.join(format!("{name_or_path}.toml"));
+            if !p.is_file() {
+                return Err(SpecError::NotFound {
+                    name: name_or_path.to_string(),
+                    looked: p.display().to_string(),
+                    available: available(&dir).join(", "),
+                });
+            }
+            p
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| SpecError::Invalid {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+}
+
+/// `REGIONSEEK_PIPELINES`, else `pipelines/` in the current directory, else the source tree's.
+pub fn pipelines_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("REGIONSEEK_PIPELINES") {
+        return PathBuf::from(p);
+    }
+    let local = PathBuf::from("pipelines");
+    if local.is_dir() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines")
+}
+
+pub fn available(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let p = e.path();
+                    (p.extension()? == "toml").then(|| p.file_stem()?.to_str().map(String::from))?
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_pipeline_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let names = available(&dir);
+        for want in ["gt-masks", "boxes-sam", "boxes", "masked-crop"] {
+            assert!(names.iter().any(|n| n == want), "{names:?}");
+        }
+        for n in names {
+            PipelineSpec::load(dir.join(format!("{n}.toml")).to_str().unwrap()).unwrap();
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_stages_are_refused_with_their_line() {
+        let text = "name = \"x\"\nstages = [\"decode\", \"masks\", \"invert\", \"index\"]\n[invert]\nsteps = 3\nlearning_rate = 0.1\n";
+        let e = PipelineSpec::parse(text, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("line 5") && e.contains("learning_rate"), "{e}");
+        let text = "name = \"x\"\n\nstages = [\"decode\", \"segment\", \"invert\", \"index\"]\n";
+        let e = PipelineSpec::parse(text, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("segment"), "{e}");
+        let text = "name = \"x\"\nstages = [\"decode\", \"masks\", \"embed\", \"index\"]\n";
+        let e = PipelineSpec::parse(text, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("[embed]"), "{e}");
+    }
+}
