@@ -1,0 +1,432 @@
+//! The product end to end: the real binary indexes a slice of COCO128 with a random ViT-B/32, is killed and
+//! resumed, searched, exported and evaluated; boxes go through the tiny SAM.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_regionseek"))
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = bin().args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json(stdout: &str) -> Value {
+    serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON output")
+}
+
+/// A small, fast variant of gt-masks (224 px, 3 steps), written as a user would.
+fn quick_spec(dir: &Path, stages: &str, batch: usize) -> PathBuf {
+    let p = dir.join("quick.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "name = \"quick\"\nstages = [{stages}]\n[sam]\nmultimask = false\n[invert]\nsize = 224\nsteps = 3\n\
+             lr = 0.5\nalpha = 0.0\n[index]\nbatch_images = {batch}\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// Non-crowd annotations of the first `n` images of COCO128, in the file's image order.
+fn expected_regions(coco: &Path, n: usize) -> usize {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(coco).unwrap()).unwrap();
+    let ids: Vec<i64> = v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(n)
+        .map(|i| i["id"].as_i64().unwrap())
+        .collect();
+    v["annotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| {
+            ids.contains(&a["image_id"].as_i64().unwrap()) && a["iscrowd"].as_i64() == Some(0)
+        })
+        .count()
+}
+
+fn manifest_rows(index: &Path) -> u64 {
+    std::fs::read_to_string(index.join("manifest.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v["rows"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn index_resume_search_and_export_on_a_coco128_slice() {
+    let Some(data) = shared_data() else { return };
+    let (images, coco) = (
+        data.join("coco128/images"),
+        data.join("coco128/instances.json"),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = quick_spec(
+        tmp.path(),
+        "\"decode\", \"masks\", \"invert\", \"index\"",
+        2,
+    );
+    let index = tmp.path().join("idx");
+    let args = |limit: &str| {
+        vec![
+            "index".to_string(),
+            images.display().to_string(),
+            "--coco".into(),
+            coco.display().to_string(),
+            "--pipeline".into(),
+            spec.display().to_string(),
+            "--model".into(),
+            "random:vit-b-32".into(),
+            "--out".into(),
+            index.display().to_string(),
+            "--limit".into(),
+            limit.into(),
+            "--json".into(),
+        ]
+    };
+    let want = expected_regions(&coco, 5);
+    let a: Vec<String> = args("5");
+    let (code, out, err) = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    let r = json(&out);
+    assert_eq!(r["regions_added"].as_u64().unwrap() as usize, want);
+    assert_eq!(r["rows_total"].as_u64().unwrap() as usize, want);
+    assert_eq!(r["failures"], 0);
+    let log: Value =
+        serde_json::from_str(&std::fs::read_to_string(index.join("errors.json")).unwrap()).unwrap();
+    assert_eq!(log["failures"].as_array().unwrap().len(), 0);
+
+    // A rerun adds nothing and decodes nothing; a longer rerun adds only the new photos.
+    let (_, out, _) = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let r = json(&out);
+    assert_eq!(
+        (r["regions_added"].as_u64(), r["images_skipped"].as_u64()),
+        (Some(0), Some(5))
+    );
+    let a7 = args("7");
+    let (_, out, _) = run(&a7.iter().map(String::as_str).collect::<Vec<_>>());
+    let r = json(&out);
+    assert_eq!(
+        r["rows_total"].as_u64().unwrap() as usize,
+        expected_regions(&coco, 7)
+    );
+    assert_eq!(
+        r["regions_added"].as_u64().unwrap() as usize,
+        expected_regions(&coco, 7) - want
+    );
+
+    // Search: k hits, best first, each the shape referring-expression tools read.
+    let idx = index.display().to_string();
+    let (code, out, err) = run(&["search", &idx, "a photo of a dog", "--k", "4", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let hits = json(&out)["hits"].as_array().unwrap().clone();
+    assert_eq!(hits.len(), 4);
+    for w in hits.windows(2) {
+        assert!(w[0]["score"].as_f64() >= w[1]["score"].as_f64());
+    }
+    for h in &hits {
+        for key in ["image", "region_id", "box", "mask_rle", "score", "method"] {
+            assert!(!h[key].is_null(), "{key} missing in {h}");
+        }
+        assert_eq!(h["method"], "maskinversion");
+    }
+    let one = hits[0]["image"].as_str().unwrap();
+    let (_, out, _) = run(&[
+        "search", &idx, "a dog", "--k", "50", "--image", one, "--json",
+    ]);
+    let only = json(&out)["hits"].as_array().unwrap().clone();
+    assert!(!only.is_empty() && only.iter().all(|h| h["image"] == one));
+
+    // COCO-style export: boxes as [x, y, w, h], RLE masks of the photo's size.
+    let export = tmp.path().join("hits.json");
+    let (code, _, err) = run(&[
+        "search",
+        &idx,
+        "a dog",
+        "--k",
+        "3",
+        "--export",
+        "coco",
+        "--export-file",
+        export.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let results: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    assert_eq!(results.len(), 3);
+    for r in &results {
+        let rle: regionseek::masks::CocoRle =
+            serde_json::from_value(r["segmentation"].clone()).unwrap();
+        let mask = regionseek::masks::Rle::from_coco(&rle).unwrap();
+        let bbox: Vec<f64> = r["bbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert!(bbox[2] > 0.0 && bbox[3] > 0.0 && bbox[0] + bbox[2] <= mask.width as f64 + 1.0);
+        assert!(
+            r["image_id"].as_i64().is_some(),
+            "COCO file names carry the image id"
+        );
+    }
+
+    // Crops: one PNG per hit, the box's size.
+    let crops = tmp.path().join("crops");
+    let (code, _, err) = run(&[
+        "search",
+        &idx,
+        "a dog",
+        "--k",
+        "2",
+        "--crop",
+        crops.to_str().unwrap(),
+        "--images",
+        images.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read_dir(&crops).unwrap().count(), 2);
+}
+
+#[test]
+fn an_interrupted_run_resumes_to_the_same_rows_as_an_uninterrupted_one() {
+    let Some(data) = shared_data() else { return };
+    let (images, coco) = (
+        data.join("coco128/images"),
+        data.join("coco128/instances.json"),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = quick_spec(
+        tmp.path(),
+        "\"decode\", \"masks\", \"invert\", \"index\"",
+        1,
+    );
+    let index = tmp.path().join("idx");
+    let n = 12;
+    let want = expected_regions(&coco, n) as u64;
+    let args = [
+        "index",
+        images.to_str().unwrap(),
+        "--coco",
+        coco.to_str().unwrap(),
+        "--pipeline",
+        spec.to_str().unwrap(),
+        "--model",
+        "random:vit-b-32",
+        "--out",
+        index.to_str().unwrap(),
+        "--limit",
+        "12",
+        "--json",
+    ];
+    let mut child = bin()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while manifest_rows(&index) == 0 {
+        assert!(Instant::now() < deadline, "no batch committed in 300 s");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be interrupted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    let at_kill = manifest_rows(&index);
+    assert!(
+        at_kill > 0 && at_kill < want,
+        "killed after {at_kill} of {want} rows"
+    );
+
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    let r = json(&out);
+    assert_eq!(
+        r["rows_total"].as_u64(),
+        Some(want),
+        "resumed run must end where an uninterrupted one does"
+    );
+    assert_eq!(r["regions_added"].as_u64(), Some(want - at_kill));
+    // no leftovers of the killed writer
+    let stray: Vec<String> = std::fs::read_dir(&index)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str().map(String::from))
+        .filter(|n| n.ends_with(".part") || n.ends_with(".tmp"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+}
+
+#[test]
+fn boxes_through_the_tiny_sam_are_indexed_and_bad_items_are_logged() {
+    if regionseek::sam::library_path().is_err() {
+        eprintln!("SKIP: ONNX Runtime not installed (./setup.sh)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    std::fs::copy(
+        root().join("tests/fixtures/sam/landscape.png"),
+        photos.join("landscape.png"),
+    )
+    .unwrap();
+    std::fs::write(photos.join("broken.jpg"), b"not a jpeg").unwrap();
+    let boxes = tmp.path().join("boxes.json");
+    std::fs::write(
+        &boxes,
+        r#"[{"image": "landscape.png", "box": [10, 40, 150, 230], "label": "cat"},
+            {"image": "landscape.png", "box": [150, 20, 300, 235], "id": "dog"},
+            {"image": "landscape.png", "box": [50, 50, 20, 80]},
+            {"image": "broken.jpg", "box": [0, 0, 10, 10]},
+            {"image": "landscape.png", "box": [1, 2, 3]}]"#,
+    )
+    .unwrap();
+    let spec = quick_spec(tmp.path(), "\"decode\", \"sam\", \"invert\", \"index\"", 4);
+    let index = tmp.path().join("idx");
+    let (code, out, err) = run(&[
+        "index",
+        photos.to_str().unwrap(),
+        "--boxes",
+        boxes.to_str().unwrap(),
+        "--pipeline",
+        spec.to_str().unwrap(),
+        "--sam",
+        root().join("tests/fixtures/sam").to_str().unwrap(),
+        "--model",
+        "random:vit-b-32",
+        "--out",
+        index.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 2, "failures exit 2: {err}");
+    let r = json(&out);
+    assert_eq!(r["regions_added"], 2);
+    assert_eq!(r["failures"], 2, "{r}");
+    assert_eq!(r["input_issues"], 1);
+    let log: Value =
+        serde_json::from_str(&std::fs::read_to_string(index.join("errors.json")).unwrap()).unwrap();
+    let f = log["failures"].as_array().unwrap();
+    assert!(
+        f.iter()
+            .any(|x| x["stage"] == "decode" && x["image"] == "broken.jpg"),
+        "{log}"
+    );
+    assert!(
+        f.iter()
+            .any(|x| x["stage"] == "mask" && x["region_id"] == "2"),
+        "{log}"
+    );
+    assert!(f.iter().any(|x| x["stage"] == "input"), "{log}");
+    let (_, out, _) = run(&[
+        "search",
+        index.to_str().unwrap(),
+        "a cat",
+        "--k",
+        "5",
+        "--json",
+    ]);
+    let hits = json(&out)["hits"].as_array().unwrap().clone();
+    assert_eq!(hits.len(), 2);
+    assert!(hits.iter().all(|h| h["source"] == "sam"));
+    assert!(hits.iter().any(|h| h["region_id"] == "dog"));
+}
+
+#[test]
+fn eval_coco_gives_every_method_a_complete_row() {
+    let Some(data) = shared_data() else { return };
+    let coco = data.join("coco128/instances.json");
+    let (code, out, err) = run(&[
+        "eval",
+        "coco",
+        "--images",
+        data.join("coco128/images").to_str().unwrap(),
+        "--coco",
+        coco.to_str().unwrap(),
+        "--limit",
+        "2",
+        "--methods",
+        "maskinversion,masked-crop,cls,mask-pool",
+        "--model",
+        "random:vit-b-32",
+        "--size",
+        "224",
+        "--steps",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let t = json(&out);
+    let methods = t["methods"].as_array().unwrap();
+    let names: Vec<&str> = methods
+        .iter()
+        .map(|m| m["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["maskinversion", "masked-crop", "cls", "mask-pool"]);
+    let want = expected_regions(&coco, 2) as u64;
+    for m in methods {
+        assert_eq!(m["regions"].as_u64(), Some(want), "{m}");
+        for k in ["acc_at_1", "acc_at_5", "acc_at_10"] {
+            let v = m[k].as_f64().unwrap();
+            assert!((0.0..=100.0).contains(&v));
+        }
+        assert!(
+            m["acc_at_1"].as_f64() <= m["acc_at_5"].as_f64()
+                && m["acc_at_5"].as_f64() <= m["acc_at_10"].as_f64()
+        );
+    }
+    assert_eq!(t["categories"], 80);
+}
+
+#[test]
+fn a_spec_with_an_unknown_key_is_refused_with_its_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("bad.toml");
+    std::fs::write(&spec, "name = \"bad\"\nstages = [\"decode\", \"masks\", \"invert\", \"index\"]\n[invert]\nstep = 3\n").unwrap();
+    let (code, _, err) = run(&[
+        "index",
+        tmp.path().to_str().unwrap(),
+        "--masks",
+        tmp.path().to_str().unwrap(),
+        "--pipeline",
+        spec.to_str().unwrap(),
+        "--out",
+        tmp.path().join("idx").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("line 4") && err.contains("step"), "{err}");
+    let (code, _, err) = run(&[
+        "index",
+        ".",
+        "--masks",
+        ".",
+        "--pipeline",
+        "no-such-pipeline",
+        "--out",
+        "/tmp/x",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("gt-masks") && err.contains("boxes-sam"),
+        "lists the available pipelines: {err}"
+    );
+}
