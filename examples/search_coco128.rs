@@ -17,13 +17,23 @@ fn main() -> anyhow::Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/coco128-index"));
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/coco128");
-    anyhow::ensure!(data.is_dir(), "{} not found: this example reads the shared COCO128 photos", data.display());
+    anyhow::ensure!(
+        data.is_dir(),
+        "{} not found: this example reads the shared COCO128 photos",
+        data.display()
+    );
 
     let spec = PipelineSpec::load("gt-masks")?;
     let model = ClipModel::load_spec(&model_spec, &candle_core::Device::Cpu)?;
     let (images, issues) = pipeline::from_coco(&data.join("images"), &data.join("instances.json"))?;
-    let report = IndexRun { spec: &spec, model: &model, sam: None, out: out.clone(), progress: true }
-        .run(images, issues)?;
+    let report = IndexRun {
+        spec: &spec,
+        model: &model,
+        sam: None,
+        out: out.clone(),
+        progress: true,
+    }
+    .run(images, issues)?;
     println!(
         "indexed {} regions ({} already there) in {:.1} s; {} rows in {}",
         report.regions_added,
@@ -34,10 +44,20 @@ fn main() -> anyhow::Result<()> {
     );
 
     let index = RegionIndex::open(&out)?;
-    for text in ["a dog on a sofa", "a red car", "a person holding an umbrella"] {
+    for text in [
+        "a dog on a sofa",
+        "a red car",
+        "a person holding an umbrella",
+    ] {
         println!("\n{text}");
         for h in query::search_text(&index, &model, text, 3, &Filter::default())? {
-            println!("  {:.4}  {} region {} ({})", h.score, h.image, h.region_id, h.label.unwrap_or_default());
+            println!(
+                "  {:.4}  {} region {} ({})",
+                h.score,
+                h.image,
+                h.region_id,
+                h.label.unwrap_or_default()
+            );
         }
     }
     Ok(())

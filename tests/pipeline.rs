@@ -41,6 +41,15 @@ fn quick_spec(dir: &Path, stages: &str, batch: usize) -> PathBuf {
     p
 }
 
+const GT_STAGES: &str = "\"decode\", \"masks\", \"invert\", \"index\"";
+
+fn coco128(data: &Path) -> (PathBuf, PathBuf) {
+    (
+        data.join("coco128/images"),
+        data.join("coco128/instances.json"),
+    )
+}
+
 /// Non-crowd annotations of the first `n` images of COCO128, in the file's image order.
 fn expected_regions(coco: &Path, n: usize) -> usize {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(coco).unwrap()).unwrap();
@@ -72,16 +81,9 @@ fn manifest_rows(index: &Path) -> u64 {
 #[test]
 fn index_resume_search_and_export_on_a_coco128_slice() {
     let Some(data) = shared_data() else { return };
-    let (images, coco) = (
-        data.join("coco128/images"),
-        data.join("coco128/instances.json"),
-    );
+    let (images, coco) = coco128(&data);
     let tmp = tempfile::tempdir().unwrap();
-    let spec = quick_spec(
-        tmp.path(),
-        "\"decode\", \"masks\", \"invert\", \"index\"",
-        2,
-    );
+    let spec = quick_spec(tmp.path(), GT_STAGES, 2);
     let index = tmp.path().join("idx");
     let args = |limit: &str| {
         vec![
@@ -207,16 +209,9 @@ fn index_resume_search_and_export_on_a_coco128_slice() {
 #[test]
 fn an_interrupted_run_resumes_to_the_same_rows_as_an_uninterrupted_one() {
     let Some(data) = shared_data() else { return };
-    let (images, coco) = (
-        data.join("coco128/images"),
-        data.join("coco128/instances.json"),
-    );
+    let (images, coco) = coco128(&data);
     let tmp = tempfile::tempdir().unwrap();
-    let spec = quick_spec(
-        tmp.path(),
-        "\"decode\", \"masks\", \"invert\", \"index\"",
-        1,
-    );
+    let spec = quick_spec(tmp.path(), GT_STAGES, 1);
     let index = tmp.path().join("idx");
     let n = 12;
     let want = expected_regions(&coco, n) as u64;

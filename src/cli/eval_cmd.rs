@@ -5,43 +5,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use regionseek::invert::InversionConfig;
 use regionseek::masks::BinaryMask;
 use regionseek::pipeline::{self, query, EmbedStage};
 use serde_json::json;
 
 use super::invert_cmd::MethodChoice;
-use super::output::{print_json, write_atomic, ModelArgs};
+use super::output::{print_json, write_atomic, InversionArgs, ModelArgs};
 use super::sam_cmd::{parse_box, SamModelArgs};
 
 fn stage(m: MethodChoice) -> EmbedStage {
     match m.0 {
         None => EmbedStage::Invert,
         Some(b) => EmbedStage::Baseline(b),
-    }
-}
-
-#[derive(clap::Args, Clone, Debug)]
-pub struct InversionArgs {
-    #[arg(long, default_value_t = 448)]
-    size: usize,
-    #[arg(long, default_value_t = 10)]
-    steps: usize,
-    #[arg(long, default_value_t = 0.5)]
-    lr: f64,
-    #[arg(long, default_value_t = 0.0)]
-    alpha: f64,
-}
-
-impl InversionArgs {
-    fn config(&self) -> InversionConfig {
-        InversionConfig {
-            size: self.size,
-            steps: self.steps,
-            lr: self.lr,
-            alpha: self.alpha,
-            ..Default::default()
-        }
     }
 }
 

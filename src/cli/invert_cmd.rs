@@ -10,7 +10,7 @@ use regionseek::invert::{invert_image, validate_mask, GradChoice, InversionConfi
 use regionseek::masks::BinaryMask;
 use serde_json::json;
 
-use super::output::{print_json, write_atomic, ModelArgs};
+use super::output::{print_json, write_atomic, InversionArgs, ModelArgs};
 
 /// `maskinversion` (None) or one of the baselines.
 #[derive(Clone, Copy, Debug)]
@@ -33,14 +33,8 @@ pub struct InvertArgs {
     masks: Vec<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
-    #[arg(long, default_value_t = 448)]
-    size: usize,
-    #[arg(long, default_value_t = 10)]
-    steps: usize,
-    #[arg(long, default_value_t = 0.5)]
-    lr: f64,
-    #[arg(long, default_value_t = 0.0)]
-    alpha: f64,
+    #[command(flatten)]
+    inversion: InversionArgs,
     /// Gradient path: auto picks the cheaper of the cached Jacobian and the direct chain.
     #[arg(long, value_enum, default_value = "auto")]
     grad: GradChoice,
@@ -104,13 +98,9 @@ pub fn run(a: InvertArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let cfg = InversionConfig {
-        size: a.size,
-        steps: a.steps,
-        lr: a.lr,
-        alpha: a.alpha,
         grad: a.grad,
         keep_maps: a.save_maps.is_some(),
-        ..Default::default()
+        ..a.inversion.config()
     };
     let started = std::time::Instant::now();
     // Per mask: (embedding, final dice, dice trace, map) or an error.

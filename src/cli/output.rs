@@ -40,3 +40,30 @@ pub fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(regionseek::pipeline::write_atomic(path, bytes)?)
 }
+
+/// MaskInversion's parameters on the command line (defaults: the reference's example run).
+#[derive(clap::Args, Clone, Debug)]
+pub struct InversionArgs {
+    /// Input resolution S (squash resize); a multiple of the patch size.
+    #[arg(long, default_value_t = 448)]
+    pub size: usize,
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 0.5)]
+    pub lr: f64,
+    /// Weight of the regulariser towards the CLS embedding.
+    #[arg(long, default_value_t = 0.0)]
+    pub alpha: f64,
+}
+
+impl InversionArgs {
+    pub fn config(&self) -> regionseek::invert::InversionConfig {
+        regionseek::invert::InversionConfig {
+            size: self.size,
+            steps: self.steps,
+            lr: self.lr,
+            alpha: self.alpha,
+            ..Default::default()
+        }
+    }
+}

@@ -27,6 +27,17 @@ pub struct ItemFailure {
     pub error: String,
 }
 
+impl ItemFailure {
+    fn photo(image: &str, stage: &'static str, error: String) -> Self {
+        Self {
+            image: image.to_string(),
+            region_id: None,
+            stage,
+            error,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct IndexRunReport {
     pub pipeline: String,
@@ -298,12 +309,7 @@ impl IndexRun<'_> {
                 let hash = match d.hash {
                     Ok(h) => h,
                     Err(e) => {
-                        failures.push(ItemFailure {
-                            image: d.input.name.clone(),
-                            region_id: None,
-                            stage: "decode",
-                            error: e,
-                        });
+                        failures.push(ItemFailure::photo(&d.input.name, "decode", e));
                         continue;
                     }
                 };
@@ -315,12 +321,7 @@ impl IndexRun<'_> {
                     }
                     Some(Ok(i)) => i,
                     Some(Err(e)) => {
-                        failures.push(ItemFailure {
-                            image: d.input.name.clone(),
-                            region_id: None,
-                            stage: "decode",
-                            error: e,
-                        });
+                        failures.push(ItemFailure::photo(&d.input.name, "decode", e));
                         continue;
                     }
                 };
