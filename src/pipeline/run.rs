@@ -44,6 +44,8 @@ pub struct IndexRunReport {
     pub images: usize,
     /// Photos whose regions were all in the index already.
     pub images_skipped: usize,
+    /// Photos the input lists without any region (e.g. COCO photos with only crowd annotations).
+    pub images_without_regions: usize,
     pub images_processed: usize,
     pub regions_added: usize,
     pub regions_already_indexed: usize,
@@ -315,6 +317,10 @@ impl IndexRun<'_> {
                 };
                 report.regions_already_indexed += d.input.regions.len() - d.todo.len();
                 let image = match d.image {
+                    None if d.input.regions.is_empty() => {
+                        report.images_without_regions += 1;
+                        continue;
+                    }
                     None => {
                         report.images_skipped += 1;
                         continue;
