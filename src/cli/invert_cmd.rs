@@ -8,6 +8,7 @@ use image::RgbImage;
 use regionseek::baselines::{self, Baseline};
 use regionseek::invert::{invert_image, validate_mask, GradChoice, InversionConfig};
 use regionseek::masks::BinaryMask;
+use regionseek::pipeline::query;
 use serde_json::json;
 
 use super::output::{print_json, write_atomic, InversionArgs, ModelArgs};
@@ -136,22 +137,8 @@ pub fn run(a: InvertArgs) -> anyhow::Result<ExitCode> {
     let text_embeddings = if a.labels.is_empty() {
         None
     } else {
-        let tok = model.tokenizer()?;
-        let prompts: Vec<String> = a
-            .labels
-            .iter()
-            .map(|l| format!("a photo of a {l}."))
-            .collect();
-        Some(
-            model
-                .encode_texts(&tok, &prompts)
-                .context("encoding labels")?
-                .to_vec2::<f32>()?,
-        )
-    };
-    let unit = |v: &[f32]| {
-        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-        v.iter().map(|x| x / n).collect::<Vec<f32>>()
+        let prompts: Vec<String> = a.labels.iter().map(|l| query::prompt(l)).collect();
+        Some(query::text_embeddings(&model, &prompts).context("encoding labels")?)
     };
     if let Some(dir) = &a.save_maps {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -166,26 +153,7 @@ pub fn run(a: InvertArgs) -> anyhow::Result<ExitCode> {
             Ok((emb, final_dice, trace, map)) => {
                 let ranking: Vec<(String, f32)> = text_embeddings
                     .as_ref()
-                    .map(|texts| {
-                        let e = unit(&emb);
-                        let logits: Vec<f32> = texts
-                            .iter()
-                            .map(|t| {
-                                model.logit_scale
-                                    * unit(t).iter().zip(&e).map(|(a, b)| a * b).sum::<f32>()
-                            })
-                            .collect();
-                        let mx = logits.iter().copied().fold(f32::MIN, f32::max);
-                        let z: f32 = logits.iter().map(|l| (l - mx).exp()).sum();
-                        let mut r: Vec<(String, f32)> = a
-                            .labels
-                            .iter()
-                            .cloned()
-                            .zip(logits.iter().map(|l| (l - mx).exp() / z))
-                            .collect();
-                        r.sort_by(|x, y| y.1.total_cmp(&x.1));
-                        r
-                    })
+                    .map(|texts| query::rank_labels(&model, &emb, &a.labels, texts))
                     .unwrap_or_default();
                 let map_file = match (&a.save_maps, &map) {
                     (Some(dir), Some(m)) => {
