@@ -229,3 +229,42 @@ fn sam_box_mode_needs_no_model_and_fills_the_clipped_box() {
         serde_json::json!([250, 190])
     );
 }
+
+#[test]
+fn classify_ranks_every_label_per_region_and_reports_a_bad_box() {
+    let (code, stdout, stderr) = regionseek(&[
+        "classify",
+        root()
+            .join("tests/fixtures/sam/landscape.png")
+            .to_str()
+            .unwrap(),
+        "--box",
+        "10,40,150,230",
+        "--box",
+        "50,50,20,80",
+        "--mask-from",
+        "box",
+        "--labels",
+        "cat,dog,car",
+        "--model",
+        "random:vit-b-32",
+        "--size",
+        "224",
+        "--steps",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(code, 2, "a failed region exits 2: {stderr}");
+    let v = &json_lines(&stdout)[0];
+    let regions = v["regions"].as_array().unwrap();
+    assert_eq!(regions.len(), 2);
+    let labels = regions[0]["labels"].as_array().unwrap();
+    assert_eq!(labels.len(), 3);
+    let p: Vec<f64> = labels.iter().map(|l| l["p"].as_f64().unwrap()).collect();
+    assert!(p.windows(2).all(|w| w[0] >= w[1]), "best first: {p:?}");
+    assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+    assert!(regions[1]["error"]
+        .as_str()
+        .unwrap()
+        .contains("empty or inverted"));
+}

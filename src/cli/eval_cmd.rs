@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use regionseek::masks::BinaryMask;
-use regionseek::pipeline::{self, query, EmbedStage};
+use regionseek::pipeline::{self, query, EmbedStage, MaskStage, RegionInput, RegionShape};
+use regionseek::sam::MaskFrom;
 use serde_json::json;
 
 use super::invert_cmd::MethodChoice;
@@ -53,7 +54,6 @@ pub fn classify(a: ClassifyArgs) -> anyhow::Result<ExitCode> {
         "give regions with --mask and/or --box"
     );
     let image = regionseek::decode::load_rgb(&a.image)?;
-    let (w, h) = (image.width() as usize, image.height() as usize);
     let mut names = Vec::new();
     let mut masks: Vec<Result<BinaryMask, String>> = Vec::new();
     for m in &a.masks {
@@ -61,21 +61,31 @@ pub fn classify(a: ClassifyArgs) -> anyhow::Result<ExitCode> {
         masks.push(BinaryMask::read(m).map_err(|e| format!("{}: {e}", m.display())));
     }
     if !a.boxes.is_empty() {
+        // The same mask stage the index pipelines run, on regions that are only boxes.
         let mut sam = a.sam.load()?;
-        let embedding = match sam.as_mut() {
-            Some(s) => Some(s.embed(&image)?),
-            None => None,
+        let stage = match a.sam.mask_from {
+            MaskFrom::Sam => MaskStage::Sam,
+            MaskFrom::Box => MaskStage::Box,
         };
-        for b in &a.boxes {
-            names.push(format!("box {b:?}"));
-            masks.push(match (sam.as_mut(), &embedding) {
-                (Some(s), Some(e)) => s
-                    .predict_box(e, *b, a.sam.options())
-                    .map(|m| m.mask)
-                    .map_err(|e| e.to_string()),
-                _ => regionseek::sam::box_mask(*b, w, h).map_err(|e| e.to_string()),
-            });
-        }
+        let regions: Vec<RegionInput> = a
+            .boxes
+            .iter()
+            .enumerate()
+            .map(|(i, b)| RegionInput {
+                id: i.to_string(),
+                bbox: Some(*b),
+                shape: RegionShape::Box,
+                label: None,
+            })
+            .collect();
+        names.extend(a.boxes.iter().map(|b| format!("box {b:?}")));
+        masks.extend(pipeline::run::make_masks(
+            &image,
+            &regions,
+            stage,
+            sam.as_mut(),
+            a.sam.options(),
+        ));
     }
     let model = a.model.load()?;
     let texts = query::text_embeddings(
