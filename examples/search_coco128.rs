@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use regionseek::clip::ClipModel;
-use regionseek::index::{Filter, RegionIndex};
+use regionseek::index::{Filter, RegionIndex, SearchMode};
 use regionseek::pipeline::{self, query, IndexRun, PipelineSpec};
 
 fn main() -> anyhow::Result<()> {
@@ -32,6 +32,9 @@ fn main() -> anyhow::Result<()> {
         sam: None,
         out: out.clone(),
         progress: true,
+        wait: regionseek::index::LockWait::Forever,
+        lock: None,
+        decode: Default::default(),
     }
     .run(images, issues)?;
     println!(
@@ -50,7 +53,16 @@ fn main() -> anyhow::Result<()> {
         "a person holding an umbrella",
     ] {
         println!("\n{text}");
-        for h in query::search_text(&index, &model, text, 3, &Filter::default())? {
+        for h in query::search_text(
+            &index,
+            &model,
+            text,
+            3,
+            &Filter::default(),
+            SearchMode::Auto,
+        )?
+        .hits
+        {
             println!(
                 "  {:.4}  {} region {} ({})",
                 h.score,

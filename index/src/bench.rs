@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::engine::{dot, AnnEngine, HnswEngine, HnswParams};
+use crate::engine::{dot, exact_top_k, AnnEngine, HnswEngine, HnswParams};
 use crate::IndexError;
 
 #[derive(Debug, Clone, Serialize)]
@@ -26,6 +26,9 @@ pub struct IndexBenchResult {
     pub rss_bytes_per_vector: Option<f64>,
     pub dump_s: f64,
     pub reload_s: f64,
+    /// Exact top-10 by a parallel scan (what `search` runs by default up to 200k candidates).
+    pub exact_p50_ms: f64,
+    pub exact_p99_ms: f64,
 }
 
 /// A tiny deterministic generator (SplitMix64 + Box–Muller) so that runs are comparable across machines.
@@ -135,6 +138,20 @@ pub fn run(
         per_ef.push((ef, pct(0.5), pct(0.99), hits as f64 / (10 * queries) as f64));
     }
 
+    // What `search` does by default up to EXACT_BELOW rows: a parallel scan of the stored vectors.
+    let points = engine.points();
+    let mut exact_ms = Vec::with_capacity(queries);
+    for q in qs.chunks_exact(dim) {
+        let t = Instant::now();
+        let found = exact_top_k(&points, q, 10, &|_| true);
+        exact_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        std::hint::black_box(found);
+    }
+    drop(points);
+    exact_ms.sort_by(f64::total_cmp);
+    let exact_p50_ms = exact_ms[exact_ms.len() / 2];
+    let exact_p99_ms = exact_ms[((exact_ms.len() - 1) as f64 * 0.99).round() as usize];
+
     std::fs::create_dir_all(scratch).map_err(IndexError::io(scratch))?;
     let t = Instant::now();
     engine.dump(scratch, "bench")?;
@@ -167,6 +184,8 @@ pub fn run(
                 .map(|(a, b)| b.saturating_sub(a) as f64 / n as f64),
             dump_s,
             reload_s,
+            exact_p50_ms,
+            exact_p99_ms,
         })
         .collect())
 }

@@ -36,6 +36,31 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// The `k` best of `points` by dot product with `q` among the ids `keep` accepts, best first (ties by id):
+/// a parallel scan, the exact answer the graph approximates.
+pub fn exact_top_k(
+    points: &[(usize, &[f32])],
+    q: &[f32],
+    k: usize,
+    keep: &(dyn Fn(usize) -> bool + Sync),
+) -> Vec<(usize, f32)> {
+    use rayon::prelude::*;
+    let mut scored: Vec<(usize, f32)> = points
+        .par_iter()
+        .filter(|(id, _)| keep(*id))
+        .map(|&(id, v)| (id, dot(q, v)))
+        .collect();
+    let k = k.min(scored.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    let order = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    scored.select_nth_unstable_by(k - 1, order);
+    scored.truncate(k);
+    scored.sort_by(order);
+    scored
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct HnswParams {
     /// Links per node.
@@ -68,7 +93,7 @@ pub trait AnnEngine: Send + Sync {
         keep: Option<&(dyn Fn(usize) -> bool + Sync)>,
     ) -> Vec<(usize, f32)>;
     /// Every stored `(id, vector)`, for exact search.
-    fn for_each(&self, f: &mut dyn FnMut(usize, &[f32]));
+    fn points(&self) -> Vec<(usize, &[f32])>;
     fn dump(&self, dir: &Path, basename: &str) -> Result<(), IndexError>;
 }
 
@@ -158,10 +183,18 @@ impl AnnEngine for HnswEngine {
             .collect()
     }
 
-    fn for_each(&self, f: &mut dyn FnMut(usize, &[f32])) {
-        for point in self.hnsw.get_point_indexation() {
-            f(point.get_origin_id(), point.get_v());
+    fn points(&self) -> Vec<(usize, &[f32])> {
+        if self.count == 0 {
+            return Vec::new();
         }
+        let mut out = Vec::with_capacity(self.count);
+        for point in self.hnsw.get_point_indexation() {
+            // The iterator hands out Arcs owned by the graph; the slices live as long as `self`.
+            let v: &[f32] = point.get_v();
+            let v: &[f32] = unsafe { std::slice::from_raw_parts(v.as_ptr(), v.len()) };
+            out.push((point.get_origin_id(), v));
+        }
+        out
     }
 
     fn dump(&self, dir: &Path, basename: &str) -> Result<(), IndexError> {

@@ -2,10 +2,11 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
-    #[error("{path}: {source}")]
+    // The io error is part of the message, not a `source`: `{:#}` at the edge would print it twice.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path} is corrupt: {message}")]
     Corrupt { path: PathBuf, message: String },
@@ -17,6 +18,17 @@ pub enum IndexError {
     NotFound(PathBuf),
     #[error("an index already exists at {0}")]
     Exists(PathBuf),
+    #[error(
+        "{0} holds index segments but no manifest.json (deleted or lost); nothing was changed. \
+         `regionseek index-repair {0}` rebuilds the manifest from the intact segments"
+    )]
+    Orphaned(PathBuf),
+    #[error(
+        "{dir} is being written by another process ({holder}); wait for it (`--wait`) or stop it first"
+    )]
+    Locked { dir: PathBuf, holder: String },
+    #[error("{0} was opened for reading; appending needs the writer lock (open it as a writer)")]
+    ReadOnly(PathBuf),
     #[error("{0}")]
     Engine(String),
 }
@@ -24,7 +36,7 @@ pub enum IndexError {
 impl IndexError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> IndexError {
         let path = path.into();
-        move |source| IndexError::Io { path, source }
+        move |error| IndexError::Io { path, error }
     }
 
     pub(crate) fn corrupt(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> IndexError {

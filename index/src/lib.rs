@@ -5,14 +5,20 @@
 pub mod bench;
 mod engine;
 mod error;
+mod lock;
 mod manifest;
 mod record;
 mod region_index;
+mod repair;
 mod store;
 
 pub use engine::{AnnEngine, HnswEngine, HnswParams};
 pub use error::IndexError;
+pub use lock::{LockWait, WriterLock, LOCK_FILE};
 pub use manifest::Manifest;
 pub use record::{Filter, Hit, MethodInfo, RegionMeta, RegionRecord};
-pub use region_index::{AppendReport, IndexSpec, RegionIndex, SearchMode};
+pub use region_index::{
+    AppendReport, IndexSpec, RegionIndex, SearchMode, SearchRun, DEFAULT_EF, EXACT_BELOW,
+};
 pub use regionseek_masks::CocoRle;
+pub use repair::{repair, verify, FileProblem, RepairReport, VerifyReport};

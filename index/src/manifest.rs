@@ -48,7 +48,11 @@ impl Manifest {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(IndexError::NotFound(dir.to_path_buf()))
+                return Err(if holds_index_files(dir) {
+                    IndexError::Orphaned(dir.to_path_buf())
+                } else {
+                    IndexError::NotFound(dir.to_path_buf())
+                });
             }
             Err(e) => return Err(IndexError::io(&path)(e)),
         };
@@ -78,6 +82,31 @@ impl Manifest {
         let bytes = serde_json::to_vec_pretty(self).expect("manifest serialises");
         write_atomic(&dir.join(MANIFEST), &bytes)
     }
+}
+
+/// The generation number in a segment or graph file name (`regions-00000012.parquet` → 12).
+pub fn generation_of(name: &str) -> Option<u64> {
+    let rest = name
+        .strip_prefix("regions-")
+        .or_else(|| name.strip_prefix("hnsw-"))?;
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+pub fn is_segment_name(name: &str) -> bool {
+    name.starts_with("regions-") && name.ends_with(".parquet") && generation_of(name).is_some()
+}
+
+/// Whether `dir` holds committed-looking index files (segments or graph dumps).
+pub fn holds_index_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                is_segment_name(&name) || (name.starts_with("hnsw-") && name.contains(".hnsw."))
+            })
+        })
+        .unwrap_or(false)
 }
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IndexError> {

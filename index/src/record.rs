@@ -73,11 +73,15 @@ pub struct Filter {
     pub image: Option<String>,
     pub method: Option<String>,
     pub source: Option<String>,
+    pub label: Option<String>,
 }
 
 impl Filter {
     pub fn is_empty(&self) -> bool {
-        self.image.is_none() && self.method.is_none() && self.source.is_none()
+        self.image.is_none()
+            && self.method.is_none()
+            && self.source.is_none()
+            && self.label.is_none()
     }
 
     pub fn matches(&self, m: &RegionMeta) -> bool {
@@ -86,5 +90,9 @@ impl Filter {
             .is_none_or(|i| *i == m.image || *i == m.image_hash)
             && self.method.as_ref().is_none_or(|x| *x == m.method.name)
             && self.source.as_ref().is_none_or(|x| *x == m.source)
+            && self
+                .label
+                .as_ref()
+                .is_none_or(|x| m.label.as_ref() == Some(x))
     }
 }

@@ -160,6 +160,24 @@ pub fn write_segment(path: &Path, rows: &[RegionRecord], dim: usize) -> Result<(
     Ok(())
 }
 
+/// The embedding dimension a segment's schema declares (for rebuilding a lost manifest).
+pub fn segment_dim(path: &Path) -> Result<usize, IndexError> {
+    let file = std::fs::File::open(path).map_err(IndexError::io(path))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| IndexError::corrupt(path, e.to_string()))?;
+    match builder
+        .schema()
+        .field_with_name("embedding")
+        .map(|f| f.data_type().clone())
+    {
+        Ok(DataType::FixedSizeList(_, n)) if n > 0 => Ok(n as usize),
+        _ => Err(IndexError::corrupt(
+            path,
+            "it has no fixed-size `embedding` column: not a region table segment",
+        )),
+    }
+}
+
 /// Reads a segment's metadata and, when asked, its (normalised) embeddings as one flat `rows × dim` buffer.
 pub fn read_segment(
     path: &Path,

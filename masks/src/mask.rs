@@ -7,6 +7,9 @@ use image::DynamicImage;
 
 use crate::MaskError;
 
+/// Pillow's `DecompressionBombError` threshold, for mask images as for photos.
+pub const MAX_MASK_PIXELS: u64 = 2 * 89_478_485;
+
 /// A binary mask, row-major, one byte per pixel (0 or 1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BinaryMask {
@@ -201,11 +204,27 @@ impl BinaryMask {
     /// Reads a PNG (or any decodable image) mask. Accepted encodings, as the reference's examples use:
     /// grayscale 0/255 or 0/1, palette, RGB(A) with the same value in every colour channel, or a mask carried
     /// only by the alpha channel. Foreground is any pixel above half of the file's maximum value.
+    /// Reads a mask image, refusing from its header one of more than Pillow's decompression-bomb limit of
+    /// pixels (a forged header must not allocate gigabytes).
     pub fn read(path: &Path) -> Result<Self, MaskError> {
+        Self::read_with_limit(path, MAX_MASK_PIXELS)
+    }
+
+    pub fn read_with_limit(path: &Path, max_pixels: u64) -> Result<Self, MaskError> {
         let err = |m: String| MaskError::Read {
             path: path.to_path_buf(),
             message: m,
         };
+        let reader = image::ImageReader::open(path)
+            .and_then(|r| r.with_guessed_format())
+            .map_err(|e| err(e.to_string()))?;
+        let (w, h) = reader.into_dimensions().map_err(|e| err(e.to_string()))?;
+        if w as u64 * h as u64 > max_pixels {
+            return Err(err(format!(
+                "{w}x{h} = {} pixels is over the limit of {max_pixels}",
+                w as u64 * h as u64
+            )));
+        }
         let img = image::open(path).map_err(|e| err(e.to_string()))?;
         Ok(Self::from_image(&img))
     }

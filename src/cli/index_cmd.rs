@@ -37,12 +37,26 @@ pub struct IndexArgs {
     /// Index only the first N photos of the input (for trials).
     #[arg(long)]
     limit: Option<usize>,
+    /// When another process is writing the index: wait for it to finish instead of exiting at once.
+    #[arg(long)]
+    wait: bool,
+    /// Photos with more pixels are refused from their header, before decoding (default: Pillow's
+    /// decompression-bomb limit). Peak memory grows with this times the batch size.
+    #[arg(long, default_value_t = regionseek::decode::DEFAULT_MAX_PIXELS)]
+    max_pixels: u64,
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
     let spec = PipelineSpec::load(&a.pipeline)?;
+    let wait = if a.wait {
+        regionseek::index::LockWait::Forever
+    } else {
+        regionseek::index::LockWait::No
+    };
+    // Before loading any model: a second writer hears at once that the index is busy.
+    let lock = regionseek::index::WriterLock::acquire(&a.out, wait)?;
     let (mut images, issues) = if let Some(c) = &a.coco {
         pipeline::from_coco(&a.images, c)?
     } else if let Some(b) = &a.boxes {
@@ -75,6 +89,11 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
         sam,
         out: a.out.clone(),
         progress: !a.json,
+        wait,
+        lock: Some(lock),
+        decode: regionseek::decode::DecodeOptions {
+            max_pixels: a.max_pixels,
+        },
     }
     .run(images, issues)?;
     if a.json {

@@ -7,6 +7,7 @@ mod eval_cmd;
 mod index_cmd;
 mod invert_cmd;
 mod output;
+mod repair_cmd;
 pub(crate) mod sam_cmd;
 mod search_cmd;
 mod weights_cmd;
@@ -41,6 +42,10 @@ enum Command {
     Index(index_cmd::IndexArgs),
     /// Search a region index with a text query.
     Search(search_cmd::SearchArgs),
+    /// Check every file of an index (checksums, Parquet, graph); exit 0 when intact, 1 otherwise.
+    Verify(repair_cmd::VerifyArgs),
+    /// Rebuild a lost manifest from intact segments, quarantine damaged files, rebuild the graph.
+    IndexRepair(repair_cmd::RepairArgs),
     /// Zero-shot labels for regions (masks or boxes) of one photo.
     Classify(eval_cmd::ClassifyArgs),
     /// Evaluate region embedding methods (class retrieval on COCO: Acc@1/5/10).
@@ -72,6 +77,8 @@ pub fn run() -> ExitCode {
         Command::Sam(a) => sam_cmd::run(a),
         Command::Index(a) => index_cmd::run(a),
         Command::Search(a) => search_cmd::run(a),
+        Command::Verify(a) => repair_cmd::verify(a),
+        Command::IndexRepair(a) => repair_cmd::repair(a),
         Command::Classify(a) => eval_cmd::classify(a),
         Command::Eval(c) => eval_cmd::run(c),
         Command::Bench(a) => bench::run(a),

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use regionseek::clip::ClipModel;
-use regionseek::index::{Filter, RegionIndex};
+use regionseek::index::{Filter, RegionIndex, SearchMode};
 use regionseek::pipeline::query;
 use serde_json::json;
 
@@ -29,6 +29,15 @@ pub struct SearchArgs {
     /// Only regions embedded with this method (maskinversion, masked-crop, ...).
     #[arg(long)]
     method: Option<String>,
+    /// Only regions with this label (e.g. a COCO category).
+    #[arg(long)]
+    label: Option<String>,
+    /// Scan every candidate region (exact). Default: exact up to 200k candidates, HNSW beyond.
+    #[arg(long, conflicts_with = "ef")]
+    exact: bool,
+    /// Search the HNSW graph with this beam width (wider: better recall, slower).
+    #[arg(long)]
+    ef: Option<usize>,
     /// The model the index was built with (default: the one its manifest names).
     #[arg(long)]
     model: Option<String>,
@@ -50,6 +59,8 @@ pub struct SearchArgs {
 }
 
 pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(a.k > 0, "--k must be at least 1");
+    anyhow::ensure!(a.ef != Some(0), "--ef must be at least 1");
     let index = RegionIndex::open(&a.index)?;
     let spec = a
         .model
@@ -63,16 +74,38 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
         image: a.image.clone(),
         method: a.method.clone(),
         source: None,
+        label: a.label.clone(),
+    };
+    if let Some(why) = query::explain_empty_filter(&index, &filter) {
+        anyhow::bail!("nothing to search in {}: {why}", a.index.display());
+    }
+    if index.is_empty() {
+        eprintln!(
+            "{} holds no regions yet (an index run may still be starting)",
+            a.index.display()
+        );
+    }
+    let mode = match (a.exact, a.ef) {
+        (true, _) => SearchMode::Exact,
+        (false, Some(ef)) => SearchMode::Approximate { ef },
+        (false, None) => SearchMode::Auto,
     };
     let t = std::time::Instant::now();
-    let hits = query::search_text(&index, &model, &a.text, a.k, &filter)?;
+    let answer = query::search_text(&index, &model, &a.text, a.k, &filter, mode)?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
+    if answer.truncated {
+        eprintln!(
+            "warning: the query is {} tokens; the model reads the first {} (the rest is ignored)",
+            answer.query_tokens, model.config.text.context_length
+        );
+    }
+    let hits = &answer.hits;
     if let Some(dir) = &a.crop {
         let root = a
             .images
             .as_ref()
             .context("--crop needs --images DIR (where the indexed photos are)")?;
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         for (rank, h) in hits.iter().enumerate() {
             match query::crop_hit(root, h) {
                 Ok(png) => {
@@ -116,7 +149,17 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if a.json {
-        print_json(&json!({"query": a.text, "model": model.id(), "ms": ms, "hits": hits}))?;
+        print_json(&json!({
+            "query": a.text,
+            "model": model.id(),
+            "ms": ms,
+            "mode": answer.run.mode,
+            "ef": answer.run.ef,
+            "candidates": answer.run.candidates,
+            "query_tokens": answer.query_tokens,
+            "truncated": answer.truncated,
+            "hits": hits,
+        }))?;
     } else {
         for (rank, h) in hits.iter().enumerate() {
             println!(
@@ -135,7 +178,17 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
                     .unwrap_or_default()
             );
         }
-        eprintln!("{} hits in {ms:.1} ms (model {})", hits.len(), model.id());
+        eprintln!(
+            "{} hits in {ms:.1} ms ({}{}, model {})",
+            hits.len(),
+            answer.run.mode,
+            answer
+                .run
+                .ef
+                .map(|e| format!(" ef {e}"))
+                .unwrap_or_default(),
+            model.id()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

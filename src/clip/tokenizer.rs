@@ -72,6 +72,21 @@ impl Tokenizer {
         }
     }
 
+    /// How many ids a text takes with its start and end tokens, before any cut to the context length.
+    pub fn token_count(&self, text: &str) -> Result<usize, TokenizerError> {
+        Ok(match self {
+            Tokenizer::Bpe(b) => b.encode(text).len() + 2,
+            Tokenizer::HuggingFace(t) => t
+                .encode(text, true)
+                .map_err(|e| TokenizerError::Encode {
+                    text: text.to_string(),
+                    message: e.to_string(),
+                })?
+                .get_ids()
+                .len(),
+        })
+    }
+
     /// One row of `context_length` ids: SOT, the text's tokens, EOT, zero padding; a text that is too
     /// long is cut and its last id replaced by EOT, as CLIP does.
     pub fn encode(&self, text: &str, context_length: usize) -> Result<Vec<u32>, TokenizerError> {

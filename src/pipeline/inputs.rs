@@ -69,7 +69,10 @@ pub fn from_coco(
         .errors
         .iter()
         .map(|e| InputIssue {
-            item: format!("{} #{} (id {:?})", e.kind, e.index, e.id),
+            item: match e.id {
+                Some(id) => format!("{} #{} (id {id})", e.kind, e.index),
+                None => format!("{} #{}", e.kind, e.index),
+            },
             message: e.message.clone(),
         })
         .collect();
@@ -163,6 +166,17 @@ pub fn from_boxes(
             Some(other) => other.to_string(),
             None => regions.len().to_string(),
         };
+        // The region id is the resume key: two boxes under one id would silently become one region.
+        if regions.iter().any(|r| r.id == id) {
+            issues.push(InputIssue {
+                item: format!("box entry #{i} ({} region {id})", entry.image),
+                message: format!(
+                    "region id {id} is used twice for {}; the first box with it is kept",
+                    entry.image
+                ),
+            });
+            continue;
+        }
         let b = &entry.bbox;
         regions.push(RegionInput {
             id,

@@ -13,8 +13,14 @@ pub use inputs::{
 pub use run::{IndexRun, IndexRunReport, ItemFailure};
 pub use spec::{EmbedStage, MaskStage, PipelineSpec, SpecError, Stage};
 
-/// Writes a file so that it is either absent or complete: temp file beside it, fsync, rename.
+/// Writes a file so that it is either absent or complete: temp file beside it, fsync, rename. Errors name
+/// the file.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_inner(path, bytes)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
+}
+
+fn write_atomic_inner(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path
         .parent()

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::clip::ClipModel;
-use crate::index::{Filter, Hit, RegionIndex, SearchMode};
+use crate::index::{Filter, Hit, RegionIndex, SearchMode, SearchRun};
 use crate::invert::InversionConfig;
 use crate::masks::BinaryMask;
 
@@ -37,6 +37,18 @@ pub fn text_embeddings(model: &ClipModel, texts: &[String]) -> anyhow::Result<Ve
     Ok(out)
 }
 
+/// A text query's answer, with what a caller should tell its user about how it ran.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SearchAnswer {
+    pub hits: Vec<Hit>,
+    #[serde(flatten)]
+    pub run: SearchRun,
+    /// Tokens of the query with its start and end tokens.
+    pub query_tokens: usize,
+    /// The query was longer than the text tower's context and was cut (as CLIP cuts it).
+    pub truncated: bool,
+}
+
 /// The regions of an index closest to a text query. The model must be the one the index was built with.
 pub fn search_text(
     index: &RegionIndex,
@@ -44,14 +56,79 @@ pub fn search_text(
     text: &str,
     k: usize,
     filter: &Filter,
-) -> anyhow::Result<Vec<Hit>> {
+    mode: SearchMode,
+) -> anyhow::Result<SearchAnswer> {
     index.check_space(
         model.config.embed_dim,
         &model.id(),
         &weights_fingerprint(model),
     )?;
+    anyhow::ensure!(!text.trim().is_empty(), "the query text is empty");
+    let query_tokens = model.tokenizer()?.token_count(text)?;
+    let context = model.config.text.context_length;
     let q = text_embeddings(model, &[text.to_string()])?.remove(0);
-    Ok(index.search(&q, k, filter, SearchMode::Auto)?)
+    let (hits, run) = index.search_explained(&q, k, filter, mode)?;
+    Ok(SearchAnswer {
+        hits,
+        run,
+        query_tokens,
+        truncated: query_tokens > context,
+    })
+}
+
+/// Why a filter keeps no row of an index, in the words of the flags that set it; None when it keeps some
+/// or the index is empty.
+pub fn explain_empty_filter(index: &RegionIndex, filter: &Filter) -> Option<String> {
+    if index.is_empty() || index.count_matching(filter) > 0 {
+        return None;
+    }
+    let distinct = |f: &dyn Fn(&crate::index::RegionMeta) -> Option<&str>| {
+        let set: std::collections::BTreeSet<&str> = index.rows().iter().filter_map(f).collect();
+        let n = set.len();
+        let shown: Vec<&str> = set.into_iter().take(8).collect();
+        format!("{}{}", shown.join(", "), if n > 8 { ", ..." } else { "" })
+    };
+    let mut why = Vec::new();
+    if let Some(m) = &filter.method {
+        if !index.rows().iter().any(|r| r.method.name == *m) {
+            why.push(format!(
+                "no region was embedded with method {m:?} (the index holds: {})",
+                distinct(&|r| Some(r.method.name.as_str()))
+            ));
+        }
+    }
+    if let Some(i) = &filter.image {
+        if !index
+            .rows()
+            .iter()
+            .any(|r| r.image == *i || r.image_hash == *i)
+        {
+            why.push(format!(
+                "no photo {i:?} is indexed (give its path as indexed, e.g. {}, or its sha256)",
+                distinct(&|r| Some(r.image.as_str()))
+            ));
+        }
+    }
+    if let Some(l) = &filter.label {
+        if !index.rows().iter().any(|r| r.label.as_deref() == Some(l)) {
+            why.push(format!(
+                "no region has label {l:?} (labels: {})",
+                distinct(&|r| r.label.as_deref())
+            ));
+        }
+    }
+    if let Some(s) = &filter.source {
+        if !index.rows().iter().any(|r| r.source == *s) {
+            why.push(format!(
+                "no region comes from source {s:?} (sources: {})",
+                distinct(&|r| Some(r.source.as_str()))
+            ));
+        }
+    }
+    if why.is_empty() {
+        why.push("no region matches all the filters together".into());
+    }
+    Some(why.join("; "))
 }
 
 /// Labels ranked for one region embedding: (label, softmax probability), best first.

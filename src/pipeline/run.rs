@@ -10,7 +10,10 @@ use sha2::{Digest, Sha256};
 
 use crate::baselines;
 use crate::clip::ClipModel;
-use crate::index::{IndexSpec, MethodInfo, RegionIndex, RegionMeta, RegionRecord};
+use crate::decode::DecodeOptions;
+use crate::index::{
+    IndexSpec, LockWait, MethodInfo, RegionIndex, RegionMeta, RegionRecord, WriterLock,
+};
 use crate::invert::{invert_image, validate_mask, InversionConfig};
 use crate::masks::{BinaryMask, Rle};
 use crate::sam::{box_mask, SamModel, SamOptions};
@@ -190,6 +193,11 @@ pub struct IndexRun<'a> {
     pub sam: Option<SamModel>,
     pub out: PathBuf,
     pub progress: bool,
+    /// What to do when another process is writing the same index.
+    pub wait: LockWait,
+    /// The index's writer lock, when the caller took it before loading models; else taken per `wait`.
+    pub lock: Option<WriterLock>,
+    pub decode: DecodeOptions,
 }
 
 struct Decoded {
@@ -198,6 +206,13 @@ struct Decoded {
     /// None when every region of the photo is indexed already.
     image: Option<Result<RgbImage, String>>,
     todo: Vec<RegionInput>,
+}
+
+/// A box as stored and exported: inside the photo (a prompt may overhang it; the region cannot).
+pub fn clip_box(b: [f32; 4], width: u32, height: u32) -> [f32; 4] {
+    let (w, h) = (width as f32, height as f32);
+    let c = |v: f32, hi: f32| if v.is_finite() { v.clamp(0.0, hi) } else { 0.0 };
+    [c(b[0], w), c(b[1], h), c(b[2], w), c(b[3], h)]
 }
 
 fn file_hash(path: &Path) -> Result<String, String> {
@@ -232,7 +247,10 @@ impl IndexRun<'_> {
             weights_hash: weights_hash.clone(),
             hnsw: Default::default(),
         };
-        let mut index = RegionIndex::open_or_create(&self.out, &spec)?;
+        let mut index = match self.lock.take() {
+            Some(lock) => RegionIndex::open_or_create_holding(&self.out, &spec, lock)?,
+            None => RegionIndex::open_or_create_with(&self.out, &spec, self.wait)?,
+        };
         let source = match mask_stage {
             MaskStage::Given => "gt",
             MaskStage::Sam => "sam",
@@ -295,8 +313,10 @@ impl IndexRun<'_> {
             let decoded: Vec<Decoded> = staged
                 .into_par_iter()
                 .map(|(input, hash, todo)| {
-                    let image = (hash.is_ok() && !todo.is_empty())
-                        .then(|| crate::decode::load_rgb(&input.path).map_err(|e| e.to_string()));
+                    let image = (hash.is_ok() && !todo.is_empty()).then(|| {
+                        crate::decode::load_rgb_with(&input.path, &self.decode)
+                            .map_err(|e| e.to_string())
+                    });
                     Decoded {
                         input,
                         hash,
@@ -374,11 +394,17 @@ impl IndexRun<'_> {
                 for ((r, mask), emb) in ok_regions.iter().zip(&ok_masks).zip(embeddings) {
                     match emb {
                         Ok(embedding) => {
-                            let bbox = r.bbox.unwrap_or_else(|| {
-                                mask.bbox()
-                                    .map(|b| [b[0] as f32, b[1] as f32, b[2] as f32, b[3] as f32])
-                                    .unwrap_or([0.0; 4])
-                            });
+                            let bbox = clip_box(
+                                r.bbox.unwrap_or_else(|| {
+                                    mask.bbox()
+                                        .map(|b| {
+                                            [b[0] as f32, b[1] as f32, b[2] as f32, b[3] as f32]
+                                        })
+                                        .unwrap_or([0.0; 4])
+                                }),
+                                image.width(),
+                                image.height(),
+                            );
                             records.push(RegionRecord {
                                 meta: RegionMeta {
                                     image: d.input.name.clone(),
@@ -424,6 +450,9 @@ impl IndexRun<'_> {
         report.images_per_second = report.images_processed as f64 / report.seconds.max(1e-9);
         report.regions_per_second = report.regions_added as f64 / report.seconds.max(1e-9);
         report.peak_rss_mb = peak_rss_mb();
+        for f in &mut failures {
+            f.error = f.error.trim().to_string();
+        }
         let log = self.out.join("errors.json");
         let body = serde_json::to_vec_pretty(
             &serde_json::json!({"pipeline": self.spec.name, "failures": failures}),

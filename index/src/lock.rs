@@ -1,0 +1,178 @@
+//! One writer per index directory: an OS advisory lock (`flock`) on `writer.lock`, held for a writer's whole
+//! life. The kernel drops it when the holder exits, however it exits, so a lock can never outlive a dead
+//! process; the file's text (pid, start time) only serves to name the holder in messages and to notice that
+//! the last writer ended without a clean release.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::IndexError;
+
+pub const LOCK_FILE: &str = "writer.lock";
+
+/// What a second writer does when the directory is locked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LockWait {
+    /// Fail at once, naming the holder.
+    #[default]
+    No,
+    /// Wait until the holder is done, however long.
+    Forever,
+    /// Wait at most this long, then fail naming the holder.
+    For(Duration),
+}
+
+#[derive(Debug)]
+pub struct WriterLock {
+    file: File,
+    path: PathBuf,
+    dir: PathBuf,
+}
+
+/// Who holds (or last held) a lock, as written in the lock file.
+fn holder_text(file: &mut File) -> String {
+    let mut text = String::new();
+    let _ = file.seek(SeekFrom::Start(0));
+    let _ = file.read_to_string(&mut text);
+    let text = text.trim();
+    if text.is_empty() {
+        "a process that has not written its pid yet".to_string()
+    } else {
+        text.to_string()
+    }
+}
+
+fn pid_in(text: &str) -> Option<u32> {
+    text.split_whitespace()
+        .skip_while(|w| *w != "pid")
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+}
+
+impl WriterLock {
+    /// Takes the writer lock of `dir`, creating the directory if needed.
+    pub fn acquire(dir: &Path, wait: LockWait) -> Result<Self, IndexError> {
+        std::fs::create_dir_all(dir).map_err(IndexError::io(dir))?;
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(IndexError::io(&path))?;
+        let started = Instant::now();
+        let mut announced = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {
+                    let holder = holder_text(&mut file);
+                    let give_up = match wait {
+                        LockWait::No => true,
+                        LockWait::Forever => false,
+                        LockWait::For(limit) => started.elapsed() >= limit,
+                    };
+                    if give_up {
+                        return Err(IndexError::Locked {
+                            dir: dir.to_path_buf(),
+                            holder,
+                        });
+                    }
+                    if !announced {
+                        tracing::warn!(
+                            "{} is being written by {holder}; waiting for it to finish",
+                            dir.display()
+                        );
+                        announced = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(TryLockError::Error(e)) => return Err(IndexError::io(&path)(e)),
+            }
+        }
+        // A lock file that still names a process means that process ended without releasing cleanly
+        // (killed, crashed): the kernel released its lock; its uncommitted files are cleaned up on open.
+        let previous = holder_text(&mut file);
+        if let Some(pid) = pid_in(&previous) {
+            if pid != std::process::id() {
+                tracing::warn!(
+                    "the previous writer of {} ({previous}) ended without releasing its lock; \
+                     its uncommitted work is discarded and committed rows are kept",
+                    dir.display()
+                );
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let me = format!(
+            "pid {} started {now} ({})\n",
+            std::process::id(),
+            std::env::args().next().unwrap_or_default()
+        );
+        file.set_len(0)
+            .and_then(|_| file.seek(SeekFrom::Start(0)))
+            .and_then(|_| file.write_all(me.as_bytes()))
+            .and_then(|_| file.sync_data())
+            .map_err(IndexError::io(&path))?;
+        Ok(Self {
+            file,
+            path,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The index directory this lock guards.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for WriterLock {
+    fn drop(&mut self) {
+        // Cleared before the unlock so that the next writer can tell a clean release from a dead holder.
+        let _ = self.file.set_len(0);
+        let _ = self.file.unlock();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_writer_is_refused_naming_the_first_and_gets_it_once_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = WriterLock::acquire(dir.path(), LockWait::No).unwrap();
+        let err = WriterLock::acquire(dir.path(), LockWait::No).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        let err = WriterLock::acquire(dir.path(), LockWait::For(Duration::from_millis(300)));
+        assert!(matches!(err, Err(IndexError::Locked { .. })));
+        drop(first);
+        WriterLock::acquire(dir.path(), LockWait::No).unwrap();
+    }
+
+    #[test]
+    fn a_waiting_writer_proceeds_when_the_holder_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = WriterLock::acquire(dir.path(), LockWait::No).unwrap();
+        let path = dir.path().to_path_buf();
+        let waiter = std::thread::spawn(move || WriterLock::acquire(&path, LockWait::Forever));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!waiter.is_finished(), "the waiter must wait for the holder");
+        drop(first);
+        waiter.join().unwrap().unwrap();
+    }
+}

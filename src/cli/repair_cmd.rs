@@ -1,0 +1,132 @@
+//! `regionseek verify` and `regionseek index-repair`: check an index file by file; bring a damaged one back.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use regionseek::index::{self, LockWait};
+use serde_json::json;
+
+use super::output::print_json;
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    /// The index directory.
+    index: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct RepairArgs {
+    /// The index directory.
+    index: PathBuf,
+    /// When another process is writing the index: wait for it instead of exiting at once.
+    #[arg(long)]
+    wait: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Exit 0 when every file is intact, 1 otherwise (including no index at all).
+pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let report = match index::verify(&a.index) {
+        Ok(r) => r,
+        Err(e) => {
+            if a.json {
+                print_json(&json!({"dir": a.index, "ok": false, "error": e.to_string()}))?;
+            } else {
+                eprintln!("{}: {e}", a.index.display());
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if a.json {
+        print_json(&json!(report))?;
+    } else {
+        println!(
+            "{}: {} rows in {} segments, graph {}, {} duplicate rows",
+            a.index.display(),
+            report.rows,
+            report.segments,
+            report.graph,
+            report.duplicate_rows
+        );
+        for p in &report.problems {
+            println!(
+                "  damaged: {}: {}{}",
+                p.file,
+                p.problem,
+                p.rows.map(|r| format!(" ({r} rows)")).unwrap_or_default()
+            );
+        }
+        for f in &report.unlisted {
+            println!("  not part of the index (manifest.json does not name it): {f}");
+        }
+        println!(
+            "{}",
+            if report.ok {
+                "ok".to_string()
+            } else {
+                format!(
+                    "NOT OK: `regionseek index-repair {}` rebuilds what can be rebuilt",
+                    a.index.display()
+                )
+            }
+        );
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub fn repair(a: RepairArgs) -> anyhow::Result<ExitCode> {
+    let wait = if a.wait {
+        LockWait::Forever
+    } else {
+        LockWait::No
+    };
+    let report = index::repair(&a.index, wait)?;
+    if a.json {
+        print_json(&json!(report))?;
+    } else {
+        if !report.changed {
+            println!("{}: nothing to repair", a.index.display());
+        }
+        for q in &report.quarantined {
+            println!(
+                "  moved to quarantine/: {}: {}{}",
+                q.file,
+                q.problem,
+                q.rows.map(|r| format!(" ({r} rows)")).unwrap_or_default()
+            );
+        }
+        println!(
+            "{}: manifest {}, {} rows in {} segments, graph {}; {} rows lost{}{}",
+            a.index.display(),
+            report.manifest,
+            report.rows,
+            report.segments,
+            report.graph,
+            report.rows_lost,
+            if report.segments_lost_uncounted > 0 {
+                format!(
+                    " (+ {} damaged segments of unknown size)",
+                    report.segments_lost_uncounted
+                )
+            } else {
+                String::new()
+            },
+            if report.duplicate_rows_removed > 0 {
+                format!(", {} duplicate rows removed", report.duplicate_rows_removed)
+            } else {
+                String::new()
+            }
+        );
+        if report.rows_lost > 0 || report.segments_lost_uncounted > 0 {
+            println!("rerun the same `regionseek index` command to embed the lost regions again");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
