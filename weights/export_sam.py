@@ -54,7 +54,10 @@ def export_encoder(sam, path):
         )
 
 
-def export_decoder(sam, path, return_single_mask=False):
+def export_decoder(sam, path, return_single_mask=False, batch_axis=False):
+    """The official SamOnnxModel export. `batch_axis=True` also makes the prompts' first axis dynamic, so that
+    many independent prompts (e.g. the automatic generator's grid points) share one decoder run; regionseek
+    reads both."""
     from segment_anything.utils.onnx import SamOnnxModel
 
     model = SamOnnxModel(model=sam, return_single_mask=return_single_mask).eval()
@@ -63,8 +66,9 @@ def export_decoder(sam, path, return_single_mask=False):
     mask_input_size = [4 * x for x in embed_size]
     dummy = {
         "image_embeddings": torch.randn(1, embed_dim, *embed_size, dtype=torch.float),
-        "point_coords": torch.randint(low=0, high=1024, size=(1, 5, 2), dtype=torch.float),
-        "point_labels": torch.randint(low=0, high=4, size=(1, 5), dtype=torch.float),
+        # Traced with two prompts when batched, so that no shape of 1 is folded into the graph.
+        "point_coords": torch.randint(low=0, high=1024, size=(2 if batch_axis else 1, 5, 2), dtype=torch.float),
+        "point_labels": torch.randint(low=0, high=4, size=(2 if batch_axis else 1, 5), dtype=torch.float),
         "mask_input": torch.randn(1, 1, *mask_input_size, dtype=torch.float),
         "has_mask_input": torch.tensor([1], dtype=torch.float),
         "orig_im_size": torch.tensor([1500, 2250], dtype=torch.float),
@@ -83,18 +87,18 @@ def export_decoder(sam, path, return_single_mask=False):
             input_names=list(dummy.keys()),
             output_names=["masks", "iou_predictions", "low_res_masks"],
             dynamic_axes={
-                "point_coords": {1: "num_points"},
-                "point_labels": {1: "num_points"},
+                "point_coords": {0: "batch", 1: "num_points"} if batch_axis else {1: "num_points"},
+                "point_labels": {0: "batch", 1: "num_points"} if batch_axis else {1: "num_points"},
             },
             dynamo=False,
         )
 
 
-def export_pair(sam, out_dir, name):
+def export_pair(sam, out_dir, name, batch_axis=False):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     export_encoder(sam, out_dir / "encoder.onnx")
-    export_decoder(sam, out_dir / "decoder.onnx")
+    export_decoder(sam, out_dir / "decoder.onnx", batch_axis=batch_axis)
     meta = {"name": name, "encoder": "encoder.onnx", "decoder": "decoder.onnx", "image_size": sam.image_encoder.img_size}
     (out_dir / "sam.json").write_text(json.dumps(meta, indent=1) + "\n")
 
@@ -104,13 +108,19 @@ def main():
     ap.add_argument("--model-type", required=True, help="vit_b, vit_l, vit_h (segment_anything) or vit_t (mobile_sam)")
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument(
+        "--batch-1",
+        action="store_true",
+        help="the official decoder signature with batch 1 (default: a batch axis, so that `auto-sam` decodes 64 "
+        "grid points per run instead of one)",
+    )
     args = ap.parse_args()
     if args.model_type == "vit_t":
         from mobile_sam import sam_model_registry
     else:
         from segment_anything import sam_model_registry
     sam = sam_model_registry[args.model_type](checkpoint=args.checkpoint).eval()
-    export_pair(sam, args.out, f"sam-{args.model_type}")
+    export_pair(sam, args.out, f"sam-{args.model_type}", batch_axis=not args.batch_1)
     print(f"wrote {args.out}/encoder.onnx, decoder.onnx, sam.json")
 
 

@@ -64,6 +64,8 @@ pub struct RegionIndex {
     manifest: Manifest,
     meta: Vec<RegionMeta>,
     keys: HashSet<(String, String, String)>,
+    /// (image content hash, method) of every row: whether a photo has been through a method at all.
+    images: HashSet<(String, String)>,
     engine: Box<dyn AnnEngine>,
     /// Held by writers for their whole life; None for readers.
     lock: Option<WriterLock>,
@@ -178,11 +180,16 @@ impl RegionIndex {
             meta.extend(rows);
         }
         let keys = meta.iter().map(RegionMeta::key).collect();
+        let images = meta
+            .iter()
+            .map(|m| (m.image_hash.clone(), m.method.name.clone()))
+            .collect();
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
             meta,
             keys,
+            images,
             engine,
             lock: None,
         })
@@ -229,6 +236,7 @@ impl RegionIndex {
             manifest,
             meta: Vec::new(),
             keys: HashSet::new(),
+            images: HashSet::new(),
             lock: None,
         })
     }
@@ -343,6 +351,12 @@ impl RegionIndex {
         &self.meta
     }
 
+    /// Whether any region of this photo (by content hash) was indexed with `method`.
+    pub fn has_image(&self, image_hash: &str, method: &str) -> bool {
+        self.images
+            .contains(&(image_hash.to_string(), method.to_string()))
+    }
+
     pub fn contains(&self, image_hash: &str, region_id: &str, method: &str) -> bool {
         self.keys.contains(&(
             image_hash.to_string(),
@@ -420,6 +434,8 @@ impl RegionIndex {
         report.added = fresh.len();
         for r in fresh {
             self.keys.insert(r.meta.key());
+            self.images
+                .insert((r.meta.image_hash.clone(), r.meta.method.name.clone()));
             self.meta.push(r.meta);
         }
         let unsaved = self.manifest.rows - self.manifest.graph.as_ref().map_or(0, |g| g.rows);

@@ -3,17 +3,17 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use regionseek::pipeline::{self, IndexRun, MaskStage, PipelineSpec};
+use regionseek::pipeline::{self, IndexRun, PipelineSpec};
 use serde_json::json;
 
 use super::output::{print_json, ModelArgs};
 use super::sam_cmd::SamModelArgs;
 
 #[derive(clap::Args)]
-#[command(group = clap::ArgGroup::new("regions").required(true).args(["coco", "boxes", "masks"]))]
+#[command(group = clap::ArgGroup::new("regions").required(false).args(["coco", "boxes", "masks"]))]
 pub struct IndexArgs {
-    /// The folder the photos' paths are relative to.
+    /// The folder the photos' paths are relative to. With a pipeline that finds regions itself (auto-sam,
+    /// auto-grid) and no annotation file: every photo under it, recursively.
     images: PathBuf,
     /// COCO instances JSON: its annotations (polygons/RLE, boxes, categories) are the regions.
     #[arg(long)]
@@ -61,12 +61,16 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
         pipeline::from_coco(&a.images, c)?
     } else if let Some(b) = &a.boxes {
         pipeline::from_boxes(&a.images, b)?
-    } else {
-        let m = a
-            .masks
-            .as_ref()
-            .context("one of --coco, --boxes, --masks")?;
+    } else if let Some(m) = &a.masks {
         pipeline::from_mask_dir(&a.images, m)?
+    } else if spec.mask_stage().finds_regions() {
+        pipeline::from_photo_folder(&a.images)?
+    } else {
+        anyhow::bail!(
+            "pipeline {} takes its regions from --coco, --boxes or --masks; for a plain photo folder use \
+             --pipeline auto-sam (with --sam DIR) or --pipeline auto-grid",
+            spec.name
+        );
     };
     if let Some(n) = a.limit {
         images.truncate(n);
@@ -74,7 +78,7 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
     for i in &issues {
         eprintln!("skipped {}: {}", i.item, i.message);
     }
-    let sam = if spec.mask_stage() == MaskStage::Sam {
+    let sam = if spec.mask_stage().needs_sam() {
         let mut args = a.sam.clone();
         args.mask_from = regionseek::sam::MaskFrom::Sam;
         args.multimask = spec.sam.as_ref().is_some_and(|s| s.multimask);

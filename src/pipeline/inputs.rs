@@ -201,6 +201,61 @@ pub fn from_boxes(
 
 const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "JPG"];
 
+fn is_photo(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ["jpg", "jpeg", "png"].contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Every photo under a folder, recursively (sorted, symlinked folders not followed), each with no regions: for
+/// pipelines whose mask stage finds the regions (`auto-sam`, `auto-grid`). Names are relative to the folder.
+pub fn from_photo_folder(
+    images_dir: &Path,
+) -> Result<(Vec<ImageInput>, Vec<InputIssue>), InputError> {
+    let mut found = Vec::new();
+    let mut issues = Vec::new();
+    let mut stack = vec![images_dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if dir == images_dir => return Err(file_error(images_dir, e)),
+            Err(e) => {
+                issues.push(InputIssue {
+                    item: dir.display().to_string(),
+                    message: format!("cannot list this folder: {e}"),
+                });
+                continue;
+            }
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(_) if p.is_file() && is_photo(&p) => found.push(p),
+                _ => {}
+            }
+        }
+    }
+    found.sort();
+    let images = found
+        .into_iter()
+        .map(|p| {
+            let name = p
+                .strip_prefix(images_dir)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
+            ImageInput {
+                name,
+                path: p,
+                coco_id: None,
+                regions: Vec::new(),
+            }
+        })
+        .collect();
+    Ok((images, issues))
+}
+
 /// A folder of mask PNGs named `<image stem>_<region id>.png` (what `regionseek sam --out` writes), for the
 /// photos of `images_dir`.
 pub fn from_mask_dir(

@@ -8,7 +8,8 @@ pub mod run;
 pub mod spec;
 
 pub use inputs::{
-    from_boxes, from_coco, from_mask_dir, ImageInput, InputIssue, RegionInput, RegionShape,
+    from_boxes, from_coco, from_mask_dir, from_photo_folder, ImageInput, InputIssue, RegionInput,
+    RegionShape,
 };
 pub use run::{IndexRun, IndexRunReport, ItemFailure};
 pub use spec::{EmbedStage, MaskStage, PipelineSpec, SpecError, Stage};

@@ -162,6 +162,10 @@ pub fn make_masks(
             .iter()
             .map(|r| need_box(r).and_then(|b| box_mask(b, w, h).map_err(|e| e.to_string())))
             .collect(),
+        MaskStage::AutoSam | MaskStage::AutoGrid => regions
+            .iter()
+            .map(|_| Err("this mask stage finds its own regions (find_regions)".to_string()))
+            .collect(),
         MaskStage::Sam => {
             let Some(sam) = sam else {
                 return regions
@@ -185,6 +189,94 @@ pub fn make_masks(
                 .collect()
         }
     }
+}
+
+/// The regions a photo's own content gives (`auto-sam`, `auto-grid`): ids stable for the same photo, model
+/// and parameters (the mask's rank in the generator's order, or the box's geometry), with their masks.
+pub fn find_regions(
+    image: &RgbImage,
+    stage: MaskStage,
+    sam: Option<&mut SamModel>,
+    spec: &PipelineSpec,
+) -> Result<(Vec<RegionInput>, Vec<Result<BinaryMask, String>>), String> {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    match stage {
+        MaskStage::AutoSam => {
+            let sam = sam.ok_or("no SAM model loaded (--sam DIR)")?;
+            let params = spec.auto_sam.unwrap_or_default();
+            let (found, _) =
+                crate::sam::auto::generate(sam, image, &params).map_err(|e| e.to_string())?;
+            Ok(found
+                .into_iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    let [x, y, bw, bh] = m.bbox_xywh;
+                    let region = RegionInput {
+                        id: format!("auto-{i:04}"),
+                        // The reference's inclusive pixel box, as an [x0, y0, x1, y1] edge box.
+                        bbox: Some([x as f32, y as f32, (x + bw + 1) as f32, (y + bh + 1) as f32]),
+                        shape: super::inputs::RegionShape::Box,
+                        label: None,
+                    };
+                    (region, Ok(m.rle.decode()))
+                })
+                .unzip())
+        }
+        MaskStage::AutoGrid => {
+            let params = spec.auto_grid.clone().unwrap_or_default();
+            Ok(grid_boxes(w, h, &params)
+                .into_iter()
+                .map(|b| {
+                    let bbox = b.map(|v| v as f32);
+                    let region = RegionInput {
+                        id: format!("grid-{}x{}+{}+{}", b[2] - b[0], b[3] - b[1], b[0], b[1]),
+                        bbox: Some(bbox),
+                        shape: super::inputs::RegionShape::Box,
+                        label: None,
+                    };
+                    (region, box_mask(bbox, w, h).map_err(|e| e.to_string()))
+                })
+                .unzip())
+        }
+        other => Err(format!("mask stage {other:?} needs regions from the input")),
+    }
+}
+
+/// Sliding boxes `[x0, y0, x1, y1]` per scale (side = scale × shorter side), the last row and column flush
+/// with the photo's edges; a box repeated across scales appears once.
+pub fn grid_boxes(
+    width: usize,
+    height: usize,
+    params: &super::spec::AutoGridParams,
+) -> Vec<[usize; 4]> {
+    let mut out: Vec<[usize; 4]> = Vec::new();
+    let short = width.min(height);
+    if short == 0 {
+        return out;
+    }
+    for &scale in &params.scales {
+        let side = ((scale * short as f64).round() as usize).clamp(1, short);
+        let stride = ((side as f64 * (1.0 - params.overlap)).round() as usize).max(1);
+        let starts = |len: usize| -> Vec<usize> {
+            let mut v: Vec<usize> = (0..)
+                .map(|i| i * stride)
+                .take_while(|&s| s + side <= len)
+                .collect();
+            if v.last().is_none_or(|&last| last + side < len) {
+                v.push(len - side);
+            }
+            v
+        };
+        for y in starts(height) {
+            for x in starts(width) {
+                let b = [x, y, x + side, y + side];
+                if !out.contains(&b) {
+                    out.push(b);
+                }
+            }
+        }
+    }
+    out
 }
 
 pub struct IndexRun<'a> {
@@ -251,11 +343,7 @@ impl IndexRun<'_> {
             Some(lock) => RegionIndex::open_or_create_holding(&self.out, &spec, lock)?,
             None => RegionIndex::open_or_create_with(&self.out, &spec, self.wait)?,
         };
-        let source = match mask_stage {
-            MaskStage::Given => "gt",
-            MaskStage::Sam => "sam",
-            MaskStage::Box => "box",
-        };
+        let source = mask_stage.source();
         let mut report = IndexRunReport {
             pipeline: self.spec.name.clone(),
             images: images.len(),
@@ -295,10 +383,10 @@ impl IndexRun<'_> {
                     (input, hash)
                 })
                 .collect();
-            let staged: Vec<(ImageInput, Result<String, String>, Vec<RegionInput>)> = hashed
+            let staged: Vec<(ImageInput, Result<String, String>, Vec<RegionInput>, bool)> = hashed
                 .into_iter()
                 .map(|(input, hash)| {
-                    let todo = match &hash {
+                    let todo: Vec<RegionInput> = match &hash {
                         Ok(h) => input
                             .regions
                             .iter()
@@ -307,13 +395,20 @@ impl IndexRun<'_> {
                             .collect(),
                         Err(_) => Vec::new(),
                     };
-                    (input, hash, todo)
+                    // A photo whose regions the mask stage finds is done once any of them is indexed: its
+                    // regions are committed together.
+                    let needed = match &hash {
+                        Ok(h) if mask_stage.finds_regions() => !index.has_image(h, &method.name),
+                        Ok(_) => !todo.is_empty(),
+                        Err(_) => false,
+                    };
+                    (input, hash, todo, needed)
                 })
                 .collect();
             let decoded: Vec<Decoded> = staged
                 .into_par_iter()
-                .map(|(input, hash, todo)| {
-                    let image = (hash.is_ok() && !todo.is_empty()).then(|| {
+                .map(|(input, hash, todo, needed)| {
+                    let image = needed.then(|| {
                         crate::decode::load_rgb_with(&input.path, &self.decode)
                             .map_err(|e| e.to_string())
                     });
@@ -337,7 +432,7 @@ impl IndexRun<'_> {
                 };
                 report.regions_already_indexed += d.input.regions.len() - d.todo.len();
                 let image = match d.image {
-                    None if d.input.regions.is_empty() => {
+                    None if d.input.regions.is_empty() && !mask_stage.finds_regions() => {
                         report.images_without_regions += 1;
                         continue;
                     }
@@ -352,10 +447,26 @@ impl IndexRun<'_> {
                     }
                 };
                 report.images_processed += 1;
-                let masks = make_masks(&image, &d.todo, mask_stage, self.sam.as_mut(), sam_options);
+                let (todo, masks) = if mask_stage.finds_regions() {
+                    match find_regions(&image, mask_stage, self.sam.as_mut(), self.spec) {
+                        Ok(found) => found,
+                        Err(e) => {
+                            failures.push(ItemFailure::photo(&d.input.name, "mask", e));
+                            continue;
+                        }
+                    }
+                } else {
+                    let masks =
+                        make_masks(&image, &d.todo, mask_stage, self.sam.as_mut(), sam_options);
+                    (d.todo.clone(), masks)
+                };
+                if todo.is_empty() {
+                    report.images_without_regions += 1;
+                    continue;
+                }
                 let mut ok_regions = Vec::new();
                 let mut ok_masks = Vec::new();
-                for (r, m) in d.todo.iter().zip(masks) {
+                for (r, m) in todo.iter().zip(masks) {
                     match m {
                         Ok(m) => {
                             ok_regions.push(r);

@@ -20,6 +20,10 @@ pub enum Stage {
     Sam,
     /// Use each region's box, filled, as its mask.
     BoxMask,
+    /// SAM's automatic masks ("segment everything"): photos need no regions of their own (`[auto_sam]`).
+    AutoSam,
+    /// Multi-scale sliding boxes as masks, for machines without a SAM model (`[auto_grid]`).
+    AutoGrid,
     /// MaskInversion: one CLIP forward per photo, all its masks inverted together.
     Invert,
     /// A baseline embedding (`[embed] method`).
@@ -95,6 +99,25 @@ impl Default for IndexParams {
     }
 }
 
+/// `auto-grid`: square-ish boxes whose side is each scale times the photo's shorter side, slid with the given
+/// overlap. A coarse fallback: boxes are not objects.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutoGridParams {
+    pub scales: Vec<f64>,
+    /// Fraction of a box shared with its neighbour, in [0, 0.9].
+    pub overlap: f64,
+}
+
+impl Default for AutoGridParams {
+    fn default() -> Self {
+        Self {
+            scales: vec![1.0, 0.5, 0.25],
+            overlap: 0.5,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineSpec {
@@ -104,6 +127,10 @@ pub struct PipelineSpec {
     pub stages: Vec<Stage>,
     #[serde(default)]
     pub sam: Option<SamParams>,
+    #[serde(default)]
+    pub auto_sam: Option<crate::sam::AutoMaskParams>,
+    #[serde(default)]
+    pub auto_grid: Option<AutoGridParams>,
     #[serde(default)]
     pub invert: Option<InvertParams>,
     #[serde(default)]
@@ -131,6 +158,31 @@ pub enum MaskStage {
     Given,
     Sam,
     Box,
+    /// Regions found in the photo itself; the input lists photos only.
+    AutoSam,
+    AutoGrid,
+}
+
+impl MaskStage {
+    /// Whether the stage finds the regions itself (the input is a plain photo folder).
+    pub fn finds_regions(self) -> bool {
+        matches!(self, MaskStage::AutoSam | MaskStage::AutoGrid)
+    }
+
+    pub fn needs_sam(self) -> bool {
+        matches!(self, MaskStage::Sam | MaskStage::AutoSam)
+    }
+
+    /// The `source` column of the rows it makes.
+    pub fn source(self) -> &'static str {
+        match self {
+            MaskStage::Given => "gt",
+            MaskStage::Sam => "sam",
+            MaskStage::Box => "box",
+            MaskStage::AutoSam => "auto-sam",
+            MaskStage::AutoGrid => "auto-grid",
+        }
+    }
 }
 
 /// How a region becomes a vector.
@@ -176,7 +228,12 @@ impl PipelineSpec {
         }
         let masks = s
             .iter()
-            .filter(|x| matches!(x, Stage::Masks | Stage::Sam | Stage::BoxMask))
+            .filter(|x| {
+                matches!(
+                    x,
+                    Stage::Masks | Stage::Sam | Stage::BoxMask | Stage::AutoSam | Stage::AutoGrid
+                )
+            })
             .count();
         let embeds = s
             .iter()
@@ -184,13 +241,27 @@ impl PipelineSpec {
             .count();
         if masks != 1 || embeds != 1 || s.len() != 4 {
             return Err(
-                "stages are decode, one mask stage (masks | sam | box-mask), one embedding stage \
-                 (invert | embed), index"
+                "stages are decode, one mask stage (masks | sam | box-mask | auto-sam | auto-grid), one \
+                 embedding stage (invert | embed), index"
                     .into(),
             );
         }
-        if s[1] != Stage::Masks && s[1] != Stage::Sam && s[1] != Stage::BoxMask {
+        if matches!(
+            s[1],
+            Stage::Decode | Stage::Invert | Stage::Embed | Stage::Index
+        ) {
             return Err("the mask stage comes right after decode".into());
+        }
+        if let Some(p) = &self.auto_sam {
+            p.validate().map_err(|m| format!("[auto_sam] {m}"))?;
+        }
+        if let Some(g) = &self.auto_grid {
+            if g.scales.is_empty()
+                || g.scales.iter().any(|s| !(*s > 0.0 && *s <= 1.0))
+                || !(0.0..=0.9).contains(&g.overlap)
+            {
+                return Err("[auto_grid] needs scales in (0, 1] and an overlap in [0, 0.9]".into());
+            }
         }
         if s.contains(&Stage::Embed) && self.embed.is_none() {
             return Err("stage \"embed\" needs an [embed] table with `method`".into());
@@ -210,6 +281,8 @@ impl PipelineSpec {
         match self.stages[1] {
             Stage::Sam => MaskStage::Sam,
             Stage::BoxMask => MaskStage::Box,
+            Stage::AutoSam => MaskStage::AutoSam,
+            Stage::AutoGrid => MaskStage::AutoGrid,
             _ => MaskStage::Given,
         }
     }
@@ -298,7 +371,14 @@ mod tests {
     fn every_shipped_pipeline_parses() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
         let names = available(&dir);
-        for want in ["gt-masks", "boxes-sam", "boxes", "masked-crop"] {
+        for want in [
+            "gt-masks",
+            "boxes-sam",
+            "boxes",
+            "masked-crop",
+            "auto-sam",
+            "auto-grid",
+        ] {
             assert!(names.iter().any(|n| n == want), "{names:?}");
         }
         for n in names {

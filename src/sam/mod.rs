@@ -2,13 +2,15 @@
 //! official decoder export) on ONNX Runtime, bit-compatible with `segment_anything.SamPredictor`'s geometry.
 //! `--mask-from box` (the box itself as the mask) needs no model: [`box_mask`].
 
+pub mod auto;
 pub mod predictor;
 pub mod runtime;
 pub mod transform;
 
 use std::path::PathBuf;
 
-pub use predictor::{ImageEmbedding, SamFiles, SamMask, SamModel, SamOptions};
+pub use auto::{AutoMask, AutoMaskParams, AutoTimings};
+pub use predictor::{ImageEmbedding, PointPrediction, SamFiles, SamMask, SamModel, SamOptions};
 pub use runtime::{library_path, SamDevice};
 pub use transform::BoxError;
 

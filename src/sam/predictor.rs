@@ -120,10 +120,22 @@ pub struct MaskLogits {
     pub mask_index: usize,
 }
 
+/// Every mask the decoder returns for one point prompt.
+#[derive(Debug, Clone)]
+pub struct PointPrediction {
+    /// `masks × low_res_size` logits, mask-major.
+    pub low_res: Vec<f32>,
+    pub low_res_size: (usize, usize),
+    pub iou_predictions: Vec<f32>,
+}
+
 /// A loaded SAM ONNX pair.
 pub struct SamModel {
     encoder: Session,
     decoder: Session,
+    /// Whether the decoder export has a dynamic batch axis (many prompts per run); the official export has
+    /// batch 1.
+    pub decoder_batches: bool,
     /// The encoder's square input size (1024 for SAM).
     pub image_size: usize,
     pub embedding_channels: Option<i64>,
@@ -207,9 +219,17 @@ impl SamModel {
         let embedding_channels = input_shape(&decoder, emb_index)
             .and_then(|s| s.get(1).copied())
             .filter(|c| *c > 0);
+        let coords_index = dec_inputs
+            .iter()
+            .position(|n| n == "point_coords")
+            .unwrap_or(1);
+        let decoder_batches = input_shape(&decoder, coords_index)
+            .and_then(|s| s.first().copied())
+            .is_some_and(|b| b != 1);
         Ok(Self {
             encoder,
             decoder,
+            decoder_batches,
             image_size,
             embedding_channels,
             device: enc_device,
@@ -357,6 +377,74 @@ impl SamModel {
             iou_prediction: ious[mask_index],
             mask_index,
         })
+    }
+
+    /// One positive point per prompt (in the encoder's frame, as the graph takes it before its own `+ 0.5`),
+    /// each with SAM's padding point, as `SamPredictor.predict_torch` prompts with points only. A decoder
+    /// exported with a batch axis takes up to `batch` prompts per run; the official batch-1 export one.
+    pub fn predict_points(
+        &mut self,
+        embedding: &ImageEmbedding,
+        points: &[[f32; 2]],
+        batch: usize,
+    ) -> Result<Vec<PointPrediction>, SamError> {
+        let emb_shape: Vec<usize> = embedding.shape.iter().map(|&d| d as usize).collect();
+        let (mh, mw) = (4 * emb_shape[2], 4 * emb_shape[3]);
+        let mask_input = vec![0f32; mh * mw];
+        let no_mask = [0f32];
+        let size_hint = [embedding.resized.0 as f32, embedding.resized.1 as f32];
+        let t = |e: ort::Error| SamError::Run {
+            stage: "decoder",
+            message: e.to_string(),
+        };
+        let per_run = if self.decoder_batches {
+            batch.max(1)
+        } else {
+            1
+        };
+        let mut out = Vec::with_capacity(points.len());
+        for chunk in points.chunks(per_run) {
+            let b = chunk.len();
+            let coords: Vec<f32> = chunk.iter().flat_map(|p| [p[0], p[1], 0.0, 0.0]).collect();
+            let labels: Vec<f32> = chunk.iter().flat_map(|_| [1.0, -1.0]).collect();
+            let inputs = ort::inputs![
+                "image_embeddings" => TensorRef::from_array_view((emb_shape.clone(), &embedding.data[..])).map_err(t)?,
+                "point_coords" => TensorRef::from_array_view(([b, 2, 2], &coords[..])).map_err(t)?,
+                "point_labels" => TensorRef::from_array_view(([b, 2], &labels[..])).map_err(t)?,
+                "mask_input" => TensorRef::from_array_view(([1usize, 1, mh, mw], &mask_input[..])).map_err(t)?,
+                "has_mask_input" => TensorRef::from_array_view(([1usize], &no_mask[..])).map_err(t)?,
+                "orig_im_size" => TensorRef::from_array_view(([2usize], &size_hint[..])).map_err(t)?,
+            ];
+            let outputs = self.decoder.run(inputs).map_err(t)?;
+            let (_, ious) = outputs["iou_predictions"]
+                .try_extract_tensor::<f32>()
+                .map_err(t)?;
+            let (low_shape, low) = outputs["low_res_masks"]
+                .try_extract_tensor::<f32>()
+                .map_err(t)?;
+            let low_shape: Vec<usize> = low_shape.iter().map(|&d| d as usize).collect();
+            if low_shape.len() != 4
+                || low_shape[0] != b
+                || low_shape[0] * low_shape[1] != ious.len()
+            {
+                return Err(SamError::Run {
+                    stage: "decoder",
+                    message: format!(
+                        "{b} prompts gave low_res_masks {low_shape:?} and {} IoU predictions",
+                        ious.len()
+                    ),
+                });
+            }
+            let (n, plane) = (low_shape[1], low_shape[2] * low_shape[3]);
+            for i in 0..b {
+                out.push(PointPrediction {
+                    low_res: low[i * n * plane..(i + 1) * n * plane].to_vec(),
+                    low_res_size: (low_shape[2], low_shape[3]),
+                    iou_predictions: ious[i * n..(i + 1) * n].to_vec(),
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// All boxes of one photo: one encoder run, then one decoder run per box; each box succeeds or fails on
