@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use regionseek::masks::{BinaryMask, Rle};
-use regionseek::sam::{box_mask, MaskFrom, SamDevice, SamModel, SamOptions};
+use regionseek::sam::{box_mask, AutoMaskParams, MaskFrom, SamDevice, SamModel, SamOptions};
 use serde_json::json;
 
 use super::output::print_json;
@@ -61,12 +61,48 @@ impl SamModelArgs {
     }
 }
 
+/// `SamAutomaticMaskGenerator`'s main parameters (the rest keep its defaults).
+#[derive(clap::Args, Clone, Debug)]
+pub struct AutoArgs {
+    /// Segment everything: SAM's automatic masks instead of box prompts.
+    #[arg(long)]
+    auto: bool,
+    #[arg(long, default_value_t = 32)]
+    points_per_side: usize,
+    #[arg(long, default_value_t = 0.88)]
+    pred_iou_thresh: f32,
+    #[arg(long, default_value_t = 0.95)]
+    stability_score_thresh: f32,
+    #[arg(long, default_value_t = 0.7)]
+    box_nms_thresh: f64,
+    #[arg(long, default_value_t = 0)]
+    crop_n_layers: usize,
+    #[arg(long, default_value_t = 0)]
+    min_mask_region_area: usize,
+}
+
+impl AutoArgs {
+    fn params(&self) -> AutoMaskParams {
+        AutoMaskParams {
+            points_per_side: self.points_per_side,
+            pred_iou_thresh: self.pred_iou_thresh,
+            stability_score_thresh: self.stability_score_thresh,
+            box_nms_thresh: self.box_nms_thresh,
+            crop_n_layers: self.crop_n_layers,
+            min_mask_region_area: self.min_mask_region_area,
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(clap::Args)]
 pub struct SamArgs {
     image: PathBuf,
     /// A box prompt `x0,y0,x1,y1` in pixels (repeat for several).
-    #[arg(long = "box", required = true, value_parser = parse_box, allow_hyphen_values = true)]
+    #[arg(long = "box", required_unless_present = "auto", conflicts_with = "auto", value_parser = parse_box, allow_hyphen_values = true)]
     boxes: Vec<[f32; 4]>,
+    #[command(flatten)]
+    auto: AutoArgs,
     #[command(flatten)]
     sam: SamModelArgs,
     /// Folder for the mask PNGs (`<image stem>_<box index>.png`).
@@ -76,7 +112,67 @@ pub struct SamArgs {
     json: bool,
 }
 
+/// `--auto`: every automatic mask as a PNG, and the generator's records as `<stem>_auto.json`.
+fn run_auto(a: &SamArgs) -> anyhow::Result<ExitCode> {
+    let image = regionseek::decode::load_rgb(&a.image)?;
+    let params = a.auto.params();
+    params.validate().map_err(anyhow::Error::msg)?;
+    let dir = a
+        .sam
+        .sam
+        .as_ref()
+        .context("--auto needs a SAM model: --sam DIR (encoder.onnx + decoder.onnx)")?;
+    let mut model = SamModel::load_dir(dir, a.sam.sam_device, a.sam.sam_threads)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let stem = a
+        .image
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("image")
+        .to_string();
+    let started = Instant::now();
+    let (masks, timings) = regionseek::sam::auto::generate(&mut model, &image, &params)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut records = Vec::with_capacity(masks.len());
+    for (i, m) in masks.iter().enumerate() {
+        let file = a.out.join(format!("{stem}_auto-{i:04}.png"));
+        m.rle
+            .decode()
+            .save_png(&file)
+            .with_context(|| format!("writing {}", file.display()))?;
+        records.push(json!({
+            "segmentation": m.rle.to_coco(), "area": m.area, "bbox": m.bbox_xywh,
+            "predicted_iou": m.predicted_iou, "point_coords": [m.point],
+            "stability_score": m.stability_score, "crop_box": m.crop_box_xywh, "mask_png": file,
+        }));
+    }
+    let records_file = a.out.join(format!("{stem}_auto.json"));
+    super::output::write_atomic(&records_file, &serde_json::to_vec(&records)?)?;
+    if a.json {
+        print_json(&json!({
+            "image": a.image, "width": image.width(), "height": image.height(), "params": params,
+            "masks": masks.len(), "records": records_file, "seconds": seconds, "timings": timings,
+            "decoder_batches": model.decoder_batches,
+        }))?;
+    } else {
+        println!(
+            "{} masks from {} prompts in {seconds:.2} s (encoder {:.2} s, decoder {:.2} s, post-processing {:.2} s) \
+             -> {}",
+            masks.len(),
+            timings.prompts,
+            timings.encoder_s,
+            timings.decoder_s,
+            timings.postprocess_s,
+            records_file.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn run(a: SamArgs) -> anyhow::Result<ExitCode> {
+    if a.auto.auto {
+        return run_auto(&a);
+    }
     let image = regionseek::decode::load_rgb(&a.image)?;
     let (w, h) = (image.width() as usize, image.height() as usize);
     let mut model = a.sam.load()?;
