@@ -106,7 +106,12 @@ def export_pair(sam, out_dir, name, batch_axis=False):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-type", required=True, help="vit_b, vit_l, vit_h (segment_anything) or vit_t (mobile_sam)")
-    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--checkpoint", help="the official checkpoint (.pth)")
+    ap.add_argument(
+        "--random",
+        action="store_true",
+        help="random-init weights (torch seed 0) instead of a checkpoint: for timing, never for real masks",
+    )
     ap.add_argument("--out", required=True)
     ap.add_argument(
         "--batch-1",
@@ -119,6 +124,12 @@ def main():
         from mobile_sam import sam_model_registry
     else:
         from segment_anything import sam_model_registry
+    if args.random == bool(args.checkpoint):
+        ap.error("give --checkpoint FILE or --random")
+    if args.random:
+        import torch
+
+        torch.manual_seed(0)
     sam = sam_model_registry[args.model_type](checkpoint=args.checkpoint).eval()
     export_pair(sam, args.out, f"sam-{args.model_type}", batch_axis=not args.batch_1)
     print(f"wrote {args.out}/encoder.onnx, decoder.onnx, sam.json")
