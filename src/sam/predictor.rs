@@ -332,49 +332,15 @@ impl SamModel {
         let (oh, ow) = embedding.original;
         let prompt_box = clip_box(bbox, ow, oh)?;
         let corners = box_to_model_frame(prompt_box, embedding.original, embedding.resized);
-        let emb_shape: Vec<usize> = embedding.shape.iter().map(|&d| d as usize).collect();
-        let (mh, mw) = (4 * emb_shape[2], 4 * emb_shape[3]);
-        let mask_input = vec![0f32; mh * mw];
-        let no_mask = [0f32];
-        // The graph's `masks` output is unused (see DECODER_OUTPUTS); sizing it to the resized photo keeps its
-        // cost bounded for very large photos.
-        let size_hint = [embedding.resized.0 as f32, embedding.resized.1 as f32];
-        let t = |e: ort::Error| SamError::Run {
-            stage: "decoder",
-            message: e.to_string(),
-        };
-        let inputs = ort::inputs![
-            "image_embeddings" => TensorRef::from_array_view((emb_shape.clone(), &embedding.data[..])).map_err(t)?,
-            "point_coords" => TensorRef::from_array_view(([1usize, 2, 2], &corners[..])).map_err(t)?,
-            "point_labels" => TensorRef::from_array_view(([1usize, 2], &BOX_LABELS[..])).map_err(t)?,
-            "mask_input" => TensorRef::from_array_view(([1usize, 1, mh, mw], &mask_input[..])).map_err(t)?,
-            "has_mask_input" => TensorRef::from_array_view(([1usize], &no_mask[..])).map_err(t)?,
-            "orig_im_size" => TensorRef::from_array_view(([2usize], &size_hint[..])).map_err(t)?,
-        ];
-        let outputs = self.decoder.run(inputs).map_err(t)?;
-        let (_, ious) = outputs["iou_predictions"]
-            .try_extract_tensor::<f32>()
-            .map_err(t)?;
-        let (low_shape, low) = outputs["low_res_masks"]
-            .try_extract_tensor::<f32>()
-            .map_err(t)?;
-        let low_shape: Vec<usize> = low_shape.iter().map(|&d| d as usize).collect();
-        if low_shape.len() != 4 || low_shape[1] != ious.len() || ious.is_empty() {
-            return Err(SamError::Run {
-                stage: "decoder",
-                message: format!(
-                    "low_res_masks {low_shape:?} and iou_predictions [{}] do not match",
-                    ious.len()
-                ),
-            });
-        }
-        let mask_index = choose_mask(ious, options.multimask);
-        let plane = low_shape[2] * low_shape[3];
+        let mut found = self.run_decoder(embedding, &corners, &BOX_LABELS, 1)?;
+        let p = found.remove(0);
+        let mask_index = choose_mask(&p.iou_predictions, options.multimask);
+        let plane = p.low_res_size.0 * p.low_res_size.1;
         Ok(MaskLogits {
-            low_res: low[mask_index * plane..(mask_index + 1) * plane].to_vec(),
-            low_res_size: (low_shape[2], low_shape[3]),
+            low_res: p.low_res[mask_index * plane..(mask_index + 1) * plane].to_vec(),
+            low_res_size: p.low_res_size,
             prompt_box,
-            iou_prediction: ious[mask_index],
+            iou_prediction: p.iou_predictions[mask_index],
             mask_index,
         })
     }
@@ -388,15 +354,6 @@ impl SamModel {
         points: &[[f32; 2]],
         batch: usize,
     ) -> Result<Vec<PointPrediction>, SamError> {
-        let emb_shape: Vec<usize> = embedding.shape.iter().map(|&d| d as usize).collect();
-        let (mh, mw) = (4 * emb_shape[2], 4 * emb_shape[3]);
-        let mask_input = vec![0f32; mh * mw];
-        let no_mask = [0f32];
-        let size_hint = [embedding.resized.0 as f32, embedding.resized.1 as f32];
-        let t = |e: ort::Error| SamError::Run {
-            stage: "decoder",
-            message: e.to_string(),
-        };
         let per_run = if self.decoder_batches {
             batch.max(1)
         } else {
@@ -404,47 +361,70 @@ impl SamModel {
         };
         let mut out = Vec::with_capacity(points.len());
         for chunk in points.chunks(per_run) {
-            let b = chunk.len();
             let coords: Vec<f32> = chunk.iter().flat_map(|p| [p[0], p[1], 0.0, 0.0]).collect();
             let labels: Vec<f32> = chunk.iter().flat_map(|_| [1.0, -1.0]).collect();
-            let inputs = ort::inputs![
-                "image_embeddings" => TensorRef::from_array_view((emb_shape.clone(), &embedding.data[..])).map_err(t)?,
-                "point_coords" => TensorRef::from_array_view(([b, 2, 2], &coords[..])).map_err(t)?,
-                "point_labels" => TensorRef::from_array_view(([b, 2], &labels[..])).map_err(t)?,
-                "mask_input" => TensorRef::from_array_view(([1usize, 1, mh, mw], &mask_input[..])).map_err(t)?,
-                "has_mask_input" => TensorRef::from_array_view(([1usize], &no_mask[..])).map_err(t)?,
-                "orig_im_size" => TensorRef::from_array_view(([2usize], &size_hint[..])).map_err(t)?,
-            ];
-            let outputs = self.decoder.run(inputs).map_err(t)?;
-            let (_, ious) = outputs["iou_predictions"]
-                .try_extract_tensor::<f32>()
-                .map_err(t)?;
-            let (low_shape, low) = outputs["low_res_masks"]
-                .try_extract_tensor::<f32>()
-                .map_err(t)?;
-            let low_shape: Vec<usize> = low_shape.iter().map(|&d| d as usize).collect();
-            if low_shape.len() != 4
-                || low_shape[0] != b
-                || low_shape[0] * low_shape[1] != ious.len()
-            {
-                return Err(SamError::Run {
-                    stage: "decoder",
-                    message: format!(
-                        "{b} prompts gave low_res_masks {low_shape:?} and {} IoU predictions",
-                        ious.len()
-                    ),
-                });
-            }
-            let (n, plane) = (low_shape[1], low_shape[2] * low_shape[3]);
-            for i in 0..b {
-                out.push(PointPrediction {
-                    low_res: low[i * n * plane..(i + 1) * n * plane].to_vec(),
-                    low_res_size: (low_shape[2], low_shape[3]),
-                    iou_predictions: ious[i * n..(i + 1) * n].to_vec(),
-                });
-            }
+            out.extend(self.run_decoder(embedding, &coords, &labels, chunk.len())?);
         }
         Ok(out)
+    }
+
+    /// One decoder run: `prompts` prompts of two points each (`coords` `[prompts, 2, 2]`, `labels`
+    /// `[prompts, 2]`), no mask input; every output mask of every prompt.
+    fn run_decoder(
+        &mut self,
+        embedding: &ImageEmbedding,
+        coords: &[f32],
+        labels: &[f32],
+        prompts: usize,
+    ) -> Result<Vec<PointPrediction>, SamError> {
+        let emb_shape: Vec<usize> = embedding.shape.iter().map(|&d| d as usize).collect();
+        let (mh, mw) = (4 * emb_shape[2], 4 * emb_shape[3]);
+        let mask_input = vec![0f32; mh * mw];
+        let no_mask = [0f32];
+        // The graph's `masks` output is unused (see DECODER_OUTPUTS); sizing it to the resized photo keeps its
+        // cost bounded for very large photos.
+        let size_hint = [embedding.resized.0 as f32, embedding.resized.1 as f32];
+        let t = |e: ort::Error| SamError::Run {
+            stage: "decoder",
+            message: e.to_string(),
+        };
+        let inputs = ort::inputs![
+            "image_embeddings" => TensorRef::from_array_view((emb_shape.clone(), &embedding.data[..])).map_err(t)?,
+            "point_coords" => TensorRef::from_array_view(([prompts, 2, 2], coords)).map_err(t)?,
+            "point_labels" => TensorRef::from_array_view(([prompts, 2], labels)).map_err(t)?,
+            "mask_input" => TensorRef::from_array_view(([1usize, 1, mh, mw], &mask_input[..])).map_err(t)?,
+            "has_mask_input" => TensorRef::from_array_view(([1usize], &no_mask[..])).map_err(t)?,
+            "orig_im_size" => TensorRef::from_array_view(([2usize], &size_hint[..])).map_err(t)?,
+        ];
+        let outputs = self.decoder.run(inputs).map_err(t)?;
+        let (_, ious) = outputs["iou_predictions"]
+            .try_extract_tensor::<f32>()
+            .map_err(t)?;
+        let (low_shape, low) = outputs["low_res_masks"]
+            .try_extract_tensor::<f32>()
+            .map_err(t)?;
+        let low_shape: Vec<usize> = low_shape.iter().map(|&d| d as usize).collect();
+        if low_shape.len() != 4
+            || low_shape[0] != prompts
+            || low_shape[1] == 0
+            || low_shape[0] * low_shape[1] != ious.len()
+        {
+            return Err(SamError::Run {
+                stage: "decoder",
+                message: format!(
+                    "{prompts} prompts gave low_res_masks {low_shape:?} and {} IoU predictions",
+                    ious.len()
+                ),
+            });
+        }
+        let (n, plane) = (low_shape[1], low_shape[2] * low_shape[3]);
+        Ok((0..prompts)
+            .map(|i| PointPrediction {
+                low_res: low[i * n * plane..(i + 1) * n * plane].to_vec(),
+                low_res_size: (low_shape[2], low_shape[3]),
+                iou_predictions: ious[i * n..(i + 1) * n].to_vec(),
+            })
+            .collect())
     }
 
     /// All boxes of one photo: one encoder run, then one decoder run per box; each box succeeds or fails on
