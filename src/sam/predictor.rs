@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
-use ort::session::Session;
+use ort::session::{OutputSelector, RunOptions, Session};
 use ort::value::TensorRef;
 
 use super::runtime::{open_session, SamDevice};
@@ -396,7 +396,14 @@ impl SamModel {
             "has_mask_input" => TensorRef::from_array_view(([1usize], &no_mask[..])).map_err(t)?,
             "orig_im_size" => TensorRef::from_array_view(([2usize], &size_hint[..])).map_err(t)?,
         ];
-        let outputs = self.decoder.run(inputs).map_err(t)?;
+        // Only the outputs read: ONNX Runtime then prunes the graph's full-size `masks` branch, which upsamples
+        // every mask of every prompt to 1024×1024 and dominated a batched run.
+        let options = RunOptions::new().map_err(t)?.with_outputs(
+            OutputSelector::no_default()
+                .with("iou_predictions")
+                .with("low_res_masks"),
+        );
+        let outputs = self.decoder.run_with_options(inputs, &options).map_err(t)?;
         let (_, ious) = outputs["iou_predictions"]
             .try_extract_tensor::<f32>()
             .map_err(t)?;
