@@ -54,13 +54,30 @@ def export_encoder(sam, path):
         )
 
 
+class LowResDecoder(torch.nn.Module):
+    """SamOnnxModel without its full-size `masks` output: that branch upsamples every mask of every prompt to
+    1024x1024 and then to the photo, and ONNX Runtime computes it even when it is not fetched. regionseek reads
+    only `iou_predictions` and `low_res_masks` and does the upsampling itself, as SamPredictor does."""
+
+    def __init__(self, onnx_model):
+        super().__init__()
+        self.inner = onnx_model
+
+    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input, orig_im_size):
+        _, scores, low_res = self.inner(image_embeddings, point_coords, point_labels, mask_input, has_mask_input,
+                                        orig_im_size)
+        return scores, low_res
+
+
 def export_decoder(sam, path, return_single_mask=False, batch_axis=False):
-    """The official SamOnnxModel export. `batch_axis=True` also makes the prompts' first axis dynamic, so that
-    many independent prompts (e.g. the automatic generator's grid points) share one decoder run; regionseek
-    reads both."""
+    """The official SamOnnxModel export. `batch_axis=True` makes the prompts' first axis dynamic, so that many
+    independent prompts (e.g. the automatic generator's grid points) share one decoder run, and leaves out the
+    unused full-size `masks` output (LowResDecoder); regionseek reads both kinds."""
     from segment_anything.utils.onnx import SamOnnxModel
 
     model = SamOnnxModel(model=sam, return_single_mask=return_single_mask).eval()
+    if batch_axis:
+        model = LowResDecoder(model).eval()
     embed_dim = sam.prompt_encoder.embed_dim
     embed_size = sam.prompt_encoder.image_embedding_size
     mask_input_size = [4 * x for x in embed_size]
@@ -85,7 +102,7 @@ def export_decoder(sam, path, return_single_mask=False, batch_axis=False):
             opset_version=OPSET,
             do_constant_folding=True,
             input_names=list(dummy.keys()),
-            output_names=["masks", "iou_predictions", "low_res_masks"],
+            output_names=["iou_predictions", "low_res_masks"] if batch_axis else ["masks", "iou_predictions", "low_res_masks"],
             dynamic_axes={
                 "point_coords": {0: "batch", 1: "num_points"} if batch_axis else {1: "num_points"},
                 "point_labels": {0: "batch", 1: "num_points"} if batch_axis else {1: "num_points"},

@@ -13,7 +13,8 @@ use super::transform::{
 use super::SamError;
 use crate::masks::BinaryMask;
 
-/// The official decoder export's inputs, in its order.
+/// The official decoder export's inputs, in its order. regionseek's own batched export (weights/export_sam.py)
+/// drops the full-size mask branch and with it `orig_im_size`, which is then optional.
 pub const DECODER_INPUTS: [&str; 6] = [
     "image_embeddings",
     "point_coords",
@@ -22,6 +23,7 @@ pub const DECODER_INPUTS: [&str; 6] = [
     "has_mask_input",
     "orig_im_size",
 ];
+const OPTIONAL_DECODER_INPUT: &str = "orig_im_size";
 /// The decoder outputs regionseek reads. The graph's own full-size `masks` output is ignored: the traced
 /// export bakes its dummy input's crop size into the graph, which is wrong for other aspect ratios.
 pub const DECODER_OUTPUTS: [&str; 2] = ["iou_predictions", "low_res_masks"];
@@ -136,6 +138,8 @@ pub struct SamModel {
     /// Whether the decoder export has a dynamic batch axis (many prompts per run); the official export has
     /// batch 1.
     pub decoder_batches: bool,
+    /// Whether the decoder takes `orig_im_size` (the official export does).
+    decoder_takes_size: bool,
     /// The encoder's square input size (1024 for SAM).
     pub image_size: usize,
     pub embedding_channels: Option<i64>,
@@ -167,7 +171,7 @@ impl SamModel {
         };
         let dec_inputs = names(decoder.inputs());
         for want in DECODER_INPUTS {
-            if !dec_inputs.iter().any(|n| n == want) {
+            if want != OPTIONAL_DECODER_INPUT && !dec_inputs.iter().any(|n| n == want) {
                 return Err(sig(
                     &files.decoder,
                     format!(
@@ -226,10 +230,12 @@ impl SamModel {
         let decoder_batches = input_shape(&decoder, coords_index)
             .and_then(|s| s.first().copied())
             .is_some_and(|b| b != 1);
+        let decoder_takes_size = dec_inputs.iter().any(|n| n == OPTIONAL_DECODER_INPUT);
         Ok(Self {
             encoder,
             decoder,
             decoder_batches,
+            decoder_takes_size,
             image_size,
             embedding_channels,
             device: enc_device,
@@ -388,14 +394,18 @@ impl SamModel {
             stage: "decoder",
             message: e.to_string(),
         };
-        let inputs = ort::inputs![
+        let mut inputs = ort::inputs![
             "image_embeddings" => TensorRef::from_array_view((emb_shape.clone(), &embedding.data[..])).map_err(t)?,
             "point_coords" => TensorRef::from_array_view(([prompts, 2, 2], coords)).map_err(t)?,
             "point_labels" => TensorRef::from_array_view(([prompts, 2], labels)).map_err(t)?,
             "mask_input" => TensorRef::from_array_view(([1usize, 1, mh, mw], &mask_input[..])).map_err(t)?,
             "has_mask_input" => TensorRef::from_array_view(([1usize], &no_mask[..])).map_err(t)?,
-            "orig_im_size" => TensorRef::from_array_view(([2usize], &size_hint[..])).map_err(t)?,
         ];
+        if self.decoder_takes_size {
+            inputs.extend(ort::inputs![
+                OPTIONAL_DECODER_INPUT => TensorRef::from_array_view(([2usize], &size_hint[..])).map_err(t)?,
+            ]);
+        }
         // Only the outputs read: ONNX Runtime then prunes the graph's full-size `masks` branch, which upsamples
         // every mask of every prompt to 1024×1024 and dominated a batched run.
         let options = RunOptions::new().map_err(t)?.with_outputs(
