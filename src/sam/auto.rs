@@ -206,7 +206,8 @@ fn mask_box(data: &[u8], width: usize, height: usize) -> [u32; 4] {
 }
 
 struct Candidate {
-    mask: BinaryMask,
+    /// Kept run-length encoded: a photo can have thousands of candidates.
+    mask: Rle,
     /// In the photo's frame (uncropped), inclusive.
     bbox: [u32; 4],
     iou: f32,
@@ -341,78 +342,84 @@ pub fn generate(
                 [((x + 0.5) as f32) - 0.5, ((y + 0.5) as f32) - 0.5]
             })
             .collect();
-        let t = std::time::Instant::now();
-        let predictions = sam.predict_points(&embedding, &model_points, params.points_per_batch)?;
-        timings.decoder_s += t.elapsed().as_secs_f64();
-        timings.prompts += predictions.len();
-        let t = std::time::Instant::now();
         let mut in_crop: Vec<Candidate> = Vec::new();
-        for (p, pred) in points.iter().zip(&predictions) {
-            let n = pred.iou_predictions.len();
-            if n < 2 {
-                return Err(SamError::Run {
+        // Batch by batch, as the reference does: all 1024 prompts' logits at once would be a gigabyte.
+        let batch = params.points_per_batch.max(1);
+        for (chunk_points, chunk_model) in points.chunks(batch).zip(model_points.chunks(batch)) {
+            let t = std::time::Instant::now();
+            let predictions = sam.predict_points(&embedding, chunk_model, batch)?;
+            timings.decoder_s += t.elapsed().as_secs_f64();
+            timings.prompts += predictions.len();
+            let t = std::time::Instant::now();
+            for (p, pred) in chunk_points.iter().zip(&predictions) {
+                let n = pred.iou_predictions.len();
+                if n < 2 {
+                    return Err(SamError::Run {
                     stage: "automatic masks",
                     message: "the decoder returns a single mask; automatic masks need the multimask export \
                               (weights/export_sam.py)"
                         .into(),
                 });
+                }
+                // predict_torch(multimask_output=True) keeps the multimask outputs, after the single-mask one.
+                let first = if n == 4 { 1 } else { 0 };
+                let plane = pred.low_res_size.0 * pred.low_res_size.1;
+                for m in first..n {
+                    let iou = pred.iou_predictions[m];
+                    if params.pred_iou_thresh > 0.0 && !(iou > params.pred_iou_thresh) {
+                        continue;
+                    }
+                    let logits = upsample_logits(
+                        &pred.low_res[m * plane..(m + 1) * plane],
+                        pred.low_res_size,
+                        sam.image_size,
+                        (rh, rw),
+                        (chh, cw),
+                    );
+                    let hi = params.stability_score_offset;
+                    let inter = logits.iter().filter(|&&v| v > hi).count();
+                    let union = logits.iter().filter(|&&v| v > -hi).count();
+                    let stability = inter as f32 / union as f32;
+                    if params.stability_score_thresh > 0.0
+                        && !(stability >= params.stability_score_thresh)
+                    {
+                        continue;
+                    }
+                    let data: Vec<u8> = logits.iter().map(|&v| (v > 0.0) as u8).collect();
+                    let b = mask_box(&data, cw, chh);
+                    let uncropped = [
+                        b[0] + x0 as u32,
+                        b[1] + y0 as u32,
+                        b[2] + x0 as u32,
+                        b[3] + y0 as u32,
+                    ];
+                    // Masks touching a crop's inner edge are cut off by it: dropped (never for the whole photo).
+                    let near = |v: u32, edge: usize| (v as f32 - edge as f32).abs() <= 20.0;
+                    let crop_edges = [x0, y0, x1, y1];
+                    let photo_edges = [0, 0, ow, oh];
+                    if (0..4).any(|k| {
+                        near(uncropped[k], crop_edges[k]) && !near(uncropped[k], photo_edges[k])
+                    }) {
+                        continue;
+                    }
+                    let mut full = BinaryMask::zeros(ow, oh);
+                    for y in 0..chh {
+                        full.data[(y + y0) * ow + x0..(y + y0) * ow + x0 + cw]
+                            .copy_from_slice(&data[y * cw..(y + 1) * cw]);
+                    }
+                    in_crop.push(Candidate {
+                        mask: Rle::encode(&full),
+                        bbox: uncropped,
+                        iou,
+                        point: [p[0] + x0 as f64, p[1] + y0 as f64],
+                        stability,
+                        crop,
+                    });
+                }
             }
-            // predict_torch(multimask_output=True) keeps the multimask outputs, after the single-mask one.
-            let first = if n == 4 { 1 } else { 0 };
-            let plane = pred.low_res_size.0 * pred.low_res_size.1;
-            for m in first..n {
-                let iou = pred.iou_predictions[m];
-                if params.pred_iou_thresh > 0.0 && !(iou > params.pred_iou_thresh) {
-                    continue;
-                }
-                let logits = upsample_logits(
-                    &pred.low_res[m * plane..(m + 1) * plane],
-                    pred.low_res_size,
-                    sam.image_size,
-                    (rh, rw),
-                    (chh, cw),
-                );
-                let hi = params.stability_score_offset;
-                let inter = logits.iter().filter(|&&v| v > hi).count();
-                let union = logits.iter().filter(|&&v| v > -hi).count();
-                let stability = inter as f32 / union as f32;
-                if params.stability_score_thresh > 0.0
-                    && !(stability >= params.stability_score_thresh)
-                {
-                    continue;
-                }
-                let data: Vec<u8> = logits.iter().map(|&v| (v > 0.0) as u8).collect();
-                let b = mask_box(&data, cw, chh);
-                let uncropped = [
-                    b[0] + x0 as u32,
-                    b[1] + y0 as u32,
-                    b[2] + x0 as u32,
-                    b[3] + y0 as u32,
-                ];
-                // Masks touching a crop's inner edge are cut off by it: dropped (never for the whole photo).
-                let near = |v: u32, edge: usize| (v as f32 - edge as f32).abs() <= 20.0;
-                let crop_edges = [x0, y0, x1, y1];
-                let photo_edges = [0, 0, ow, oh];
-                if (0..4).any(|k| {
-                    near(uncropped[k], crop_edges[k]) && !near(uncropped[k], photo_edges[k])
-                }) {
-                    continue;
-                }
-                let mut full = BinaryMask::zeros(ow, oh);
-                for y in 0..chh {
-                    full.data[(y + y0) * ow + x0..(y + y0) * ow + x0 + cw]
-                        .copy_from_slice(&data[y * cw..(y + 1) * cw]);
-                }
-                in_crop.push(Candidate {
-                    mask: full,
-                    bbox: uncropped,
-                    iou,
-                    point: [p[0] + x0 as f64, p[1] + y0 as f64],
-                    stability,
-                    crop,
-                });
-            }
+            timings.postprocess_s += t.elapsed().as_secs_f64();
         }
+        let t = std::time::Instant::now();
         // Within a crop, NMS runs on boxes in the crop's frame (the same IoUs as uncropped).
         let boxes: Vec<[f32; 4]> = in_crop
             .iter()
@@ -448,7 +455,7 @@ pub fn generate(
         let mut unchanged = Vec::with_capacity(all.len());
         let mut cleaned = Vec::with_capacity(all.len());
         for c in &all {
-            let (m, holes_changed) = remove_small_regions(&c.mask, area, true);
+            let (m, holes_changed) = remove_small_regions(&c.mask.decode(), area, true);
             let (m, islands_changed) = remove_small_regions(&m, area, false);
             unchanged.push(!(holes_changed || islands_changed));
             cleaned.push(m);
@@ -471,7 +478,7 @@ pub fn generate(
                 let (mut c, m) = slots[i].take()?;
                 if !unchanged[i] {
                     c.bbox = mask_box(&m.data, m.width, m.height);
-                    c.mask = m;
+                    c.mask = Rle::encode(&m);
                 }
                 Some(c)
             })
@@ -480,7 +487,7 @@ pub fn generate(
     let out = all
         .into_iter()
         .map(|c| {
-            let rle = Rle::encode(&c.mask);
+            let rle = c.mask;
             AutoMask {
                 area: rle.area(),
                 rle,
