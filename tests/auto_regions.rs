@@ -5,26 +5,15 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_regionseek"))
-        .args(args)
-        .output()
-        .unwrap();
-    let r = (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert_ne!(r.0, 101, "panic: {}", r.2);
-    r
+    common::run_regionseek(args)
 }
 
 fn json(stdout: &str) -> Value {
-    serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON output")
+    common::last_json(stdout)
 }
 
 fn sam_fixture() -> Option<PathBuf> {

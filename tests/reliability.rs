@@ -2,6 +2,8 @@
 //! index, and every read command on empty, missing, orphaned and damaged indexes. Photos are made here
 //! (small synthetic JPEGs), so nothing needs the shared data.
 
+mod common;
+
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -14,23 +16,15 @@ fn bin() -> Command {
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = bin().args(args).output().unwrap();
-    outcome(out)
+    common::run_regionseek(args)
 }
 
 fn outcome(out: Output) -> (i32, String, String) {
-    let (code, stdout, stderr) = (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert_ne!(code, 101, "a panic: {stderr}");
-    assert!(!stderr.contains("panicked"), "a panic: {stderr}");
-    (code, stdout, stderr)
+    common::command_outcome(out)
 }
 
 fn json(stdout: &str) -> Value {
-    serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON output")
+    common::last_json(stdout)
 }
 
 fn jpeg(w: u32, h: u32, seed: u32) -> Vec<u8> {

@@ -60,3 +60,29 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// The `regionseek` binary with `args`: (exit code, stdout, stderr). A panic (exit 101) fails the test:
+/// nothing a user passes may make the binary panic.
+pub fn run_regionseek(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_regionseek"))
+        .args(args)
+        .output()
+        .unwrap();
+    command_outcome(out)
+}
+
+pub fn command_outcome(out: std::process::Output) -> (i32, String, String) {
+    let (code, stdout, stderr) = (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert_ne!(code, 101, "a panic: {stderr}");
+    assert!(!stderr.contains("panicked"), "a panic: {stderr}");
+    (code, stdout, stderr)
+}
+
+/// The last line of a `--json` command's stdout, parsed.
+pub fn last_json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON output")
+}
