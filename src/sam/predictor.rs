@@ -406,8 +406,8 @@ impl SamModel {
                 OPTIONAL_DECODER_INPUT => TensorRef::from_array_view(([2usize], &size_hint[..])).map_err(t)?,
             ]);
         }
-        // Only the outputs read: ONNX Runtime then prunes the graph's full-size `masks` branch, which upsamples
-        // every mask of every prompt to 1024×1024 and dominated a batched run.
+        // Only the outputs read are fetched. ONNX Runtime still computes the official export's full-size `masks`
+        // branch (measured: no faster), which is why weights/export_sam.py's batched export leaves it out.
         let options = RunOptions::new().map_err(t)?.with_outputs(
             OutputSelector::no_default()
                 .with("iou_predictions")
