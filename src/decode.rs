@@ -100,12 +100,21 @@ pub fn load_rgb_with(path: &Path, options: &DecodeOptions) -> Result<RgbImage, D
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| err(e.to_string()))?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| err(describe(e)))?;
     img.apply_orientation(orientation);
     if img.width() == 0 || img.height() == 0 {
         return Err(err("the image is empty".into()));
     }
     Ok(img.to_rgb8())
+}
+
+fn describe(e: image::ImageError) -> String {
+    match &e {
+        image::ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the image data is truncated (the file ends before its last pixel row)".into()
+        }
+        _ => e.to_string(),
+    }
 }
 
 /// Walks a JPEG's marker segments and entropy-coded scans to its end-of-image marker. Data that ends before
@@ -179,6 +188,23 @@ mod tests {
         let mut out = Cursor::new(Vec::new());
         img.write_to(&mut out, ImageFormat::Jpeg).unwrap();
         out.into_inner()
+    }
+
+    #[test]
+    fn a_truncated_png_is_refused_as_truncated() {
+        let img = RgbImage::from_fn(64, 48, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 5) as u8, (x ^ y) as u8])
+        });
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, ImageFormat::Png).unwrap();
+        let bytes = out.into_inner();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.png");
+        std::fs::write(&path, &bytes[..bytes.len() * 4 / 10]).unwrap();
+        let e = load_rgb(&path).unwrap_err().to_string();
+        assert!(e.contains("truncated") && e.contains("cut.png"), "{e}");
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(load_rgb(&path).unwrap().dimensions(), (64, 48));
     }
 
     #[test]
