@@ -287,20 +287,6 @@ impl RegionIndex {
         Ok(index)
     }
 
-    /// Whether a newer state than the one held has been committed (by a writer in another process).
-    pub fn is_stale(&self) -> bool {
-        Manifest::read(&self.dir).is_ok_and(|m| m.generation != self.manifest.generation)
-    }
-
-    /// The newest committed state, when it changed since this one was opened (for long-lived readers).
-    pub fn reopen_if_changed(&self) -> Result<Option<Self>, IndexError> {
-        if self.is_stale() {
-            Self::open(&self.dir).map(Some)
-        } else {
-            Ok(None)
-        }
-    }
-
     pub fn is_writer(&self) -> bool {
         self.lock.is_some()
     }
@@ -631,18 +617,6 @@ impl RegionIndex {
         let keep =
             |id: usize| filter.is_empty() || self.meta.get(id).is_some_and(|m| filter.matches(m));
         exact_top_k(&points, q, k, &keep)
-    }
-
-    /// The stored (unit) embedding of a row.
-    pub fn embedding(&self, row: usize) -> Option<Vec<f32>> {
-        if row >= self.meta.len() {
-            return None;
-        }
-        self.engine
-            .points()
-            .into_iter()
-            .find(|(id, _)| *id == row)
-            .map(|(_, v)| v.to_vec())
     }
 
     fn hit(&self, id: usize, score: f32) -> Hit {
