@@ -27,6 +27,11 @@ pub struct RepairArgs {
     json: bool,
 }
 
+fn describe(p: &index::FileProblem) -> String {
+    let rows = p.rows.map(|r| format!(" ({r} rows)")).unwrap_or_default();
+    format!("{}: {}{rows}", p.file, p.problem)
+}
+
 /// Exit 0 when every file is intact, 1 otherwise (including no index at all).
 pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let report = match index::verify(&a.index) {
@@ -52,12 +57,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             report.duplicate_rows
         );
         for p in &report.problems {
-            println!(
-                "  damaged: {}: {}{}",
-                p.file,
-                p.problem,
-                p.rows.map(|r| format!(" ({r} rows)")).unwrap_or_default()
-            );
+            println!("  damaged: {}", describe(p));
         }
         for f in &report.unlisted {
             println!("  not part of the index (manifest.json does not name it): {f}");
@@ -95,12 +95,7 @@ pub fn repair(a: RepairArgs) -> anyhow::Result<ExitCode> {
             println!("{}: nothing to repair", a.index.display());
         }
         for q in &report.quarantined {
-            println!(
-                "  moved to quarantine/: {}: {}{}",
-                q.file,
-                q.problem,
-                q.rows.map(|r| format!(" ({r} rows)")).unwrap_or_default()
-            );
+            println!("  moved to quarantine/: {}", describe(q));
         }
         println!(
             "{}: manifest {}, {} rows in {} segments, graph {}; {} rows lost{}{}",

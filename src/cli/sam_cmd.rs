@@ -112,6 +112,16 @@ pub struct SamArgs {
     json: bool,
 }
 
+/// Creates the output folder; the photo's stem names the files written there.
+fn prepare_out(a: &SamArgs) -> anyhow::Result<String> {
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    Ok(a.image
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("image")
+        .to_string())
+}
+
 /// `--auto`: every automatic mask as a PNG, and the generator's records as `<stem>_auto.json`.
 fn run_auto(a: &SamArgs) -> anyhow::Result<ExitCode> {
     let image = regionseek::decode::load_rgb(&a.image)?;
@@ -123,13 +133,7 @@ fn run_auto(a: &SamArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .context("--auto needs a SAM model: --sam DIR (encoder.onnx + decoder.onnx)")?;
     let mut model = SamModel::load_dir(dir, a.sam.sam_device, a.sam.sam_threads)?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let stem = a
-        .image
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("image")
-        .to_string();
+    let stem = prepare_out(&a)?;
     let started = Instant::now();
     let (masks, timings) = regionseek::sam::auto::generate(&mut model, &image, &params)?;
     let seconds = started.elapsed().as_secs_f64();
@@ -176,13 +180,7 @@ pub fn run(a: SamArgs) -> anyhow::Result<ExitCode> {
     let image = regionseek::decode::load_rgb(&a.image)?;
     let (w, h) = (image.width() as usize, image.height() as usize);
     let mut model = a.sam.load()?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let stem = a
-        .image
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("image")
-        .to_string();
+    let stem = prepare_out(&a)?;
 
     let started = Instant::now();
     let embedding = match model.as_mut() {
