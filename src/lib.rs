@@ -13,6 +13,7 @@ pub mod masks;
 pub mod pipeline;
 pub mod resample;
 pub mod sam;
+pub mod serve;
 
 /// The region index (its own crate: no model dependency).
 pub use regionseek_index as index;

@@ -612,6 +612,40 @@ impl RegionIndex {
         Ok((hits, run))
     }
 
+    /// A row's stored (unit) embedding.
+    pub fn embedding(&self, row: usize) -> Option<Vec<f32>> {
+        if row >= self.meta.len() {
+            return None;
+        }
+        self.engine
+            .points()
+            .into_iter()
+            .find(|(id, _)| *id == row)
+            .map(|(_, v)| v.to_vec())
+    }
+
+    /// A row as a hit (score 1: the region itself).
+    pub fn region(&self, row: usize) -> Option<Hit> {
+        (row < self.meta.len()).then(|| self.hit(row, 1.0))
+    }
+
+    /// The `k` regions most like a stored one (its own row left out), among those `filter` keeps.
+    pub fn similar(
+        &self,
+        row: usize,
+        k: usize,
+        filter: &Filter,
+        mode: SearchMode,
+    ) -> Result<Option<(Vec<Hit>, SearchRun)>, IndexError> {
+        let Some(v) = self.embedding(row) else {
+            return Ok(None);
+        };
+        let (mut hits, run) = self.search_explained(&v, k.saturating_add(1), filter, mode)?;
+        hits.retain(|h| h.row != row as u64);
+        hits.truncate(k);
+        Ok(Some((hits, run)))
+    }
+
     fn exact(&self, q: &[f32], k: usize, filter: &Filter) -> Vec<(usize, f32)> {
         let points = self.engine.points();
         let keep =

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_index;
+mod bench_serve;
 mod embed;
 mod eval_cmd;
 mod index_cmd;
@@ -10,6 +11,7 @@ mod output;
 mod repair_cmd;
 pub(crate) mod sam_cmd;
 mod search_cmd;
+mod serve_cmd;
 mod weights_cmd;
 
 use std::process::ExitCode;
@@ -42,6 +44,8 @@ enum Command {
     Index(index_cmd::IndexArgs),
     /// Search a region index with a text query.
     Search(search_cmd::SearchArgs),
+    /// Serve an index: a web page to search it and a JSON API (loopback by default).
+    Serve(serve_cmd::ServeArgs),
     /// Check every file of an index (checksums, Parquet, graph); exit 0 when intact, 1 otherwise.
     Verify(repair_cmd::VerifyArgs),
     /// Rebuild a lost manifest from intact segments, quarantine damaged files, rebuild the graph.
@@ -57,6 +61,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Benchmark the vector index on synthetic clustered vectors: build rate, latency, recall@10, reload.
     BenchIndex(bench_index::BenchIndexArgs),
+    /// Load-test the search server on loopback: latency of cache hits and misses, requests/s, memory.
+    BenchServe(bench_serve::BenchServeArgs),
     /// List, check or download model weights.
     #[command(subcommand)]
     Weights(weights_cmd::WeightsCommand),
@@ -83,6 +89,8 @@ pub fn run() -> ExitCode {
         Command::Eval(c) => eval_cmd::run(c),
         Command::Bench(a) => bench::run(a),
         Command::BenchIndex(a) => bench_index::run(a),
+        Command::Serve(a) => serve_cmd::run(a),
+        Command::BenchServe(a) => bench_serve::run(a),
         Command::Weights(c) => weights_cmd::run(c),
     };
     match result {

@@ -107,7 +107,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
             .context("--crop needs --images DIR (where the indexed photos are)")?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         for (rank, h) in hits.iter().enumerate() {
-            match query::crop_hit(root, h) {
+            match regionseek::pipeline::render::region_cutout(root, h) {
                 Ok(png) => {
                     let stem = std::path::Path::new(&h.image)
                         .file_stem()

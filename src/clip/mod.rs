@@ -11,7 +11,7 @@ pub mod tokenizer;
 pub mod vision;
 pub mod weights;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -46,6 +46,13 @@ pub struct ClipModel {
     pub device: Device,
 }
 
+fn logit_scale(vb: &VarBuilder) -> f32 {
+    vb.get((), "logit_scale")
+        .and_then(|t| t.to_dtype(DType::F32)?.to_scalar::<f32>())
+        .map(f32::exp)
+        .unwrap_or(100.0)
+}
+
 fn build(
     vb: VarBuilder,
     naming: Naming,
@@ -56,11 +63,7 @@ fn build(
 ) -> candle_core::Result<ClipModel> {
     let vision = VisionTransformer::load(vb.clone(), naming, &config.vision, config.embed_dim)?;
     let text = TextTransformer::load(vb.clone(), naming, &config.text, config.embed_dim)?;
-    let logit_scale = vb
-        .get((), "logit_scale")
-        .and_then(|t| t.to_dtype(DType::F32)?.to_scalar::<f32>())
-        .map(f32::exp)
-        .unwrap_or(100.0);
+    let logit_scale = logit_scale(&vb);
     Ok(ClipModel {
         config,
         vision,
@@ -123,13 +126,7 @@ impl ClipModel {
         tokenizer: &Tokenizer,
         texts: &[String],
     ) -> Result<Tensor, ClipError> {
-        let l = self.config.text.context_length;
-        let mut ids = Vec::with_capacity(texts.len() * l);
-        for t in texts {
-            ids.extend(tokenizer.encode(t, l)?);
-        }
-        let tokens = Tensor::from_vec(ids, (texts.len(), l), &self.device)?;
-        Ok(self.text.forward(&tokens)?)
+        encode_with(&self.text, &self.device, tokenizer, texts)
     }
 
     /// A label that marks untrained models in every output.
@@ -138,5 +135,126 @@ impl ClipModel {
     }
     pub fn is_random(&self) -> bool {
         matches!(self.source, ModelSource::Random { .. })
+    }
+}
+
+/// What turns texts into embeddings: the whole model, or its text tower alone.
+pub trait TextEncoder {
+    fn config(&self) -> &ClipConfig;
+    /// Text embeddings `[B, d]` (unnormalised).
+    fn embed_texts(&self, texts: &[String]) -> Result<Tensor, ClipError>;
+    /// Tokens a text takes with its start and end tokens, before the cut to the context length.
+    fn token_count(&self, text: &str) -> Result<usize, ClipError>;
+    /// The model's label (see [`ClipModel::id`]).
+    fn id(&self) -> String;
+    /// The folder the weights came from (None for built-in random models).
+    fn weights_dir(&self) -> Option<&Path>;
+}
+
+fn encode_with(
+    tower: &TextTransformer,
+    device: &Device,
+    tokenizer: &Tokenizer,
+    texts: &[String],
+) -> Result<Tensor, ClipError> {
+    let l = tower.config().context_length;
+    let mut ids = Vec::with_capacity(texts.len() * l);
+    for t in texts {
+        ids.extend(tokenizer.encode(t, l)?);
+    }
+    let tokens = Tensor::from_vec(ids, (texts.len(), l), device)?;
+    Ok(tower.forward(&tokens)?)
+}
+
+impl TextEncoder for ClipModel {
+    fn config(&self) -> &ClipConfig {
+        &self.config
+    }
+    fn embed_texts(&self, texts: &[String]) -> Result<Tensor, ClipError> {
+        self.encode_texts(&self.tokenizer()?, texts)
+    }
+    fn token_count(&self, text: &str) -> Result<usize, ClipError> {
+        Ok(self.tokenizer()?.token_count(text)?)
+    }
+    fn id(&self) -> String {
+        ClipModel::id(self)
+    }
+    fn weights_dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+}
+
+/// The text tower alone, for processes that only embed queries (a search server): the vision tower's
+/// weights are never read from the mapped file, so they cost no memory.
+pub struct TextModel {
+    pub config: ClipConfig,
+    pub text: TextTransformer,
+    pub logit_scale: f32,
+    pub source: ModelSource,
+    pub dir: Option<PathBuf>,
+    pub device: Device,
+    tokenizer: Tokenizer,
+}
+
+impl TextModel {
+    pub fn load(source: &ModelSource, device: &Device) -> Result<Self, ClipError> {
+        let (vb, naming, config, dir) = match source {
+            ModelSource::Random { arch, seed } => {
+                let config = arch.config();
+                // Generated whole so that the text tower is the same as in the full random model; the
+                // vision tensors are dropped when the builder is.
+                let tensors = weights::random_state_dict(&config, *seed, device)?;
+                let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+                (vb, Naming::OpenClip, config, None)
+            }
+            ModelSource::Dir(dir) => {
+                let files = ModelFiles::resolve(dir)?;
+                (
+                    files.var_builder(device)?,
+                    files.naming,
+                    files.config.clone(),
+                    Some(dir.clone()),
+                )
+            }
+        };
+        let text = TextTransformer::load(vb.clone(), naming, &config.text, config.embed_dim)
+            .map_err(|e| {
+                ClipError::Weights(WeightsError::Tensor {
+                    path: dir.clone().unwrap_or_default(),
+                    message: weights::one_line(&e),
+                })
+            })?;
+        let tokenizer = Tokenizer::for_model_dir(dir.as_deref())?;
+        Ok(Self {
+            logit_scale: logit_scale(&vb),
+            config,
+            text,
+            source: source.clone(),
+            dir,
+            device: device.clone(),
+            tokenizer,
+        })
+    }
+
+    pub fn load_spec(spec: &str, device: &Device) -> Result<Self, ClipError> {
+        Self::load(&ModelSource::parse(spec)?, device)
+    }
+}
+
+impl TextEncoder for TextModel {
+    fn config(&self) -> &ClipConfig {
+        &self.config
+    }
+    fn embed_texts(&self, texts: &[String]) -> Result<Tensor, ClipError> {
+        encode_with(&self.text, &self.device, &self.tokenizer, texts)
+    }
+    fn token_count(&self, text: &str) -> Result<usize, ClipError> {
+        Ok(self.tokenizer.token_count(text)?)
+    }
+    fn id(&self) -> String {
+        self.source.id()
+    }
+    fn weights_dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod inputs;
 pub mod query;
+pub mod render;
 pub mod run;
 pub mod spec;
 

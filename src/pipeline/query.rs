@@ -2,10 +2,9 @@
 //! class-retrieval evaluation (each object mask against "a photo of a {}." of every category).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Instant;
 
-use crate::clip::ClipModel;
+use crate::clip::{ClipModel, TextEncoder};
 use crate::index::{Filter, Hit, RegionIndex, SearchMode, SearchRun};
 use crate::invert::InversionConfig;
 use crate::masks::BinaryMask;
@@ -27,11 +26,13 @@ fn unit(v: &[f32]) -> Vec<f32> {
 }
 
 /// Unit text embeddings, one per text.
-pub fn text_embeddings(model: &ClipModel, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
-    let tok = model.tokenizer()?;
+pub fn text_embeddings(
+    model: &(impl TextEncoder + ?Sized),
+    texts: &[String],
+) -> anyhow::Result<Vec<Vec<f32>>> {
     let mut out = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(64) {
-        let t = model.encode_texts(&tok, chunk)?;
+        let t = model.embed_texts(chunk)?;
         out.extend(t.to_vec2::<f32>()?.iter().map(|v| unit(v)));
     }
     Ok(out)
@@ -52,27 +53,78 @@ pub struct SearchAnswer {
 /// The regions of an index closest to a text query. The model must be the one the index was built with.
 pub fn search_text(
     index: &RegionIndex,
-    model: &ClipModel,
+    model: &(impl TextEncoder + ?Sized),
     text: &str,
     k: usize,
     filter: &Filter,
     mode: SearchMode,
 ) -> anyhow::Result<SearchAnswer> {
+    check_model(index, model)?;
+    let query = embed_query(model, text)?;
+    search_query(index, &query, k, filter, mode)
+}
+
+/// Refuses a model whose embedding space is not the index's.
+pub fn check_model(index: &RegionIndex, model: &(impl TextEncoder + ?Sized)) -> anyhow::Result<()> {
     index.check_space(
-        model.config.embed_dim,
+        model.config().embed_dim,
         &model.id(),
-        &weights_fingerprint(model),
+        &weights_fingerprint(model.weights_dir(), &model.id()),
     )?;
-    anyhow::ensure!(!text.trim().is_empty(), "the query text is empty");
-    let query_tokens = model.tokenizer()?.token_count(text)?;
-    let context = model.config.text.context_length;
-    let q = text_embeddings(model, &[text.to_string()])?.remove(0);
-    let (hits, run) = index.search_explained(&q, k, filter, mode)?;
+    Ok(())
+}
+
+/// A query text as the index searches it: its unit embedding and how the tokenizer read it.
+#[derive(Debug, Clone)]
+pub struct TextQuery {
+    pub embedding: Vec<f32>,
+    pub query_tokens: usize,
+    pub truncated: bool,
+}
+
+/// Embeds one query text (see [`embed_queries`]).
+pub fn embed_query(model: &(impl TextEncoder + ?Sized), text: &str) -> anyhow::Result<TextQuery> {
+    Ok(embed_queries(model, &[text.to_string()])?.remove(0))
+}
+
+/// Embeds query texts in batches; an empty text is refused, a text longer than the context is cut as CLIP
+/// cuts it (and said so).
+pub fn embed_queries(
+    model: &(impl TextEncoder + ?Sized),
+    texts: &[String],
+) -> anyhow::Result<Vec<TextQuery>> {
+    let context = model.config().text.context_length;
+    let mut counts = Vec::with_capacity(texts.len());
+    for t in texts {
+        anyhow::ensure!(!t.trim().is_empty(), "the query text is empty");
+        counts.push(model.token_count(t)?);
+    }
+    let embeddings = text_embeddings(model, texts)?;
+    Ok(embeddings
+        .into_iter()
+        .zip(counts)
+        .map(|(embedding, query_tokens)| TextQuery {
+            embedding,
+            query_tokens,
+            truncated: query_tokens > context,
+        })
+        .collect())
+}
+
+/// Searches an index with an embedded query.
+pub fn search_query(
+    index: &RegionIndex,
+    query: &TextQuery,
+    k: usize,
+    filter: &Filter,
+    mode: SearchMode,
+) -> anyhow::Result<SearchAnswer> {
+    let (hits, run) = index.search_explained(&query.embedding, k, filter, mode)?;
     Ok(SearchAnswer {
         hits,
         run,
-        query_tokens,
-        truncated: query_tokens > context,
+        query_tokens: query.query_tokens,
+        truncated: query.truncated,
     })
 }
 
@@ -267,30 +319,4 @@ pub fn eval_class_retrieval(
         s.ms_per_region = 1e3 * s.seconds / s.regions.max(1) as f64;
     }
     Ok(scores)
-}
-
-/// The region of a hit cut out of its photo: the box's pixels, with the mask as alpha.
-pub fn crop_hit(images_root: &Path, hit: &Hit) -> anyhow::Result<image::RgbaImage> {
-    let path = images_root.join(&hit.image);
-    let img = crate::decode::load_rgb(&path)?;
-    let mask = crate::masks::Rle::from_coco(&hit.mask_rle)?.decode();
-    anyhow::ensure!(
-        mask.width == img.width() as usize && mask.height == img.height() as usize,
-        "{}: the photo is {}x{}, its indexed mask {}x{} (the file changed since indexing)",
-        path.display(),
-        img.width(),
-        img.height(),
-        mask.width,
-        mask.height
-    );
-    let [x0, y0, x1, y1] =
-        mask.bbox()
-            .map(|b| [b[0], b[1], b[2], b[3]])
-            .unwrap_or([0, 0, mask.width, mask.height]);
-    let (w, h) = ((x1 - x0).max(1) as u32, (y1 - y0).max(1) as u32);
-    Ok(image::RgbaImage::from_fn(w, h, |x, y| {
-        let (px, py) = (x0 + x as usize, y0 + y as usize);
-        let p = img.get_pixel(px as u32, py as u32).0;
-        image::Rgba([p[0], p[1], p[2], if mask.get(px, py) { 255 } else { 0 }])
-    }))
 }

@@ -64,20 +64,73 @@ pub struct IndexRunReport {
 
 /// The identity of a model's weights recorded in the index: the id for built-in random models, the sha256
 /// of the tensor file for real ones.
-pub fn weights_fingerprint(model: &ClipModel) -> String {
-    let Some(dir) = &model.dir else {
-        return model.id();
+/// The per-file digests of a weights folder, kept beside the weights so that opening a model does not
+/// hash gigabytes each time; an entry is reused only while its file's size and modification time match.
+pub const FINGERPRINT_CACHE: &str = ".regionseek-fingerprint.json";
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct FileDigest {
+    name: String,
+    bytes: u64,
+    modified_ns: u128,
+    sha256: String,
+}
+
+fn file_stamp(path: &Path) -> Option<(u64, u128)> {
+    let m = std::fs::metadata(path).ok()?;
+    let modified = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some((m.len(), modified.as_nanos()))
+}
+
+/// What identifies a model's weights in an index manifest: a digest over the sha256 of every
+/// `.safetensors` file of its folder (the id itself for built-in random models).
+pub fn weights_fingerprint(dir: Option<&Path>, id: &str) -> String {
+    let Some(dir) = dir else {
+        return id.to_string();
     };
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
     files.retain(|p| p.extension().is_some_and(|e| e == "safetensors"));
     files.sort();
+    let cache_path = dir.join(FINGERPRINT_CACHE);
+    let cached: Vec<FileDigest> = std::fs::read(&cache_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let mut digests = Vec::with_capacity(files.len());
     let mut h = Sha256::new();
     for f in &files {
-        match crate::clip::manifest::sha256_file(f) {
-            Ok(s) => h.update(s.as_bytes()),
-            Err(_) => h.update(f.display().to_string().as_bytes()),
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let stamp = file_stamp(f);
+        let reuse = stamp.and_then(|(bytes, modified_ns)| {
+            cached
+                .iter()
+                .find(|c| c.name == name && c.bytes == bytes && c.modified_ns == modified_ns)
+        });
+        let sha = match reuse {
+            Some(c) => Some(c.sha256.clone()),
+            None => {
+                tracing::info!("hashing {} (once; the digest is kept in {FINGERPRINT_CACHE})", f.display());
+                crate::clip::manifest::sha256_file(f).ok()
+            }
+        };
+        match (sha, stamp) {
+            (Some(sha), Some((bytes, modified_ns))) => {
+                h.update(sha.as_bytes());
+                digests.push(FileDigest { name, bytes, modified_ns, sha256: sha });
+            }
+            (Some(sha), None) => h.update(sha.as_bytes()),
+            (None, _) => h.update(f.display().to_string().as_bytes()),
+        }
+    }
+    if digests != cached {
+        // A read-only weights folder only costs the hashing again next time.
+        if let Err(e) = serde_json::to_vec_pretty(&digests)
+            .map_err(std::io::Error::other)
+            .and_then(|b| super::write_atomic(&cache_path, &b))
+        {
+            tracing::debug!("not caching the weights digests: {e}");
         }
     }
     format!("{:x}", h.finalize())
@@ -331,7 +384,7 @@ impl IndexRun<'_> {
         let sam_options = SamOptions {
             multimask: self.spec.sam.as_ref().is_some_and(|s| s.multimask),
         };
-        let weights_hash = weights_fingerprint(self.model);
+        let weights_hash = weights_fingerprint(self.model.dir.as_deref(), &self.model.id());
         let method = method_info(self.model, &weights_hash, embed_stage, &cfg);
         let spec = IndexSpec {
             dim: self.model.config.embed_dim,

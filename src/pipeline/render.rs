@@ -1,0 +1,150 @@
+//! Pictures of indexed regions for people: the region cut out (mask as alpha), a thumbnail of the region in
+//! its surroundings with the mask outlined, and the whole photo with the region tinted and its box drawn.
+
+use std::path::Path;
+
+use image::{imageops, Rgb, RgbImage, RgbaImage};
+
+use crate::index::Hit;
+use crate::masks::{BinaryMask, Rle};
+
+/// The colour regions are drawn in (a saturated orange that stands out on most photos).
+const HIGHLIGHT: [u8; 3] = [255, 106, 0];
+
+/// A hit's photo and mask, checked to belong together.
+fn photo_and_mask(images_root: &Path, hit: &Hit) -> anyhow::Result<(RgbImage, BinaryMask)> {
+    let path = images_root.join(&hit.image);
+    let img = crate::decode::load_rgb(&path)?;
+    let mask = Rle::from_coco(&hit.mask_rle)?.decode();
+    anyhow::ensure!(
+        mask.width == img.width() as usize && mask.height == img.height() as usize,
+        "{}: the photo is {}x{}, its indexed mask {}x{} (the file changed since indexing)",
+        path.display(),
+        img.width(),
+        img.height(),
+        mask.width,
+        mask.height
+    );
+    Ok((img, mask))
+}
+
+/// The mask's bounding box, or the whole photo for an empty mask.
+fn mask_box(mask: &BinaryMask) -> [usize; 4] {
+    mask.bbox().unwrap_or([0, 0, mask.width, mask.height])
+}
+
+/// The region cut out of its photo: the mask's bounding box, with the mask as alpha.
+pub fn region_cutout(images_root: &Path, hit: &Hit) -> anyhow::Result<RgbaImage> {
+    let (img, mask) = photo_and_mask(images_root, hit)?;
+    let [x0, y0, x1, y1] = mask_box(&mask);
+    let (w, h) = ((x1 - x0).max(1) as u32, (y1 - y0).max(1) as u32);
+    Ok(RgbaImage::from_fn(w, h, |x, y| {
+        let (px, py) = (x0 + x as usize, y0 + y as usize);
+        let p = img.get_pixel(px as u32, py as u32).0;
+        image::Rgba([p[0], p[1], p[2], if mask.get(px, py) { 255 } else { 0 }])
+    }))
+}
+
+/// The mask's boundary pixels (those with a background pixel, or the photo's edge, next to them),
+/// thickened to `width`.
+fn outline(mask: &BinaryMask, width: usize) -> BinaryMask {
+    let inner = mask.erode(1);
+    let mut edge = mask.clone();
+    for (e, i) in edge.data.iter_mut().zip(&inner.data) {
+        *e &= 1 - i;
+    }
+    edge.dilate(width.saturating_sub(1))
+}
+
+/// Line width that stays visible once a photo of this size is shown at a few hundred pixels.
+fn stroke(w: usize, h: usize) -> usize {
+    (w.max(h) / 300).max(1)
+}
+
+fn shrink(img: RgbImage, max_side: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    if w.max(h) <= max_side || max_side == 0 {
+        return img;
+    }
+    let s = max_side as f64 / w.max(h) as f64;
+    let (nw, nh) = (
+        ((w as f64 * s).round() as u32).max(1),
+        ((h as f64 * s).round() as u32).max(1),
+    );
+    imageops::resize(&img, nw, nh, imageops::FilterType::Triangle)
+}
+
+fn blend(p: [u8; 3], c: [u8; 3], a: f32) -> [u8; 3] {
+    std::array::from_fn(|i| (p[i] as f32 * (1.0 - a) + c[i] as f32 * a).round() as u8)
+}
+
+/// The region in its surroundings: its box with a margin, the rest of the photo dimmed, the mask's outline
+/// drawn; at most `max_side` pixels on its long side.
+pub fn region_thumbnail(images_root: &Path, hit: &Hit, max_side: u32) -> anyhow::Result<RgbImage> {
+    let (img, mask) = photo_and_mask(images_root, hit)?;
+    let (w, h) = (mask.width, mask.height);
+    let [x0, y0, x1, y1] = mask_box(&mask);
+    let margin = ((x1 - x0).max(y1 - y0) / 8).max(4);
+    let (cx0, cy0) = (x0.saturating_sub(margin), y0.saturating_sub(margin));
+    let (cx1, cy1) = ((x1 + margin).min(w), (y1 + margin).min(h));
+    let edge = outline(&mask, stroke(cx1 - cx0, cy1 - cy0));
+    let out = RgbImage::from_fn((cx1 - cx0) as u32, (cy1 - cy0) as u32, |x, y| {
+        let (px, py) = (cx0 + x as usize, cy0 + y as usize);
+        let p = img.get_pixel(px as u32, py as u32).0;
+        Rgb(if edge.get(px, py) {
+            HIGHLIGHT
+        } else if mask.get(px, py) {
+            p
+        } else {
+            blend(p, [0, 0, 0], 0.55)
+        })
+    });
+    Ok(shrink(out, max_side))
+}
+
+/// The whole photo with the region tinted, its outline and its box drawn; at most `max_side` pixels on its
+/// long side.
+pub fn region_overlay(images_root: &Path, hit: &Hit, max_side: u32) -> anyhow::Result<RgbImage> {
+    let (img, mask) = photo_and_mask(images_root, hit)?;
+    let (w, h) = (mask.width, mask.height);
+    let t = stroke(w, h);
+    let edge = outline(&mask, t);
+    let b = hit.bbox.map(|v| v.max(0.0).round() as usize);
+    let (bx0, by0) = (b[0].min(w.saturating_sub(1)), b[1].min(h.saturating_sub(1)));
+    let (bx1, by1) = (b[2].clamp(bx0 + 1, w), b[3].clamp(by0 + 1, h));
+    let on_box = |x: usize, y: usize| {
+        let inside = x >= bx0 && x < bx1 && y >= by0 && y < by1;
+        inside && (x < bx0 + t || x + t >= bx1 || y < by0 + t || y + t >= by1)
+    };
+    let out = RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let (px, py) = (x as usize, y as usize);
+        let p = img.get_pixel(x, y).0;
+        Rgb(if edge.get(px, py) || on_box(px, py) {
+            HIGHLIGHT
+        } else if mask.get(px, py) {
+            blend(p, HIGHLIGHT, 0.4)
+        } else {
+            p
+        })
+    });
+    Ok(shrink(out, max_side))
+}
+
+/// PNG bytes of an image.
+pub fn png_bytes<P: image::PixelWithColorType>(
+    img: &image::ImageBuffer<P, Vec<P::Subpixel>>,
+) -> anyhow::Result<Vec<u8>>
+where
+    [P::Subpixel]: image::EncodableLayout,
+{
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)?;
+    Ok(out.into_inner())
+}
+
+/// JPEG bytes of an RGB image at quality 88.
+pub fn jpeg_bytes(img: &RgbImage) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 88).encode_image(img)?;
+    Ok(out)
+}

@@ -1,0 +1,612 @@
+//! The JSON API's handlers. Every error is `{"error": "...", "status": N}` with a 4xx status for what the
+//! client sent and 5xx for what failed here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::index::{Filter, Hit, SearchMode};
+use crate::pipeline::{query, render};
+
+use super::{AppState, LiveIndex};
+
+/// The most hits one query may ask for.
+pub const MAX_K: usize = 1000;
+/// The longest query text accepted (CLIP reads 77 tokens; this leaves room for any language).
+pub const MAX_QUERY_BYTES: usize = 2048;
+/// Queries in one POST.
+pub const MAX_BATCH_QUERIES: usize = 256;
+/// Longest side of a rendered picture.
+pub const MAX_PICTURE_SIDE: u32 = 2048;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+    pub fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+    fn body(&self) -> Value {
+        json!({"error": self.message, "status": self.status.as_u16()})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// A query string's parameters, percent-decoded; text that is not UTF-8 is refused, not replaced.
+pub struct Params(Vec<(String, String)>);
+
+fn decode_component(s: &str, what: &str) -> ApiResult<String> {
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| ApiError::bad(format!("{what} is not valid UTF-8 once percent-decoded")))
+}
+
+impl Params {
+    pub fn parse(raw: Option<&str>, known: &[&str]) -> ApiResult<Self> {
+        let mut out = Vec::new();
+        for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k = decode_component(k, "a parameter name")?;
+            if !known.contains(&k.as_str()) {
+                return Err(ApiError::bad(format!(
+                    "unknown parameter {k:?} (this endpoint takes: {})",
+                    known.join(", ")
+                )));
+            }
+            let v = decode_component(v, &format!("parameter {k}"))?;
+            out.push((k, v));
+        }
+        Ok(Self(out))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A non-empty value, or None.
+    fn text(&self, name: &str) -> Option<String> {
+        self.get(name).filter(|v| !v.is_empty()).map(str::to_string)
+    }
+
+    fn number(&self, name: &str, default: usize, lo: usize, hi: usize) -> ApiResult<usize> {
+        match self.get(name).filter(|v| !v.is_empty()) {
+            None => Ok(default),
+            Some(v) => number_in(name, v.parse::<u64>().ok(), v, lo, hi),
+        }
+    }
+
+    fn flag(&self, name: &str) -> ApiResult<bool> {
+        match self.get(name) {
+            None | Some("") | Some("0") | Some("false") => Ok(false),
+            Some("1") | Some("true") => Ok(true),
+            Some(v) => Err(ApiError::bad(format!("{name} must be true or false, not {v:?}"))),
+        }
+    }
+}
+
+fn number_in(name: &str, parsed: Option<u64>, raw: &str, lo: usize, hi: usize) -> ApiResult<usize> {
+    match parsed {
+        Some(n) if n >= lo as u64 && n <= hi as u64 => Ok(n as usize),
+        _ => Err(ApiError::bad(format!(
+            "{name} must be a whole number from {lo} to {hi}, not {raw:?}"
+        ))),
+    }
+}
+
+/// One search as asked, from a query string or one entry of a POST batch.
+#[derive(Debug, Clone)]
+struct SearchRequest {
+    text: String,
+    k: usize,
+    filter: Filter,
+    mode: SearchMode,
+}
+
+const SEARCH_PARAMS: &[&str] = &["q", "k", "method", "label", "image", "source", "exact", "ef"];
+const SIMILAR_PARAMS: &[&str] = &["k", "method", "label", "image", "source", "exact", "ef"];
+
+fn filter_from(p: &Params) -> Filter {
+    Filter {
+        image: p.text("image"),
+        method: p.text("method"),
+        source: p.text("source"),
+        label: p.text("label"),
+    }
+}
+
+fn mode_from(exact: bool, ef: Option<usize>) -> ApiResult<SearchMode> {
+    match (exact, ef) {
+        (true, Some(_)) => Err(ApiError::bad("give exact or ef, not both")),
+        (true, None) => Ok(SearchMode::Exact),
+        (false, Some(ef)) => Ok(SearchMode::Approximate { ef }),
+        (false, None) => Ok(SearchMode::Auto),
+    }
+}
+
+fn check_text(text: &str) -> ApiResult<()> {
+    if text.trim().is_empty() {
+        return Err(ApiError::bad("the query text (q) is empty"));
+    }
+    if text.len() > MAX_QUERY_BYTES {
+        return Err(ApiError::bad(format!(
+            "the query text is {} bytes; at most {MAX_QUERY_BYTES} are accepted (CLIP reads its first 77 tokens)",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
+impl SearchRequest {
+    fn from_params(p: &Params) -> ApiResult<Self> {
+        let text = p.get("q").unwrap_or("").to_string();
+        check_text(&text)?;
+        let ef = match p.text("ef") {
+            None => None,
+            Some(_) => Some(p.number("ef", 0, 1, 100_000)?),
+        };
+        Ok(Self {
+            text,
+            k: p.number("k", 10, 1, MAX_K)?,
+            filter: filter_from(p),
+            mode: mode_from(p.flag("exact")?, ef)?,
+        })
+    }
+
+    /// One entry of a POST batch: a string, or an object with the GET parameters as fields.
+    fn from_json(v: &Value, defaults: &Value) -> ApiResult<Self> {
+        let field = |name: &str| v.get(name).or_else(|| defaults.get(name));
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Object(o) => match o.get("q") {
+                Some(Value::String(s)) => s.clone(),
+                _ => return Err(ApiError::bad("each query needs a text field \"q\"")),
+            },
+            _ => return Err(ApiError::bad("each query is a string or an object with \"q\"")),
+        };
+        check_text(&text)?;
+        let string = |name: &str| -> ApiResult<Option<String>> {
+            match field(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if s.is_empty() => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(other) => Err(ApiError::bad(format!("{name} must be a string, not {other}"))),
+            }
+        };
+        let number = |name: &str, default: usize, lo: usize, hi: usize| -> ApiResult<usize> {
+            match field(name) {
+                None | Some(Value::Null) => Ok(default),
+                Some(x) => number_in(name, x.as_u64(), &x.to_string(), lo, hi),
+            }
+        };
+        let exact = match field("exact") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => return Err(ApiError::bad(format!("exact must be true or false, not {other}"))),
+        };
+        let ef = match field("ef") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(number("ef", 0, 1, 100_000)?),
+        };
+        Ok(Self {
+            text,
+            k: number("k", 10, 1, MAX_K)?,
+            filter: Filter {
+                image: string("image")?,
+                method: string("method")?,
+                source: string("source")?,
+                label: string("label")?,
+            },
+            mode: mode_from(exact, ef)?,
+        })
+    }
+}
+
+fn index_error(e: anyhow::Error) -> ApiError {
+    ApiError::internal(format!("{e:#}"))
+}
+
+/// Runs CPU-bound work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("the worker failed: {e}")))?
+}
+
+/// Searches for already validated requests: texts embedded together (cache first), then each searched.
+async fn run_searches(state: &Arc<AppState>, requests: Vec<SearchRequest>) -> Vec<ApiResult<Value>> {
+    let t = Instant::now();
+    let texts: Vec<String> = requests.iter().map(|r| r.text.clone()).collect();
+    let encoded = state.encoder.encode(&texts).await;
+    let live = state.index();
+    let mut out = Vec::with_capacity(requests.len());
+    for (req, enc) in requests.into_iter().zip(encoded) {
+        let enc = match enc {
+            Ok(e) => e,
+            Err(e) => {
+                out.push(Err(ApiError::bad(format!("cannot embed {:?}: {e}", req.text))));
+                continue;
+            }
+        };
+        let live = live.clone();
+        let answer = blocking(move || {
+            if let Some(why) = query::explain_empty_filter(&live.index, &req.filter) {
+                return Err(ApiError::bad(format!("nothing to search: {why}")));
+            }
+            let a = query::search_query(&live.index, &enc.query, req.k, &req.filter, req.mode)
+                .map_err(index_error)?;
+            Ok(json!({
+                "query": req.text,
+                "k": req.k,
+                "mode": a.run.mode,
+                "ef": a.run.ef,
+                "candidates": a.run.candidates,
+                "query_tokens": a.query_tokens,
+                "truncated": a.truncated,
+                "cached": enc.cached,
+                "rows": live.index.len(),
+                "ms": t.elapsed().as_secs_f64() * 1e3,
+                "hits": a.hits,
+            }))
+        })
+        .await;
+        out.push(answer);
+    }
+    out
+}
+
+pub async fn search_get(
+    State(state): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let p = Params::parse(raw.as_deref(), SEARCH_PARAMS)?;
+    let req = SearchRequest::from_params(&p)?;
+    let mut answers = run_searches(&state, vec![req]).await;
+    answers.remove(0).map(Json)
+}
+
+pub async fn search_post(State(state): State<Arc<AppState>>, body: Bytes) -> ApiResult<Json<Value>> {
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad(format!("the body is not JSON: {e}")))?;
+    let queries = v
+        .get("queries")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::bad("the body is {\"queries\": [...]} (strings or objects with \"q\")"))?;
+    if queries.is_empty() || queries.len() > MAX_BATCH_QUERIES {
+        return Err(ApiError::bad(format!(
+            "give 1 to {MAX_BATCH_QUERIES} queries, not {}",
+            queries.len()
+        )));
+    }
+    // Fields beside "queries" are defaults for every query.
+    let mut parsed = Vec::with_capacity(queries.len());
+    for q in queries {
+        parsed.push(SearchRequest::from_json(q, &v));
+    }
+    let good: Vec<SearchRequest> = parsed.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    let mut answers = run_searches(&state, good).await.into_iter();
+    let results: Vec<Value> = parsed
+        .into_iter()
+        .map(|r| match r {
+            Err(e) => e.body(),
+            Ok(_) => match answers.next() {
+                Some(Ok(v)) => v,
+                Some(Err(e)) => e.body(),
+                None => ApiError::internal("no answer").body(),
+            },
+        })
+        .collect();
+    Ok(Json(json!({ "results": results })))
+}
+
+fn parse_row(raw: &str, live: &LiveIndex) -> ApiResult<usize> {
+    let row: usize = raw.parse().map_err(|_| {
+        ApiError::bad(format!("a row is a whole number (the \"row\" of a hit), not {raw:?}"))
+    })?;
+    if row >= live.index.len() {
+        return Err(ApiError::not_found(format!(
+            "no row {row}: the index holds {} regions",
+            live.index.len()
+        )));
+    }
+    Ok(row)
+}
+
+pub async fn similar(
+    State(state): State<Arc<AppState>>,
+    Path(row): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let t = Instant::now();
+    let p = Params::parse(raw.as_deref(), SIMILAR_PARAMS)?;
+    let live = state.index();
+    let row = parse_row(&row, &live)?;
+    let k = p.number("k", 10, 1, MAX_K)?;
+    let filter = filter_from(&p);
+    let ef = match p.text("ef") {
+        None => None,
+        Some(_) => Some(p.number("ef", 0, 1, 100_000)?),
+    };
+    let mode = mode_from(p.flag("exact")?, ef)?;
+    blocking(move || {
+        if let Some(why) = query::explain_empty_filter(&live.index, &filter) {
+            return Err(ApiError::bad(format!("nothing to search: {why}")));
+        }
+        let (hits, run) = live
+            .index
+            .similar(row, k, &filter, mode)
+            .map_err(|e| index_error(e.into()))?
+            .ok_or_else(|| ApiError::not_found(format!("row {row} has no stored embedding")))?;
+        Ok(Json(json!({
+            "row": row,
+            "k": k,
+            "mode": run.mode,
+            "ef": run.ef,
+            "candidates": run.candidates,
+            "rows": live.index.len(),
+            "ms": t.elapsed().as_secs_f64() * 1e3,
+            "hits": hits,
+        })))
+    })
+    .await
+}
+
+fn region_json(live: &LiveIndex, row: usize) -> Value {
+    let m = &live.index.rows()[row];
+    json!({
+        "row": row,
+        "image": m.image,
+        "image_hash": m.image_hash,
+        "region_id": m.region_id,
+        "box": m.bbox,
+        "mask_rle": m.mask,
+        "area": crate::masks::Rle::from_coco(&m.mask).map(|r| r.area()).ok(),
+        "method": m.method.name,
+        "method_info": m.method,
+        "source": m.source,
+        "label": m.label,
+        "created_at_ms": m.created_at_ms,
+        "crop": format!("/api/regions/{row}/crop.png"),
+        "thumb": format!("/api/regions/{row}/thumb.jpg"),
+        "overlay": format!("/api/regions/{row}/overlay.jpg"),
+    })
+}
+
+pub async fn region(
+    State(state): State<Arc<AppState>>,
+    Path(row): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let live = state.index();
+    let row = parse_row(&row, &live)?;
+    Ok(Json(region_json(&live, row)))
+}
+
+#[derive(Clone, Copy)]
+enum Picture {
+    Cutout,
+    Thumbnail,
+    Overlay,
+}
+
+async fn picture(
+    state: Arc<AppState>,
+    row: String,
+    raw: Option<String>,
+    kind: Picture,
+) -> ApiResult<Response> {
+    let p = Params::parse(raw.as_deref(), &["size"])?;
+    let live = state.index();
+    let row = parse_row(&row, &live)?;
+    let Some(root) = state.config.images.clone() else {
+        return Err(ApiError::not_found(
+            "this server was started without --images DIR, so it has no photos to draw regions on",
+        ));
+    };
+    let default_side = match kind {
+        Picture::Cutout => MAX_PICTURE_SIDE,
+        Picture::Thumbnail => 320,
+        Picture::Overlay => 1024,
+    };
+    let side = p.number("size", default_side as usize, 16, MAX_PICTURE_SIDE as usize)? as u32;
+    let hit: Hit = live
+        .index
+        .region(row)
+        .ok_or_else(|| ApiError::not_found(format!("no row {row}")))?;
+    let (bytes, mime) = blocking(move || {
+        let photo = root.join(&hit.image);
+        if !photo.is_file() {
+            return Err(ApiError::not_found(format!(
+                "the photo {} of row {row} is not in {} (moved since indexing?)",
+                hit.image,
+                root.display()
+            )));
+        }
+        let drawn = |e: anyhow::Error| ApiError::internal(format!("drawing row {row}: {e:#}"));
+        match kind {
+            Picture::Cutout => {
+                let img = render::region_cutout(&root, &hit).map_err(drawn)?;
+                let img = shrink_rgba(img, side);
+                Ok((render::png_bytes(&img).map_err(drawn)?, "image/png"))
+            }
+            Picture::Thumbnail => {
+                let img = render::region_thumbnail(&root, &hit, side).map_err(drawn)?;
+                Ok((render::jpeg_bytes(&img).map_err(drawn)?, "image/jpeg"))
+            }
+            Picture::Overlay => {
+                let img = render::region_overlay(&root, &hit, side).map_err(drawn)?;
+                Ok((render::jpeg_bytes(&img).map_err(drawn)?, "image/jpeg"))
+            }
+        }
+    })
+    .await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, mime),
+            (header::CACHE_CONTROL, "private, max-age=300"),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+fn shrink_rgba(img: image::RgbaImage, side: u32) -> image::RgbaImage {
+    let (w, h) = img.dimensions();
+    if w.max(h) <= side {
+        return img;
+    }
+    let s = side as f64 / w.max(h) as f64;
+    image::imageops::resize(
+        &img,
+        ((w as f64 * s).round() as u32).max(1),
+        ((h as f64 * s).round() as u32).max(1),
+        image::imageops::FilterType::Triangle,
+    )
+}
+
+pub async fn crop(
+    State(state): State<Arc<AppState>>,
+    Path(row): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    picture(state, row, raw, Picture::Cutout).await
+}
+
+pub async fn thumb(
+    State(state): State<Arc<AppState>>,
+    Path(row): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    picture(state, row, raw, Picture::Thumbnail).await
+}
+
+pub async fn overlay(
+    State(state): State<Arc<AppState>>,
+    Path(row): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    picture(state, row, raw, Picture::Overlay).await
+}
+
+fn counts<'a>(items: impl Iterator<Item = &'a str>, top: usize) -> Value {
+    let mut m: BTreeMap<&str, u64> = BTreeMap::new();
+    for i in items {
+        *m.entry(i).or_default() += 1;
+    }
+    let mut v: Vec<(&str, u64)> = m.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let distinct = v.len();
+    json!({
+        "distinct": distinct,
+        "top": v.into_iter().take(top).map(|(k, n)| json!({"name": k, "regions": n})).collect::<Vec<_>>(),
+    })
+}
+
+/// What the index holds, computed once per commit.
+pub fn index_summary(live: &LiveIndex) -> Value {
+    let rows = live.index.rows();
+    let m = live.index.manifest();
+    let images: std::collections::HashSet<&str> =
+        rows.iter().map(|r| r.image_hash.as_str()).collect();
+    json!({
+        "rows": rows.len(),
+        "images": images.len(),
+        "dim": m.dim,
+        "model": m.model_id,
+        "generation": m.generation,
+        "methods": counts(rows.iter().map(|r| r.method.name.as_str()), 50),
+        "labels": counts(rows.iter().filter_map(|r| r.label.as_deref()), 500),
+        "sources": counts(rows.iter().map(|r| r.source.as_str()), 50),
+    })
+}
+
+pub async fn stats(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    let live = state.index();
+    let summary = live.summary();
+    let opened = live
+        .opened_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Ok(Json(json!({
+        "index": summary,
+        "index_dir": state.config.index_dir,
+        "photos_served": state.config.images.is_some(),
+        "opened_at_ms": opened,
+        "uptime_s": state.started.elapsed().as_secs_f64(),
+        "text_model": state.model_id,
+        "cache_entries": state.encoder.cached_entries(),
+        "reloads": state.metrics.reloads.load(std::sync::atomic::Ordering::Relaxed),
+    })))
+}
+
+pub async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let live = state.index();
+    Json(json!({
+        "status": "ok",
+        "rows": live.index.len(),
+        "generation": live.index.manifest().generation,
+    }))
+}
+
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let live = state.index();
+    let text = state.metrics.render(&[
+        ("regionseek_index_rows", "Regions in the served commit.", live.index.len() as f64),
+        (
+            "regionseek_index_generation",
+            "Generation of the served commit.",
+            live.index.manifest().generation as f64,
+        ),
+        (
+            "regionseek_text_cache_entries",
+            "Query embeddings cached.",
+            state.encoder.cached_entries() as f64,
+        ),
+        ("regionseek_uptime_seconds", "Since the server started.", state.started.elapsed().as_secs_f64()),
+    ]);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint (the API: /api/search, /api/similar/{row}, /api/regions/{row}, /api/stats, /healthz, /metrics)")
+}

@@ -1,0 +1,241 @@
+//! The HTTP stack around the handlers: routes, the embedded page, limits (time, concurrency, body and
+//! query size), the bearer token, metrics, and JSON bodies for every error however it arose.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use super::api::{self, ApiError};
+use super::AppState;
+
+/// The longest query string accepted (a query text is at most 2 kB; percent-encoding triples it).
+pub const MAX_QUERY_STRING: usize = 8 * 1024;
+/// The largest request body (a batch of 256 queries fits easily).
+pub const MAX_BODY: usize = 64 * 1024;
+const TOKEN_COOKIE: &str = "regionseek_token";
+
+const PAGE_HTML: &str = include_str!("assets/index.html");
+const PAGE_JS: &str = include_str!("assets/page.js");
+const PAGE_CSS: &str = include_str!("assets/page.css");
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let timeout = state.config.request_timeout;
+    let concurrent = state.config.max_concurrent.max(1);
+    let api = Router::new()
+        .route("/api/search", get(api::search_get).post(api::search_post))
+        .route("/api/similar/{row}", get(api::similar))
+        .route("/api/regions/{row}", get(api::region))
+        .route("/api/regions/{row}/crop.png", get(api::crop))
+        .route("/api/regions/{row}/thumb.jpg", get(api::thumb))
+        .route("/api/regions/{row}/overlay.jpg", get(api::overlay))
+        .route("/api/stats", get(api::stats))
+        .route("/", get(page))
+        .route("/assets/page.js", get(|| asset(PAGE_JS, "text/javascript; charset=utf-8")))
+        .route("/assets/page.css", get(|| asset(PAGE_CSS, "text/css; charset=utf-8")))
+        // Layers added later wrap the earlier ones: the limit, then the timeout (which counts the wait
+        // for a slot), then metrics (which see the timeouts).
+        .route_layer(GlobalConcurrencyLimitLayer::new(concurrent))
+        .route_layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .route_layer(middleware::from_fn_with_state(state.clone(), record));
+    api
+        // Probes are never queued behind searches.
+        .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
+        .fallback(unmatched)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(middleware::from_fn(json_errors))
+        .with_state(state)
+}
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        PAGE_HTML,
+    )
+        .into_response()
+}
+
+async fn asset(body: &'static str, mime: &'static str) -> Response {
+    (
+        [(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "no-cache")],
+        body,
+    )
+        .into_response()
+}
+
+async fn unmatched(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let t = Instant::now();
+    let resp = api::not_found().await.into_response();
+    state
+        .metrics
+        .observe("unmatched", req.method().as_str(), resp.status().as_u16(), t.elapsed().as_secs_f64());
+    resp
+}
+
+async fn record(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    let t = Instant::now();
+    let resp = next.run(req).await;
+    state.metrics.observe(
+        &route,
+        method.as_str(),
+        resp.status().as_u16(),
+        t.elapsed().as_secs_f64(),
+    );
+    if resp.status().is_server_error() {
+        tracing::warn!("{method} {route}: {}", resp.status());
+    }
+    resp
+}
+
+/// Equal-time comparison: a wrong token takes as long to refuse wherever it differs.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn cookie_token(req: &Request) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == TOKEN_COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Size limits, then the bearer token when one is set.
+async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let query_len = req.uri().query().map_or(0, str::len);
+    if query_len > MAX_QUERY_STRING {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            format!("the query string is {query_len} bytes; at most {MAX_QUERY_STRING} are accepted"),
+        )
+        .into_response();
+    }
+    let Some(token) = state.config.token.as_deref() else {
+        return next.run(req).await;
+    };
+    if req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    if bearer.or_else(|| cookie_token(&req)).is_some_and(|t| same(&t, token)) {
+        return next.run(req).await;
+    }
+    // A browser opens /?token=... once; the token then lives in a cookie and leaves the address bar.
+    if req.method() == Method::GET && req.uri().path() == "/" {
+        let query = req.uri().query().unwrap_or("");
+        let mut rest = Vec::new();
+        let mut given = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.strip_prefix("token=") {
+                Some(t) => given = Some(t.to_string()),
+                None => rest.push(pair),
+            }
+        }
+        if given.is_some_and(|t| same(&t, token)) {
+            let location = if rest.is_empty() {
+                "/".to_string()
+            } else {
+                format!("/?{}", rest.join("&"))
+            };
+            let mut resp = Response::new(Body::empty());
+            *resp.status_mut() = StatusCode::SEE_OTHER;
+            let h = resp.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                h.insert(header::LOCATION, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+            )) {
+                h.insert(header::SET_COOKIE, v);
+            }
+            return resp;
+        }
+    }
+    let mut resp = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "this server needs its token: send `Authorization: Bearer TOKEN` (or open /?token=TOKEN in a browser)",
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
+/// Errors produced outside the handlers (timeouts, body limits, wrong methods, extractor rejections) come
+/// with plain-text or empty bodies: they get the API's JSON shape too.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .filter(|t| !t.is_empty());
+    let message = match (status, text) {
+        (StatusCode::REQUEST_TIMEOUT, _) => "the request took too long and was stopped".to_string(),
+        (StatusCode::METHOD_NOT_ALLOWED, _) => format!(
+            "this endpoint does not take that method{}",
+            parts
+                .headers
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .map(|a| format!(" (it takes {a})"))
+                .unwrap_or_default()
+        ),
+        (StatusCode::PAYLOAD_TOO_LARGE, _) => {
+            format!("the request body is over {MAX_BODY} bytes")
+        }
+        (_, Some(t)) => t,
+        (s, None) => s.canonical_reason().unwrap_or("error").to_string(),
+    };
+    let mut out = ApiError::new(status, message).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}
+

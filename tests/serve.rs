@@ -1,0 +1,485 @@
+//! `regionseek serve` over a real socket: the JSON API against the CLI's own search, filters, errors as
+//! JSON for hostile input, the token, the page in headless Chromium, commits of a concurrent index run
+//! picked up whole, and shutdown on SIGTERM.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_regionseek"))
+}
+
+/// A running server; killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Server {
+    fn start(index: &Path, extra: &[&str]) -> Server {
+        let mut child = bin()
+            .arg("serve")
+            .arg(index)
+            .args(["--addr", "127.0.0.1:0", "--json"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut s);
+            s
+        });
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if line.trim().is_empty() {
+            let _ = child.wait();
+            panic!("the server did not start: {}", stderr.join().unwrap());
+        }
+        let v: Value = serde_json::from_str(&line).expect("a JSON line with the address");
+        Server {
+            child,
+            addr: v["listening"]["addr"].as_str().unwrap().to_string(),
+            stderr: Some(stderr),
+        }
+    }
+
+    fn get(&self, target: &str) -> HttpResponse {
+        http_get(&self.addr, target)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGTERM, then the exit code and what it logged.
+    fn terminate(mut self) -> (Option<i32>, String) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let t = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if t.elapsed() > Duration::from_secs(20) {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let log = self.stderr.take().map(|h| h.join().unwrap()).unwrap_or_default();
+        (status.and_then(|s| s.code()), log)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spec(dir: &Path, batch: usize) -> PathBuf {
+    let p = dir.join("crop.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "name = \"crop\"\nstages = [\"decode\", \"masks\", \"embed\", \"index\"]\n[embed]\nmethod = \
+             \"masked-crop\"\n[index]\nbatch_images = {batch}\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn index_args(data: &Path, spec: &Path, out: &Path, limit: usize) -> Vec<String> {
+    vec![
+        "index".into(),
+        data.join("coco128/images").display().to_string(),
+        "--coco".into(),
+        data.join("coco128/instances.json").display().to_string(),
+        "--pipeline".into(),
+        spec.display().to_string(),
+        "--model".into(),
+        "random:vit-b-32".into(),
+        "--out".into(),
+        out.display().to_string(),
+        "--limit".into(),
+        limit.to_string(),
+        "--json".into(),
+    ]
+}
+
+fn build_index(data: &Path, dir: &Path, limit: usize, batch: usize) -> PathBuf {
+    let out = dir.join("idx");
+    let spec = spec(dir, batch);
+    let args = index_args(data, &spec, &out, limit);
+    let (code, _, err) = run_regionseek(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    out
+}
+
+struct Fixture {
+    data: PathBuf,
+    index: PathBuf,
+}
+
+/// One index of 6 COCO128 photos shared by the read-only tests.
+fn fixture() -> Option<&'static Fixture> {
+    static F: OnceLock<Option<Fixture>> = OnceLock::new();
+    F.get_or_init(|| {
+        let data = shared_data()?;
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("serve-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let index = build_index(&data, &dir, 6, 8);
+        Some(Fixture { data, index })
+    })
+    .as_ref()
+}
+
+/// Non-crowd regions per photo of COCO128, by file name.
+fn regions_per_photo(data: &Path) -> HashMap<String, usize> {
+    let v: Value = serde_json::from_str(
+        &std::fs::read_to_string(data.join("coco128/instances.json")).unwrap(),
+    )
+    .unwrap();
+    let names: HashMap<i64, String> = v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["id"].as_i64().unwrap(), i["file_name"].as_str().unwrap().to_string()))
+        .collect();
+    let mut out = HashMap::new();
+    for a in v["annotations"].as_array().unwrap() {
+        if a["iscrowd"].as_i64() == Some(0) {
+            *out.entry(names[&a["image_id"].as_i64().unwrap()].clone()).or_default() += 1;
+        }
+    }
+    out
+}
+
+fn assert_json_error(r: &HttpResponse, status: u16, mentions: &str) {
+    assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    let msg = v["error"].as_str().expect("an error message");
+    assert_eq!(v["status"], status);
+    assert!(msg.contains(mentions), "{msg:?} should mention {mentions:?}");
+}
+
+#[test]
+fn the_api_answers_like_the_cli_filters_and_refuses_bad_input_as_json() {
+    let Some(f) = fixture() else { return };
+    let images = f.data.join("coco128/images");
+    let server = Server::start(&f.index, &["--images", images.to_str().unwrap()]);
+
+    let health = server.get("/healthz").json();
+    assert_eq!(health["status"], "ok");
+    let rows = health["rows"].as_u64().unwrap() as usize;
+    assert!(rows > 10, "{health}");
+
+    // The same hits as `regionseek search --json`, with their rows.
+    let r = server.get("/api/search?q=a+dog+on+the+grass&k=5");
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["cached"], false);
+    let hits = v["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 5);
+    let (code, out, err) = run_regionseek(&[
+        "search",
+        f.index.to_str().unwrap(),
+        "a dog on the grass",
+        "--k",
+        "5",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let cli = last_json(&out);
+    for (h, c) in hits.iter().zip(cli["hits"].as_array().unwrap()) {
+        assert_eq!(h["row"], c["row"]);
+        assert_eq!(h["image"], c["image"]);
+        assert_eq!(h["region_id"], c["region_id"]);
+        assert_eq!(h["mask_rle"], c["mask_rle"]);
+        let (a, b) = (h["score"].as_f64().unwrap(), c["score"].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    // Asked again: from the cache, same hits.
+    let again = server.get("/api/search?q=a+dog+on+the+grass&k=5").json();
+    assert_eq!(again["cached"], true);
+    assert_eq!(again["hits"], v["hits"]);
+
+    // Filters.
+    let stats = server.get("/api/stats").json();
+    assert_eq!(stats["index"]["rows"].as_u64().unwrap() as usize, rows);
+    let label = stats["index"]["labels"]["top"][0]["name"].as_str().unwrap().to_string();
+    let labelled = stats["index"]["labels"]["top"][0]["regions"].as_u64().unwrap() as usize;
+    let v = server
+        .get(&format!("/api/search?q=something&k=100&label={}", label.replace(' ', "+")))
+        .json();
+    let hits = v["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), labelled.min(100));
+    assert!(hits.iter().all(|h| h["label"] == label.as_str()), "{v}");
+    let one_photo = hits[0]["image"].as_str().unwrap().to_string();
+    let v = server
+        .get(&format!("/api/search?q=something&k=1000&image={one_photo}"))
+        .json();
+    assert!(v["hits"].as_array().unwrap().iter().all(|h| h["image"] == one_photo.as_str()));
+    assert_json_error(&server.get("/api/search?q=x&method=nope"), 400, "nope");
+
+    // A batch, one entry of it bad: the others are answered.
+    let body = br#"{"queries": ["a cat", {"q": "a person", "k": 3}, {"q": ""}], "k": 4}"#;
+    let r = http_raw(&server.addr, "POST", b"/api/search", &[("Content-Type", "application/json")], body);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let results = r.json()["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0]["hits"].as_array().unwrap().len(), 4);
+    assert_eq!(results[1]["hits"].as_array().unwrap().len(), 3);
+    assert_eq!(results[2]["status"], 400);
+
+    // Regions, more like a region, pictures.
+    let region = server.get("/api/regions/0").json();
+    assert_eq!(region["row"], 0);
+    let similar = server.get("/api/similar/0?k=5").json();
+    let similar = similar["hits"].as_array().unwrap();
+    assert_eq!(similar.len(), 5);
+    assert!(similar.iter().all(|h| h["row"] != 0));
+    let crop = server.get("/api/regions/0/crop.png");
+    assert_eq!(crop.header("content-type"), Some("image/png"));
+    let crop = image::load_from_memory(&crop.body).unwrap().to_rgba8();
+    let rle: regionseek::masks::CocoRle = serde_json::from_value(region["mask_rle"].clone()).unwrap();
+    let mask = regionseek::masks::Rle::from_coco(&rle).unwrap().decode();
+    let opaque = crop.pixels().filter(|p| p.0[3] == 255).count();
+    assert_eq!(opaque, mask.area(), "the crop's alpha is the mask");
+    let overlay = server.get("/api/regions/0/overlay.jpg?size=2048");
+    assert_eq!(overlay.header("content-type"), Some("image/jpeg"));
+    let overlay = image::load_from_memory(&overlay.body).unwrap();
+    assert_eq!(
+        (overlay.width() as usize, overlay.height() as usize),
+        (mask.width, mask.height)
+    );
+    let thumb = image::load_from_memory(&server.get("/api/regions/0/thumb.jpg").body).unwrap();
+    assert!(thumb.width().max(thumb.height()) <= 320);
+
+    // Hostile or wrong input: a 4xx with a JSON body, never a panic.
+    assert_json_error(&server.get("/api/search?q=a+dog&k=0"), 400, "k must be");
+    assert_json_error(&server.get("/api/search?q=a+dog&k=1000000000"), 400, "k must be");
+    assert_json_error(&server.get("/api/search?q=a+dog&k=-3"), 400, "k must be");
+    assert_json_error(&server.get("/api/search?q="), 400, "empty");
+    assert_json_error(&server.get("/api/search"), 400, "empty");
+    assert_json_error(&server.get("/api/search?q=%20%20"), 400, "empty");
+    assert_json_error(&server.get("/api/search?q=dog&lable=cat"), 400, "unknown parameter");
+    assert_json_error(&server.get("/api/search?q=%FF%FEdog"), 400, "UTF-8");
+    assert_json_error(&server.get("/api/search?q=dog&exact=maybe"), 400, "exact");
+    let long = format!("/api/search?q={}", "a".repeat(20_000));
+    assert_json_error(&server.get(&long), 414, "query string");
+    // Past 64 kB the HTTP parser itself refuses the request line (with an empty body).
+    let long = format!("/api/search?q={}", "a".repeat(100_000));
+    assert_eq!(server.get(&long).status, 414);
+    let long = format!("/api/search?q={}", "a%20".repeat(1_500));
+    assert_json_error(&server.get(&long), 400, "bytes");
+    let big = vec![b'x'; 100_000];
+    let r = http_raw(&server.addr, "POST", b"/api/search", &[("Content-Type", "application/json")], &big);
+    assert_json_error(&r, 413, "body");
+    let r = http_raw(&server.addr, "POST", b"/api/search", &[], b"{\"queries\": 3}");
+    assert_json_error(&r, 400, "queries");
+    let r = http_raw(&server.addr, "POST", b"/api/search", &[], b"\xff\xfe{");
+    assert_json_error(&r, 400, "JSON");
+    assert_json_error(&server.get(&format!("/api/regions/{rows}")), 404, "no row");
+    assert_json_error(&server.get("/api/regions/18446744073709551616"), 400, "whole number");
+    assert_json_error(&server.get("/api/regions/-1/crop.png"), 400, "whole number");
+    assert_json_error(&server.get("/api/similar/abc"), 400, "whole number");
+    assert_json_error(&server.get("/api/regions/0/overlay.jpg?size=99999"), 400, "size");
+    assert_json_error(&server.get("/api/nothing"), 404, "no such endpoint");
+    assert_json_error(&server.get("/photos/../../etc/passwd"), 404, "no such endpoint");
+    let r = http_raw(&server.addr, "DELETE", b"/api/search", &[], b"");
+    assert_json_error(&r, 405, "method");
+    // Raw bytes no client would send: refused by the HTTP layer or the API, and the server lives on.
+    let r = http_raw(&server.addr, "GET", b"/api/search?q=\xff\xfe", &[], b"");
+    assert!((400..500).contains(&r.status), "{}", r.status);
+    assert_eq!(server.get("/healthz").status, 200);
+
+    // Metrics count what happened.
+    let m = String::from_utf8(server.get("/metrics").body).unwrap();
+    assert!(m.contains("regionseek_http_requests_total{route=\"/api/search\",method=\"GET\",status=\"200\"}"), "{m}");
+    assert!(m.contains("regionseek_http_request_duration_seconds_bucket{route=\"/api/search\",le=\"+Inf\"}"));
+    assert!(m.contains(&format!("regionseek_index_rows {rows}")));
+    // Asked twice: "a dog on the grass" and "something".
+    assert!(m.contains("regionseek_text_cache_hits_total 2\n"), "{m}");
+
+    // SIGTERM: a clean exit.
+    let (code, log) = server.terminate();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn a_token_guards_everything_but_the_health_probe_and_exposure_needs_one() {
+    let Some(f) = fixture() else { return };
+    // Another machine could reach it: refused without a token.
+    let (code, _, err) = run_regionseek(&["serve", f.index.to_str().unwrap(), "--addr", "0.0.0.0:0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--token"), "{err}");
+
+    let token = "s3cret-token-for-tests";
+    let server = Server::start(&f.index, &["--token", token]);
+    assert_json_error(&server.get("/api/search?q=dog"), 401, "token");
+    assert_json_error(&server.get("/api/stats"), 401, "token");
+    assert_eq!(server.get("/healthz").status, 200);
+    let auth = format!("Bearer {token}");
+    let r = http_raw(&server.addr, "GET", b"/api/search?q=dog&k=2", &[("Authorization", &auth)], b"");
+    assert_eq!(r.status, 200);
+    let r = http_raw(&server.addr, "GET", b"/api/search?q=dog&k=2", &[("Authorization", "Bearer wrong-token-xx")], b"");
+    assert_eq!(r.status, 401);
+    // A browser: /?token= sets a cookie and leaves the address bar.
+    let r = server.get(&format!("/?q=a+dog&token={token}"));
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/?q=a+dog"));
+    let cookie = r.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    let r = http_raw(&server.addr, "GET", b"/api/stats", &[("Cookie", &cookie)], b"");
+    assert_eq!(r.status, 200);
+}
+
+fn chromium() -> Option<PathBuf> {
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .map(|c| Path::new("/usr/bin").join(c))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        eprintln!("SKIP: no chromium in /usr/bin (Debian package chromium; .ci/run installs it)");
+    }
+    found
+}
+
+fn chromium_command(browser: &Path, profile: &Path) -> Command {
+    let mut c = Command::new(browser);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--virtual-time-budget=20000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .stdin(Stdio::null());
+    c
+}
+
+#[test]
+fn the_page_runs_the_search_in_its_url_and_shows_every_hit_with_its_picture() {
+    let Some(f) = fixture() else { return };
+    let Some(browser) = chromium() else { return };
+    let images = f.data.join("coco128/images");
+    let server = Server::start(&f.index, &["--images", images.to_str().unwrap()]);
+    let profile = tempfile::tempdir().unwrap();
+    let url = server.url("/?q=a+dog+on+the+grass&k=12");
+    let out = chromium_command(&browser, profile.path())
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(dom.contains("data-state=\"done\""), "the search did not finish: {dom}");
+    let cards = dom.matches("<article class=\"hit\"").count();
+    assert_eq!(cards, 12, "{dom}");
+    let loaded = dom.matches("data-loaded=\"1\"").count();
+    assert_eq!(loaded, 12, "every hit's picture loads: {dom}");
+    assert!(dom.contains("more like this"));
+    // The search box shows the query from the URL.
+    let api = server.get("/api/search?q=a+dog+on+the+grass&k=12").json();
+    let first_row = api["hits"][0]["row"].as_u64().unwrap();
+    assert!(dom.contains(&format!("<article class=\"hit\" data-row=\"{first_row}\"")), "{dom}");
+
+    // "More like this" has its own URL too.
+    let out = chromium_command(&browser, profile.path())
+        .arg("--dump-dom")
+        .arg(server.url(&format!("/?like={first_row}&k=6")))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(dom.matches("<article class=\"hit\"").count(), 6, "{dom}");
+
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("serve-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = chromium_command(&browser, profile.path())
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg("--window-size=1280,900")
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(shot.is_file(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+    let png = image::open(&shot).unwrap();
+    assert_eq!((png.width(), png.height()), (1280, 900));
+    eprintln!("screenshot of the page: {}", shot.display());
+}
+
+#[test]
+fn searches_during_an_index_run_see_whole_commits_only() {
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let per_photo = regions_per_photo(&data);
+    let index = build_index(&data, dir.path(), 2, 1);
+    let server = Server::start(&index, &["--reload-ms", "20"]);
+    let start_rows = server.get("/healthz").json()["rows"].as_u64().unwrap();
+
+    let spec = spec(dir.path(), 1);
+    let args = index_args(&data, &spec, &index, 10);
+    let mut writer = bin().args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut seen = vec![start_rows];
+    let mut checked = 0;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done = writer.try_wait().unwrap().is_some();
+        let v = server.get("/api/search?q=a+photo&k=1000&exact=true").json();
+        let rows = v["rows"].as_u64().unwrap();
+        let hits = v["hits"].as_array().unwrap();
+        // Every row is answered (k > rows), so each photo present must be there with all its regions.
+        assert_eq!(hits.len() as u64, rows, "{v}");
+        let mut by_photo: HashMap<&str, usize> = HashMap::new();
+        for h in hits {
+            assert!(h["row"].as_u64().unwrap() < rows);
+            *by_photo.entry(h["image"].as_str().unwrap()).or_default() += 1;
+        }
+        for (photo, n) in &by_photo {
+            assert_eq!(*n, per_photo[*photo], "{photo}: a partial commit was served");
+        }
+        assert!(rows >= *seen.last().unwrap(), "rows went back: {seen:?} then {rows}");
+        if rows != *seen.last().unwrap() {
+            seen.push(rows);
+        }
+        checked += 1;
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the index run did not finish");
+    }
+    let out = writer.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let final_rows = last_json(&String::from_utf8_lossy(&out.stdout))["rows_total"].as_u64().unwrap();
+    // The last commit is picked up without a restart.
+    let t = Instant::now();
+    while server.get("/healthz").json()["rows"].as_u64().unwrap() != final_rows {
+        assert!(t.elapsed() < Duration::from_secs(20), "the server never saw the last commit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(seen.len() >= 3, "too few commits seen while the run went on: {seen:?} ({checked} searches)");
+    eprintln!("rows seen while indexing: {seen:?} over {checked} searches");
+}
