@@ -626,3 +626,47 @@ impl IndexRun<'_> {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha_hex(bytes: &[u8]) -> String {
+        format!("{:x}", Sha256::digest(bytes))
+    }
+
+    #[test]
+    fn weights_are_hashed_once_and_again_only_when_a_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let weights = dir.path().join("model.safetensors");
+        std::fs::write(&weights, b"first weights").unwrap();
+        let expect = |content: &[u8]| {
+            let mut h = Sha256::new();
+            h.update(sha_hex(content).as_bytes());
+            format!("{:x}", h.finalize())
+        };
+        let first = weights_fingerprint(Some(dir.path()), "x");
+        assert_eq!(first, expect(b"first weights"));
+        let cache_path = dir.path().join(FINGERPRINT_CACHE);
+        let cached: Vec<FileDigest> =
+            serde_json::from_slice(&std::fs::read(&cache_path).unwrap()).unwrap();
+        assert_eq!(cached.len(), 1);
+        assert_eq!(cached[0].sha256, sha_hex(b"first weights"));
+
+        // The cached digest is what is used while the file's size and time match: a planted digest
+        // shows through, proving the file was not read again.
+        let mut planted = cached.clone();
+        planted[0].sha256 = sha_hex(b"planted");
+        std::fs::write(&cache_path, serde_json::to_vec(&planted).unwrap()).unwrap();
+        assert_eq!(weights_fingerprint(Some(dir.path()), "x"), expect(b"planted"));
+
+        // A changed file is hashed again.
+        std::fs::write(&weights, b"second, longer weights").unwrap();
+        assert_eq!(
+            weights_fingerprint(Some(dir.path()), "x"),
+            expect(b"second, longer weights")
+        );
+        // Built-in models are their id.
+        assert_eq!(weights_fingerprint(None, "random:vit-b-32"), "random:vit-b-32");
+    }
+}

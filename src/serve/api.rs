@@ -260,7 +260,7 @@ async fn run_searches(state: &Arc<AppState>, requests: Vec<SearchRequest>) -> Ve
         let enc = match enc {
             Ok(e) => e,
             Err(e) => {
-                out.push(Err(ApiError::bad(format!("cannot embed {:?}: {e}", req.text))));
+                out.push(Err(ApiError::internal(format!("cannot embed {:?}: {e}", req.text))));
                 continue;
             }
         };

@@ -128,14 +128,19 @@ fn encode_loop(
         texts.dedup();
         metrics.encoded_batches.fetch_add(1, Relaxed);
         metrics.encoded_texts.fetch_add(texts.len() as u64, Relaxed);
-        let results: Vec<Reply> = match query::embed_queries(&model, &texts) {
+        // A panic in the model must not take the thread (and every later query) with it.
+        let guarded = |f: &dyn Fn() -> anyhow::Result<Vec<TextQuery>>| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the text tower failed (panic)")))
+        };
+        let results: Vec<Reply> = match guarded(&|| query::embed_queries(&model, &texts)) {
             Ok(qs) => qs.into_iter().map(|q| Ok(Arc::new(q))).collect(),
             // One bad text fails a batch: each alone then, so the others still get their answer.
             Err(_) => texts
                 .iter()
                 .map(|t| {
-                    query::embed_query(&model, t)
-                        .map(Arc::new)
+                    guarded(&|| query::embed_queries(&model, std::slice::from_ref(t)))
+                        .map(|mut q| Arc::new(q.remove(0)))
                         .map_err(|e| format!("{e:#}"))
                 })
                 .collect(),
