@@ -61,7 +61,11 @@ fn stroke(w: usize, h: usize) -> usize {
     (w.max(h) / 300).max(1)
 }
 
-fn shrink(img: RgbImage, max_side: u32) -> RgbImage {
+/// The image scaled down (never up) so that its long side is at most `max_side` pixels.
+pub fn shrink<P>(img: image::ImageBuffer<P, Vec<u8>>, max_side: u32) -> image::ImageBuffer<P, Vec<u8>>
+where
+    P: image::Pixel<Subpixel = u8> + 'static,
+{
     let (w, h) = img.dimensions();
     if w.max(h) <= max_side || max_side == 0 {
         return img;

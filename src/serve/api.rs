@@ -460,8 +460,7 @@ async fn picture(
         let drawn = |e: anyhow::Error| ApiError::internal(format!("drawing row {row}: {e:#}"));
         match kind {
             Picture::Cutout => {
-                let img = render::region_cutout(&root, &hit).map_err(drawn)?;
-                let img = shrink_rgba(img, side);
+                let img = render::shrink(render::region_cutout(&root, &hit).map_err(drawn)?, side);
                 Ok((render::png_bytes(&img).map_err(drawn)?, "image/png"))
             }
             Picture::Thumbnail => {
@@ -485,42 +484,23 @@ async fn picture(
         .into_response())
 }
 
-fn shrink_rgba(img: image::RgbaImage, side: u32) -> image::RgbaImage {
-    let (w, h) = img.dimensions();
-    if w.max(h) <= side {
-        return img;
-    }
-    let s = side as f64 / w.max(h) as f64;
-    image::imageops::resize(
-        &img,
-        ((w as f64 * s).round() as u32).max(1),
-        ((h as f64 * s).round() as u32).max(1),
-        image::imageops::FilterType::Triangle,
-    )
-}
-
-pub async fn crop(
+/// `GET /api/regions/{row}/{picture}`: `crop.png`, `thumb.jpg` or `overlay.jpg`.
+pub async fn picture_of(
     State(state): State<Arc<AppState>>,
-    Path(row): Path<String>,
+    Path((row, name)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    picture(state, row, raw, Picture::Cutout).await
-}
-
-pub async fn thumb(
-    State(state): State<Arc<AppState>>,
-    Path(row): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult<Response> {
-    picture(state, row, raw, Picture::Thumbnail).await
-}
-
-pub async fn overlay(
-    State(state): State<Arc<AppState>>,
-    Path(row): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult<Response> {
-    picture(state, row, raw, Picture::Overlay).await
+    let kind = match name.as_str() {
+        "crop.png" => Picture::Cutout,
+        "thumb.jpg" => Picture::Thumbnail,
+        "overlay.jpg" => Picture::Overlay,
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "no picture {name:?} of a region: crop.png, thumb.jpg or overlay.jpg"
+            )))
+        }
+    };
+    picture(state, row, raw, kind).await
 }
 
 fn counts<'a>(items: impl Iterator<Item = &'a str>, top: usize) -> Value {
