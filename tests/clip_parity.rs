@@ -110,6 +110,21 @@ fn text_embeddings_match_reference() {
     }
 }
 
+/// The text tower cuts each batch after its last end-of-text token: a query's embedding must not depend
+/// on how long the other queries of its batch are.
+#[test]
+fn a_query_embeds_the_same_alone_and_beside_a_longer_one() {
+    let model = tiny();
+    let tok = model.tokenizer().unwrap();
+    let short = "a dog".to_string();
+    let long = "a very long description of a scene with many words in it ".repeat(3);
+    let alone = vec1(&model.encode_texts(&tok, &[short.clone()]).unwrap().get(0).unwrap());
+    let batch = model.encode_texts(&tok, &[long, short]).unwrap();
+    let beside = vec1(&batch.get(1).unwrap());
+    let diff = max_abs_diff(&alone, &beside);
+    assert!(diff < 1e-5, "max abs diff {diff:.2e}");
+}
+
 #[test]
 fn pil_bicubic_resize_of_real_photos_matches_pil() {
     let Some(data) = shared_data() else { return };

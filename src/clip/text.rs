@@ -86,20 +86,25 @@ impl TextTransformer {
                 self.cfg.context_length
             )
         }
-        let flat = tokens.flatten_all()?;
-        let x = self
-            .token_embedding
-            .index_select(&flat, 0)?
-            .reshape((b, l, self.cfg.width))?;
-        let mut x = x.broadcast_add(&self.positional_embedding)?;
-        for block in &self.blocks {
-            x = block.forward(&x, Some(&self.causal_mask))?;
-        }
-        let x = self.ln_final.forward(&x)?;
         let eot = tokens
             .to_dtype(DType::U32)?
             .argmax(D::Minus1)?
             .to_vec1::<u32>()?;
+        // Attention is causal, so the padding after the last end-of-text token of the batch never reaches
+        // any pooled token: it is cut instead of computed (a query of 8 tokens costs ~1/10 of 77).
+        let n = eot.iter().map(|&p| p as usize + 1).max().unwrap_or(l).min(l);
+        let tokens = tokens.narrow(1, 0, n)?;
+        let flat = tokens.flatten_all()?;
+        let x = self
+            .token_embedding
+            .index_select(&flat, 0)?
+            .reshape((b, n, self.cfg.width))?;
+        let mut x = x.broadcast_add(&self.positional_embedding.narrow(0, 0, n)?)?;
+        let mask = self.causal_mask.narrow(0, 0, n)?.narrow(1, 0, n)?.contiguous()?;
+        for block in &self.blocks {
+            x = block.forward(&x, Some(&mask))?;
+        }
+        let x = self.ln_final.forward(&x)?;
         let pooled = eot
             .iter()
             .enumerate()
