@@ -33,7 +33,9 @@ fn main() -> anyhow::Result<()> {
             )
         })
         .collect();
-    let model = "random:vit-b-32";
+    // The id the built-in model reports (with its seed), so that `serve` accepts the index.
+    let model_id = regionseek::clip::ModelSource::parse("random:vit-b-32")?.id();
+    let model = model_id.as_str();
     let dim = 512;
     let spec = IndexSpec {
         dim,
