@@ -1,6 +1,7 @@
 //! The index directory: segments + graph dump + manifest, opened, appended to and searched.
 
 use std::collections::HashSet;
+use std::sync::OnceLock;
 use std::path::{Path, PathBuf};
 
 use crate::engine::{exact_top_k, AnnEngine, HnswEngine, HnswParams};
@@ -63,9 +64,11 @@ pub struct RegionIndex {
     dir: PathBuf,
     manifest: Manifest,
     meta: Vec<RegionMeta>,
-    keys: HashSet<(String, String, String)>,
+    /// Built on first use: writers need it for every batch, a reader that serves searches never does, and at
+    /// a million rows it costs hundreds of megabytes.
+    keys: OnceLock<HashSet<(String, String, String)>>,
     /// (image content hash, method) of every row: whether a photo has been through a method at all.
-    images: HashSet<(String, String)>,
+    images: OnceLock<HashSet<(String, String)>>,
     engine: Box<dyn AnnEngine>,
     /// Held by writers for their whole life; None for readers.
     lock: Option<WriterLock>,
@@ -179,17 +182,12 @@ impl RegionIndex {
             }
             meta.extend(rows);
         }
-        let keys = meta.iter().map(RegionMeta::key).collect();
-        let images = meta
-            .iter()
-            .map(|m| (m.image_hash.clone(), m.method.name.clone()))
-            .collect();
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
             meta,
-            keys,
-            images,
+            keys: OnceLock::new(),
+            images: OnceLock::new(),
             engine,
             lock: None,
         })
@@ -235,8 +233,8 @@ impl RegionIndex {
             engine: Box::new(HnswEngine::new(spec.hnsw, 0)),
             manifest,
             meta: Vec::new(),
-            keys: HashSet::new(),
-            images: HashSet::new(),
+            keys: OnceLock::new(),
+            images: OnceLock::new(),
             lock: None,
         })
     }
@@ -339,12 +337,26 @@ impl RegionIndex {
 
     /// Whether any region of this photo (by content hash) was indexed with `method`.
     pub fn has_image(&self, image_hash: &str, method: &str) -> bool {
-        self.images
+        self.image_set()
             .contains(&(image_hash.to_string(), method.to_string()))
     }
 
+    fn key_set(&self) -> &HashSet<(String, String, String)> {
+        self.keys
+            .get_or_init(|| self.meta.iter().map(RegionMeta::key).collect())
+    }
+
+    fn image_set(&self) -> &HashSet<(String, String)> {
+        self.images.get_or_init(|| {
+            self.meta
+                .iter()
+                .map(|m| (m.image_hash.clone(), m.method.name.clone()))
+                .collect()
+        })
+    }
+
     pub fn contains(&self, image_hash: &str, region_id: &str, method: &str) -> bool {
-        self.keys.contains(&(
+        self.key_set().contains(&(
             image_hash.to_string(),
             region_id.to_string(),
             method.to_string(),
@@ -382,7 +394,7 @@ impl RegionIndex {
                 key: label.clone(),
                 message: "the embedding is zero or not finite".into(),
             })?;
-            if self.keys.contains(&key) || !batch_keys.insert(key) {
+            if self.key_set().contains(&key) || !batch_keys.insert(key) {
                 report.duplicates += 1;
                 continue;
             }
@@ -418,10 +430,14 @@ impl RegionIndex {
             .collect();
         self.engine.insert(&items);
         report.added = fresh.len();
+        // Sets not built yet are built from `meta` when first asked, these rows included.
         for r in fresh {
-            self.keys.insert(r.meta.key());
-            self.images
-                .insert((r.meta.image_hash.clone(), r.meta.method.name.clone()));
+            if let Some(keys) = self.keys.get_mut() {
+                keys.insert(r.meta.key());
+            }
+            if let Some(images) = self.images.get_mut() {
+                images.insert((r.meta.image_hash.clone(), r.meta.method.name.clone()));
+            }
             self.meta.push(r.meta);
         }
         let unsaved = self.manifest.rows - self.manifest.graph.as_ref().map_or(0, |g| g.rows);
