@@ -9,13 +9,22 @@ use std::time::Instant;
 
 use anyhow::Context;
 use regionseek::index::bench::clustered;
-use regionseek::index::{CocoRle, HnswParams, IndexSpec, MethodInfo, RegionIndex, RegionMeta, RegionRecord};
+use regionseek::index::{
+    CocoRle, HnswParams, IndexSpec, MethodInfo, RegionIndex, RegionMeta, RegionRecord,
+};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(args.next().context("usage: synthetic_index DIR ROWS [BATCH]")?);
+    let dir = PathBuf::from(
+        args.next()
+            .context("usage: synthetic_index DIR ROWS [BATCH]")?,
+    );
     let rows: usize = args.next().context("ROWS")?.parse()?;
-    let batch: usize = args.next().map(|b| b.parse()).transpose()?.unwrap_or(100_000);
+    let batch: usize = args
+        .next()
+        .map(|b| b.parse())
+        .transpose()?
+        .unwrap_or(100_000);
     let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/coco128_rle.json");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&fixture)?)?;
     let masks: Vec<(i64, CocoRle)> = v["annotations"]
@@ -27,7 +36,10 @@ fn main() -> anyhow::Result<()> {
             (
                 a["image_id"].as_i64().unwrap(),
                 CocoRle {
-                    size: [size[0].as_u64().unwrap() as u32, size[1].as_u64().unwrap() as u32],
+                    size: [
+                        size[0].as_u64().unwrap() as u32,
+                        size[1].as_u64().unwrap() as u32,
+                    ],
                     counts: a["rle"].as_str().unwrap().to_string(),
                 },
             )
@@ -62,7 +74,12 @@ fn main() -> anyhow::Result<()> {
                         image: format!("synthetic/{photo:08}_{image_id}.jpg"),
                         image_hash: format!("{photo:064x}"),
                         region_id: format!("{}", row % 8),
-                        bbox: [b[0] as f32, b[1] as f32, (b[0] + b[2]) as f32, (b[1] + b[3]) as f32],
+                        bbox: [
+                            b[0] as f32,
+                            b[1] as f32,
+                            (b[0] + b[2]) as f32,
+                            (b[1] + b[3]) as f32,
+                        ],
                         mask: mask.clone(),
                         source: "gt".into(),
                         method: MethodInfo {

@@ -118,7 +118,13 @@ fn a_query_embeds_the_same_alone_and_beside_a_longer_one() {
     let tok = model.tokenizer().unwrap();
     let short = "a dog".to_string();
     let long = "a very long description of a scene with many words in it ".repeat(3);
-    let alone = vec1(&model.encode_texts(&tok, &[short.clone()]).unwrap().get(0).unwrap());
+    let alone = vec1(
+        &model
+            .encode_texts(&tok, &[short.clone()])
+            .unwrap()
+            .get(0)
+            .unwrap(),
+    );
     let batch = model.encode_texts(&tok, &[long, short]).unwrap();
     let beside = vec1(&batch.get(1).unwrap());
     let diff = max_abs_diff(&alone, &beside);

@@ -82,7 +82,11 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let log = self.stderr.take().map(|h| h.join().unwrap()).unwrap_or_default();
+        let log = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap())
+            .unwrap_or_default();
         (status.and_then(|s| s.code()), log)
     }
 }
@@ -144,7 +148,8 @@ fn fixture() -> Option<&'static Fixture> {
     static F: OnceLock<Option<Fixture>> = OnceLock::new();
     F.get_or_init(|| {
         let data = shared_data()?;
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("serve-{}", std::process::id()));
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("serve-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let index = build_index(&data, &dir, 6, 8);
@@ -163,12 +168,18 @@ fn regions_per_photo(data: &Path) -> HashMap<String, usize> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| (i["id"].as_i64().unwrap(), i["file_name"].as_str().unwrap().to_string()))
+        .map(|i| {
+            (
+                i["id"].as_i64().unwrap(),
+                i["file_name"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     let mut out = HashMap::new();
     for a in v["annotations"].as_array().unwrap() {
         if a["iscrowd"].as_i64() == Some(0) {
-            *out.entry(names[&a["image_id"].as_i64().unwrap()].clone()).or_default() += 1;
+            *out.entry(names[&a["image_id"].as_i64().unwrap()].clone())
+                .or_default() += 1;
         }
     }
     out
@@ -179,7 +190,10 @@ fn assert_json_error(r: &HttpResponse, status: u16, mentions: &str) {
     let v = r.json();
     let msg = v["error"].as_str().expect("an error message");
     assert_eq!(v["status"], status);
-    assert!(msg.contains(mentions), "{msg:?} should mention {mentions:?}");
+    assert!(
+        msg.contains(mentions),
+        "{msg:?} should mention {mentions:?}"
+    );
 }
 
 #[test]
@@ -226,10 +240,18 @@ fn the_api_answers_like_the_cli_filters_and_refuses_bad_input_as_json() {
     // Filters.
     let stats = server.get("/api/stats").json();
     assert_eq!(stats["index"]["rows"].as_u64().unwrap() as usize, rows);
-    let label = stats["index"]["labels"]["top"][0]["name"].as_str().unwrap().to_string();
-    let labelled = stats["index"]["labels"]["top"][0]["regions"].as_u64().unwrap() as usize;
+    let label = stats["index"]["labels"]["top"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let labelled = stats["index"]["labels"]["top"][0]["regions"]
+        .as_u64()
+        .unwrap() as usize;
     let v = server
-        .get(&format!("/api/search?q=something&k=100&label={}", label.replace(' ', "+")))
+        .get(&format!(
+            "/api/search?q=something&k=100&label={}",
+            label.replace(' ', "+")
+        ))
         .json();
     let hits = v["hits"].as_array().unwrap();
     assert_eq!(hits.len(), labelled.min(100));
@@ -238,12 +260,22 @@ fn the_api_answers_like_the_cli_filters_and_refuses_bad_input_as_json() {
     let v = server
         .get(&format!("/api/search?q=something&k=1000&image={one_photo}"))
         .json();
-    assert!(v["hits"].as_array().unwrap().iter().all(|h| h["image"] == one_photo.as_str()));
+    assert!(v["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|h| h["image"] == one_photo.as_str()));
     assert_json_error(&server.get("/api/search?q=x&method=nope"), 400, "nope");
 
     // A batch, one entry of it bad: the others are answered.
     let body = br#"{"queries": ["a cat", {"q": "a person", "k": 3}, {"q": ""}], "k": 4}"#;
-    let r = http_raw(&server.addr, "POST", b"/api/search", &[("Content-Type", "application/json")], body);
+    let r = http_raw(
+        &server.addr,
+        "POST",
+        b"/api/search",
+        &[("Content-Type", "application/json")],
+        body,
+    );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let results = r.json()["results"].as_array().unwrap().clone();
     assert_eq!(results.len(), 3);
@@ -261,7 +293,8 @@ fn the_api_answers_like_the_cli_filters_and_refuses_bad_input_as_json() {
     let crop = server.get("/api/regions/0/crop.png");
     assert_eq!(crop.header("content-type"), Some("image/png"));
     let crop = image::load_from_memory(&crop.body).unwrap().to_rgba8();
-    let rle: regionseek::masks::CocoRle = serde_json::from_value(region["mask_rle"].clone()).unwrap();
+    let rle: regionseek::masks::CocoRle =
+        serde_json::from_value(region["mask_rle"].clone()).unwrap();
     let mask = regionseek::masks::Rle::from_coco(&rle).unwrap().decode();
     let opaque = crop.pixels().filter(|p| p.0[3] == 255).count();
     assert_eq!(opaque, mask.area(), "the crop's alpha is the mask");
@@ -304,9 +337,21 @@ fn the_api_answers_like_the_cli_filters_and_refuses_bad_input_as_json() {
     let long = format!("/api/search?q={}", "a%20".repeat(1_500));
     assert_json_error(&server.get(&long), 400, "bytes");
     let big = vec![b'x'; 100_000];
-    let r = http_raw(&server.addr, "POST", b"/api/search", &[("Content-Type", "application/json")], &big);
+    let r = http_raw(
+        &server.addr,
+        "POST",
+        b"/api/search",
+        &[("Content-Type", "application/json")],
+        &big,
+    );
     assert_json_error(&r, 413, "body");
-    let r = http_raw(&server.addr, "POST", b"/api/search", &[], b"{\"queries\": 3}");
+    let r = http_raw(
+        &server.addr,
+        "POST",
+        b"/api/search",
+        &[],
+        b"{\"queries\": 3}",
+    );
     assert_json_error(&r, 400, "queries");
     let r = http_raw(&server.addr, "POST", b"/api/search", &[], b"\xff\xfe{");
     assert_json_error(&r, 400, "JSON");
@@ -320,8 +365,15 @@ fn the_api_answers_like_the_cli_filters_and_refuses_bad_input_as_json() {
 
     // Metrics count what happened.
     let m = String::from_utf8(server.get("/metrics").body).unwrap();
-    assert!(m.contains("regionseek_http_requests_total{route=\"/api/search\",method=\"GET\",status=\"200\"}"), "{m}");
-    assert!(m.contains("regionseek_http_request_duration_seconds_bucket{route=\"/api/search\",le=\"+Inf\"}"));
+    assert!(
+        m.contains(
+            "regionseek_http_requests_total{route=\"/api/search\",method=\"GET\",status=\"200\"}"
+        ),
+        "{m}"
+    );
+    assert!(m.contains(
+        "regionseek_http_request_duration_seconds_bucket{route=\"/api/search\",le=\"+Inf\"}"
+    ));
     assert!(m.contains(&format!("regionseek_index_rows {rows}")));
     // Asked twice: "a dog on the grass" and "something".
     assert!(m.contains("regionseek_text_cache_hits_total 2\n"), "{m}");
@@ -335,7 +387,8 @@ fn the_api_answers_like_the_cli_filters_and_refuses_bad_input_as_json() {
 fn a_token_guards_everything_but_the_health_probe_and_exposure_needs_one() {
     let Some(f) = fixture() else { return };
     // Another machine could reach it: refused without a token.
-    let (code, _, err) = run_regionseek(&["serve", f.index.to_str().unwrap(), "--addr", "0.0.0.0:0"]);
+    let (code, _, err) =
+        run_regionseek(&["serve", f.index.to_str().unwrap(), "--addr", "0.0.0.0:0"]);
     assert_eq!(code, 1);
     assert!(err.contains("--token"), "{err}");
 
@@ -345,16 +398,40 @@ fn a_token_guards_everything_but_the_health_probe_and_exposure_needs_one() {
     assert_json_error(&server.get("/api/stats"), 401, "token");
     assert_eq!(server.get("/healthz").status, 200);
     let auth = format!("Bearer {token}");
-    let r = http_raw(&server.addr, "GET", b"/api/search?q=dog&k=2", &[("Authorization", &auth)], b"");
+    let r = http_raw(
+        &server.addr,
+        "GET",
+        b"/api/search?q=dog&k=2",
+        &[("Authorization", &auth)],
+        b"",
+    );
     assert_eq!(r.status, 200);
-    let r = http_raw(&server.addr, "GET", b"/api/search?q=dog&k=2", &[("Authorization", "Bearer wrong-token-xx")], b"");
+    let r = http_raw(
+        &server.addr,
+        "GET",
+        b"/api/search?q=dog&k=2",
+        &[("Authorization", "Bearer wrong-token-xx")],
+        b"",
+    );
     assert_eq!(r.status, 401);
     // A browser: /?token= sets a cookie and leaves the address bar.
     let r = server.get(&format!("/?q=a+dog&token={token}"));
     assert_eq!(r.status, 303);
     assert_eq!(r.header("location"), Some("/?q=a+dog"));
-    let cookie = r.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
-    let r = http_raw(&server.addr, "GET", b"/api/stats", &[("Cookie", &cookie)], b"");
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = http_raw(
+        &server.addr,
+        "GET",
+        b"/api/stats",
+        &[("Cookie", &cookie)],
+        b"",
+    );
     assert_eq!(r.status, 200);
 }
 
@@ -402,7 +479,10 @@ fn the_page_runs_the_search_in_its_url_and_shows_every_hit_with_its_picture() {
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(dom.contains("data-state=\"done\""), "the search did not finish: {dom}");
+    assert!(
+        dom.contains("data-state=\"done\""),
+        "the search did not finish: {dom}"
+    );
     let cards = dom.matches("<article class=\"hit\"").count();
     assert_eq!(cards, 12, "{dom}");
     let loaded = dom.matches("data-loaded=\"1\"").count();
@@ -411,7 +491,10 @@ fn the_page_runs_the_search_in_its_url_and_shows_every_hit_with_its_picture() {
     // The search box shows the query from the URL.
     let api = server.get("/api/search?q=a+dog+on+the+grass&k=12").json();
     let first_row = api["hits"][0]["row"].as_u64().unwrap();
-    assert!(dom.contains(&format!("<article class=\"hit\" data-row=\"{first_row}\"")), "{dom}");
+    assert!(
+        dom.contains(&format!("<article class=\"hit\" data-row=\"{first_row}\"")),
+        "{dom}"
+    );
 
     // "More like this" has its own URL too.
     let out = chromium_command(&browser, profile.path())
@@ -430,7 +513,11 @@ fn the_page_runs_the_search_in_its_url_and_shows_every_hit_with_its_picture() {
         .arg(&url)
         .output()
         .unwrap();
-    assert!(shot.is_file(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        shot.is_file(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let png = image::open(&shot).unwrap();
     assert_eq!((png.width(), png.height()), (1280, 900));
     eprintln!("screenshot of the page: {}", shot.display());
@@ -447,7 +534,12 @@ fn searches_during_an_index_run_see_whole_commits_only() {
 
     let spec = spec(dir.path(), 1);
     let args = index_args(&data, &spec, &index, 10);
-    let mut writer = bin().args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut writer = bin()
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut seen = vec![start_rows];
     let mut checked = 0;
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -464,9 +556,15 @@ fn searches_during_an_index_run_see_whole_commits_only() {
             *by_photo.entry(h["image"].as_str().unwrap()).or_default() += 1;
         }
         for (photo, n) in &by_photo {
-            assert_eq!(*n, per_photo[*photo], "{photo}: a partial commit was served");
+            assert_eq!(
+                *n, per_photo[*photo],
+                "{photo}: a partial commit was served"
+            );
         }
-        assert!(rows >= *seen.last().unwrap(), "rows went back: {seen:?} then {rows}");
+        assert!(
+            rows >= *seen.last().unwrap(),
+            "rows went back: {seen:?} then {rows}"
+        );
         if rows != *seen.last().unwrap() {
             seen.push(rows);
         }
@@ -477,14 +575,26 @@ fn searches_during_an_index_run_see_whole_commits_only() {
         assert!(Instant::now() < deadline, "the index run did not finish");
     }
     let out = writer.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let final_rows = last_json(&String::from_utf8_lossy(&out.stdout))["rows_total"].as_u64().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let final_rows = last_json(&String::from_utf8_lossy(&out.stdout))["rows_total"]
+        .as_u64()
+        .unwrap();
     // The last commit is picked up without a restart.
     let t = Instant::now();
     while server.get("/healthz").json()["rows"].as_u64().unwrap() != final_rows {
-        assert!(t.elapsed() < Duration::from_secs(20), "the server never saw the last commit");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the server never saw the last commit"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(seen.len() >= 3, "too few commits seen while the run went on: {seen:?} ({checked} searches)");
+    assert!(
+        seen.len() >= 3,
+        "too few commits seen while the run went on: {seen:?} ({checked} searches)"
+    );
     eprintln!("rows seen while indexing: {seen:?} over {checked} searches");
 }

@@ -63,7 +63,11 @@ unsafe fn dot_avx2_fma(a: &[f32], b: &[f32]) -> f32 {
         i += 32;
     }
     while i + 8 <= n {
-        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc[0]);
+        acc[0] = _mm256_fmadd_ps(
+            _mm256_loadu_ps(pa.add(i)),
+            _mm256_loadu_ps(pb.add(i)),
+            acc[0],
+        );
         i += 8;
     }
     let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
@@ -270,10 +274,20 @@ mod dot_tests {
             let a: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
             let b: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
             let exact: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
-            let scale: f64 = a.iter().zip(&b).map(|(x, y)| (*x as f64 * *y as f64).abs()).sum();
-            for (name, got) in [("dispatched", dot(&a, &b)), ("portable", dot_portable(&a, &b))] {
+            let scale: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (*x as f64 * *y as f64).abs())
+                .sum();
+            for (name, got) in [
+                ("dispatched", dot(&a, &b)),
+                ("portable", dot_portable(&a, &b)),
+            ] {
                 let err = (got as f64 - exact).abs();
-                assert!(err <= 1e-5 * scale.max(1.0), "{name} n={n}: {got} vs {exact}");
+                assert!(
+                    err <= 1e-5 * scale.max(1.0),
+                    "{name} n={n}: {got} vs {exact}"
+                );
             }
         }
     }

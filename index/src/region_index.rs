@@ -1,8 +1,8 @@
 //! The index directory: segments + graph dump + manifest, opened, appended to and searched.
 
 use std::collections::HashSet;
-use std::sync::OnceLock;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use crate::engine::{exact_top_k, AnnEngine, HnswEngine, HnswParams};
 use crate::lock::{LockWait, WriterLock};

@@ -129,7 +129,10 @@ fn phase(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a client panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a client panicked")))
+            })
             .collect()
     });
     let wall = t.elapsed().as_secs_f64();
@@ -164,7 +167,10 @@ fn memory_kib(field: &str) -> Option<u64> {
 }
 
 pub fn run(a: BenchServeArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(a.clients > 0 && a.requests > 0, "--clients and --requests must be at least 1");
+    anyhow::ensure!(
+        a.clients > 0 && a.requests > 0,
+        "--clients and --requests must be at least 1"
+    );
     let mut config = ServeConfig::new(a.index.clone());
     config.addr = SocketAddr::from(([127, 0, 0, 1], 0));
     config.model = a.model.clone();
@@ -175,9 +181,14 @@ pub fn run(a: BenchServeArgs) -> anyhow::Result<ExitCode> {
     let rss_loaded = memory_kib("VmRSS:");
     let addr = server.listening.addr;
     // Hits: a few texts asked once beforehand, then asked again and again.
-    let warm: Vec<String> = OBJECTS.iter().map(|o| format!("a photo of a {o}")).collect();
+    let warm: Vec<String> = OBJECTS
+        .iter()
+        .map(|o| format!("a photo of a {o}"))
+        .collect();
     phase(addr, a.clients.min(warm.len()), &warm, a.k)?;
-    let hits: Vec<String> = (0..a.requests).map(|i| warm[i % warm.len()].clone()).collect();
+    let hits: Vec<String> = (0..a.requests)
+        .map(|i| warm[i % warm.len()].clone())
+        .collect();
     let hit_result = phase(addr, a.clients, &hits, a.k)?;
     // Misses: every text new to the server.
     let misses: Vec<String> = (0..a.requests)

@@ -92,7 +92,12 @@ impl TextTransformer {
             .to_vec1::<u32>()?;
         // Attention is causal, so the padding after the last end-of-text token of the batch never reaches
         // any pooled token: it is cut instead of computed (a query of 8 tokens costs ~1/10 of 77).
-        let n = eot.iter().map(|&p| p as usize + 1).max().unwrap_or(l).min(l);
+        let n = eot
+            .iter()
+            .map(|&p| p as usize + 1)
+            .max()
+            .unwrap_or(l)
+            .min(l);
         let tokens = tokens.narrow(1, 0, n)?;
         let flat = tokens.flatten_all()?;
         let x = self
@@ -100,7 +105,11 @@ impl TextTransformer {
             .index_select(&flat, 0)?
             .reshape((b, n, self.cfg.width))?;
         let mut x = x.broadcast_add(&self.positional_embedding.narrow(0, 0, n)?)?;
-        let mask = self.causal_mask.narrow(0, 0, n)?.narrow(1, 0, n)?.contiguous()?;
+        let mask = self
+            .causal_mask
+            .narrow(0, 0, n)?
+            .narrow(1, 0, n)?
+            .contiguous()?;
         for block in &self.blocks {
             x = block.forward(&x, Some(&mask))?;
         }

@@ -62,7 +62,10 @@ fn stroke(w: usize, h: usize) -> usize {
 }
 
 /// The image scaled down (never up) so that its long side is at most `max_side` pixels.
-pub fn shrink<P>(img: image::ImageBuffer<P, Vec<u8>>, max_side: u32) -> image::ImageBuffer<P, Vec<u8>>
+pub fn shrink<P>(
+    img: image::ImageBuffer<P, Vec<u8>>,
+    max_side: u32,
+) -> image::ImageBuffer<P, Vec<u8>>
 where
     P: image::Pixel<Subpixel = u8> + 'static,
 {

@@ -78,7 +78,11 @@ struct FileDigest {
 
 fn file_stamp(path: &Path) -> Option<(u64, u128)> {
     let m = std::fs::metadata(path).ok()?;
-    let modified = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+    let modified = m
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
     Some((m.len(), modified.as_nanos()))
 }
 
@@ -101,7 +105,10 @@ pub fn weights_fingerprint(dir: Option<&Path>, id: &str) -> String {
     let mut digests = Vec::with_capacity(files.len());
     let mut h = Sha256::new();
     for f in &files {
-        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let stamp = file_stamp(f);
         let reuse = stamp.and_then(|(bytes, modified_ns)| {
             cached
@@ -111,14 +118,22 @@ pub fn weights_fingerprint(dir: Option<&Path>, id: &str) -> String {
         let sha = match reuse {
             Some(c) => Some(c.sha256.clone()),
             None => {
-                tracing::info!("hashing {} (once; the digest is kept in {FINGERPRINT_CACHE})", f.display());
+                tracing::info!(
+                    "hashing {} (once; the digest is kept in {FINGERPRINT_CACHE})",
+                    f.display()
+                );
                 crate::clip::manifest::sha256_file(f).ok()
             }
         };
         match (sha, stamp) {
             (Some(sha), Some((bytes, modified_ns))) => {
                 h.update(sha.as_bytes());
-                digests.push(FileDigest { name, bytes, modified_ns, sha256: sha });
+                digests.push(FileDigest {
+                    name,
+                    bytes,
+                    modified_ns,
+                    sha256: sha,
+                });
             }
             (Some(sha), None) => h.update(sha.as_bytes()),
             (None, _) => h.update(f.display().to_string().as_bytes()),
@@ -658,7 +673,10 @@ mod tests {
         let mut planted = cached.clone();
         planted[0].sha256 = sha_hex(b"planted");
         std::fs::write(&cache_path, serde_json::to_vec(&planted).unwrap()).unwrap();
-        assert_eq!(weights_fingerprint(Some(dir.path()), "x"), expect(b"planted"));
+        assert_eq!(
+            weights_fingerprint(Some(dir.path()), "x"),
+            expect(b"planted")
+        );
 
         // A changed file is hashed again.
         std::fs::write(&weights, b"second, longer weights").unwrap();
@@ -667,6 +685,9 @@ mod tests {
             expect(b"second, longer weights")
         );
         // Built-in models are their id.
-        assert_eq!(weights_fingerprint(None, "random:vit-b-32"), "random:vit-b-32");
+        assert_eq!(
+            weights_fingerprint(None, "random:vit-b-32"),
+            "random:vit-b-32"
+        );
     }
 }

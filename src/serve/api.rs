@@ -114,7 +114,9 @@ impl Params {
         match self.get(name) {
             None | Some("") | Some("0") | Some("false") => Ok(false),
             Some("1") | Some("true") => Ok(true),
-            Some(v) => Err(ApiError::bad(format!("{name} must be true or false, not {v:?}"))),
+            Some(v) => Err(ApiError::bad(format!(
+                "{name} must be true or false, not {v:?}"
+            ))),
         }
     }
 }
@@ -137,7 +139,9 @@ struct SearchRequest {
     mode: SearchMode,
 }
 
-const SEARCH_PARAMS: &[&str] = &["q", "k", "method", "label", "image", "source", "exact", "ef"];
+const SEARCH_PARAMS: &[&str] = &[
+    "q", "k", "method", "label", "image", "source", "exact", "ef",
+];
 const SIMILAR_PARAMS: &[&str] = &["k", "method", "label", "image", "source", "exact", "ef"];
 
 fn filter_from(p: &Params) -> Filter {
@@ -196,7 +200,11 @@ impl SearchRequest {
                 Some(Value::String(s)) => s.clone(),
                 _ => return Err(ApiError::bad("each query needs a text field \"q\"")),
             },
-            _ => return Err(ApiError::bad("each query is a string or an object with \"q\"")),
+            _ => {
+                return Err(ApiError::bad(
+                    "each query is a string or an object with \"q\"",
+                ))
+            }
         };
         check_text(&text)?;
         let string = |name: &str| -> ApiResult<Option<String>> {
@@ -204,7 +212,9 @@ impl SearchRequest {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) if s.is_empty() => Ok(None),
                 Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(other) => Err(ApiError::bad(format!("{name} must be a string, not {other}"))),
+                Some(other) => Err(ApiError::bad(format!(
+                    "{name} must be a string, not {other}"
+                ))),
             }
         };
         let number = |name: &str, default: usize, lo: usize, hi: usize| -> ApiResult<usize> {
@@ -216,7 +226,11 @@ impl SearchRequest {
         let exact = match field("exact") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
-            Some(other) => return Err(ApiError::bad(format!("exact must be true or false, not {other}"))),
+            Some(other) => {
+                return Err(ApiError::bad(format!(
+                    "exact must be true or false, not {other}"
+                )))
+            }
         };
         let ef = match field("ef") {
             None | Some(Value::Null) => None,
@@ -250,7 +264,10 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Searches for already validated requests: texts embedded together (cache first), then each searched.
-async fn run_searches(state: &Arc<AppState>, requests: Vec<SearchRequest>) -> Vec<ApiResult<Value>> {
+async fn run_searches(
+    state: &Arc<AppState>,
+    requests: Vec<SearchRequest>,
+) -> Vec<ApiResult<Value>> {
     let t = Instant::now();
     let texts: Vec<String> = requests.iter().map(|r| r.text.clone()).collect();
     let encoded = state.encoder.encode(&texts).await;
@@ -260,7 +277,10 @@ async fn run_searches(state: &Arc<AppState>, requests: Vec<SearchRequest>) -> Ve
         let enc = match enc {
             Ok(e) => e,
             Err(e) => {
-                out.push(Err(ApiError::internal(format!("cannot embed {:?}: {e}", req.text))));
+                out.push(Err(ApiError::internal(format!(
+                    "cannot embed {:?}: {e}",
+                    req.text
+                ))));
                 continue;
             }
         };
@@ -301,13 +321,15 @@ pub async fn search_get(
     answers.remove(0).map(Json)
 }
 
-pub async fn search_post(State(state): State<Arc<AppState>>, body: Bytes) -> ApiResult<Json<Value>> {
+pub async fn search_post(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad(format!("the body is not JSON: {e}")))?;
-    let queries = v
-        .get("queries")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ApiError::bad("the body is {\"queries\": [...]} (strings or objects with \"q\")"))?;
+    let queries = v.get("queries").and_then(Value::as_array).ok_or_else(|| {
+        ApiError::bad("the body is {\"queries\": [...]} (strings or objects with \"q\")")
+    })?;
     if queries.is_empty() || queries.len() > MAX_BATCH_QUERIES {
         return Err(ApiError::bad(format!(
             "give 1 to {MAX_BATCH_QUERIES} queries, not {}",
@@ -319,7 +341,10 @@ pub async fn search_post(State(state): State<Arc<AppState>>, body: Bytes) -> Api
     for q in queries {
         parsed.push(SearchRequest::from_json(q, &v));
     }
-    let good: Vec<SearchRequest> = parsed.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    let good: Vec<SearchRequest> = parsed
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
     let mut answers = run_searches(&state, good).await.into_iter();
     let results: Vec<Value> = parsed
         .into_iter()
@@ -337,7 +362,9 @@ pub async fn search_post(State(state): State<Arc<AppState>>, body: Bytes) -> Api
 
 fn parse_row(raw: &str, live: &LiveIndex) -> ApiResult<usize> {
     let row: usize = raw.parse().map_err(|_| {
-        ApiError::bad(format!("a row is a whole number (the \"row\" of a hit), not {raw:?}"))
+        ApiError::bad(format!(
+            "a row is a whole number (the \"row\" of a hit), not {raw:?}"
+        ))
     })?;
     if row >= live.index.len() {
         return Err(ApiError::not_found(format!(
@@ -567,7 +594,11 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let live = state.index();
     let text = state.metrics.render(&[
-        ("regionseek_index_rows", "Regions in the served commit.", live.index.len() as f64),
+        (
+            "regionseek_index_rows",
+            "Regions in the served commit.",
+            live.index.len() as f64,
+        ),
         (
             "regionseek_index_generation",
             "Generation of the served commit.",
@@ -578,10 +609,17 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             "Query embeddings cached.",
             state.encoder.cached_entries() as f64,
         ),
-        ("regionseek_uptime_seconds", "Since the server started.", state.started.elapsed().as_secs_f64()),
+        (
+            "regionseek_uptime_seconds",
+            "Since the server started.",
+            state.started.elapsed().as_secs_f64(),
+        ),
     ]);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
         .into_response()

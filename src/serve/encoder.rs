@@ -154,7 +154,9 @@ fn encode_loop(
             }
         }
         for job in batch {
-            let i = texts.binary_search(&job.text).expect("every text is in the batch");
+            let i = texts
+                .binary_search(&job.text)
+                .expect("every text is in the batch");
             let _ = job.reply.send(results[i].clone());
         }
     }

@@ -37,8 +37,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/regions/{row}/{picture}", get(api::picture_of))
         .route("/api/stats", get(api::stats))
         .route("/", get(page))
-        .route("/assets/page.js", get(|| asset(PAGE_JS, "text/javascript; charset=utf-8")))
-        .route("/assets/page.css", get(|| asset(PAGE_CSS, "text/css; charset=utf-8")))
+        .route(
+            "/assets/page.js",
+            get(|| asset(PAGE_JS, "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/assets/page.css",
+            get(|| asset(PAGE_CSS, "text/css; charset=utf-8")),
+        )
         // Layers added later wrap the earlier ones: the limit, then the timeout (which counts the wait
         // for a slot), then metrics (which see the timeouts).
         .route_layer(GlobalConcurrencyLimitLayer::new(concurrent))
@@ -71,7 +77,10 @@ async fn page() -> Response {
 
 async fn asset(body: &'static str, mime: &'static str) -> Response {
     (
-        [(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, mime),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         body,
     )
         .into_response()
@@ -80,9 +89,12 @@ async fn asset(body: &'static str, mime: &'static str) -> Response {
 async fn unmatched(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let t = Instant::now();
     let resp = api::not_found().await.into_response();
-    state
-        .metrics
-        .observe("unmatched", req.method().as_str(), resp.status().as_u16(), t.elapsed().as_secs_f64());
+    state.metrics.observe(
+        "unmatched",
+        req.method().as_str(),
+        resp.status().as_u16(),
+        t.elapsed().as_secs_f64(),
+    );
     resp
 }
 
@@ -109,7 +121,11 @@ async fn record(State(state): State<Arc<AppState>>, req: Request, next: Next) ->
 
 /// Equal-time comparison: a wrong token takes as long to refuse wherever it differs.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 fn cookie_token(req: &Request) -> Option<String> {
@@ -129,7 +145,9 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
     if query_len > MAX_QUERY_STRING {
         return ApiError::new(
             StatusCode::URI_TOO_LONG,
-            format!("the query string is {query_len} bytes; at most {MAX_QUERY_STRING} are accepted"),
+            format!(
+                "the query string is {query_len} bytes; at most {MAX_QUERY_STRING} are accepted"
+            ),
         )
         .into_response();
     }
@@ -145,7 +163,10 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
-    if bearer.or_else(|| cookie_token(&req)).is_some_and(|t| same(&t, token)) {
+    if bearer
+        .or_else(|| cookie_token(&req))
+        .is_some_and(|t| same(&t, token))
+    {
         return next.run(req).await;
     }
     // A browser opens /?token=... once; the token then lives in a cookie and leaves the address bar.
@@ -236,4 +257,3 @@ async fn json_errors(req: Request, next: Next) -> Response {
     }
     out
 }
-

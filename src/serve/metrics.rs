@@ -93,15 +93,43 @@ impl Metrics {
         }
         drop(r);
         let counters = [
-            ("regionseek_text_cache_hits_total", "Query texts answered from the embedding cache.", &self.cache_hits),
-            ("regionseek_text_cache_misses_total", "Query texts run through the text tower.", &self.cache_misses),
-            ("regionseek_text_batches_total", "Text-tower batches run.", &self.encoded_batches),
-            ("regionseek_text_encoded_total", "Texts run through the text tower.", &self.encoded_texts),
-            ("regionseek_index_reloads_total", "New index commits picked up.", &self.reloads),
-            ("regionseek_index_reload_failures_total", "Index commits that could not be opened (the previous one kept serving).", &self.reload_failures),
+            (
+                "regionseek_text_cache_hits_total",
+                "Query texts answered from the embedding cache.",
+                &self.cache_hits,
+            ),
+            (
+                "regionseek_text_cache_misses_total",
+                "Query texts run through the text tower.",
+                &self.cache_misses,
+            ),
+            (
+                "regionseek_text_batches_total",
+                "Text-tower batches run.",
+                &self.encoded_batches,
+            ),
+            (
+                "regionseek_text_encoded_total",
+                "Texts run through the text tower.",
+                &self.encoded_texts,
+            ),
+            (
+                "regionseek_index_reloads_total",
+                "New index commits picked up.",
+                &self.reloads,
+            ),
+            (
+                "regionseek_index_reload_failures_total",
+                "Index commits that could not be opened (the previous one kept serving).",
+                &self.reload_failures,
+            ),
         ];
         for (name, help, v) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
         }
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -111,5 +139,7 @@ impl Metrics {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

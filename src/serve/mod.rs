@@ -112,7 +112,10 @@ pub struct AppState {
 impl AppState {
     /// The index as of the last commit picked up; a request keeps the one it started with.
     pub fn index(&self) -> Arc<LiveIndex> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 

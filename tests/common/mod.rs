@@ -169,7 +169,11 @@ pub fn http_raw(
                 break;
             };
             let size = usize::from_str_radix(
-                String::from_utf8_lossy(&rest[..eol]).split(';').next().unwrap().trim(),
+                String::from_utf8_lossy(&rest[..eol])
+                    .split(';')
+                    .next()
+                    .unwrap()
+                    .trim(),
                 16,
             )
             .unwrap_or(0);
