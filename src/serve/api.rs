@@ -153,6 +153,15 @@ fn filter_from(p: &Params) -> Filter {
     }
 }
 
+/// `exact=true` or `ef=N` of a query string.
+fn mode_from_params(p: &Params) -> ApiResult<SearchMode> {
+    let ef = match p.text("ef") {
+        None => None,
+        Some(_) => Some(p.number("ef", 0, 1, 100_000)?),
+    };
+    mode_from(p.flag("exact")?, ef)
+}
+
 fn mode_from(exact: bool, ef: Option<usize>) -> ApiResult<SearchMode> {
     match (exact, ef) {
         (true, Some(_)) => Err(ApiError::bad("give exact or ef, not both")),
@@ -179,15 +188,11 @@ impl SearchRequest {
     fn from_params(p: &Params) -> ApiResult<Self> {
         let text = p.get("q").unwrap_or("").to_string();
         check_text(&text)?;
-        let ef = match p.text("ef") {
-            None => None,
-            Some(_) => Some(p.number("ef", 0, 1, 100_000)?),
-        };
         Ok(Self {
             text,
             k: p.number("k", 10, 1, MAX_K)?,
             filter: filter_from(p),
-            mode: mode_from(p.flag("exact")?, ef)?,
+            mode: mode_from_params(p)?,
         })
     }
 
@@ -250,6 +255,18 @@ impl SearchRequest {
     }
 }
 
+/// A filter that keeps no row is the client's mistake, said in its own words. Asked only after a search
+/// found no candidates, so that a good filter is not scanned twice.
+fn refuse_empty_filter(live: &LiveIndex, filter: &Filter, candidates: usize) -> ApiResult<()> {
+    if candidates > 0 {
+        return Ok(());
+    }
+    match query::explain_empty_filter(&live.index, filter) {
+        Some(why) => Err(ApiError::bad(format!("nothing to search: {why}"))),
+        None => Ok(()),
+    }
+}
+
 fn index_error(e: anyhow::Error) -> ApiError {
     ApiError::internal(format!("{e:#}"))
 }
@@ -286,11 +303,9 @@ async fn run_searches(
         };
         let live = live.clone();
         let answer = blocking(move || {
-            if let Some(why) = query::explain_empty_filter(&live.index, &req.filter) {
-                return Err(ApiError::bad(format!("nothing to search: {why}")));
-            }
             let a = query::search_query(&live.index, &enc.query, req.k, &req.filter, req.mode)
                 .map_err(index_error)?;
+            refuse_empty_filter(&live, &req.filter, a.run.candidates)?;
             Ok(json!({
                 "query": req.text,
                 "k": req.k,
@@ -386,20 +401,14 @@ pub async fn similar(
     let row = parse_row(&row, &live)?;
     let k = p.number("k", 10, 1, MAX_K)?;
     let filter = filter_from(&p);
-    let ef = match p.text("ef") {
-        None => None,
-        Some(_) => Some(p.number("ef", 0, 1, 100_000)?),
-    };
-    let mode = mode_from(p.flag("exact")?, ef)?;
+    let mode = mode_from_params(&p)?;
     blocking(move || {
-        if let Some(why) = query::explain_empty_filter(&live.index, &filter) {
-            return Err(ApiError::bad(format!("nothing to search: {why}")));
-        }
         let (hits, run) = live
             .index
             .similar(row, k, &filter, mode)
             .map_err(|e| index_error(e.into()))?
             .ok_or_else(|| ApiError::not_found(format!("row {row} has no stored embedding")))?;
+        refuse_empty_filter(&live, &filter, run.candidates)?;
         Ok(Json(json!({
             "row": row,
             "k": k,

@@ -36,7 +36,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/regions/{row}", get(api::region))
         .route("/api/regions/{row}/{picture}", get(api::picture_of))
         .route("/api/stats", get(api::stats))
-        .route("/", get(page))
+        .route("/", get(|| asset(PAGE_HTML, "text/html; charset=utf-8")))
         .route(
             "/assets/page.js",
             get(|| asset(PAGE_JS, "text/javascript; charset=utf-8")),
@@ -62,17 +62,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(middleware::from_fn(json_errors))
         .with_state(state)
-}
-
-async fn page() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        PAGE_HTML,
-    )
-        .into_response()
 }
 
 async fn asset(body: &'static str, mime: &'static str) -> Response {
