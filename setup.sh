@@ -3,9 +3,21 @@
 #   - CLIP's BPE vocabulary, from the open_clip_torch wheel on PyPI (the tokenizer for models without tokenizer.json);
 #   - ONNX Runtime's shared library (CPU), from the onnxruntime wheel on PyPI, for the SAM stage: regionseek finds
 #     vendor/onnxruntime/libonnxruntime.so.* by itself, or wherever ORT_DYLIB_PATH points.
+#   - cmake and nasm (Debian packages), which cargo needs to build libjpeg-turbo, the JPEG decoder Pillow uses,
+#     from source into the binary (src/decode/): nothing of it is needed at run time.
 # Idempotent: files already present are kept.
 set -euo pipefail
 cd "$(dirname "$0")"
+
+if ! command -v cmake >/dev/null || ! command -v nasm >/dev/null; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  if [ -n "$SUDO" ] && ! command -v sudo >/dev/null; then
+    echo "setup: cmake and nasm are needed to build libjpeg-turbo; install them (apt-get install cmake nasm)" >&2
+    exit 1
+  fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends cmake nasm >/dev/null
+fi
 mkdir -p vendor
 py=${PYTHON:-python3}
 

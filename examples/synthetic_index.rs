@@ -93,6 +93,7 @@ fn main() -> anyhow::Result<()> {
                         },
                         label: Some(format!("class{}", row % 80)),
                         created_at_ms: 0,
+                        exif_rotated: false,
                     },
                     embedding: vectors[i * dim..(i + 1) * dim].to_vec(),
                 }

@@ -37,6 +37,10 @@ pub struct RegionMeta {
     /// A class name the region came with (a COCO category), when known.
     pub label: Option<String>,
     pub created_at_ms: i64,
+    /// Whether the photo was turned upright by its EXIF orientation before its region was read: the frame the
+    /// box and the mask are in (false: the stored frame, as Pillow opens the file).
+    #[serde(default)]
+    pub exif_rotated: bool,
 }
 
 impl RegionMeta {
@@ -64,6 +68,9 @@ pub struct Hit {
     pub label: Option<String>,
     /// Row number in the region table.
     pub row: u64,
+    /// The frame `box` and `mask_rle` are in: true when the photo was turned upright by its EXIF orientation
+    /// (indexed with `--exif-rotate`), false for the photo as stored (as Pillow opens it).
+    pub exif_rotated: bool,
 }
 
 /// Restricts a search; every set field must match.

@@ -1,6 +1,6 @@
 //! The index directory: segments + graph dump + manifest, opened, appended to and searched.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -68,7 +68,7 @@ pub struct RegionIndex {
     /// a million rows it costs hundreds of megabytes.
     keys: OnceLock<HashSet<(String, String, String)>>,
     /// (image content hash, method) of every row: whether a photo has been through a method at all.
-    images: OnceLock<HashSet<(String, String)>>,
+    images: OnceLock<HashMap<(String, String), bool>>,
     engine: Box<dyn AnnEngine>,
     /// Held by writers for their whole life; None for readers.
     lock: Option<WriterLock>,
@@ -337,8 +337,14 @@ impl RegionIndex {
 
     /// Whether any region of this photo (by content hash) was indexed with `method`.
     pub fn has_image(&self, image_hash: &str, method: &str) -> bool {
+        self.image_frame(image_hash, method).is_some()
+    }
+
+    /// The frame this photo's regions were indexed in with `method` (`RegionMeta::exif_rotated`), if any were.
+    pub fn image_frame(&self, image_hash: &str, method: &str) -> Option<bool> {
         self.image_set()
-            .contains(&(image_hash.to_string(), method.to_string()))
+            .get(&(image_hash.to_string(), method.to_string()))
+            .copied()
     }
 
     fn key_set(&self) -> &HashSet<(String, String, String)> {
@@ -346,11 +352,11 @@ impl RegionIndex {
             .get_or_init(|| self.meta.iter().map(RegionMeta::key).collect())
     }
 
-    fn image_set(&self) -> &HashSet<(String, String)> {
+    fn image_set(&self) -> &HashMap<(String, String), bool> {
         self.images.get_or_init(|| {
             self.meta
                 .iter()
-                .map(|m| (m.image_hash.clone(), m.method.name.clone()))
+                .map(|m| ((m.image_hash.clone(), m.method.name.clone()), m.exif_rotated))
                 .collect()
         })
     }
@@ -436,7 +442,7 @@ impl RegionIndex {
                 keys.insert(r.meta.key());
             }
             if let Some(images) = self.images.get_mut() {
-                images.insert((r.meta.image_hash.clone(), r.meta.method.name.clone()));
+                images.insert((r.meta.image_hash.clone(), r.meta.method.name.clone()), r.meta.exif_rotated);
             }
             self.meta.push(r.meta);
         }
@@ -681,6 +687,7 @@ impl RegionIndex {
             source: m.source.clone(),
             label: m.label.clone(),
             row: id as u64,
+            exif_rotated: m.exif_rotated,
         }
     }
 }

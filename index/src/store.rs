@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch, StringArray,
+    Array, ArrayRef, AsArray, BooleanArray, FixedSizeListArray, Float32Array, RecordBatch, StringArray,
     StructArray, TimestampMillisecondArray, UInt32Array,
 };
 use arrow::datatypes::{
@@ -65,8 +65,13 @@ pub fn schema(dim: usize) -> SchemaRef {
             DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
             false,
         ),
+        Field::new("exif_rotated", DataType::Boolean, false),
     ]))
 }
+
+/// Segments written before `exif_rotated` existed lack that last column; their photos were always turned
+/// upright by their EXIF orientation, which is what their rows read as.
+const LEGACY_FIELDS: usize = 16;
 
 const EMBEDDING_COLUMN: usize = 14;
 
@@ -139,6 +144,9 @@ pub fn write_segment(path: &Path, rows: &[RegionRecord], dim: usize) -> Result<(
             TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.meta.created_at_ms))
                 .with_timezone("UTC"),
         ),
+        Arc::new(BooleanArray::from_iter(
+            rows.iter().map(|r| Some(r.meta.exif_rotated)),
+        )),
     ];
     let batch = RecordBatch::try_new(schema.clone(), columns)
         .map_err(|e| IndexError::Engine(format!("building the region table batch: {e}")))?;
@@ -190,7 +198,8 @@ pub fn read_segment(
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| corrupt(e.to_string()))?;
     let want = schema(dim);
     let have = builder.schema();
-    if have.fields().len() != want.fields().len()
+    let legacy = have.fields().len() == LEGACY_FIELDS;
+    if (have.fields().len() != want.fields().len() && !legacy)
         || have
             .fields()
             .iter()
@@ -201,7 +210,7 @@ pub fn read_segment(
             "its schema is not the region table's for {dim}-d embeddings"
         )));
     }
-    let columns: Vec<usize> = (0..want.fields().len())
+    let columns: Vec<usize> = (0..have.fields().len())
         .filter(|&i| with_embeddings || i != EMBEDDING_COLUMN)
         .collect();
     let mask = ProjectionMask::roots(builder.parquet_schema(), columns.iter().copied());
@@ -248,6 +257,7 @@ pub fn read_segment(
         let created = col("created_at")
             .as_primitive::<arrow::datatypes::TimestampMillisecondType>()
             .clone();
+        let exif_rotated = (!legacy).then(|| col("exif_rotated").as_boolean().clone());
         let opt_u32 = |a: &UInt32Array, i: usize| a.is_valid(i).then(|| a.value(i));
         let opt_f32 = |a: &Float32Array, i: usize| a.is_valid(i).then(|| a.value(i));
         for i in 0..batch.num_rows() {
@@ -272,6 +282,7 @@ pub fn read_segment(
                 },
                 label: label.is_valid(i).then(|| label.value(i).to_string()),
                 created_at_ms: created.value(i),
+                exif_rotated: exif_rotated.as_ref().is_none_or(|a| a.value(i)),
             });
         }
         if with_embeddings {

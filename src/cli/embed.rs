@@ -19,6 +19,9 @@ pub struct EmbedImageArgs {
     /// Input resolution S (a multiple of the patch size); the image is squash-resized to S×S.
     #[arg(long, default_value_t = 224)]
     size: u32,
+    /// Turn the photo upright by its EXIF orientation first (default: its stored frame, as Pillow opens it).
+    #[arg(long)]
+    exif_rotate: bool,
     /// Print the embeddings as JSON (one object per image).
     #[arg(long)]
     json: bool,
@@ -43,7 +46,7 @@ pub fn embed_image(a: EmbedImageArgs) -> anyhow::Result<ExitCode> {
     let mut failures = 0;
     for path in &a.images {
         let result = (|| -> anyhow::Result<Vec<f32>> {
-            let img = regionseek::decode::load_rgb(path)?;
+            let img = super::load_photo(path, a.exif_rotate)?;
             let x = preprocess::squash(&img, a.size, &model.config.normalization, &model.device)?;
             Ok(model.vision.forward(&x)?.squeeze(0)?.to_vec1::<f32>()?)
         })();

@@ -44,6 +44,9 @@ pub struct ClassifyArgs {
     /// How many labels to print per region.
     #[arg(long, default_value_t = 5)]
     top: usize,
+    /// Turn the photo upright by its EXIF orientation first (default: its stored frame, as Pillow opens it).
+    #[arg(long)]
+    exif_rotate: bool,
     #[arg(long)]
     json: bool,
 }
@@ -53,7 +56,7 @@ pub fn classify(a: ClassifyArgs) -> anyhow::Result<ExitCode> {
         !a.masks.is_empty() || !a.boxes.is_empty(),
         "give regions with --mask and/or --box"
     );
-    let image = regionseek::decode::load_rgb(&a.image)?;
+    let image = super::load_photo(&a.image, a.exif_rotate)?;
     let mut names = Vec::new();
     let mut masks: Vec<Result<BinaryMask, String>> = Vec::new();
     for m in &a.masks {

@@ -44,6 +44,11 @@ pub struct IndexArgs {
     /// decompression-bomb limit). Peak memory grows with this times the batch size.
     #[arg(long, default_value_t = regionseek::decode::DEFAULT_MAX_PIXELS)]
     max_pixels: u64,
+    /// Turn each photo upright by its EXIF orientation before its regions are read (for phone photos whose
+    /// boxes or masks were drawn upright). Off by default: photos are taken in their stored frame, as Pillow,
+    /// the reference and COCO's annotations take them. Recorded per row; the server's pictures follow it.
+    #[arg(long)]
+    exif_rotate: bool,
     #[arg(long)]
     json: bool,
 }
@@ -97,6 +102,7 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
         lock: Some(lock),
         decode: regionseek::decode::DecodeOptions {
             max_pixels: a.max_pixels,
+            exif_rotate: a.exif_rotate,
         },
     }
     .run(images, issues)?;

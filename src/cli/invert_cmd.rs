@@ -48,6 +48,9 @@ pub struct InvertArgs {
     /// Write each region's final explainability map as a PNG overlay on the image into this folder.
     #[arg(long)]
     save_maps: Option<PathBuf>,
+    /// Turn the photo upright by its EXIF orientation first (default: its stored frame, as Pillow opens it).
+    #[arg(long)]
+    exif_rotate: bool,
     #[arg(long)]
     json: bool,
 }
@@ -82,7 +85,7 @@ fn save_png(img: &RgbImage, path: &Path) -> anyhow::Result<()> {
 
 pub fn run(a: InvertArgs) -> anyhow::Result<ExitCode> {
     let model = a.model.load()?;
-    let img = regionseek::decode::load_rgb(&a.image)?;
+    let img = super::load_photo(&a.image, a.exif_rotate)?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let mut masks = Vec::new();
     let mut read_errors = Vec::new();

@@ -1,6 +1,7 @@
 //! Argument parsing and output formatting; the work happens in the library.
 
 mod bench;
+mod bench_decode;
 mod bench_index;
 mod bench_serve;
 mod embed;
@@ -17,6 +18,18 @@ mod weights_cmd;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// A photo for a one-photo command: its stored frame, or upright by its EXIF orientation with `--exif-rotate`.
+fn load_photo(
+    path: &std::path::Path,
+    exif_rotate: bool,
+) -> Result<image::RgbImage, regionseek::decode::DecodeError> {
+    let options = regionseek::decode::DecodeOptions {
+        exif_rotate,
+        ..Default::default()
+    };
+    regionseek::decode::load_rgb_with(path, &options)
+}
 
 #[derive(Parser)]
 #[command(
@@ -59,6 +72,8 @@ enum Command {
     Sam(sam_cmd::SamArgs),
     /// Time the forward, the Jacobian build and the inversion steps (JSON lines).
     Bench(bench::BenchArgs),
+    /// Decode throughput (megapixels/s) of regionseek's decoder against the `image` crate's on a photo folder.
+    BenchDecode(bench_decode::BenchDecodeArgs),
     /// Benchmark the vector index on synthetic clustered vectors: build rate, latency, recall@10, reload.
     BenchIndex(bench_index::BenchIndexArgs),
     /// Load-test the search server on loopback: latency of cache hits and misses, requests/s, memory.
@@ -88,6 +103,7 @@ pub fn run() -> ExitCode {
         Command::Classify(a) => eval_cmd::classify(a),
         Command::Eval(c) => eval_cmd::run(c),
         Command::Bench(a) => bench::run(a),
+        Command::BenchDecode(a) => bench_decode::run(a),
         Command::BenchIndex(a) => bench_index::run(a),
         Command::Serve(a) => serve_cmd::run(a),
         Command::BenchServe(a) => bench_serve::run(a),

@@ -108,6 +108,9 @@ pub struct SamArgs {
     /// Folder for the mask PNGs (`<image stem>_<box index>.png`).
     #[arg(long)]
     out: PathBuf,
+    /// Turn the photo upright by its EXIF orientation first (default: its stored frame, as Pillow opens it).
+    #[arg(long)]
+    exif_rotate: bool,
     #[arg(long)]
     json: bool,
 }
@@ -124,7 +127,7 @@ fn prepare_out(a: &SamArgs) -> anyhow::Result<String> {
 
 /// `--auto`: every automatic mask as a PNG, and the generator's records as `<stem>_auto.json`.
 fn run_auto(a: &SamArgs) -> anyhow::Result<ExitCode> {
-    let image = regionseek::decode::load_rgb(&a.image)?;
+    let image = super::load_photo(&a.image, a.exif_rotate)?;
     let params = a.auto.params();
     params.validate().map_err(anyhow::Error::msg)?;
     let dir = a
@@ -177,7 +180,7 @@ pub fn run(a: SamArgs) -> anyhow::Result<ExitCode> {
     if a.auto.auto {
         return run_auto(&a);
     }
-    let image = regionseek::decode::load_rgb(&a.image)?;
+    let image = super::load_photo(&a.image, a.exif_rotate)?;
     let (w, h) = (image.width() as usize, image.height() as usize);
     let mut model = a.sam.load()?;
     let stem = prepare_out(&a)?;

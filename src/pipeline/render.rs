@@ -14,7 +14,12 @@ const HIGHLIGHT: [u8; 3] = [255, 106, 0];
 /// A hit's photo and mask, checked to belong together.
 fn photo_and_mask(images_root: &Path, hit: &Hit) -> anyhow::Result<(RgbImage, BinaryMask)> {
     let path = images_root.join(&hit.image);
-    let img = crate::decode::load_rgb(&path)?;
+    // The photo in the frame its region was indexed in, or the mask would not line up.
+    let options = crate::decode::DecodeOptions {
+        exif_rotate: hit.exif_rotated,
+        ..Default::default()
+    };
+    let img = crate::decode::load_rgb_with(&path, &options)?;
     let mask = Rle::from_coco(&hit.mask_rle)?.decode();
     anyhow::ensure!(
         mask.width == img.width() as usize && mask.height == img.height() as usize,

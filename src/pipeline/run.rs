@@ -360,9 +360,22 @@ pub struct IndexRun<'a> {
     pub decode: DecodeOptions,
 }
 
+fn frame_conflict(indexed_upright: bool) -> String {
+    if indexed_upright {
+        "this photo's regions are already indexed turned upright by its EXIF orientation (--exif-rotate); \
+         rerun with --exif-rotate, or index into another --out"
+            .into()
+    } else {
+        "this photo's regions are already indexed in its stored frame (without --exif-rotate); rerun without \
+         --exif-rotate, or index into another --out"
+            .into()
+    }
+}
+
 struct Decoded {
     input: ImageInput,
-    hash: Result<String, String>,
+    /// The content hash, or why the photo fails before decoding (stage, message).
+    hash: Result<String, (&'static str, String)>,
     /// None when every region of the photo is indexed already.
     image: Option<Result<RgbImage, String>>,
     todo: Vec<RegionInput>,
@@ -444,14 +457,21 @@ impl IndexRun<'_> {
         while images_iter.peek().is_some() {
             let chunk: Vec<ImageInput> = images_iter.by_ref().take(batch).collect();
             // Hash and decode the batch in parallel; photos with nothing left to do are not decoded.
-            let hashed: Vec<(ImageInput, Result<String, String>)> = chunk
+            let rotate = self.decode.exif_rotate;
+            let hashed: Vec<(ImageInput, Result<String, (&'static str, String)>)> = chunk
                 .into_par_iter()
                 .map(|input| {
-                    let hash = file_hash(&input.path);
+                    let hash = file_hash(&input.path).map_err(|e| ("decode", e));
+                    // A photo's regions all share one frame: a rerun in the other one would add boxes and masks
+                    // that do not line up with the ones already indexed.
+                    let hash = hash.and_then(|h| match index.image_frame(&h, &method.name) {
+                        Some(frame) if frame != rotate => Err(("frame", frame_conflict(frame))),
+                        _ => Ok(h),
+                    });
                     (input, hash)
                 })
                 .collect();
-            let staged: Vec<(ImageInput, Result<String, String>, Vec<RegionInput>, bool)> = hashed
+            let staged: Vec<(ImageInput, Result<String, (&'static str, String)>, Vec<RegionInput>, bool)> = hashed
                 .into_iter()
                 .map(|(input, hash)| {
                     let todo: Vec<RegionInput> = match &hash {
@@ -493,8 +513,8 @@ impl IndexRun<'_> {
                 bar.inc(1);
                 let hash = match d.hash {
                     Ok(h) => h,
-                    Err(e) => {
-                        failures.push(ItemFailure::photo(&d.input.name, "decode", e));
+                    Err((stage, e)) => {
+                        failures.push(ItemFailure::photo(&d.input.name, stage, e));
                         continue;
                     }
                 };
@@ -595,6 +615,7 @@ impl IndexRun<'_> {
                                     method: method.clone(),
                                     label: r.label.clone(),
                                     created_at_ms,
+                                    exif_rotated: rotate,
                                 },
                                 embedding,
                             });

@@ -1,0 +1,286 @@
+//! PNG, GIF and TIFF from their raw samples, converted to RGB by Pillow's rules (`pil`), with the EXIF block
+//! each carries. Every decoder is told the header's pixel count is acceptable before it allocates pixels.
+
+use std::borrow::Cow;
+use std::io::Cursor;
+
+use super::pil;
+
+pub struct Raw {
+    pub width: u32,
+    pub height: u32,
+    pub rgb: Vec<u8>,
+    /// The EXIF block (TIFF-structured bytes), when the file carries one.
+    pub exif: Option<Vec<u8>>,
+}
+
+pub fn png(
+    data: &[u8],
+    max_bytes: usize,
+    check: impl FnOnce(u32, u32) -> Result<(), String>,
+) -> Result<Raw, String> {
+    use png::{BitDepth, ColorType};
+    let mut decoder = png::Decoder::new_with_limits(Cursor::new(data), png::Limits { bytes: max_bytes });
+    decoder.set_transformations(png::Transformations::IDENTITY);
+    let mut reader = decoder.read_info().map_err(png_error)?;
+    let info = reader.info();
+    let (w, h) = (info.width, info.height);
+    check(w, h)?;
+    let (color, depth) = (info.color_type, info.bit_depth);
+    let palette: Option<Vec<u8>> = info.palette.as_ref().map(|p| p.to_vec());
+    let exif = info.exif_metadata.as_ref().map(|e| e.to_vec());
+    let size = reader
+        .output_buffer_size()
+        .ok_or("the PNG's pixel buffer would not fit in memory")?;
+    let mut buf = vec![0u8; size];
+    let frame = reader.next_frame(&mut buf).map_err(png_error)?;
+    buf.truncate(frame.buffer_size());
+    let (wu, hu) = (w as usize, h as usize);
+    let wide = || -> Vec<u16> {
+        buf.chunks_exact(2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .collect()
+    };
+    let rgb = match (color, depth) {
+        (ColorType::Grayscale, BitDepth::Sixteen) => pil::gray16_to_rgb(&wide()),
+        (ColorType::Grayscale, BitDepth::Eight) => pil::gray_to_rgb(&buf),
+        (ColorType::Grayscale, d) => {
+            let bits = d as u8;
+            let mut g = pil::unpack_bits(&buf, wu, hu, bits);
+            pil::scale_low_bit_gray(&mut g, bits);
+            pil::gray_to_rgb(&g)
+        }
+        (ColorType::GrayscaleAlpha, BitDepth::Sixteen) => pil::gray_alpha_to_rgb(&pil::high_bytes(&wide()), 2),
+        (ColorType::GrayscaleAlpha, _) => pil::gray_alpha_to_rgb(&buf, 2),
+        (ColorType::Rgb, BitDepth::Sixteen) => pil::high_bytes(&wide()),
+        (ColorType::Rgb, _) => buf,
+        (ColorType::Rgba, BitDepth::Sixteen) => pil::take_rgb(&pil::high_bytes(&wide()), 4),
+        (ColorType::Rgba, _) => pil::take_rgb(&buf, 4),
+        (ColorType::Indexed, d) => {
+            let palette = palette.ok_or("a palette PNG without its palette (PLTE)")?;
+            let indices = if d == BitDepth::Eight {
+                buf
+            } else {
+                pil::unpack_bits(&buf, wu, hu, d as u8)
+            };
+            pil::palette_to_rgb(&indices, &palette)
+        }
+    };
+    Ok(Raw { width: w, height: h, rgb, exif })
+}
+
+fn png_error(e: png::DecodingError) -> String {
+    match e {
+        png::DecodingError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the image data is truncated (the file ends before its last pixel row)".into()
+        }
+        e => format!("corrupt PNG: {e}"),
+    }
+}
+
+/// The first frame as Pillow shows it: drawn at its place on the logical screen, the rest of the screen the
+/// frame's transparent index (or index 0), everything through the frame's palette (its own, else the global).
+pub fn gif(
+    data: &[u8],
+    max_bytes: usize,
+    check: impl FnOnce(u32, u32) -> Result<(), String>,
+) -> Result<Raw, String> {
+    let mut options = gif::DecodeOptions::new();
+    options.set_color_output(gif::ColorOutput::Indexed);
+    options.set_memory_limit(gif::MemoryLimit::Bytes(std::num::NonZeroU64::new(max_bytes.max(1) as u64).unwrap_or(std::num::NonZeroU64::MIN)));
+    let mut decoder = options.read_info(Cursor::new(data)).map_err(gif_error)?;
+    let (w, h) = (decoder.width() as u32, decoder.height() as u32);
+    check(w, h)?;
+    let global = decoder.global_palette().map(|p| p.to_vec());
+    let frame = decoder
+        .read_next_frame()
+        .map_err(gif_error)?
+        .ok_or("a GIF without any frame")?;
+    let palette = frame
+        .palette
+        .clone()
+        .or(global)
+        .ok_or("a GIF frame without a palette")?;
+    let mut screen = vec![frame.transparent.unwrap_or(0); w as usize * h as usize];
+    let (fw, fh) = (frame.width as usize, frame.height as usize);
+    let (left, top) = (frame.left as usize, frame.top as usize);
+    for y in 0..fh {
+        let sy = top + y;
+        if sy >= h as usize {
+            break;
+        }
+        for x in 0..fw {
+            let sx = left + x;
+            if sx >= w as usize {
+                break;
+            }
+            screen[sy * w as usize + sx] = frame.buffer[y * fw + x];
+        }
+    }
+    Ok(Raw {
+        width: w,
+        height: h,
+        rgb: pil::palette_to_rgb(&screen, &palette),
+        exif: None,
+    })
+}
+
+fn gif_error(e: gif::DecodingError) -> String {
+    match e {
+        gif::DecodingError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the image data is truncated (the file ends before its last pixel row)".into()
+        }
+        e => format!("corrupt GIF: {e}"),
+    }
+}
+
+/// The first image of a TIFF.
+pub fn tiff(
+    data: &[u8],
+    max_bytes: usize,
+    check: impl FnOnce(u32, u32) -> Result<(), String>,
+) -> Result<Raw, String> {
+    use tiff::decoder::{DecodingResult, Limits};
+    use tiff::tags::Tag;
+    use tiff::ColorType;
+    let mut limits = Limits::default();
+    limits.decoding_buffer_size = max_bytes;
+    limits.intermediate_buffer_size = max_bytes;
+    let mut decoder = tiff::decoder::Decoder::new(Cursor::new(data))
+        .map_err(tiff_error)?
+        .with_limits(limits);
+    let (w, h) = decoder.dimensions().map_err(tiff_error)?;
+    check(w, h)?;
+    let color = decoder.colortype().map_err(tiff_error)?;
+    let compression = decoder
+        .find_tag(Tag::Compression)
+        .ok()
+        .flatten()
+        .and_then(|v| v.into_u16().ok());
+    // JPEG inside TIFF would go through another JPEG decoder than libjpeg-turbo: not the reference's pixels.
+    if matches!(compression, Some(6) | Some(7)) {
+        return Err("JPEG-compressed TIFF is not supported: convert it to JPEG or to a losslessly compressed TIFF".into());
+    }
+    let exif = tiff_orientation_as_exif(&mut decoder);
+    // The tiff crate does not read colour-mapped strips; say so rather than its internal message.
+    if matches!(color, ColorType::Palette(_)) {
+        return Err("palette (colour-mapped) TIFF is not supported: convert it to PNG".into());
+    }
+    let image = decoder.read_image().map_err(tiff_error)?;
+    let (wu, hu) = (w as usize, h as usize);
+    let unsupported = |what: &str| Err(format!("unsupported TIFF layout ({what}): convert it to PNG or JPEG"));
+    let rgb = match (color, image) {
+        (ColorType::Gray(8), DecodingResult::U8(v)) => pil::gray_to_rgb(&v),
+        (ColorType::Gray(16), DecodingResult::U16(v)) => pil::gray16_to_rgb(&v),
+        (ColorType::Gray(b @ (1 | 2 | 4)), DecodingResult::U8(v)) => {
+            let mut g = pil::unpack_bits(&v, wu, hu, b);
+            pil::scale_low_bit_gray(&mut g, b);
+            pil::gray_to_rgb(&g)
+        }
+        (ColorType::GrayA(8), DecodingResult::U8(v)) => pil::gray_alpha_to_rgb(&v, 2),
+        (ColorType::RGB(8), DecodingResult::U8(v)) => v,
+        (ColorType::RGB(16), DecodingResult::U16(v)) => pil::high_bytes(&v),
+        (ColorType::RGBA(8), DecodingResult::U8(v)) => pil::take_rgb(&v, 4),
+        (ColorType::RGBA(16), DecodingResult::U16(v)) => pil::take_rgb(&pil::high_bytes(&v), 4),
+        // TIFF CMYK is stored as ink amounts (no Adobe inversion).
+        (ColorType::CMYK(8), DecodingResult::U8(v)) => pil::cmyk_to_rgb(&v),
+        (c, _) => return unsupported(&format!("{c:?}")),
+    };
+    Ok(Raw { width: w, height: h, rgb, exif })
+}
+
+/// A TIFF keeps its orientation as a tag of its own first directory; handed on as a one-entry EXIF block so
+/// that every format goes through the same orientation code.
+fn tiff_orientation_as_exif<R: std::io::Read + std::io::Seek>(d: &mut tiff::decoder::Decoder<R>) -> Option<Vec<u8>> {
+    let o = d
+        .find_tag(tiff::tags::Tag::Orientation)
+        .ok()
+        .flatten()?
+        .into_u16()
+        .ok()?;
+    let mut b = b"II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0".to_vec();
+    b.extend_from_slice(&o.to_le_bytes());
+    b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    Some(b)
+}
+
+fn tiff_error(e: tiff::TiffError) -> String {
+    match e {
+        tiff::TiffError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the image data is truncated (the file ends before its last pixel row)".into()
+        }
+        e => format!("corrupt TIFF: {e}"),
+    }
+}
+
+/// The orientation (1..=8) in an EXIF block, 1 when it says nothing usable.
+pub fn exif_orientation(exif: &[u8]) -> u8 {
+    let exif = exif.strip_prefix(b"Exif\0\0").unwrap_or(exif);
+    let le = match exif.get(..4) {
+        Some(b"II*\0") => true,
+        Some(b"MM\0*") => false,
+        _ => return 1,
+    };
+    let u16_at = |i: usize| -> Option<u16> {
+        let b = exif.get(i..i + 2)?;
+        Some(if le { u16::from_le_bytes([b[0], b[1]]) } else { u16::from_be_bytes([b[0], b[1]]) })
+    };
+    let u32_at = |i: usize| -> Option<u32> {
+        let b = exif.get(i..i + 4)?;
+        let a = [b[0], b[1], b[2], b[3]];
+        Some(if le { u32::from_le_bytes(a) } else { u32::from_be_bytes(a) })
+    };
+    let find = || -> Option<u8> {
+        let ifd = u32_at(4)? as usize;
+        let n = u16_at(ifd)? as usize;
+        for k in 0..n.min(1000) {
+            let e = ifd + 2 + 12 * k;
+            if u16_at(e)? == 0x0112 {
+                let v = u16_at(e + 8)?;
+                return (1..=8).contains(&v).then_some(v as u8);
+            }
+        }
+        None
+    };
+    find().unwrap_or(1)
+}
+
+/// The EXIF block of a JPEG (its APP1 "Exif" segment), found by walking the markers before the first scan.
+pub fn jpeg_exif(b: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let mut i = 2;
+    while i + 4 <= b.len() {
+        if b[i] != 0xFF {
+            return None;
+        }
+        let marker = b[i + 1];
+        if marker == 0xD8 || (0xD0..=0xD7).contains(&marker) || marker == 0x01 || marker == 0xFF {
+            i += if marker == 0xFF { 1 } else { 2 };
+            continue;
+        }
+        if marker == 0xDA || marker == 0xD9 {
+            return None;
+        }
+        let len = u16::from_be_bytes([b[i + 2], b[i + 3]]) as usize;
+        let body = b.get(i + 4..i + 2 + len)?;
+        if marker == 0xE1 && body.starts_with(b"Exif\0\0") {
+            return Some(Cow::Borrowed(&body[6..]));
+        }
+        i += 2 + len;
+    }
+    None
+}
+
+/// The EXIF block of a WebP (its RIFF "EXIF" chunk).
+pub fn webp_exif(b: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let mut i = 12;
+    while i + 8 <= b.len() {
+        let id = &b[i..i + 4];
+        let len = u32::from_le_bytes([b[i + 4], b[i + 5], b[i + 6], b[i + 7]]) as usize;
+        let body = b.get(i + 8..i + 8 + len)?;
+        if id == b"EXIF" {
+            return Some(Cow::Borrowed(body));
+        }
+        i += 8 + len + (len & 1);
+    }
+    None
+}

@@ -1,0 +1,344 @@
+//! Reading photos exactly as the reference sees them: `Image.open(path).convert("RGB")` in Pillow 13.
+//!
+//! JPEG goes through libjpeg-turbo, the library inside Pillow, so the pixels are the same bytes (tested over
+//! every COCO128 photo and every layout in tests/fixtures/decode). PNG, GIF and TIFF are read as raw samples
+//! and converted with Pillow's own rules (`pil`); WebP and BMP through the `image` crate, whose output for them
+//! is Pillow's too (the same fixtures check it). HEIC and AVIF are refused by name.
+//!
+//! Photos are taken in their stored frame, as Pillow opens them and as COCO's boxes and masks are drawn;
+//! `DecodeOptions::exif_rotate` turns them upright first (`ImageOps.exif_transpose`).
+//!
+//! A photo is untrusted input: its header is read and its pixel count checked before any pixel buffer is
+//! allocated (a forged 65535×65535 header is refused, not decoded into 12 GB), and a JPEG whose data ends
+//! before its end-of-image marker is refused as Pillow refuses it, rather than padded with grey.
+
+mod formats;
+mod jpeg;
+pub mod pil;
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+
+/// Pillow's `DecompressionBombWarning` threshold (`Image.MAX_IMAGE_PIXELS`).
+pub const PIL_WARN_PIXELS: u64 = 89_478_485;
+/// Pillow's `DecompressionBombError` threshold: twice the warning.
+pub const DEFAULT_MAX_PIXELS: u64 = 2 * PIL_WARN_PIXELS;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot decode image {path}: {message}")]
+pub struct DecodeError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// Photos with more pixels than this are refused from their header.
+    pub max_pixels: u64,
+    /// Turn the photo upright by its EXIF orientation (off: the stored frame, as Pillow and the reference).
+    pub exif_rotate: bool,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self {
+            max_pixels: DEFAULT_MAX_PIXELS,
+            exif_rotate: false,
+        }
+    }
+}
+
+impl DecodeOptions {
+    /// The most bytes one decode of an allowed photo needs (16-bit RGBA is the widest layout decoded), handed
+    /// to the decoders as their allocation limit as a second guard behind the header check.
+    fn alloc_limit(&self) -> u64 {
+        self.max_pixels.saturating_mul(8).max(64 << 20)
+    }
+
+    fn check(&self, w: u32, h: u32) -> Result<(), String> {
+        let pixels = w as u64 * h as u64;
+        if pixels == 0 {
+            return Err("the image is empty".into());
+        }
+        if pixels > self.max_pixels {
+            return Err(format!(
+                "{w}x{h} = {pixels} pixels is over the limit of {} (a decompression bomb or a forged header; \
+                 raise --max-pixels to read it)",
+                self.max_pixels
+            ));
+        }
+        if pixels > PIL_WARN_PIXELS {
+            tracing::warn!("{w}x{h} = {pixels} pixels, more than Pillow reads without a warning");
+        }
+        Ok(())
+    }
+}
+
+/// The containers regionseek reads, told apart by their first bytes (never by the file's extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhotoFormat {
+    Jpeg,
+    Png,
+    Gif,
+    WebP,
+    Tiff,
+    Bmp,
+}
+
+const READS: &str = "JPEG, PNG, WebP, TIFF, BMP, GIF";
+
+pub fn sniff(b: &[u8]) -> Result<PhotoFormat, String> {
+    if b.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return Ok(PhotoFormat::Jpeg);
+    }
+    if b.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Ok(PhotoFormat::Png);
+    }
+    if b.starts_with(b"GIF87a") || b.starts_with(b"GIF89a") {
+        return Ok(PhotoFormat::Gif);
+    }
+    if b.len() >= 12 && &b[..4] == b"RIFF" && &b[8..12] == b"WEBP" {
+        return Ok(PhotoFormat::WebP);
+    }
+    if b.starts_with(b"II*\0") || b.starts_with(b"MM\0*") {
+        return Ok(PhotoFormat::Tiff);
+    }
+    if b.starts_with(b"BM") && b.len() >= 26 {
+        return Ok(PhotoFormat::Bmp);
+    }
+    if b.len() >= 12 && &b[4..8] == b"ftyp" {
+        let brand = &b[8..12];
+        let kind = match brand {
+            b"heic" | b"heix" | b"hevc" | b"hevx" | b"heim" | b"heis" | b"mif1" | b"msf1" => "HEIC/HEIF",
+            b"avif" | b"avis" => "AVIF",
+            _ => "ISO media (a video?)",
+        };
+        return Err(format!(
+            "unsupported format: {kind} (regionseek reads {READS}; convert the photo, e.g. with \
+             `heif-convert` or an image editor)"
+        ));
+    }
+    Err(format!("not a photo in a format regionseek reads ({READS})"))
+}
+
+/// Decodes a photo file as 8-bit RGB in its stored frame, with the default limits.
+pub fn load_rgb(path: &Path) -> Result<RgbImage, DecodeError> {
+    load_rgb_with(path, &DecodeOptions::default())
+}
+
+pub fn load_rgb_with(path: &Path, options: &DecodeOptions) -> Result<RgbImage, DecodeError> {
+    let bytes = std::fs::read(path).map_err(|e| DecodeError {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    decode_rgb(&bytes, path, options)
+}
+
+/// Decodes a photo held in memory; `name` is what errors call it.
+pub fn decode_rgb(bytes: &[u8], name: &Path, options: &DecodeOptions) -> Result<RgbImage, DecodeError> {
+    let err = |message: String| DecodeError {
+        path: name.to_path_buf(),
+        message,
+    };
+    let format = sniff(bytes).map_err(err)?;
+    let max_bytes = options.alloc_limit().min(usize::MAX as u64) as usize;
+    let check = |w, h| options.check(w, h);
+    let (w, h, rgb, exif) = match format {
+        PhotoFormat::Jpeg => {
+            jpeg_complete(bytes).map_err(err)?;
+            let (w, h, rgb) = jpeg::decode(bytes, check).map_err(err)?;
+            (w, h, rgb, formats::jpeg_exif(bytes).map(|e| e.into_owned()))
+        }
+        PhotoFormat::Png => {
+            let r = formats::png(bytes, max_bytes, check).map_err(err)?;
+            (r.width, r.height, r.rgb, r.exif)
+        }
+        PhotoFormat::Gif => {
+            let r = formats::gif(bytes, max_bytes, check).map_err(err)?;
+            (r.width, r.height, r.rgb, r.exif)
+        }
+        PhotoFormat::Tiff => {
+            let r = formats::tiff(bytes, max_bytes, check).map_err(err)?;
+            (r.width, r.height, r.rgb, r.exif)
+        }
+        PhotoFormat::WebP | PhotoFormat::Bmp => {
+            let f = if format == PhotoFormat::WebP { ImageFormat::WebP } else { ImageFormat::Bmp };
+            let (w, h, rgb) = via_image_crate(bytes, f, options).map_err(err)?;
+            let exif = if format == PhotoFormat::WebP {
+                formats::webp_exif(bytes).map(|e| e.into_owned())
+            } else {
+                None
+            };
+            (w, h, rgb, exif)
+        }
+    };
+    let img = RgbImage::from_raw(w, h, rgb)
+        .ok_or_else(|| err("the decoder returned fewer pixels than its header declares".into()))?;
+    if !options.exif_rotate {
+        return Ok(img);
+    }
+    let orientation = exif.as_deref().map(formats::exif_orientation).unwrap_or(1);
+    Ok(upright(img, orientation))
+}
+
+/// The EXIF orientation a photo declares (1 when none), read without decoding its pixels.
+pub fn exif_orientation(bytes: &[u8]) -> u8 {
+    let exif = match sniff(bytes) {
+        Ok(PhotoFormat::Jpeg) => formats::jpeg_exif(bytes).map(|e| e.into_owned()),
+        Ok(PhotoFormat::WebP) => formats::webp_exif(bytes).map(|e| e.into_owned()),
+        Ok(PhotoFormat::Png) => png::Decoder::new(Cursor::new(bytes))
+            .read_info()
+            .ok()
+            .and_then(|r| r.info().exif_metadata.as_ref().map(|e| e.to_vec())),
+        _ => None,
+    };
+    exif.as_deref().map(formats::exif_orientation).unwrap_or(1)
+}
+
+/// `ImageOps.exif_transpose`: 2 mirrors, 3 turns 180°, 4 flips, 5 transposes, 6 turns 90° clockwise,
+/// 7 transverses, 8 turns 90° counter-clockwise.
+fn upright(img: RgbImage, orientation: u8) -> RgbImage {
+    let Some(o) = image::metadata::Orientation::from_exif(orientation) else {
+        return img;
+    };
+    let mut d = DynamicImage::ImageRgb8(img);
+    d.apply_orientation(o);
+    d.into_rgb8()
+}
+
+fn via_image_crate(bytes: &[u8], format: ImageFormat, options: &DecodeOptions) -> Result<(u32, u32, Vec<u8>), String> {
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(options.alloc_limit());
+    reader.limits(limits);
+    let decoder = reader.into_decoder().map_err(|e| e.to_string())?;
+    let (w, h) = decoder.dimensions();
+    options.check(w, h)?;
+    let img = DynamicImage::from_decoder(decoder).map_err(describe)?;
+    let rgb = match img {
+        DynamicImage::ImageRgb8(i) => i.into_raw(),
+        DynamicImage::ImageRgba8(i) => pil::take_rgb(i.as_raw(), 4),
+        DynamicImage::ImageLuma8(i) => pil::gray_to_rgb(i.as_raw()),
+        DynamicImage::ImageLumaA8(i) => pil::gray_alpha_to_rgb(i.as_raw(), 2),
+        other => return Err(format!("unsupported {format:?} layout ({:?})", other.color())),
+    };
+    Ok((w, h, rgb))
+}
+
+fn describe(e: image::ImageError) -> String {
+    match &e {
+        image::ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the image data is truncated (the file ends before its last pixel row)".into()
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// Walks a JPEG's marker segments and entropy-coded scans to its end-of-image marker. Data that ends before
+/// it is truncated: Pillow (libjpeg) refuses such a file ("image file is truncated"), while the `image`
+/// crate's decoder pads the missing rows with grey. Bytes after the end-of-image marker are allowed, as
+/// Pillow allows them.
+pub fn jpeg_complete(b: &[u8]) -> Result<(), String> {
+    const TRUNCATED: &str = "the JPEG data is truncated (it ends before its end-of-image marker)";
+    if b.len() < 2 || b[0] != 0xFF || b[1] != 0xD8 {
+        return Err("not a JPEG (no start-of-image marker)".into());
+    }
+    let mut i = 2;
+    loop {
+        // libjpeg skips stray bytes before a marker with a warning; so do we.
+        while i < b.len() && b[i] != 0xFF {
+            i += 1;
+        }
+        while i < b.len() && b[i] == 0xFF {
+            i += 1;
+        }
+        let Some(&marker) = b.get(i) else {
+            return Err(TRUNCATED.into());
+        };
+        i += 1;
+        match marker {
+            0xD9 => return Ok(()),
+            0x01 | 0xD0..=0xD8 => continue,
+            _ => {}
+        }
+        if i + 2 > b.len() {
+            return Err(TRUNCATED.into());
+        }
+        let len = u16::from_be_bytes([b[i], b[i + 1]]) as usize;
+        if len < 2 {
+            return Err(format!(
+                "corrupt JPEG: marker 0x{marker:02X} has length {len}"
+            ));
+        }
+        i += len;
+        if i > b.len() {
+            return Err(TRUNCATED.into());
+        }
+        if marker == 0xDA {
+            // Entropy-coded data runs to the next marker that is neither a stuffed 0xFF00 nor a restart.
+            loop {
+                if i + 1 >= b.len() {
+                    return Err(TRUNCATED.into());
+                }
+                if b[i] == 0xFF {
+                    match b[i + 1] {
+                        0x00 | 0xD0..=0xD7 => i += 2,
+                        0xFF => i += 1,
+                        _ => break,
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_jpeg() -> Vec<u8> {
+        let img = RgbImage::from_fn(32, 24, |x, y| {
+            image::Rgb([(x * 8) as u8, (y * 10) as u8, 77])
+        });
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, ImageFormat::Jpeg).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn a_truncated_png_is_refused_as_truncated() {
+        let img = RgbImage::from_fn(64, 48, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 5) as u8, (x ^ y) as u8])
+        });
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, ImageFormat::Png).unwrap();
+        let bytes = out.into_inner();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.png");
+        std::fs::write(&path, &bytes[..bytes.len() * 4 / 10]).unwrap();
+        let e = load_rgb(&path).unwrap_err().to_string();
+        assert!(e.contains("truncated") && e.contains("cut.png"), "{e}");
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(load_rgb(&path).unwrap().dimensions(), (64, 48));
+    }
+
+    #[test]
+    fn a_complete_jpeg_passes_the_marker_walk_and_every_truncation_fails_it() {
+        let b = tiny_jpeg();
+        jpeg_complete(&b).unwrap();
+        let mut trailing = b.clone();
+        trailing.extend_from_slice(b"trailing bytes");
+        jpeg_complete(&trailing).unwrap();
+        for cut in 1..b.len() {
+            assert!(
+                jpeg_complete(&b[..cut]).is_err(),
+                "cut at {cut} of {}",
+                b.len()
+            );
+        }
+    }
+}

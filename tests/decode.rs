@@ -1,0 +1,94 @@
+//! Photos decode to the very bytes Pillow 13 gives (`Image.open(p).convert("RGB")`), the reference's view of
+//! them: tests/fixtures/make_decode.py writes the expected hashes (and the small photos in every layout).
+
+use std::path::{Path, PathBuf};
+
+use regionseek::decode::{decode_rgb, load_rgb_with, DecodeOptions};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn sha(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+fn check_against(expected: &serde_json::Map<String, Value>, dir: &Path) -> (usize, Vec<String>) {
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for (name, want) in expected {
+        let path = dir.join(name);
+        let stored = load_rgb_with(&path, &DecodeOptions::default());
+        if let Some(reason) = want.get("error").and_then(Value::as_str) {
+            match stored {
+                Ok(_) => wrong.push(format!("{name}: decoded, but Pillow-side expectation is a refusal ({reason})")),
+                Err(e) => {
+                    let msg = e.to_string();
+                    if !msg.contains(reason) || !msg.contains(name.as_str()) {
+                        wrong.push(format!("{name}: error {msg:?} should name the file and say {reason:?}"));
+                    }
+                }
+            }
+            checked += 1;
+            continue;
+        }
+        let size: Vec<u64> = want["size"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        match stored {
+            Err(e) => wrong.push(format!("{name} ({}): {e}", want["mode"])),
+            Ok(img) => {
+                if [img.width() as u64, img.height() as u64] != size[..] {
+                    wrong.push(format!("{name}: size {:?}, Pillow {size:?}", img.dimensions()));
+                } else if sha(img.as_raw()) != want["sha256"].as_str().unwrap() {
+                    wrong.push(format!("{name} ({}): pixels differ from Pillow's", want["mode"]));
+                }
+            }
+        }
+        let upright_want = want.get("exif_rotated").unwrap_or(want);
+        let upright = load_rgb_with(
+            &path,
+            &DecodeOptions {
+                exif_rotate: true,
+                ..Default::default()
+            },
+        );
+        match upright {
+            Err(e) => wrong.push(format!("{name} upright: {e}")),
+            Ok(img) => {
+                if sha(img.as_raw()) != upright_want["sha256"].as_str().unwrap() {
+                    wrong.push(format!("{name}: with --exif-rotate, pixels differ from ImageOps.exif_transpose's"));
+                }
+            }
+        }
+        checked += 1;
+    }
+    (checked, wrong)
+}
+
+#[test]
+fn every_fixture_layout_decodes_to_pillows_bytes_or_is_refused_by_name() {
+    let dir = root().join("tests/fixtures/decode");
+    let expected: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let files = expected["files"].as_object().unwrap();
+    let (checked, wrong) = check_against(files, &dir);
+    assert!(wrong.is_empty(), "{} of {checked} differ:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(checked >= 60, "only {checked} fixture photos");
+}
+
+#[test]
+fn every_shared_photo_decodes_to_pillows_bytes() {
+    let data = std::env::var_os("REGIONSEEK_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/data"));
+    if !data.join("coco128/images").is_dir() {
+        eprintln!("SKIPPED: no shared data at {} (the COCO128 photos)", data.display());
+        return;
+    }
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/decode_shared.json")).unwrap()).unwrap();
+    let files = expected.as_object().unwrap();
+    let (checked, wrong) = check_against(files, &data);
+    assert!(wrong.is_empty(), "{} of {checked} differ:\n{}", wrong.len(), wrong.join("\n"));
+    assert_eq!(checked, 134, "128 COCO128 photos and the 6 reference examples");
+}
