@@ -159,8 +159,9 @@ fn pil_bicubic_resize_of_real_photos_matches_pil() {
 }
 
 #[test]
-fn jpeg_photo_preprocessing_is_within_decoder_rounding() {
-    // JPEG decoders (zune-jpeg here, libjpeg-turbo in PIL) may round IDCT/upsampling differently by 1-2 levels.
+fn jpeg_photo_preprocessing_matches_pil_from_the_jpeg() {
+    // The JPEG decodes to PIL's very bytes (libjpeg-turbo on both sides), so as for the PNG only the resize's
+    // pass order can differ, by one rounding level.
     let Some(data) = shared_data() else { return };
     let cats = regionseek::decode::load_rgb(&data.join("maskinversion-examples/cats_and_dogs.jpg"))
         .unwrap();
@@ -184,6 +185,6 @@ fn jpeg_photo_preprocessing_is_within_decoder_rounding() {
         let max = diffs.iter().copied().max().unwrap();
         let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
         eprintln!("{name}: max |diff| {max} levels, mean {mean:.4}");
-        assert!(max <= 4, "{name}: max {max}, mean {mean}");
+        assert!(max <= 1, "{name}: max {max}, mean {mean}");
     }
 }

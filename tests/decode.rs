@@ -73,7 +73,7 @@ fn every_fixture_layout_decodes_to_pillows_bytes_or_is_refused_by_name() {
     let files = expected["files"].as_object().unwrap();
     let (checked, wrong) = check_against(files, &dir);
     assert!(wrong.is_empty(), "{} of {checked} differ:\n{}", wrong.len(), wrong.join("\n"));
-    assert!(checked >= 60, "only {checked} fixture photos");
+    assert_eq!(checked, 67, "every photo expected.json lists");
 }
 
 #[test]

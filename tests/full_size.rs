@@ -84,9 +84,9 @@ fn vit_b16_at_448_matches_reference() {
     }
 }
 
-/// End to end from the JPEG, our decoder and resize included. zune-jpeg and libjpeg-turbo (PIL) round the
-/// IDCT differently (up to 3 levels, see clip_parity), and Adam's sign-like first steps amplify input
-/// differences in the token, so this reports the figures and checks only that the image embedding holds.
+/// End to end from the JPEG file, as a user gives it: our decoder (libjpeg-turbo, PIL's), our resize, the
+/// model and the inversion. Adam's sign-like first steps amplify any input difference in the token (with the
+/// previous decoder, 1-3 levels off PIL's, the LETs fell to cosine 0.9969), so this is the decoder's real test.
 #[test]
 fn vit_b16_at_448_end_to_end_from_jpeg() {
     let Some(Fixture {
@@ -107,12 +107,13 @@ fn vit_b16_at_448_end_to_end_from_jpeg() {
     let out = invert_image(&model, &img, &masks, &cfg).unwrap();
     let cos_cls = cosine(&out.cls_embedding, &vec1(&exp["cls_embedding"]));
     eprintln!("B/16@448 CLS embedding cosine {cos_cls:.7} (end to end from the JPEG)");
-    assert!(cos_cls > 0.999, "{cos_cls}");
+    assert!(cos_cls > 0.99999, "{cos_cls}");
     for (k, r) in out.masks.iter().enumerate() {
         let cos = cosine(
             &r.as_ref().unwrap().embedding,
             &vec1(&exp["let_alpha0"].get(k).unwrap()),
         );
         eprintln!("B/16@448 mask {k}: LET cosine {cos:.7} (end to end from the JPEG)");
+        assert!(cos >= 0.9999, "mask {k}: LET cosine {cos} from the JPEG");
     }
 }

@@ -425,3 +425,86 @@ fn a_spec_with_an_unknown_key_is_refused_with_its_line() {
         "lists the available pipelines: {err}"
     );
 }
+
+/// A phone photo (EXIF orientation 6: stored 67x45, upright 45x67) is indexed in its stored frame by default,
+/// as Pillow and COCO see it, or upright with --exif-rotate; each row says which, the region's pictures are cut
+/// from the photo in that frame, and a rerun in the other frame is refused for that photo instead of mixing.
+#[test]
+fn a_phone_photo_is_indexed_in_its_stored_frame_or_upright_never_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    std::fs::copy(
+        root().join("tests/fixtures/decode/jpeg_exif_6.jpg"),
+        photos.join("phone.jpg"),
+    )
+    .unwrap();
+    let boxes = tmp.path().join("boxes.json");
+    std::fs::write(&boxes, r#"[{"image": "phone.jpg", "box": [2, 3, 40, 41], "id": "r"}]"#).unwrap();
+    let spec = quick_spec(tmp.path(), "\"decode\", \"box-mask\", \"invert\", \"index\"", 4);
+    let index_with = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "index",
+            photos.to_str().unwrap(),
+            "--boxes",
+            boxes.to_str().unwrap(),
+            "--pipeline",
+            spec.to_str().unwrap(),
+            "--model",
+            "random:vit-b-32",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let first_hit = |index: &Path| -> Value {
+        let (code, out, err) = run(&["search", index.to_str().unwrap(), "a photo", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        json(&out)["hits"][0].clone()
+    };
+
+    let stored = tmp.path().join("stored");
+    let (code, out, err) = index_with(&stored, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["regions_added"], 1);
+    let hit = first_hit(&stored);
+    assert_eq!(hit["exif_rotated"], false, "{hit}");
+    assert_eq!(hit["mask_rle"]["size"], serde_json::json!([45, 67]), "stored frame is 67 wide, 45 high");
+
+    let (code, out, _) = index_with(&stored, &["--exif-rotate"]);
+    assert_eq!(code, 2, "the other frame is a per-photo failure");
+    let r = json(&out);
+    assert_eq!((r["regions_added"].as_u64(), r["failures"].as_u64()), (Some(0), Some(1)), "{r}");
+    let log: Value =
+        serde_json::from_str(&std::fs::read_to_string(stored.join("errors.json")).unwrap()).unwrap();
+    let f = &log["failures"][0];
+    assert_eq!((f["stage"].as_str(), f["image"].as_str()), (Some("frame"), Some("phone.jpg")), "{log}");
+    assert!(f["error"].as_str().unwrap().contains("stored frame"), "{log}");
+    assert_eq!(manifest_rows(&stored), 1);
+
+    let upright = tmp.path().join("upright");
+    let (code, _, err) = index_with(&upright, &["--exif-rotate"]);
+    assert_eq!(code, 0, "{err}");
+    let hit = first_hit(&upright);
+    assert_eq!(hit["exif_rotated"], true, "{hit}");
+    assert_eq!(hit["mask_rle"]["size"], serde_json::json!([67, 45]), "upright: 45 wide, 67 high");
+
+    // The cut-out follows the row's frame: the upright mask on the upright photo (a frame mismatch would be
+    // refused as a photo that changed since indexing).
+    let crops = tmp.path().join("crops");
+    let (code, _, err) = run(&[
+        "search",
+        upright.to_str().unwrap(),
+        "a photo",
+        "--crop",
+        crops.to_str().unwrap(),
+        "--images",
+        photos.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let crop = std::fs::read_dir(&crops).unwrap().next().unwrap().unwrap().path();
+    let img = image::open(&crop).unwrap();
+    assert_eq!((img.width(), img.height()), (38, 38), "{}", crop.display());
+}

@@ -199,12 +199,16 @@ pub fn from_boxes(
     ))
 }
 
-const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "JPG"];
+/// Extensions (any case) of the files a photo folder is read for. HEIC and AVIF are listed so that such photos
+/// fail by name ("unsupported format") instead of being passed over in silence.
+const PHOTO_EXTENSIONS: [&str; 13] = [
+    "jpg", "jpeg", "jpe", "jfif", "png", "webp", "tif", "tiff", "bmp", "gif", "heic", "heif", "avif",
+];
 
 fn is_photo(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
-        .is_some_and(|e| ["jpg", "jpeg", "png"].contains(&e.to_ascii_lowercase().as_str()))
+        .is_some_and(|e| PHOTO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 /// Every photo under a folder, recursively (sorted, symlinked folders not followed), each with no regions: for
@@ -273,11 +277,7 @@ pub fn from_mask_dir(
     };
     let images: Vec<PathBuf> = list(images_dir)?
         .into_iter()
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e))
-        })
+        .filter(|p| is_photo(p))
         .collect();
     let masks: Vec<PathBuf> = list(masks_dir)?
         .into_iter()

@@ -12,7 +12,7 @@ use crate::invert::InversionConfig;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stage {
-    /// Decode the photo (EXIF orientation, RGB).
+    /// Decode the photo to RGB as Pillow does (stored frame; upright with `--exif-rotate`).
     Decode,
     /// Use the masks the input gives (COCO polygons/RLE, mask PNGs).
     Masks,
