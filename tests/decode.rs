@@ -23,25 +23,40 @@ fn check_against(expected: &serde_json::Map<String, Value>, dir: &Path) -> (usiz
         let stored = load_rgb_with(&path, &DecodeOptions::default());
         if let Some(reason) = want.get("error").and_then(Value::as_str) {
             match stored {
-                Ok(_) => wrong.push(format!("{name}: decoded, but Pillow-side expectation is a refusal ({reason})")),
+                Ok(_) => wrong.push(format!(
+                    "{name}: decoded, but Pillow-side expectation is a refusal ({reason})"
+                )),
                 Err(e) => {
                     let msg = e.to_string();
                     if !msg.contains(reason) || !msg.contains(name.as_str()) {
-                        wrong.push(format!("{name}: error {msg:?} should name the file and say {reason:?}"));
+                        wrong.push(format!(
+                            "{name}: error {msg:?} should name the file and say {reason:?}"
+                        ));
                     }
                 }
             }
             checked += 1;
             continue;
         }
-        let size: Vec<u64> = want["size"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        let size: Vec<u64> = want["size"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
         match stored {
             Err(e) => wrong.push(format!("{name} ({}): {e}", want["mode"])),
             Ok(img) => {
                 if [img.width() as u64, img.height() as u64] != size[..] {
-                    wrong.push(format!("{name}: size {:?}, Pillow {size:?}", img.dimensions()));
+                    wrong.push(format!(
+                        "{name}: size {:?}, Pillow {size:?}",
+                        img.dimensions()
+                    ));
                 } else if sha(img.as_raw()) != want["sha256"].as_str().unwrap() {
-                    wrong.push(format!("{name} ({}): pixels differ from Pillow's", want["mode"]));
+                    wrong.push(format!(
+                        "{name} ({}): pixels differ from Pillow's",
+                        want["mode"]
+                    ));
                 }
             }
         }
@@ -57,7 +72,9 @@ fn check_against(expected: &serde_json::Map<String, Value>, dir: &Path) -> (usiz
             Err(e) => wrong.push(format!("{name} upright: {e}")),
             Ok(img) => {
                 if sha(img.as_raw()) != upright_want["sha256"].as_str().unwrap() {
-                    wrong.push(format!("{name}: with --exif-rotate, pixels differ from ImageOps.exif_transpose's"));
+                    wrong.push(format!(
+                        "{name}: with --exif-rotate, pixels differ from ImageOps.exif_transpose's"
+                    ));
                 }
             }
         }
@@ -69,10 +86,16 @@ fn check_against(expected: &serde_json::Map<String, Value>, dir: &Path) -> (usiz
 #[test]
 fn every_fixture_layout_decodes_to_pillows_bytes_or_is_refused_by_name() {
     let dir = root().join("tests/fixtures/decode");
-    let expected: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let files = expected["files"].as_object().unwrap();
     let (checked, wrong) = check_against(files, &dir);
-    assert!(wrong.is_empty(), "{} of {checked} differ:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} of {checked} differ:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
     assert_eq!(checked, 67, "every photo expected.json lists");
 }
 
@@ -82,13 +105,66 @@ fn every_shared_photo_decodes_to_pillows_bytes() {
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("../shared/data"));
     if !data.join("coco128/images").is_dir() {
-        eprintln!("SKIPPED: no shared data at {} (the COCO128 photos)", data.display());
+        eprintln!(
+            "SKIPPED: no shared data at {} (the COCO128 photos)",
+            data.display()
+        );
         return;
     }
-    let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/decode_shared.json")).unwrap()).unwrap();
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/decode_shared.json")).unwrap(),
+    )
+    .unwrap();
     let files = expected.as_object().unwrap();
     let (checked, wrong) = check_against(files, &data);
-    assert!(wrong.is_empty(), "{} of {checked} differ:\n{}", wrong.len(), wrong.join("\n"));
-    assert_eq!(checked, 134, "128 COCO128 photos and the 6 reference examples");
+    assert!(
+        wrong.is_empty(),
+        "{} of {checked} differ:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    assert_eq!(
+        checked, 134,
+        "128 COCO128 photos and the 6 reference examples"
+    );
+}
+
+/// A header that declares more pixels than the limit is refused before any pixel buffer exists, whatever the
+/// format (JPEG and PNG are covered with the real binary in tests/reliability.rs).
+#[test]
+fn forged_sizes_in_gif_and_bmp_headers_are_refused_from_the_header() {
+    let dir = root().join("tests/fixtures/decode");
+    let mut gif = std::fs::read(dir.join("gif_still.gif")).unwrap();
+    gif[6..10].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
+    let mut bmp = std::fs::read(dir.join("bmp_rgb.bmp")).unwrap();
+    bmp[18..22].copy_from_slice(&60_000i32.to_le_bytes());
+    bmp[22..26].copy_from_slice(&60_000i32.to_le_bytes());
+    for (name, bytes) in [("forged.gif", gif), ("forged.bmp", bmp)] {
+        let e = decode_rgb(&bytes, Path::new(name), &DecodeOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(name) && e.contains("over the limit"),
+            "{name}: {e}"
+        );
+    }
+    // A lower limit refuses an ordinary photo the same way.
+    let small = DecodeOptions {
+        max_pixels: 1000,
+        ..Default::default()
+    };
+    for name in [
+        "jpeg_420.jpg",
+        "png_rgb.png",
+        "webp_lossy.webp",
+        "tiff_lzw.tif",
+    ] {
+        let e = load_rgb_with(&dir.join(name), &small)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("67x45 = 3015 pixels is over the limit of 1000"),
+            "{name}: {e}"
+        );
+    }
 }

@@ -440,8 +440,16 @@ fn a_phone_photo_is_indexed_in_its_stored_frame_or_upright_never_both() {
     )
     .unwrap();
     let boxes = tmp.path().join("boxes.json");
-    std::fs::write(&boxes, r#"[{"image": "phone.jpg", "box": [2, 3, 40, 41], "id": "r"}]"#).unwrap();
-    let spec = quick_spec(tmp.path(), "\"decode\", \"box-mask\", \"invert\", \"index\"", 4);
+    std::fs::write(
+        &boxes,
+        r#"[{"image": "phone.jpg", "box": [2, 3, 40, 41], "id": "r"}]"#,
+    )
+    .unwrap();
+    let spec = quick_spec(
+        tmp.path(),
+        "\"decode\", \"box-mask\", \"invert\", \"index\"",
+        4,
+    );
     let index_with = |out: &Path, extra: &[&str]| {
         let mut args = vec![
             "index",
@@ -471,17 +479,33 @@ fn a_phone_photo_is_indexed_in_its_stored_frame_or_upright_never_both() {
     assert_eq!(json(&out)["regions_added"], 1);
     let hit = first_hit(&stored);
     assert_eq!(hit["exif_rotated"], false, "{hit}");
-    assert_eq!(hit["mask_rle"]["size"], serde_json::json!([45, 67]), "stored frame is 67 wide, 45 high");
+    assert_eq!(
+        hit["mask_rle"]["size"],
+        serde_json::json!([45, 67]),
+        "stored frame is 67 wide, 45 high"
+    );
 
     let (code, out, _) = index_with(&stored, &["--exif-rotate"]);
     assert_eq!(code, 2, "the other frame is a per-photo failure");
     let r = json(&out);
-    assert_eq!((r["regions_added"].as_u64(), r["failures"].as_u64()), (Some(0), Some(1)), "{r}");
+    assert_eq!(
+        (r["regions_added"].as_u64(), r["failures"].as_u64()),
+        (Some(0), Some(1)),
+        "{r}"
+    );
     let log: Value =
-        serde_json::from_str(&std::fs::read_to_string(stored.join("errors.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(stored.join("errors.json")).unwrap())
+            .unwrap();
     let f = &log["failures"][0];
-    assert_eq!((f["stage"].as_str(), f["image"].as_str()), (Some("frame"), Some("phone.jpg")), "{log}");
-    assert!(f["error"].as_str().unwrap().contains("stored frame"), "{log}");
+    assert_eq!(
+        (f["stage"].as_str(), f["image"].as_str()),
+        (Some("frame"), Some("phone.jpg")),
+        "{log}"
+    );
+    assert!(
+        f["error"].as_str().unwrap().contains("stored frame"),
+        "{log}"
+    );
     assert_eq!(manifest_rows(&stored), 1);
 
     let upright = tmp.path().join("upright");
@@ -489,7 +513,11 @@ fn a_phone_photo_is_indexed_in_its_stored_frame_or_upright_never_both() {
     assert_eq!(code, 0, "{err}");
     let hit = first_hit(&upright);
     assert_eq!(hit["exif_rotated"], true, "{hit}");
-    assert_eq!(hit["mask_rle"]["size"], serde_json::json!([67, 45]), "upright: 45 wide, 67 high");
+    assert_eq!(
+        hit["mask_rle"]["size"],
+        serde_json::json!([67, 45]),
+        "upright: 45 wide, 67 high"
+    );
 
     // The cut-out follows the row's frame: the upright mask on the upright photo (a frame mismatch would be
     // refused as a photo that changed since indexing).
@@ -504,7 +532,12 @@ fn a_phone_photo_is_indexed_in_its_stored_frame_or_upright_never_both() {
         photos.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
-    let crop = std::fs::read_dir(&crops).unwrap().next().unwrap().unwrap().path();
+    let crop = std::fs::read_dir(&crops)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let img = image::open(&crop).unwrap();
     assert_eq!((img.width(), img.height()), (38, 38), "{}", crop.display());
 }

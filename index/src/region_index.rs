@@ -356,7 +356,12 @@ impl RegionIndex {
         self.images.get_or_init(|| {
             self.meta
                 .iter()
-                .map(|m| ((m.image_hash.clone(), m.method.name.clone()), m.exif_rotated))
+                .map(|m| {
+                    (
+                        (m.image_hash.clone(), m.method.name.clone()),
+                        m.exif_rotated,
+                    )
+                })
                 .collect()
         })
     }
@@ -442,7 +447,10 @@ impl RegionIndex {
                 keys.insert(r.meta.key());
             }
             if let Some(images) = self.images.get_mut() {
-                images.insert((r.meta.image_hash.clone(), r.meta.method.name.clone()), r.meta.exif_rotated);
+                images.insert(
+                    (r.meta.image_hash.clone(), r.meta.method.name.clone()),
+                    r.meta.exif_rotated,
+                );
             }
             self.meta.push(r.meta);
         }

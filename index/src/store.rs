@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, FixedSizeListArray, Float32Array, RecordBatch, StringArray,
-    StructArray, TimestampMillisecondArray, UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, FixedSizeListArray, Float32Array, RecordBatch,
+    StringArray, StructArray, TimestampMillisecondArray, UInt32Array,
 };
 use arrow::datatypes::{
     DataType, Field, Fields, Float32Type, Schema, SchemaRef, TimeUnit, UInt32Type,

@@ -52,8 +52,16 @@ pub fn run(args: BenchDecodeArgs) -> anyhow::Result<ExitCode> {
     }
     anyhow::ensure!(!photos.is_empty(), "no photos in {}", args.images.display());
     let decoders: [(&str, &str, Decoder); 2] = [
-        ("regionseek", "libjpeg-turbo 3.1.0 (JPEG), png/gif/tiff raw samples + Pillow's conversions", regionseek_decoder),
-        ("image-crate", "image 0.25 (zune-jpeg), to_rgb8", image_crate_decoder),
+        (
+            "regionseek",
+            "libjpeg-turbo 3.1.0 (JPEG), png/gif/tiff raw samples + Pillow's conversions",
+            regionseek_decoder,
+        ),
+        (
+            "image-crate",
+            "image 0.25 (zune-jpeg), to_rgb8",
+            image_crate_decoder,
+        ),
     ];
     let mut rows = Vec::new();
     for (name, what, decode) in decoders {

@@ -20,7 +20,8 @@ pub fn png(
     check: impl FnOnce(u32, u32) -> Result<(), String>,
 ) -> Result<Raw, String> {
     use png::{BitDepth, ColorType};
-    let mut decoder = png::Decoder::new_with_limits(Cursor::new(data), png::Limits { bytes: max_bytes });
+    let mut decoder =
+        png::Decoder::new_with_limits(Cursor::new(data), png::Limits { bytes: max_bytes });
     decoder.set_transformations(png::Transformations::IDENTITY);
     let mut reader = decoder.read_info().map_err(png_error)?;
     let info = reader.info();
@@ -50,7 +51,9 @@ pub fn png(
             pil::scale_low_bit_gray(&mut g, bits);
             pil::gray_to_rgb(&g)
         }
-        (ColorType::GrayscaleAlpha, BitDepth::Sixteen) => pil::gray_alpha_to_rgb(&pil::high_bytes(&wide()), 2),
+        (ColorType::GrayscaleAlpha, BitDepth::Sixteen) => {
+            pil::gray_alpha_to_rgb(&pil::high_bytes(&wide()), 2)
+        }
         (ColorType::GrayscaleAlpha, _) => pil::gray_alpha_to_rgb(&buf, 2),
         (ColorType::Rgb, BitDepth::Sixteen) => pil::high_bytes(&wide()),
         (ColorType::Rgb, _) => buf,
@@ -66,7 +69,12 @@ pub fn png(
             pil::palette_to_rgb(&indices, &palette)
         }
     };
-    Ok(Raw { width: w, height: h, rgb, exif })
+    Ok(Raw {
+        width: w,
+        height: h,
+        rgb,
+        exif,
+    })
 }
 
 fn png_error(e: png::DecodingError) -> String {
@@ -87,7 +95,9 @@ pub fn gif(
 ) -> Result<Raw, String> {
     let mut options = gif::DecodeOptions::new();
     options.set_color_output(gif::ColorOutput::Indexed);
-    options.set_memory_limit(gif::MemoryLimit::Bytes(std::num::NonZeroU64::new(max_bytes.max(1) as u64).unwrap_or(std::num::NonZeroU64::MIN)));
+    options.set_memory_limit(gif::MemoryLimit::Bytes(
+        std::num::NonZeroU64::new(max_bytes.max(1) as u64).unwrap_or(std::num::NonZeroU64::MIN),
+    ));
     let mut decoder = options.read_info(Cursor::new(data)).map_err(gif_error)?;
     let (w, h) = (decoder.width() as u32, decoder.height() as u32);
     check(w, h)?;
@@ -168,7 +178,11 @@ pub fn tiff(
     }
     let image = decoder.read_image().map_err(tiff_error)?;
     let (wu, hu) = (w as usize, h as usize);
-    let unsupported = |what: &str| Err(format!("unsupported TIFF layout ({what}): convert it to PNG or JPEG"));
+    let unsupported = |what: &str| {
+        Err(format!(
+            "unsupported TIFF layout ({what}): convert it to PNG or JPEG"
+        ))
+    };
     let rgb = match (color, image) {
         (ColorType::Gray(8), DecodingResult::U8(v)) => pil::gray_to_rgb(&v),
         (ColorType::Gray(16), DecodingResult::U16(v)) => pil::gray16_to_rgb(&v),
@@ -186,12 +200,19 @@ pub fn tiff(
         (ColorType::CMYK(8), DecodingResult::U8(v)) => pil::cmyk_to_rgb(&v),
         (c, _) => return unsupported(&format!("{c:?}")),
     };
-    Ok(Raw { width: w, height: h, rgb, exif })
+    Ok(Raw {
+        width: w,
+        height: h,
+        rgb,
+        exif,
+    })
 }
 
 /// A TIFF keeps its orientation as a tag of its own first directory; handed on as a one-entry EXIF block so
 /// that every format goes through the same orientation code.
-fn tiff_orientation_as_exif<R: std::io::Read + std::io::Seek>(d: &mut tiff::decoder::Decoder<R>) -> Option<Vec<u8>> {
+fn tiff_orientation_as_exif<R: std::io::Read + std::io::Seek>(
+    d: &mut tiff::decoder::Decoder<R>,
+) -> Option<Vec<u8>> {
     let o = d
         .find_tag(tiff::tags::Tag::Orientation)
         .ok()
@@ -223,12 +244,20 @@ pub fn exif_orientation(exif: &[u8]) -> u8 {
     };
     let u16_at = |i: usize| -> Option<u16> {
         let b = exif.get(i..i + 2)?;
-        Some(if le { u16::from_le_bytes([b[0], b[1]]) } else { u16::from_be_bytes([b[0], b[1]]) })
+        Some(if le {
+            u16::from_le_bytes([b[0], b[1]])
+        } else {
+            u16::from_be_bytes([b[0], b[1]])
+        })
     };
     let u32_at = |i: usize| -> Option<u32> {
         let b = exif.get(i..i + 4)?;
         let a = [b[0], b[1], b[2], b[3]];
-        Some(if le { u32::from_le_bytes(a) } else { u32::from_be_bytes(a) })
+        Some(if le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        })
     };
     let find = || -> Option<u8> {
         let ifd = u32_at(4)? as usize;
@@ -264,6 +293,35 @@ pub fn jpeg_exif(b: &[u8]) -> Option<Cow<'_, [u8]>> {
         let body = b.get(i + 4..i + 2 + len)?;
         if marker == 0xE1 && body.starts_with(b"Exif\0\0") {
             return Some(Cow::Borrowed(&body[6..]));
+        }
+        i += 2 + len;
+    }
+    None
+}
+
+/// The size a JPEG's start-of-frame declares, read by walking its markers (libjpeg refuses sides over 65500
+/// with a message that does not say what the photo claims; the pixel limit is checked on this first).
+pub fn jpeg_frame_size(b: &[u8]) -> Option<(u32, u32)> {
+    let mut i = 2;
+    while i + 4 <= b.len() {
+        if b[i] != 0xFF {
+            return None;
+        }
+        let marker = b[i + 1];
+        if marker == 0xD8 || (0xD0..=0xD7).contains(&marker) || marker == 0x01 || marker == 0xFF {
+            i += if marker == 0xFF { 1 } else { 2 };
+            continue;
+        }
+        if marker == 0xDA || marker == 0xD9 {
+            return None;
+        }
+        let len = u16::from_be_bytes([b[i + 2], b[i + 3]]) as usize;
+        let is_frame = matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
+        if is_frame {
+            let body = b.get(i + 4..i + 2 + len)?;
+            let h = u16::from_be_bytes([*body.get(1)?, *body.get(2)?]) as u32;
+            let w = u16::from_be_bytes([*body.get(3)?, *body.get(4)?]) as u32;
+            return Some((w, h));
         }
         i += 2 + len;
     }

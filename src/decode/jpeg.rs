@@ -62,7 +62,13 @@ impl Handle {
         })
     }
 
-    fn decompress(&mut self, data: &[u8], out: &mut [u8], pitch: usize, format: tj::TJPF) -> Result<(), String> {
+    fn decompress(
+        &mut self,
+        data: &[u8],
+        out: &mut [u8],
+        pitch: usize,
+        format: tj::TJPF,
+    ) -> Result<(), String> {
         let rc = unsafe {
             tj::tj3Decompress8(
                 self.0,
@@ -102,7 +108,8 @@ pub fn decode(
     }
     check(head.width, head.height)?;
     let (w, hgt) = (head.width as usize, head.height as usize);
-    let cmyk = head.colorspace == tj::TJCS_TJCS_CMYK as c_int || head.colorspace == tj::TJCS_TJCS_YCCK as c_int;
+    let cmyk = head.colorspace == tj::TJCS_TJCS_CMYK as c_int
+        || head.colorspace == tj::TJCS_TJCS_YCCK as c_int;
     if cmyk {
         // Pillow reads 4-component JPEGs as CMYK (libjpeg turns YCCK into CMYK), always with Adobe's inverted
         // polarity, then converts to RGB with its own formula.

@@ -111,7 +111,9 @@ pub fn sniff(b: &[u8]) -> Result<PhotoFormat, String> {
     if b.len() >= 12 && &b[4..8] == b"ftyp" {
         let brand = &b[8..12];
         let kind = match brand {
-            b"heic" | b"heix" | b"hevc" | b"hevx" | b"heim" | b"heis" | b"mif1" | b"msf1" => "HEIC/HEIF",
+            b"heic" | b"heix" | b"hevc" | b"hevx" | b"heim" | b"heis" | b"mif1" | b"msf1" => {
+                "HEIC/HEIF"
+            }
             b"avif" | b"avis" => "AVIF",
             _ => "ISO media (a video?)",
         };
@@ -120,7 +122,9 @@ pub fn sniff(b: &[u8]) -> Result<PhotoFormat, String> {
              `heif-convert` or an image editor)"
         ));
     }
-    Err(format!("not a photo in a format regionseek reads ({READS})"))
+    Err(format!(
+        "not a photo in a format regionseek reads ({READS})"
+    ))
 }
 
 /// Decodes a photo file as 8-bit RGB in its stored frame, with the default limits.
@@ -137,7 +141,11 @@ pub fn load_rgb_with(path: &Path, options: &DecodeOptions) -> Result<RgbImage, D
 }
 
 /// Decodes a photo held in memory; `name` is what errors call it.
-pub fn decode_rgb(bytes: &[u8], name: &Path, options: &DecodeOptions) -> Result<RgbImage, DecodeError> {
+pub fn decode_rgb(
+    bytes: &[u8],
+    name: &Path,
+    options: &DecodeOptions,
+) -> Result<RgbImage, DecodeError> {
     let err = |message: String| DecodeError {
         path: name.to_path_buf(),
         message,
@@ -147,6 +155,9 @@ pub fn decode_rgb(bytes: &[u8], name: &Path, options: &DecodeOptions) -> Result<
     let check = |w, h| options.check(w, h);
     let (w, h, rgb, exif) = match format {
         PhotoFormat::Jpeg => {
+            if let Some((w, h)) = formats::jpeg_frame_size(bytes) {
+                options.check(w, h).map_err(err)?;
+            }
             jpeg_complete(bytes).map_err(err)?;
             let (w, h, rgb) = jpeg::decode(bytes, check).map_err(err)?;
             (w, h, rgb, formats::jpeg_exif(bytes).map(|e| e.into_owned()))
@@ -164,7 +175,11 @@ pub fn decode_rgb(bytes: &[u8], name: &Path, options: &DecodeOptions) -> Result<
             (r.width, r.height, r.rgb, r.exif)
         }
         PhotoFormat::WebP | PhotoFormat::Bmp => {
-            let f = if format == PhotoFormat::WebP { ImageFormat::WebP } else { ImageFormat::Bmp };
+            let f = if format == PhotoFormat::WebP {
+                ImageFormat::WebP
+            } else {
+                ImageFormat::Bmp
+            };
             let (w, h, rgb) = via_image_crate(bytes, f, options).map_err(err)?;
             let exif = if format == PhotoFormat::WebP {
                 formats::webp_exif(bytes).map(|e| e.into_owned())
@@ -208,7 +223,11 @@ fn upright(img: RgbImage, orientation: u8) -> RgbImage {
     d.into_rgb8()
 }
 
-fn via_image_crate(bytes: &[u8], format: ImageFormat, options: &DecodeOptions) -> Result<(u32, u32, Vec<u8>), String> {
+fn via_image_crate(
+    bytes: &[u8],
+    format: ImageFormat,
+    options: &DecodeOptions,
+) -> Result<(u32, u32, Vec<u8>), String> {
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(options.alloc_limit());
@@ -222,7 +241,12 @@ fn via_image_crate(bytes: &[u8], format: ImageFormat, options: &DecodeOptions) -
         DynamicImage::ImageRgba8(i) => pil::take_rgb(i.as_raw(), 4),
         DynamicImage::ImageLuma8(i) => pil::gray_to_rgb(i.as_raw()),
         DynamicImage::ImageLumaA8(i) => pil::gray_alpha_to_rgb(i.as_raw(), 2),
-        other => return Err(format!("unsupported {format:?} layout ({:?})", other.color())),
+        other => {
+            return Err(format!(
+                "unsupported {format:?} layout ({:?})",
+                other.color()
+            ))
+        }
     };
     Ok((w, h, rgb))
 }

@@ -202,7 +202,8 @@ pub fn from_boxes(
 /// Extensions (any case) of the files a photo folder is read for. HEIC and AVIF are listed so that such photos
 /// fail by name ("unsupported format") instead of being passed over in silence.
 const PHOTO_EXTENSIONS: [&str; 13] = [
-    "jpg", "jpeg", "jpe", "jfif", "png", "webp", "tif", "tiff", "bmp", "gif", "heic", "heif", "avif",
+    "jpg", "jpeg", "jpe", "jfif", "png", "webp", "tif", "tiff", "bmp", "gif", "heic", "heif",
+    "avif",
 ];
 
 fn is_photo(p: &Path) -> bool {

@@ -471,7 +471,12 @@ impl IndexRun<'_> {
                     (input, hash)
                 })
                 .collect();
-            let staged: Vec<(ImageInput, Result<String, (&'static str, String)>, Vec<RegionInput>, bool)> = hashed
+            let staged: Vec<(
+                ImageInput,
+                Result<String, (&'static str, String)>,
+                Vec<RegionInput>,
+                bool,
+            )> = hashed
                 .into_iter()
                 .map(|(input, hash)| {
                     let todo: Vec<RegionInput> = match &hash {

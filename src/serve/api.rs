@@ -438,6 +438,7 @@ fn region_json(live: &LiveIndex, row: usize) -> Value {
         "source": m.source,
         "label": m.label,
         "created_at_ms": m.created_at_ms,
+        "exif_rotated": m.exif_rotated,
         "crop": format!("/api/regions/{row}/crop.png"),
         "thumb": format!("/api/regions/{row}/thumb.jpg"),
         "overlay": format!("/api/regions/{row}/overlay.jpg"),
