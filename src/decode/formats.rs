@@ -78,11 +78,22 @@ pub fn png(
 }
 
 fn png_error(e: png::DecodingError) -> String {
-    match e {
-        png::DecodingError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            "the image data is truncated (the file ends before its last pixel row)".into()
-        }
-        e => format!("corrupt PNG: {e}"),
+    let eof = matches!(&e, png::DecodingError::IoError(io) if is_eof(io));
+    corrupt("PNG", e, eof)
+}
+
+pub const TRUNCATED: &str = "the image data is truncated (the file ends before its last pixel row)";
+
+fn is_eof(io: &std::io::Error) -> bool {
+    io.kind() == std::io::ErrorKind::UnexpectedEof
+}
+
+/// What a decoder's error tells a user: "truncated" when the data ran out, else the decoder's own words.
+fn corrupt(format: &str, e: impl std::fmt::Display, eof: bool) -> String {
+    if eof {
+        TRUNCATED.into()
+    } else {
+        format!("corrupt {format}: {e}")
     }
 }
 
@@ -136,12 +147,8 @@ pub fn gif(
 }
 
 fn gif_error(e: gif::DecodingError) -> String {
-    match e {
-        gif::DecodingError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            "the image data is truncated (the file ends before its last pixel row)".into()
-        }
-        e => format!("corrupt GIF: {e}"),
-    }
+    let eof = matches!(&e, gif::DecodingError::Io(io) if is_eof(io));
+    corrupt("GIF", e, eof)
 }
 
 /// The first image of a TIFF.
@@ -226,12 +233,8 @@ fn tiff_orientation_as_exif<R: std::io::Read + std::io::Seek>(
 }
 
 fn tiff_error(e: tiff::TiffError) -> String {
-    match e {
-        tiff::TiffError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            "the image data is truncated (the file ends before its last pixel row)".into()
-        }
-        e => format!("corrupt TIFF: {e}"),
-    }
+    let eof = matches!(&e, tiff::TiffError::IoError(io) if is_eof(io));
+    corrupt("TIFF", e, eof)
 }
 
 /// The orientation (1..=8) in an EXIF block, 1 when it says nothing usable.
@@ -274,58 +277,47 @@ pub fn exif_orientation(exif: &[u8]) -> u8 {
     find().unwrap_or(1)
 }
 
-/// The EXIF block of a JPEG (its APP1 "Exif" segment), found by walking the markers before the first scan.
-pub fn jpeg_exif(b: &[u8]) -> Option<Cow<'_, [u8]>> {
+/// The marker segments of a JPEG before its first scan, as (marker, body); stops at anything malformed.
+fn jpeg_segments(b: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
     let mut i = 2;
-    while i + 4 <= b.len() {
-        if b[i] != 0xFF {
+    std::iter::from_fn(move || loop {
+        if i + 4 > b.len() || b[i] != 0xFF {
             return None;
         }
         let marker = b[i + 1];
-        if marker == 0xD8 || (0xD0..=0xD7).contains(&marker) || marker == 0x01 || marker == 0xFF {
-            i += if marker == 0xFF { 1 } else { 2 };
+        if marker == 0xFF {
+            i += 1;
+            continue;
+        }
+        if marker == 0xD8 || marker == 0x01 || (0xD0..=0xD7).contains(&marker) {
+            i += 2;
             continue;
         }
         if marker == 0xDA || marker == 0xD9 {
             return None;
         }
         let len = u16::from_be_bytes([b[i + 2], b[i + 3]]) as usize;
-        let body = b.get(i + 4..i + 2 + len)?;
-        if marker == 0xE1 && body.starts_with(b"Exif\0\0") {
-            return Some(Cow::Borrowed(&body[6..]));
-        }
+        let body = b.get(i + 4..(i + 2 + len).max(i + 4))?;
         i += 2 + len;
-    }
-    None
+        return Some((marker, body));
+    })
 }
 
-/// The size a JPEG's start-of-frame declares, read by walking its markers (libjpeg refuses sides over 65500
-/// with a message that does not say what the photo claims; the pixel limit is checked on this first).
+/// The EXIF block of a JPEG (its APP1 "Exif" segment).
+pub fn jpeg_exif(b: &[u8]) -> Option<Cow<'_, [u8]>> {
+    jpeg_segments(b)
+        .find(|(marker, body)| *marker == 0xE1 && body.starts_with(b"Exif\0\0"))
+        .map(|(_, body)| Cow::Borrowed(&body[6..]))
+}
+
+/// The size a JPEG's start-of-frame declares (libjpeg refuses sides over 65500 with a message that does not
+/// say what the photo claims; the pixel limit is checked on this first).
 pub fn jpeg_frame_size(b: &[u8]) -> Option<(u32, u32)> {
-    let mut i = 2;
-    while i + 4 <= b.len() {
-        if b[i] != 0xFF {
-            return None;
-        }
-        let marker = b[i + 1];
-        if marker == 0xD8 || (0xD0..=0xD7).contains(&marker) || marker == 0x01 || marker == 0xFF {
-            i += if marker == 0xFF { 1 } else { 2 };
-            continue;
-        }
-        if marker == 0xDA || marker == 0xD9 {
-            return None;
-        }
-        let len = u16::from_be_bytes([b[i + 2], b[i + 3]]) as usize;
-        let is_frame = matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
-        if is_frame {
-            let body = b.get(i + 4..i + 2 + len)?;
-            let h = u16::from_be_bytes([*body.get(1)?, *body.get(2)?]) as u32;
-            let w = u16::from_be_bytes([*body.get(3)?, *body.get(4)?]) as u32;
-            return Some((w, h));
-        }
-        i += 2 + len;
-    }
-    None
+    let (_, body) = jpeg_segments(b)
+        .find(|(m, _)| matches!(m, 0xC0..=0xCF) && !matches!(m, 0xC4 | 0xC8 | 0xCC))?;
+    let h = u16::from_be_bytes([*body.get(1)?, *body.get(2)?]) as u32;
+    let w = u16::from_be_bytes([*body.get(3)?, *body.get(4)?]) as u32;
+    Some((w, h))
 }
 
 /// The EXIF block of a WebP (its RIFF "EXIF" chunk).

@@ -254,7 +254,7 @@ fn via_image_crate(
 fn describe(e: image::ImageError) -> String {
     match &e {
         image::ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            "the image data is truncated (the file ends before its last pixel row)".into()
+            formats::TRUNCATED.into()
         }
         _ => e.to_string(),
     }
