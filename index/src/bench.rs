@@ -4,13 +4,46 @@
 use std::path::Path;
 use std::time::Instant;
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::engine::{dot, exact_top_k, AnnEngine, HnswEngine, HnswParams};
 use crate::IndexError;
 
+/// The synthetic corpora `bench-index` measures on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dataset {
+    /// Isotropic clusters in all 512 dimensions: the hard case (near-ties everywhere, no structure to exploit).
+    Clustered,
+    /// What CLIP region embeddings look like: a shared mean direction (CLIP's embeddings sit in a narrow cone),
+    /// most of the variance in a few dozen directions with a decaying spectrum, concepts as clusters inside
+    /// that subspace, and a little isotropic noise.
+    LowDim,
+}
+
+impl Dataset {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "clustered" => Some(Self::Clustered),
+            "low-dim" => Some(Self::LowDim),
+            _ => None,
+        }
+    }
+
+    /// `n` unit vectors; base and query sets drawn with different seeds share the same centres and subspace.
+    pub fn generate(self, n: usize, dim: usize, clusters: usize, sample_seed: u64) -> Vec<f32> {
+        match self {
+            Self::Clustered => clustered(n, dim, clusters, 0.6, sample_seed),
+            Self::LowDim => low_dim(n, dim, clusters, sample_seed),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct IndexBenchResult {
+    pub engine: &'static str,
+    pub dataset: Dataset,
     pub vectors: usize,
     pub dim: usize,
     pub m: usize,
@@ -76,6 +109,79 @@ pub fn clustered(n: usize, dim: usize, clusters: usize, noise: f32, seed: u64) -
     out
 }
 
+/// Low intrinsic dimension: `unit(mean + B·(centre + spread) + noise)` with B a random dim×32 basis whose
+/// k-th direction has scale 1/sqrt(1+k) (a decaying spectrum, as PCA of CLIP embeddings shows). The structure
+/// (mean, basis, centres) comes from a fixed seed; `sample_seed` only draws the members.
+pub fn low_dim(n: usize, dim: usize, clusters: usize, sample_seed: u64) -> Vec<f32> {
+    const RANK: usize = 32;
+    let mut rng = Rng::new(0x5EED_C11B);
+    let mean = unit((0..dim).map(|_| rng.normal()).collect());
+    let basis: Vec<Vec<f32>> = (0..RANK)
+        .map(|k| {
+            let scale = 1.0 / (1.0 + k as f32).sqrt();
+            unit((0..dim).map(|_| rng.normal()).collect())
+                .into_iter()
+                .map(|x| x * scale)
+                .collect()
+        })
+        .collect();
+    let centres: Vec<Vec<f32>> = (0..clusters)
+        .map(|_| (0..RANK).map(|_| rng.normal()).collect())
+        .collect();
+    let mut rng = Rng::new(sample_seed);
+    let isotropic = 0.05 / (dim as f32).sqrt();
+    let mut out = Vec::with_capacity(n * dim);
+    for _ in 0..n {
+        let c = &centres[(rng.next_u64() % clusters as u64) as usize];
+        let z: Vec<f32> = c.iter().map(|x| x + 0.5 * rng.normal()).collect();
+        let mut v: Vec<f32> = mean
+            .iter()
+            .map(|m| 2.0 * m + isotropic * rng.normal())
+            .collect();
+        for (b, zk) in basis.iter().zip(&z) {
+            for (vi, bi) in v.iter_mut().zip(b) {
+                *vi += zk * bi;
+            }
+        }
+        out.extend(unit(v));
+    }
+    out
+}
+
+/// A C-order float32 or int64 array in NumPy's `.npy` format (version 1.0), written whole then renamed.
+pub fn write_npy(path: &Path, shape: &[usize], data: NpyData<'_>) -> Result<(), IndexError> {
+    let (descr, bytes): (&str, Vec<u8>) = match data {
+        NpyData::F32(v) => ("<f4", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        NpyData::I64(v) => ("<i8", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+    };
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_text = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
+    // Magic (6) + version (2) + header length (2) + header, padded with spaces to a multiple of 64, then '\n'.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + bytes.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&bytes);
+    let tmp = path.with_extension("npy.part");
+    std::fs::write(&tmp, &out).map_err(IndexError::io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(IndexError::io(path))
+}
+
+pub enum NpyData<'a> {
+    F32(&'a [f32]),
+    I64(&'a [i64]),
+}
+
 fn rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -83,18 +189,33 @@ fn rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// What one `run` measures on.
+pub struct BenchSetup<'a> {
+    pub dataset: Dataset,
+    pub vectors: usize,
+    pub dim: usize,
+    pub params: HnswParams,
+    pub efs: &'a [usize],
+    pub queries: usize,
+    pub scratch: &'a Path,
+    /// Write `base.npy`, `queries.npy`, `truth.npy` (exact top-10 row ids, best first) and `setup.json` here,
+    /// for `bench/ann_side_by_side.py` to measure other libraries on the very same vectors.
+    pub export: Option<&'a Path>,
+}
+
 /// Builds once, then measures search at every beam width in `efs` (one result each).
-pub fn run(
-    n: usize,
-    dim: usize,
-    params: HnswParams,
-    efs: &[usize],
-    queries: usize,
-    scratch: &Path,
-) -> Result<Vec<IndexBenchResult>, IndexError> {
+pub fn run(setup: &BenchSetup<'_>) -> Result<Vec<IndexBenchResult>, IndexError> {
+    let (n, dim, params, efs, queries, scratch) = (
+        setup.vectors,
+        setup.dim,
+        setup.params,
+        setup.efs,
+        setup.queries,
+        setup.scratch,
+    );
     let clusters = (n / 100).clamp(10, 10_000);
-    let data = clustered(n, dim, clusters, 0.6, 7);
-    let qs = clustered(queries, dim, clusters, 0.6, 7 ^ 0xABCD);
+    let data = setup.dataset.generate(n, dim, clusters, 7);
+    let qs = setup.dataset.generate(queries, dim, clusters, 7 ^ 0xABCD);
     let rss0 = rss_bytes();
     let mut engine = HnswEngine::new(params, n);
     let t = Instant::now();
@@ -111,8 +232,8 @@ pub fn run(
     let rss1 = rss_bytes();
 
     // Ground truth by brute force over the same vectors, once.
-    let truths: Vec<std::collections::HashSet<usize>> = qs
-        .chunks_exact(dim)
+    let ranked: Vec<Vec<usize>> = qs
+        .par_chunks_exact(dim)
         .map(|q| {
             let mut all: Vec<(usize, f32)> = data
                 .chunks_exact(dim)
@@ -120,9 +241,31 @@ pub fn run(
                 .map(|(i, v)| (i, dot(q, v)))
                 .collect();
             all.select_nth_unstable_by(9, |a, b| b.1.total_cmp(&a.1));
-            all[..10].iter().map(|x| x.0).collect()
+            all.truncate(10);
+            all.sort_by(|a, b| b.1.total_cmp(&a.1));
+            all.iter().map(|x| x.0).collect()
         })
         .collect();
+    let truths: Vec<std::collections::HashSet<usize>> =
+        ranked.iter().map(|r| r.iter().copied().collect()).collect();
+    if let Some(dir) = setup.export {
+        std::fs::create_dir_all(dir).map_err(IndexError::io(dir))?;
+        write_npy(&dir.join("base.npy"), &[n, dim], NpyData::F32(&data))?;
+        write_npy(&dir.join("queries.npy"), &[queries, dim], NpyData::F32(&qs))?;
+        let flat: Vec<i64> = ranked.iter().flatten().map(|&i| i as i64).collect();
+        write_npy(&dir.join("truth.npy"), &[queries, 10], NpyData::I64(&flat))?;
+        let about = serde_json::json!({
+            "dataset": setup.dataset,
+            "vectors": n,
+            "dim": dim,
+            "queries": queries,
+            "m": params.m,
+            "ef_construction": params.ef_construction,
+            "ef": efs,
+            "metric": "inner product of unit vectors (cosine)",
+        });
+        std::fs::write(dir.join("setup.json"), about.to_string()).map_err(IndexError::io(dir))?;
+    }
     let mut per_ef = Vec::new();
     for &ef in efs {
         let mut latencies = Vec::with_capacity(queries);
@@ -167,6 +310,8 @@ pub fn run(
     Ok(per_ef
         .into_iter()
         .map(|(ef, p50, p99, recall)| IndexBenchResult {
+            engine: "regionseek",
+            dataset: setup.dataset,
             vectors: n,
             dim,
             m: params.m,
@@ -188,4 +333,47 @@ pub fn run(
             exact_p99_ms,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_files_carry_numpys_header_and_the_raw_little_endian_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.npy");
+        write_npy(&p, &[2, 3], NpyData::F32(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.5])).unwrap();
+        let b = std::fs::read(&p).unwrap();
+        assert_eq!(&b[..8], b"\x93NUMPY\x01\x00");
+        let hlen = u16::from_le_bytes([b[8], b[9]]) as usize;
+        assert_eq!((10 + hlen) % 64, 0, "data aligned to 64 bytes");
+        let header = std::str::from_utf8(&b[10..10 + hlen]).unwrap();
+        assert!(
+            header.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"),
+            "{header}"
+        );
+        assert!(header.ends_with('\n'));
+        assert_eq!(&b[10 + hlen + 20..], &6.5f32.to_le_bytes());
+    }
+
+    #[test]
+    fn the_low_dim_set_concentrates_its_variance_in_few_directions() {
+        // Mean pairwise cosine far above the isotropic set's ~0: the cone CLIP embeddings live in.
+        let dim = 64;
+        let v = low_dim(200, dim, 10, 1);
+        let iso = clustered(200, dim, 10, 0.6, 1);
+        let mean_cos = |x: &[f32]| {
+            let rows: Vec<&[f32]> = x.chunks_exact(dim).collect();
+            let mut s = 0.0;
+            for i in 0..rows.len() {
+                for j in 0..i {
+                    s += dot(rows[i], rows[j]) as f64;
+                }
+            }
+            s / (rows.len() * (rows.len() - 1) / 2) as f64
+        };
+        assert!(mean_cos(&v) > 0.3, "{}", mean_cos(&v));
+        assert!(mean_cos(&iso).abs() < 0.1, "{}", mean_cos(&iso));
+    }
 }

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use regionseek_index::{bench, HnswParams};
+use regionseek_index::bench::{self, BenchSetup, Dataset};
+use regionseek_index::HnswParams;
 
 use super::output::write_atomic;
 
@@ -26,6 +27,14 @@ pub struct BenchIndexArgs {
     /// Queries timed (each also searched exactly for recall).
     #[arg(long, default_value_t = 200)]
     queries: usize,
+    /// Synthetic corpora (comma-separated): `clustered` (isotropic clusters in all dimensions, the hard case)
+    /// and `low-dim` (a narrow cone with a few dozen dominant directions, like CLIP region embeddings).
+    #[arg(long, value_delimiter = ',', default_value = "clustered")]
+    data: Vec<String>,
+    /// Also write each corpus as .npy (base, queries, exact top-10) into DIR/<data>-<vectors>/, for
+    /// `bench/ann_side_by_side.py` to run hnswlib and faiss on the very same vectors.
+    #[arg(long)]
+    export: Option<PathBuf>,
     /// Where the graph is dumped and reloaded from.
     #[arg(long, default_value = "target/bench-index")]
     scratch: PathBuf,
@@ -42,11 +51,37 @@ pub fn run(args: BenchIndexArgs) -> anyhow::Result<ExitCode> {
         m: args.m,
         ef_construction: args.ef_construction,
     };
+    let datasets: Vec<Dataset> = args
+        .data
+        .iter()
+        .map(|d| {
+            Dataset::parse(d)
+                .ok_or_else(|| anyhow::anyhow!("unknown --data {d:?}: use clustered or low-dim"))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let mut rows = Vec::new();
-    for &n in &args.vectors {
-        for result in bench::run(n, args.dim, params, &args.ef, args.queries, &args.scratch)? {
-            println!("{}", serde_json::to_string(&result)?);
-            rows.push(result);
+    for &dataset in &datasets {
+        for &n in &args.vectors {
+            let export = args.export.as_ref().map(|dir| {
+                let name = serde_json::to_value(dataset)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from));
+                dir.join(format!("{}-{n}", name.unwrap_or_default()))
+            });
+            let setup = BenchSetup {
+                dataset,
+                vectors: n,
+                dim: args.dim,
+                params,
+                efs: &args.ef,
+                queries: args.queries,
+                scratch: &args.scratch,
+                export: export.as_deref(),
+            };
+            for result in bench::run(&setup)? {
+                println!("{}", serde_json::to_string(&result)?);
+                rows.push(result);
+            }
         }
     }
     if let Some(out) = &args.out {
