@@ -129,11 +129,11 @@ pub fn low_dim(n: usize, dim: usize, clusters: usize, sample_seed: u64) -> Vec<f
         .map(|_| (0..RANK).map(|_| rng.normal()).collect())
         .collect();
     let mut rng = Rng::new(sample_seed);
-    let isotropic = 0.05 / (dim as f32).sqrt();
+    let isotropic = 1.0 / (dim as f32).sqrt();
     let mut out = Vec::with_capacity(n * dim);
     for _ in 0..n {
         let c = &centres[(rng.next_u64() % clusters as u64) as usize];
-        let z: Vec<f32> = c.iter().map(|x| x + 0.5 * rng.normal()).collect();
+        let z: Vec<f32> = c.iter().map(|x| x + rng.normal()).collect();
         let mut v: Vec<f32> = mean
             .iter()
             .map(|m| 2.0 * m + isotropic * rng.normal())
