@@ -49,6 +49,8 @@ pub struct IndexBenchResult {
     pub m: usize,
     pub ef_construction: usize,
     pub ef_search: usize,
+    /// The share of rows a filter keeps (every 10th or 100th row), for filtered-search rows; None: no filter.
+    pub filter_keeps: Option<f64>,
     pub threads: usize,
     pub build_s: f64,
     pub build_per_s: f64,
@@ -267,18 +269,48 @@ pub fn run(setup: &BenchSetup<'_>) -> Result<Vec<IndexBenchResult>, IndexError> 
         std::fs::write(dir.join("setup.json"), about.to_string()).map_err(IndexError::io(dir))?;
     }
     let mut per_ef = Vec::new();
-    for &ef in efs {
+    let measure = |ef: usize,
+                   keep: Option<&(dyn Fn(usize) -> bool + Sync)>,
+                   truths: &[std::collections::HashSet<usize>]| {
         let mut latencies = Vec::with_capacity(queries);
         let mut hits = 0usize;
-        for (q, truth) in qs.chunks_exact(dim).zip(&truths) {
+        for (q, truth) in qs.chunks_exact(dim).zip(truths) {
             let t = Instant::now();
-            let found = engine.search(q, 10, ef, None);
+            let found = engine.search(q, 10, ef, keep);
             latencies.push(t.elapsed().as_secs_f64() * 1e3);
             hits += found.iter().filter(|(id, _)| truth.contains(id)).count();
         }
         latencies.sort_by(f64::total_cmp);
         let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
-        per_ef.push((ef, pct(0.5), pct(0.99), hits as f64 / (10 * queries) as f64));
+        let wanted: usize = truths.iter().map(|t| t.len()).sum();
+        (pct(0.5), pct(0.99), hits as f64 / wanted.max(1) as f64)
+    };
+    for &ef in efs {
+        let (p50, p99, recall) = measure(ef, None, &truths);
+        per_ef.push((ef, None, p50, p99, recall));
+    }
+    // Filters as users set them (a label, a method, a photo) keep a share of the rows; the graph must still
+    // find the best kept ones.
+    for stride in [10usize, 100] {
+        let keep = move |id: usize| id % stride == 0;
+        let kept: Vec<(usize, &[f32])> = data
+            .chunks_exact(dim)
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+            .collect();
+        let filtered_truths: Vec<std::collections::HashSet<usize>> = qs
+            .chunks_exact(dim)
+            .map(|q| {
+                exact_top_k(&kept, q, 10, &|_| true)
+                    .into_iter()
+                    .map(|x| x.0)
+                    .collect()
+            })
+            .collect();
+        for &ef in efs {
+            let (p50, p99, recall) = measure(ef, Some(&keep), &filtered_truths);
+            per_ef.push((ef, Some(1.0 / stride as f64), p50, p99, recall));
+        }
     }
 
     // What `search` does by default up to EXACT_BELOW rows: a parallel scan of the stored vectors.
@@ -309,7 +341,7 @@ pub fn run(setup: &BenchSetup<'_>) -> Result<Vec<IndexBenchResult>, IndexError> 
     }
     Ok(per_ef
         .into_iter()
-        .map(|(ef, p50, p99, recall)| IndexBenchResult {
+        .map(|(ef, filter_keeps, p50, p99, recall)| IndexBenchResult {
             engine: "regionseek",
             dataset: setup.dataset,
             vectors: n,
@@ -317,6 +349,7 @@ pub fn run(setup: &BenchSetup<'_>) -> Result<Vec<IndexBenchResult>, IndexError> 
             m: params.m,
             ef_construction: params.ef_construction,
             ef_search: ef,
+            filter_keeps,
             threads: rayon::current_num_threads(),
             build_s,
             build_per_s: n as f64 / build_s,
