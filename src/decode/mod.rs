@@ -174,19 +174,13 @@ pub fn decode_rgb(
             let r = formats::tiff(bytes, max_bytes, check).map_err(err)?;
             (r.width, r.height, r.rgb, r.exif)
         }
-        PhotoFormat::WebP | PhotoFormat::Bmp => {
-            let f = if format == PhotoFormat::WebP {
-                ImageFormat::WebP
-            } else {
-                ImageFormat::Bmp
-            };
-            let (w, h, rgb) = via_image_crate(bytes, f, options).map_err(err)?;
-            let exif = if format == PhotoFormat::WebP {
-                formats::webp_exif(bytes).map(|e| e.into_owned())
-            } else {
-                None
-            };
-            (w, h, rgb, exif)
+        PhotoFormat::WebP => {
+            let (w, h, rgb) = via_image_crate(bytes, ImageFormat::WebP, options).map_err(err)?;
+            (w, h, rgb, formats::webp_exif(bytes).map(|e| e.into_owned()))
+        }
+        PhotoFormat::Bmp => {
+            let (w, h, rgb) = via_image_crate(bytes, ImageFormat::Bmp, options).map_err(err)?;
+            (w, h, rgb, None)
         }
     };
     let img = RgbImage::from_raw(w, h, rgb)
@@ -196,20 +190,6 @@ pub fn decode_rgb(
     }
     let orientation = exif.as_deref().map(formats::exif_orientation).unwrap_or(1);
     Ok(upright(img, orientation))
-}
-
-/// The EXIF orientation a photo declares (1 when none), read without decoding its pixels.
-pub fn exif_orientation(bytes: &[u8]) -> u8 {
-    let exif = match sniff(bytes) {
-        Ok(PhotoFormat::Jpeg) => formats::jpeg_exif(bytes).map(|e| e.into_owned()),
-        Ok(PhotoFormat::WebP) => formats::webp_exif(bytes).map(|e| e.into_owned()),
-        Ok(PhotoFormat::Png) => png::Decoder::new(Cursor::new(bytes))
-            .read_info()
-            .ok()
-            .and_then(|r| r.info().exif_metadata.as_ref().map(|e| e.to_vec())),
-        _ => None,
-    };
-    exif.as_deref().map(formats::exif_orientation).unwrap_or(1)
 }
 
 /// `ImageOps.exif_transpose`: 2 mirrors, 3 turns 180°, 4 flips, 5 transposes, 6 turns 90° clockwise,
