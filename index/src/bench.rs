@@ -4,10 +4,13 @@
 use std::path::Path;
 use std::time::Instant;
 
-use rayon::prelude::*;
+use crate::kernels::dot;
 use serde::Serialize;
 
-use crate::engine::{dot, exact_top_k, AnnEngine, HnswEngine, HnswParams};
+use crate::engine::{exact_top_k, AnnEngine, HnswParams, Keep};
+use crate::graph::{graph_files, GraphEngine};
+use crate::kernels::simd_backend;
+use crate::manifest::checksum;
 use crate::IndexError;
 
 /// The synthetic corpora `bench-index` measures on.
@@ -43,6 +46,10 @@ impl Dataset {
 #[derive(Debug, Clone, Serialize)]
 pub struct IndexBenchResult {
     pub engine: &'static str,
+    /// How the graph stores vectors for its walk (exact f32 vectors re-rank the results).
+    pub codec: &'static str,
+    /// The SIMD back end the distance kernels dispatched to on this CPU.
+    pub simd: &'static str,
     pub dataset: Dataset,
     pub vectors: usize,
     pub dim: usize,
@@ -58,9 +65,15 @@ pub struct IndexBenchResult {
     pub query_p50_ms: f64,
     pub query_p99_ms: f64,
     pub recall_at_10: f64,
+    /// What searching keeps in memory per vector: its code and its links.
+    pub graph_bytes_per_vector: f64,
+    /// Resident memory the build added, per vector (the exact f32 vectors included).
     pub rss_bytes_per_vector: Option<f64>,
     pub dump_s: f64,
+    /// Opening the dump: links read and checked, vectors mapped.
     pub reload_s: f64,
+    /// The CRC-32 check of both files that opening an index also does.
+    pub reload_checksum_s: f64,
     /// Exact top-10 by a parallel scan (what `search` runs by default up to 200k candidates).
     pub exact_p50_ms: f64,
     pub exact_p99_ms: f64,
@@ -219,33 +232,26 @@ pub fn run(setup: &BenchSetup<'_>) -> Result<Vec<IndexBenchResult>, IndexError> 
     let data = setup.dataset.generate(n, dim, clusters, 7);
     let qs = setup.dataset.generate(queries, dim, clusters, 7 ^ 0xABCD);
     let rss0 = rss_bytes();
-    let mut engine = HnswEngine::new(params, n);
+    let mut engine = GraphEngine::new(dim, params);
     let t = Instant::now();
-    for chunk in data.chunks(dim * 10_000).enumerate() {
-        let (c, slab) = chunk;
-        let items: Vec<(&[f32], usize)> = slab
-            .chunks_exact(dim)
-            .enumerate()
-            .map(|(i, v)| (v, c * 10_000 + i))
-            .collect();
-        engine.insert(&items);
+    // Batches as an index receives them from a long run (the pipeline commits every few thousand regions).
+    for slab in data.chunks(dim * 10_000) {
+        let rows: Vec<&[f32]> = slab.chunks_exact(dim).collect();
+        engine.insert(&rows);
     }
     let build_s = t.elapsed().as_secs_f64();
     let rss1 = rss_bytes();
+    let graph_bytes_per_vector = engine.graph_bytes_per_vector();
+    let row = |i: usize| &data[i * dim..(i + 1) * dim];
 
     // Ground truth by brute force over the same vectors, once.
     let ranked: Vec<Vec<usize>> = qs
-        .par_chunks_exact(dim)
+        .chunks_exact(dim)
         .map(|q| {
-            let mut all: Vec<(usize, f32)> = data
-                .chunks_exact(dim)
-                .enumerate()
-                .map(|(i, v)| (i, dot(q, v)))
-                .collect();
-            all.select_nth_unstable_by(9, |a, b| b.1.total_cmp(&a.1));
-            all.truncate(10);
-            all.sort_by(|a, b| b.1.total_cmp(&a.1));
-            all.iter().map(|x| x.0).collect()
+            exact_top_k(n, &row, q, 10, &|_| true)
+                .into_iter()
+                .map(|x| x.0)
+                .collect()
         })
         .collect();
     let truths: Vec<std::collections::HashSet<usize>> =
@@ -269,8 +275,9 @@ pub fn run(setup: &BenchSetup<'_>) -> Result<Vec<IndexBenchResult>, IndexError> 
         std::fs::write(dir.join("setup.json"), about.to_string()).map_err(IndexError::io(dir))?;
     }
     let mut per_ef = Vec::new();
-    let measure = |ef: usize,
-                   keep: Option<&(dyn Fn(usize) -> bool + Sync)>,
+    let measure = |engine: &GraphEngine,
+                   ef: usize,
+                   keep: Option<Keep<'_>>,
                    truths: &[std::collections::HashSet<usize>]| {
         let mut latencies = Vec::with_capacity(queries);
         let mut hits = 0usize;
@@ -286,43 +293,40 @@ pub fn run(setup: &BenchSetup<'_>) -> Result<Vec<IndexBenchResult>, IndexError> 
         (pct(0.5), pct(0.99), hits as f64 / wanted.max(1) as f64)
     };
     for &ef in efs {
-        let (p50, p99, recall) = measure(ef, None, &truths);
+        let (p50, p99, recall) = measure(&engine, ef, None, &truths);
         per_ef.push((ef, None, p50, p99, recall));
     }
-    // Filters as users set them (a label, a method, a photo) keep a share of the rows; the graph must still
+    // Filters as users set them (a label, a method, a photo) keep a share of the rows; the search must still
     // find the best kept ones.
     for stride in [10usize, 100] {
-        let keep = move |id: usize| id % stride == 0;
-        let kept: Vec<(usize, &[f32])> = data
-            .chunks_exact(dim)
-            .enumerate()
-            .filter(|(i, _)| keep(*i))
-            .collect();
+        let accepts = move |id: usize| id % stride == 0;
+        let keep = Keep {
+            accepts: &accepts,
+            count: n.div_ceil(stride),
+        };
         let filtered_truths: Vec<std::collections::HashSet<usize>> = qs
             .chunks_exact(dim)
             .map(|q| {
-                exact_top_k(&kept, q, 10, &|_| true)
+                exact_top_k(n, &row, q, 10, &accepts)
                     .into_iter()
                     .map(|x| x.0)
                     .collect()
             })
             .collect();
         for &ef in efs {
-            let (p50, p99, recall) = measure(ef, Some(&keep), &filtered_truths);
+            let (p50, p99, recall) = measure(&engine, ef, Some(keep), &filtered_truths);
             per_ef.push((ef, Some(1.0 / stride as f64), p50, p99, recall));
         }
     }
 
     // What `search` does by default up to EXACT_BELOW rows: a parallel scan of the stored vectors.
-    let points = engine.points();
     let mut exact_ms = Vec::with_capacity(queries);
     for q in qs.chunks_exact(dim) {
         let t = Instant::now();
-        let found = exact_top_k(&points, q, 10, &|_| true);
+        let found = exact_top_k(n, &|i| engine.vector(i).unwrap_or(&[]), q, 10, &|_| true);
         exact_ms.push(t.elapsed().as_secs_f64() * 1e3);
         std::hint::black_box(found);
     }
-    drop(points);
     exact_ms.sort_by(f64::total_cmp);
     let exact_p50_ms = exact_ms[exact_ms.len() / 2];
     let exact_p99_ms = exact_ms[((exact_ms.len() - 1) as f64 * 0.99).round() as usize];
@@ -331,18 +335,38 @@ pub fn run(setup: &BenchSetup<'_>) -> Result<Vec<IndexBenchResult>, IndexError> 
     let t = Instant::now();
     engine.dump(scratch, "bench")?;
     let dump_s = t.elapsed().as_secs_f64();
+    let probe: Vec<Vec<(usize, f32)>> = qs
+        .chunks_exact(dim)
+        .take(20)
+        .map(|q| engine.search(q, 10, efs[0], None))
+        .collect();
     drop(engine);
     let t = Instant::now();
-    let reloaded = HnswEngine::load(scratch, "bench", n)?;
+    for file in graph_files("bench") {
+        checksum(&scratch.join(file))?;
+    }
+    let reload_checksum_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let reloaded = GraphEngine::load(scratch, "bench", n)?;
     let reload_s = t.elapsed().as_secs_f64();
+    // The reloaded graph must be the same graph.
+    for (q, before) in qs.chunks_exact(dim).zip(&probe) {
+        if &reloaded.search(q, 10, efs[0], None) != before {
+            return Err(IndexError::Engine(
+                "the reloaded graph answers differently from the one dumped".into(),
+            ));
+        }
+    }
     drop(reloaded);
-    for ext in ["hnsw.graph", "hnsw.data"] {
-        let _ = std::fs::remove_file(scratch.join(format!("bench.{ext}")));
+    for file in graph_files("bench") {
+        let _ = std::fs::remove_file(scratch.join(file));
     }
     Ok(per_ef
         .into_iter()
         .map(|(ef, filter_keeps, p50, p99, recall)| IndexBenchResult {
             engine: "regionseek",
+            codec: params.codec.name(),
+            simd: simd_backend(),
             dataset: setup.dataset,
             vectors: n,
             dim,
@@ -357,11 +381,13 @@ pub fn run(setup: &BenchSetup<'_>) -> Result<Vec<IndexBenchResult>, IndexError> 
             query_p50_ms: p50,
             query_p99_ms: p99,
             recall_at_10: recall,
+            graph_bytes_per_vector,
             rss_bytes_per_vector: rss0
                 .zip(rss1)
                 .map(|(a, b)| b.saturating_sub(a) as f64 / n as f64),
             dump_s,
             reload_s,
+            reload_checksum_s,
             exact_p50_ms,
             exact_p99_ms,
         })

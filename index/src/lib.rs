@@ -1,10 +1,12 @@
 //! Where region embeddings live and are searched: an Arrow/Parquet region table (append-only segments) and
-//! an HNSW graph (hnsw_rs, cosine on L2-normalised vectors) beside it, committed atomically through a
+//! an HNSW graph (our own, see `graph`; cosine on L2-normalised vectors) beside it, committed atomically through a
 //! manifest. No model code: records arrive as plain data.
 
 pub mod bench;
 mod engine;
 mod error;
+pub mod graph;
+pub mod kernels;
 mod lock;
 mod manifest;
 mod record;
@@ -12,8 +14,10 @@ mod region_index;
 mod repair;
 mod store;
 
-pub use engine::{AnnEngine, HnswEngine, HnswParams};
+pub use engine::{AnnEngine, HnswParams, Keep, DEFAULT_CODEC};
 pub use error::IndexError;
+pub use graph::GraphEngine;
+pub use kernels::Codec;
 pub use lock::{LockWait, WriterLock, LOCK_FILE};
 pub use manifest::Manifest;
 pub use record::{Filter, Hit, MethodInfo, RegionMeta, RegionRecord};

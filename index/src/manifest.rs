@@ -36,10 +36,23 @@ pub struct FileEntry {
 /// A dump of the HNSW graph covering the first `rows` rows; rows after it are inserted again on open.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GraphEntry {
+    /// Which engine wrote it. Manifests from before the field name hnsw_rs' dumps, which are no longer read:
+    /// such a graph is rebuilt from the table's embeddings instead.
+    #[serde(default = "legacy_engine")]
+    pub engine: String,
     pub basename: String,
     pub rows: u64,
+    /// The links.
     pub graph: FileEntry,
+    /// The vectors.
     pub data: FileEntry,
+}
+
+/// What graph entries written before `GraphEntry::engine` existed hold.
+pub const LEGACY_ENGINE: &str = "hnsw_rs";
+
+fn legacy_engine() -> String {
+    LEGACY_ENGINE.into()
 }
 
 impl Manifest {
@@ -88,7 +101,8 @@ impl Manifest {
 pub fn generation_of(name: &str) -> Option<u64> {
     let rest = name
         .strip_prefix("regions-")
-        .or_else(|| name.strip_prefix("hnsw-"))?;
+        .or_else(|| name.strip_prefix("hnsw-"))
+        .or_else(|| name.strip_prefix("graph-"))?;
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
     digits.parse().ok()
 }
@@ -97,13 +111,22 @@ pub fn is_segment_name(name: &str) -> bool {
     name.starts_with("regions-") && name.ends_with(".parquet") && generation_of(name).is_some()
 }
 
+/// A graph dump's file (`graph-00000012.links`, `graph-00000012.vectors`).
+pub fn is_graph_name(name: &str) -> bool {
+    name.starts_with("graph-")
+        && (name.ends_with(".links") || name.ends_with(".vectors"))
+        && generation_of(name).is_some()
+}
+
 /// Whether `dir` holds committed-looking index files (segments or graph dumps).
 pub fn holds_index_files(dir: &Path) -> bool {
     std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten().any(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
-                is_segment_name(&name) || (name.starts_with("hnsw-") && name.contains(".hnsw."))
+                is_segment_name(&name)
+                    || (name.starts_with("hnsw-") && name.contains(".hnsw."))
+                    || is_graph_name(&name)
             })
         })
         .unwrap_or(false)

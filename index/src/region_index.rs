@@ -4,7 +4,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::engine::{exact_top_k, AnnEngine, HnswEngine, HnswParams};
+use crate::engine::{exact_top_k, AnnEngine, HnswParams, Keep};
+use crate::graph::{GraphEngine, ENGINE_NAME};
 use crate::lock::{LockWait, WriterLock};
 use crate::manifest::{
     self, checksum, generation_of, sync_dir, verify, FileEntry, GraphEntry, Manifest, FORMAT,
@@ -146,17 +147,22 @@ impl RegionIndex {
         for seg in &manifest.segments {
             verify(dir, seg)?;
         }
-        let graph_rows = match &manifest.graph {
-            Some(g) => {
+        let (mut engine, graph_rows): (Box<dyn AnnEngine>, u64) = match &manifest.graph {
+            Some(g) if g.engine == ENGINE_NAME => {
                 verify(dir, &g.graph)?;
                 verify(dir, &g.data)?;
-                g.rows
+                let graph = GraphEngine::load(dir, &g.basename, g.rows as usize)?;
+                (Box::new(graph), g.rows)
             }
-            None => 0,
-        };
-        let mut engine: Box<dyn AnnEngine> = match &manifest.graph {
-            Some(g) => Box::new(HnswEngine::load(dir, &g.basename, g.rows as usize)?),
-            None => Box::new(HnswEngine::new(manifest.hnsw, manifest.rows as usize)),
+            Some(g) => {
+                tracing::info!(
+                    "{}: the graph was written by {} (no longer read); building it again from the table",
+                    dir.display(),
+                    g.engine
+                );
+                (Box::new(GraphEngine::new(dim, manifest.hnsw)), 0)
+            }
+            None => (Box::new(GraphEngine::new(dim, manifest.hnsw)), 0),
         };
         let mut meta = Vec::with_capacity(manifest.rows as usize);
         for seg in &manifest.segments {
@@ -172,12 +178,8 @@ impl RegionIndex {
                 ));
             }
             if need_vectors {
-                let items: Vec<(&[f32], usize)> = vectors
-                    .chunks_exact(dim)
-                    .enumerate()
-                    .map(|(i, v)| (v, first as usize + i))
-                    .filter(|&(_, id)| id as u64 >= graph_rows)
-                    .collect();
+                let skip = graph_rows.saturating_sub(first) as usize;
+                let items: Vec<&[f32]> = vectors.chunks_exact(dim).skip(skip).collect();
                 engine.insert(&items);
             }
             meta.extend(rows);
@@ -230,7 +232,7 @@ impl RegionIndex {
         manifest.write(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            engine: Box::new(HnswEngine::new(spec.hnsw, 0)),
+            engine: Box::new(GraphEngine::new(spec.dim, spec.hnsw)),
             manifest,
             meta: Vec::new(),
             keys: OnceLock::new(),
@@ -433,12 +435,7 @@ impl RegionIndex {
         next.write(&self.dir)?;
         self.manifest = next;
 
-        let first = self.meta.len();
-        let items: Vec<(&[f32], usize)> = fresh
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.embedding.as_slice(), first + i))
-            .collect();
+        let items: Vec<&[f32]> = fresh.iter().map(|r| r.embedding.as_slice()).collect();
         self.engine.insert(&items);
         report.added = fresh.len();
         // Sets not built yet are built from `meta` when first asked, these rows included.
@@ -454,7 +451,7 @@ impl RegionIndex {
             }
             self.meta.push(r.meta);
         }
-        let unsaved = self.manifest.rows - self.manifest.graph.as_ref().map_or(0, |g| g.rows);
+        let unsaved = self.manifest.rows - self.graph_rows();
         if unsaved as f64 > REDUMP_FRACTION * self.manifest.rows as f64 && unsaved >= 50_000 {
             self.save_graph()?;
         }
@@ -465,11 +462,11 @@ impl RegionIndex {
     pub fn save_graph(&mut self) -> Result<(), IndexError> {
         self.require_writer()?;
         let rows = self.manifest.rows;
-        if self.manifest.graph.as_ref().is_some_and(|g| g.rows == rows) || rows == 0 {
+        if self.graph_rows() == rows || rows == 0 {
             return Ok(());
         }
         let generation = self.manifest.generation + 1;
-        let basename = format!("hnsw-{generation:08}");
+        let basename = format!("graph-{generation:08}");
         let staging = self.dir.join(format!(".{basename}.tmp"));
         std::fs::create_dir_all(&staging).map_err(IndexError::io(&staging))?;
         let dumped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -480,8 +477,7 @@ impl RegionIndex {
         })?;
         dumped?;
         let mut entries = Vec::new();
-        for ext in ["hnsw.graph", "hnsw.data"] {
-            let name = format!("{basename}.{ext}");
+        for name in self.engine.files(&basename) {
             let from = staging.join(&name);
             std::fs::File::open(&from)
                 .and_then(|f| f.sync_all())
@@ -503,6 +499,7 @@ impl RegionIndex {
         let mut next = self.manifest.clone();
         next.generation = generation;
         next.graph = Some(GraphEntry {
+            engine: ENGINE_NAME.into(),
             basename,
             rows,
             graph,
@@ -511,6 +508,15 @@ impl RegionIndex {
         next.write(&self.dir)?;
         self.manifest = next;
         self.collect_garbage()
+    }
+
+    /// Rows the committed graph dump covers (none for a dump this build does not read).
+    fn graph_rows(&self) -> u64 {
+        self.manifest
+            .graph
+            .as_ref()
+            .filter(|g| g.engine == ENGINE_NAME)
+            .map_or(0, |g| g.rows)
     }
 
     fn require_writer(&self) -> Result<(), IndexError> {
@@ -545,7 +551,8 @@ impl RegionIndex {
             let temp = name.starts_with('.') && (name.ends_with(".part") || name.ends_with(".tmp"));
             let generation = generation_of(&name);
             let uncommitted = generation.is_some_and(|g| g > committed);
-            let old_graph = name.starts_with("hnsw-") && generation.is_some_and(|g| g <= committed);
+            let old_graph = (name.starts_with("hnsw-") || name.starts_with("graph-"))
+                && generation.is_some_and(|g| g <= committed);
             if !(temp || uncommitted || old_graph) {
                 if manifest::is_segment_name(&name) {
                     tracing::warn!(
@@ -631,8 +638,12 @@ impl RegionIndex {
         } else if filter.is_empty() {
             self.engine.search(&q, k, ef, None)
         } else {
-            let keep = |id: usize| self.meta.get(id).is_some_and(|m| filter.matches(m));
-            self.engine.search(&q, k, ef, Some(&keep))
+            let accepts = |id: usize| self.meta.get(id).is_some_and(|m| filter.matches(m));
+            let keep = Keep {
+                accepts: &accepts,
+                count: candidates,
+            };
+            self.engine.search(&q, k, ef, Some(keep))
         };
         let hits = found
             .into_iter()
@@ -647,11 +658,7 @@ impl RegionIndex {
         if row >= self.meta.len() {
             return None;
         }
-        self.engine
-            .points()
-            .into_iter()
-            .find(|(id, _)| *id == row)
-            .map(|(_, v)| v.to_vec())
+        self.engine.vector(row).map(<[f32]>::to_vec)
     }
 
     /// A row as a hit (score 1: the region itself).
@@ -677,10 +684,10 @@ impl RegionIndex {
     }
 
     fn exact(&self, q: &[f32], k: usize, filter: &Filter) -> Vec<(usize, f32)> {
-        let points = self.engine.points();
         let keep =
             |id: usize| filter.is_empty() || self.meta.get(id).is_some_and(|m| filter.matches(m));
-        exact_top_k(&points, q, k, &keep)
+        let vector = |id: usize| self.engine.vector(id).unwrap_or(&[]);
+        exact_top_k(self.engine.len(), &vector, q, k, &keep)
     }
 
     fn hit(&self, id: usize, score: f32) -> Hit {

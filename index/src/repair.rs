@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::engine::HnswEngine;
+use crate::graph::{GraphEngine, ENGINE_NAME};
 use crate::lock::{LockWait, WriterLock};
 use crate::manifest::{
     self, checksum, generation_of, is_segment_name, verify as verify_file, FileEntry, Manifest,
@@ -137,10 +137,16 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, IndexError> {
     }
     let graph = match &m.graph {
         None => "none".to_string(),
+        Some(g) if g.engine != ENGINE_NAME => {
+            format!(
+                "{} dump, no longer read: rebuilt from the table when the index is next opened",
+                g.engine
+            )
+        }
         Some(g) => {
             let checked = verify_file(dir, &g.graph)
                 .and_then(|_| verify_file(dir, &g.data))
-                .and_then(|_| HnswEngine::load(dir, &g.basename, g.rows as usize).map(drop));
+                .and_then(|_| GraphEngine::load(dir, &g.basename, g.rows as usize).map(drop));
             match checked {
                 Ok(()) if g.rows <= m.rows => "ok".to_string(),
                 Ok(()) => format!("covers {} rows, the table has {}", g.rows, m.rows),
@@ -153,7 +159,10 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, IndexError> {
             }
         }
     };
-    let ok = problems.is_empty() && duplicate_rows == 0 && (graph == "ok" || graph == "none");
+    let legacy_graph = m.graph.as_ref().is_some_and(|g| g.engine != ENGINE_NAME);
+    let ok = problems.is_empty()
+        && duplicate_rows == 0
+        && (graph == "ok" || graph == "none" || legacy_graph);
     Ok(VerifyReport {
         dir: dir.to_path_buf(),
         ok,
@@ -228,9 +237,10 @@ pub fn repair(dir: &Path, wait: LockWait) -> Result<RepairReport, IndexError> {
                 }
             }
             if let Some(g) = &m.graph {
-                graph_usable = verify_file(dir, &g.graph).is_ok()
+                graph_usable = g.engine == ENGINE_NAME
+                    && verify_file(dir, &g.graph).is_ok()
                     && verify_file(dir, &g.data).is_ok()
-                    && HnswEngine::load(dir, &g.basename, g.rows as usize).is_ok();
+                    && GraphEngine::load(dir, &g.basename, g.rows as usize).is_ok();
             }
             (dim, model_id, weights_hash, hnsw) =
                 (m.dim, m.model_id.clone(), m.weights_hash.clone(), m.hnsw);

@@ -143,6 +143,80 @@ fn rows_not_in_the_graph_dump_are_searchable_after_reopening() {
     assert_eq!(hits[0].row, 45);
 }
 
+/// Indexes written before regionseek had its own graph name an hnsw_rs dump in their manifest (no `engine`
+/// field). They must still open, search every row, and get a graph of the current format on the next write.
+#[test]
+fn an_index_with_a_legacy_graph_dump_opens_searches_and_is_upgraded_by_its_next_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut index = RegionIndex::create(dir.path(), &spec()).unwrap();
+    index.append((0..40).map(record).collect()).unwrap();
+    index.save_graph().unwrap();
+    drop(index);
+    // Rewrite the manifest as the previous format wrote it: graph files hnsw-N.hnsw.{graph,data}, no engine.
+    let manifest_path = dir.path().join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let g = m["graph"].as_object_mut().unwrap();
+    let basename = g["basename"].as_str().unwrap().to_string();
+    let legacy = basename.replace("graph-", "hnsw-");
+    for (key, ext, old_ext) in [
+        ("graph", "hnsw.graph", "links"),
+        ("data", "hnsw.data", "vectors"),
+    ] {
+        let name = format!("{legacy}.{ext}");
+        std::fs::rename(
+            dir.path().join(format!("{basename}.{old_ext}")),
+            dir.path().join(&name),
+        )
+        .unwrap();
+        g[key]["file"] = name.into();
+    }
+    g.remove("engine");
+    g["basename"] = legacy.clone().into();
+    m["hnsw"].as_object_mut().unwrap().remove("codec");
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+
+    let reader = RegionIndex::open(dir.path()).unwrap();
+    assert_eq!(reader.len(), 40);
+    let hits = reader
+        .search(
+            &record(33).embedding,
+            1,
+            &Filter::default(),
+            SearchMode::Approximate { ef: 64 },
+        )
+        .unwrap();
+    assert_eq!(hits[0].row, 33);
+    let verified = regionseek_index::verify(dir.path()).unwrap();
+    assert!(verified.ok, "a legacy graph is not damage: {verified:?}");
+    drop(reader);
+
+    let mut writer = RegionIndex::open_writer(dir.path(), regionseek_index::LockWait::No).unwrap();
+    writer.save_graph().unwrap();
+    let graph = writer.manifest().graph.clone().unwrap();
+    assert_eq!(graph.engine, regionseek_index::graph::ENGINE_NAME);
+    assert_eq!(graph.rows, 40);
+    drop(writer);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with(&legacy)),
+        "legacy dump left behind: {names:?}"
+    );
+    let reopened = RegionIndex::open(dir.path()).unwrap();
+    let hits = reopened
+        .search(
+            &record(7).embedding,
+            1,
+            &Filter::default(),
+            SearchMode::Approximate { ef: 64 },
+        )
+        .unwrap();
+    assert_eq!(hits[0].row, 7);
+}
+
 #[test]
 fn appending_the_same_regions_again_adds_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use regionseek_index::bench::{self, BenchSetup, Dataset};
-use regionseek_index::HnswParams;
+use regionseek_index::{Codec, HnswParams};
 
 use super::output::write_atomic;
 
@@ -21,6 +21,9 @@ pub struct BenchIndexArgs {
     m: usize,
     #[arg(long, default_value_t = 100)]
     ef_construction: usize,
+    /// How the graph stores vectors for its walk (comma-separated, one graph each): f16, i8 or f32.
+    #[arg(long, value_delimiter = ',', default_value = "i8")]
+    codec: Vec<String>,
     /// Search beam widths (comma-separated; the graph is built once).
     #[arg(long, value_delimiter = ',', default_value = "64,128,256")]
     ef: Vec<usize>,
@@ -47,10 +50,14 @@ pub struct BenchIndexArgs {
 }
 
 pub fn run(args: BenchIndexArgs) -> anyhow::Result<ExitCode> {
-    let params = HnswParams {
-        m: args.m,
-        ef_construction: args.ef_construction,
-    };
+    let codecs: Vec<Codec> = args
+        .codec
+        .iter()
+        .map(|c| {
+            Codec::parse(c)
+                .ok_or_else(|| anyhow::anyhow!("unknown --codec {c:?}: use f16, i8 or f32"))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let datasets: Vec<Dataset> = args
         .data
         .iter()
@@ -68,19 +75,26 @@ pub fn run(args: BenchIndexArgs) -> anyhow::Result<ExitCode> {
                     .and_then(|v| v.as_str().map(String::from));
                 dir.join(format!("{}-{n}", name.unwrap_or_default()))
             });
-            let setup = BenchSetup {
-                dataset,
-                vectors: n,
-                dim: args.dim,
-                params,
-                efs: &args.ef,
-                queries: args.queries,
-                scratch: &args.scratch,
-                export: export.as_deref(),
-            };
-            for result in bench::run(&setup)? {
-                println!("{}", serde_json::to_string(&result)?);
-                rows.push(result);
+            for (i, &codec) in codecs.iter().enumerate() {
+                let setup = BenchSetup {
+                    dataset,
+                    vectors: n,
+                    dim: args.dim,
+                    params: HnswParams {
+                        m: args.m,
+                        ef_construction: args.ef_construction,
+                        codec,
+                    },
+                    efs: &args.ef,
+                    queries: args.queries,
+                    scratch: &args.scratch,
+                    // One export per corpus: the vectors do not depend on the codec.
+                    export: export.as_deref().filter(|_| i == 0),
+                };
+                for result in bench::run(&setup)? {
+                    println!("{}", serde_json::to_string(&result)?);
+                    rows.push(result);
+                }
             }
         }
     }
