@@ -72,8 +72,10 @@ pub struct IndexBenchResult {
     pub dump_s: f64,
     /// Opening the dump: links read and checked, vectors mapped.
     pub reload_s: f64,
-    /// The CRC-32 check of both files that opening an index also does.
+    /// The CRC-32 of both files (`index-verify`; opening an index checks the links' and the vectors' size).
     pub reload_checksum_s: f64,
+    /// Resident memory per vector of the reloaded graph after it answered every query at the widest beam.
+    pub reload_rss_bytes_per_vector: Option<f64>,
     /// Exact top-10 by a parallel scan (what `search` runs by default up to 200k candidates).
     pub exact_p50_ms: f64,
     pub exact_p99_ms: f64,
@@ -346,6 +348,7 @@ pub fn run(setup: &BenchSetup<'_>) -> Result<Vec<IndexBenchResult>, IndexError> 
         checksum(&scratch.join(file))?;
     }
     let reload_checksum_s = t.elapsed().as_secs_f64();
+    let rss_before_load = rss_bytes();
     let t = Instant::now();
     let reloaded = GraphEngine::load(scratch, "bench", n)?;
     let reload_s = t.elapsed().as_secs_f64();
@@ -357,6 +360,15 @@ pub fn run(setup: &BenchSetup<'_>) -> Result<Vec<IndexBenchResult>, IndexError> 
             ));
         }
     }
+    // What a reloaded graph holds in memory once it has served every query at the widest beam: the links,
+    // the pages of codes the walks touched and the exact vectors the re-ranking read.
+    let widest = efs.iter().copied().max().unwrap_or(64);
+    for q in qs.chunks_exact(dim) {
+        std::hint::black_box(reloaded.search(q, 10, widest, None));
+    }
+    let reload_rss_bytes_per_vector = rss_before_load
+        .zip(rss_bytes())
+        .map(|(a, b)| b.saturating_sub(a) as f64 / n as f64);
     drop(reloaded);
     for file in graph_files("bench") {
         let _ = std::fs::remove_file(scratch.join(file));
@@ -388,6 +400,7 @@ pub fn run(setup: &BenchSetup<'_>) -> Result<Vec<IndexBenchResult>, IndexError> 
             dump_s,
             reload_s,
             reload_checksum_s,
+            reload_rss_bytes_per_vector,
             exact_p50_ms,
             exact_p99_ms,
         })

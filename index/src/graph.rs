@@ -28,10 +28,17 @@ const VECTORS_MAGIC: &[u8; 8] = b"RSHNSWV1";
 const HEADER: usize = 64;
 const NO_UPPER: u64 = u64::MAX;
 const MAX_LEVEL: u8 = 15;
-/// Below this many rows a filtered search scans the rows the filter keeps instead of walking the graph:
-/// a walk has to visit about ef / selectivity nodes, each with 2M neighbours, which at high selectivity
-/// costs more than comparing every kept row once (and the scan is exact).
+/// A filtered search scans the rows the filter keeps instead of walking the graph when kept² ≤ this ·
+/// ef · rows: a walk visits about ef / selectivity nodes, each with 2M neighbours, which for a filter keeping
+/// few rows costs more than comparing every kept row once (and the scan is exact). Measured on 100k
+/// vectors: keeping 1%, the scan takes 0.3 ms against the walk's 9.5 ms (ef 64); keeping 10%, 3 ms against
+/// 1.4 ms at ef 64 (recall 0.875 on the clustered set) and 4.7 ms at ef 256.
 const SCAN_FACTOR: f64 = 32.0;
+/// How many of the beam's best the exact vectors re-rank: measured on 100k clustered vectors (ef 768, i8),
+/// re-ranking the best 50 instead of all 768 gives the same recall@10 (0.961–0.966 across builds) in 75% of
+/// the time, the rest being 4-byte reads of vectors that cannot make the top 10.
+const RERANK_PER_HIT: usize = 5;
+const RERANK_AT_LEAST: usize = 50;
 /// Batches smaller than this are linked on the calling thread.
 const PARALLEL_FROM: usize = 64;
 
@@ -772,9 +779,11 @@ impl AnnEngine for GraphEngine {
             cur = self.greedy(q, cur, l);
         }
         let found = self.search_level(q, &[cur], ef.max(k), 0, keep.as_ref().map(|k| k.accepts));
-        // The codes chose the candidates; the exact vectors rank them.
+        // The codes chose the candidates; the exact vectors rank the best of them (the codes' order is right
+        // but for near-ties, so only the head of the beam needs the exact vectors' 4-byte reads).
         let mut ranked: Vec<(usize, f32)> = found
             .iter()
+            .take((RERANK_PER_HIT * k).max(RERANK_AT_LEAST))
             .map(|c| (c.id as usize, dot(query, self.store.vector(c.id as usize))))
             .collect();
         ranked.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));

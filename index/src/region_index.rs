@@ -8,7 +8,8 @@ use crate::engine::{exact_top_k, AnnEngine, HnswParams, Keep};
 use crate::graph::{GraphEngine, ENGINE_NAME};
 use crate::lock::{LockWait, WriterLock};
 use crate::manifest::{
-    self, checksum, generation_of, sync_dir, verify, FileEntry, GraphEntry, Manifest, FORMAT,
+    self, checksum, generation_of, sync_dir, verify, verify_size, FileEntry, GraphEntry, Manifest,
+    FORMAT,
 };
 use crate::record::{Filter, Hit, RegionMeta, RegionRecord};
 use crate::{store, IndexError};
@@ -150,7 +151,7 @@ impl RegionIndex {
         let (mut engine, graph_rows): (Box<dyn AnnEngine>, u64) = match &manifest.graph {
             Some(g) if g.engine == ENGINE_NAME => {
                 verify(dir, &g.graph)?;
-                verify(dir, &g.data)?;
+                verify_size(dir, &g.data)?;
                 let graph = GraphEngine::load(dir, &g.basename, g.rows as usize)?;
                 (Box::new(graph), g.rows)
             }

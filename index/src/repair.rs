@@ -145,13 +145,18 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, IndexError> {
         }
         Some(g) => {
             let checked = verify_file(dir, &g.graph)
-                .and_then(|_| verify_file(dir, &g.data))
-                .and_then(|_| GraphEngine::load(dir, &g.basename, g.rows as usize).map(drop));
+                .map_err(|e| (&g.graph.file, e))
+                .and_then(|_| verify_file(dir, &g.data).map_err(|e| (&g.data.file, e)))
+                .and_then(|_| {
+                    GraphEngine::load(dir, &g.basename, g.rows as usize)
+                        .map(drop)
+                        .map_err(|e| (&g.graph.file, e))
+                });
             match checked {
                 Ok(()) if g.rows <= m.rows => "ok".to_string(),
                 Ok(()) => format!("covers {} rows, the table has {}", g.rows, m.rows),
-                Err(e) => {
-                    let p = problem(&g.graph.file, &e, None);
+                Err((file, e)) => {
+                    let p = problem(file, &e, None);
                     let text = format!("damaged: {}", p.problem);
                     problems.push(p);
                     text

@@ -307,6 +307,36 @@ fn a_lost_manifest_is_refused_untouched_then_rebuilt_with_every_row() {
     assert_eq!(hits[0].image, record(42).meta.image);
 }
 
+/// The graph's vectors are memory-mapped and only their size is checked at open (a CRC would read
+/// gigabytes); a flipped byte there must still be found by `verify` and mended by `repair`.
+#[test]
+fn a_flipped_byte_in_the_mapped_vectors_is_found_by_verify_and_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    built(dir.path(), 120);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("manifest.json")).unwrap())
+            .unwrap();
+    let vectors = manifest["graph"]["data"]["file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(vectors.ends_with(".vectors"), "{vectors}");
+    let mut bytes = std::fs::read(dir.path().join(&vectors)).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(dir.path().join(&vectors), bytes).unwrap();
+
+    assert_eq!(RegionIndex::open(dir.path()).unwrap().len(), 120);
+    let v = verify(dir.path()).unwrap();
+    assert!(!v.ok);
+    assert!(v.graph.starts_with("damaged"), "{}", v.graph);
+    let report = repair(dir.path(), LockWait::No).unwrap();
+    assert_eq!((report.rows, report.rows_lost), (120, 0));
+    assert_eq!(report.graph, "rebuilt");
+    assert!(verify(dir.path()).unwrap().ok);
+    assert_exactly(dir.path(), 120);
+}
+
 #[test]
 fn a_damaged_graph_is_rebuilt_and_a_damaged_segment_quarantined_with_its_rows_reported() {
     let dir = tempfile::tempdir().unwrap();
