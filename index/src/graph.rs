@@ -644,6 +644,13 @@ impl GraphEngine {
                 {
                     return Err(bad("a link to a node that does not exist"));
                 }
+                // A walk at level l follows links into their targets' level-l blocks.
+                if slots[..c]
+                    .iter()
+                    .any(|s| g.levels[s.load(Mem::Relaxed) as usize] < l)
+                {
+                    return Err(bad("a link to a node below its level"));
+                }
             }
         }
         if n > 0 {
@@ -960,6 +967,27 @@ mod tests {
             .err()
             .expect("refused");
         assert!(err.to_string().contains("does not exist"), "{err}");
+        // An upper-level link to a node that has no upper levels.
+        let (levels_at, upper_start) = (HEADER, HEADER + pad8(300) + 8 * 300 + 4 * 300 * 25);
+        let low = good[levels_at..levels_at + 300]
+            .iter()
+            .position(|&l| l == 0)
+            .unwrap();
+        let high = good[levels_at..levels_at + 300]
+            .iter()
+            .position(|&l| l > 0)
+            .unwrap();
+        let upper_at = HEADER + pad8(300) + 8 * high;
+        let block = u64::from_le_bytes(good[upper_at..upper_at + 8].try_into().unwrap()) as usize;
+        let mut bad = good.clone();
+        let slot = upper_start + 4 * block;
+        bad[slot..slot + 4].copy_from_slice(&1u32.to_le_bytes());
+        bad[slot + 4..slot + 8].copy_from_slice(&(low as u32).to_le_bytes());
+        std::fs::write(&links, &bad).unwrap();
+        let err = GraphEngine::load(dir.path(), "g", 300)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("below its level"), "{err}");
         // Truncated.
         std::fs::write(&links, &good[..good.len() - 4]).unwrap();
         assert!(GraphEngine::load(dir.path(), "g", 300).is_err());

@@ -198,21 +198,13 @@ pub fn verify_size(dir: &Path, entry: &FileEntry) -> Result<(), IndexError> {
 }
 
 pub fn verify(dir: &Path, entry: &FileEntry) -> Result<(), IndexError> {
+    verify_size(dir, entry)?;
     let path = dir.join(&entry.file);
-    if !path.exists() {
-        return Err(IndexError::corrupt(
-            &path,
-            "listed in manifest.json but missing",
-        ));
-    }
     let (bytes, crc) = checksum(&path)?;
     if bytes != entry.bytes {
         return Err(IndexError::corrupt(
             &path,
-            format!(
-                "{bytes} bytes, the manifest recorded {} (truncated or replaced)",
-                entry.bytes
-            ),
+            "changed while it was being read",
         ));
     }
     if crc != entry.crc32 {
