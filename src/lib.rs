@@ -4,6 +4,7 @@
 //! (LeGrad maps and their exact gradients), `invert` (MaskInversion), and the `regionseek-index` crate.
 
 pub mod baselines;
+pub mod cancel;
 pub mod clip;
 pub mod decode;
 pub mod device;

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use regionseek::pipeline::{self, IndexRun, PipelineSpec};
+use std::sync::Arc;
+
+use regionseek::pipeline::{IndexJob, RegionSource, SamSetup};
 use serde_json::json;
 
 use super::output::{print_json, ModelArgs};
@@ -54,58 +56,36 @@ pub struct IndexArgs {
 }
 
 pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
-    let spec = PipelineSpec::load(&a.pipeline)?;
-    let wait = if a.wait {
-        regionseek::index::LockWait::Forever
-    } else {
-        regionseek::index::LockWait::No
+    let regions = match (&a.coco, &a.boxes, &a.masks) {
+        (Some(c), _, _) => RegionSource::Coco(c.clone()),
+        (_, Some(b), _) => RegionSource::Boxes(b.clone()),
+        (_, _, Some(m)) => RegionSource::MaskDir(m.clone()),
+        _ => RegionSource::FindThem,
     };
-    // Before loading any model: a second writer hears at once that the index is busy.
-    let lock = regionseek::index::WriterLock::acquire(&a.out, wait)?;
-    let (mut images, issues) = if let Some(c) = &a.coco {
-        pipeline::from_coco(&a.images, c)?
-    } else if let Some(b) = &a.boxes {
-        pipeline::from_boxes(&a.images, b)?
-    } else if let Some(m) = &a.masks {
-        pipeline::from_mask_dir(&a.images, m)?
-    } else if spec.mask_stage().finds_regions() {
-        pipeline::from_photo_folder(&a.images)?
-    } else {
-        anyhow::bail!(
-            "pipeline {} takes its regions from --coco, --boxes or --masks; for a plain photo folder use \
-             --pipeline auto-sam (with --sam DIR) or --pipeline auto-grid",
-            spec.name
-        );
-    };
-    if let Some(n) = a.limit {
-        images.truncate(n);
-    }
-    for i in &issues {
-        eprintln!("skipped {}: {}", i.item, i.message);
-    }
-    let sam = if spec.mask_stage().needs_sam() {
-        let mut args = a.sam.clone();
-        args.mask_from = regionseek::sam::MaskFrom::Sam;
-        args.multimask = spec.sam.as_ref().is_some_and(|s| s.multimask);
-        args.load()?
-    } else {
-        None
-    };
-    let model = a.model.load()?;
-    let report = IndexRun {
-        spec: &spec,
-        model: &model,
-        sam,
+    let job = IndexJob {
+        images: a.images.clone(),
+        regions,
+        pipeline: a.pipeline.clone(),
         out: a.out.clone(),
-        progress: !a.json,
-        wait,
-        lock: Some(lock),
+        limit: a.limit,
+        wait: if a.wait {
+            regionseek::index::LockWait::Forever
+        } else {
+            regionseek::index::LockWait::No
+        },
         decode: regionseek::decode::DecodeOptions {
             max_pixels: a.max_pixels,
             exif_rotate: a.exif_rotate,
         },
-    }
-    .run(images, issues)?;
+        sam: SamSetup {
+            dir: a.sam.sam.clone(),
+            device: a.sam.sam_device,
+            threads: a.sam.sam_threads,
+        },
+        progress: !a.json,
+        cancel: Default::default(),
+    };
+    let report = job.run(|| Ok(Arc::new(a.model.load()?)))?;
     if a.json {
         print_json(&json!(report))?;
     } else {

@@ -18,6 +18,8 @@ use crate::masks::BinaryMask;
 pub enum InvertError {
     #[error("image size {size} is not a positive multiple of the patch size {patch}")]
     BadSize { size: usize, patch: usize },
+    #[error("interrupted")]
+    Cancelled,
     #[error("model computation failed: {0}")]
     Candle(#[from] candle_core::Error),
 }
@@ -50,6 +52,9 @@ pub struct InversionConfig {
     pub jacobian_budget_bytes: usize,
     /// Keep each mask's final map at the mask's resolution.
     pub keep_maps: bool,
+    /// Checked before every step: a set flag ends the inversion with `InvertError::Cancelled`.
+    #[serde(skip)]
+    pub cancel: crate::cancel::Cancel,
 }
 
 impl Default for InversionConfig {
@@ -67,6 +72,7 @@ impl Default for InversionConfig {
             chunk_budget_bytes: 1 << 30,
             jacobian_budget_bytes: 2 << 30,
             keep_maps: false,
+            cancel: Default::default(),
         }
     }
 }
@@ -322,6 +328,9 @@ fn invert_chunk(
     let scale = 1.0 / total_masks as f32;
 
     for step in 1..=cfg.steps {
+        if cfg.cancel.is_cancelled() {
+            return Err(InvertError::Cancelled);
+        }
         let (t_hat, norms) = normalize_rows(&token, d);
         let t_hat_t = Tensor::from_vec(t_hat.clone(), (mc, d), device)?;
         let (grads, maps) = maps_of(rel, path, up, &t_hat_t)?;

@@ -3,6 +3,7 @@
 //! Specs live in `pipelines/*.toml`.
 
 pub mod inputs;
+pub mod job;
 pub mod query;
 pub mod render;
 pub mod run;
@@ -12,6 +13,7 @@ pub use inputs::{
     from_boxes, from_coco, from_mask_dir, from_photo_folder, ImageInput, InputIssue, RegionInput,
     RegionShape,
 };
+pub use job::{IndexJob, RegionSource, SamSetup};
 pub use run::{IndexRun, IndexRunReport, ItemFailure};
 pub use spec::{EmbedStage, MaskStage, PipelineSpec, SpecError, Stage};
 

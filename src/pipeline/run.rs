@@ -60,6 +60,8 @@ pub struct IndexRunReport {
     pub regions_per_second: f64,
     pub peak_rss_mb: Option<f64>,
     pub error_log: Option<PathBuf>,
+    /// The run was cancelled: what was embedded until then is committed, a rerun resumes after it.
+    pub interrupted: bool,
 }
 
 /// The identity of a model's weights recorded in the index: the id for built-in random models, the sha256
@@ -358,6 +360,8 @@ pub struct IndexRun<'a> {
     /// The index's writer lock, when the caller took it before loading models; else taken per `wait`.
     pub lock: Option<WriterLock>,
     pub decode: DecodeOptions,
+    /// Set from elsewhere to stop after the photo being embedded (committed, resumable).
+    pub cancel: crate::cancel::Cancel,
 }
 
 fn frame_conflict(indexed_upright: bool) -> String {
@@ -406,7 +410,10 @@ impl IndexRun<'_> {
         issues: Vec<InputIssue>,
     ) -> anyhow::Result<IndexRunReport> {
         let started = Instant::now();
-        let cfg = self.spec.inversion_config();
+        let cfg = InversionConfig {
+            cancel: self.cancel.clone(),
+            ..self.spec.inversion_config()
+        };
         let embed_stage = self.spec.embed_stage();
         let mask_stage = self.spec.mask_stage();
         let sam_options = SamOptions {
@@ -454,7 +461,7 @@ impl IndexRun<'_> {
         );
         let batch = self.spec.batch_images();
         let mut images_iter = images.into_iter().peekable();
-        while images_iter.peek().is_some() {
+        while images_iter.peek().is_some() && !report.interrupted {
             let chunk: Vec<ImageInput> = images_iter.by_ref().take(batch).collect();
             // Hash and decode the batch in parallel; photos with nothing left to do are not decoded.
             let rotate = self.decode.exif_rotate;
@@ -515,6 +522,10 @@ impl IndexRun<'_> {
                 .collect();
             let mut records = Vec::new();
             for d in decoded {
+                if self.cancel.is_cancelled() {
+                    report.interrupted = true;
+                    break;
+                }
                 bar.inc(1);
                 let hash = match d.hash {
                     Ok(h) => h,
@@ -579,6 +590,12 @@ impl IndexRun<'_> {
                 let embeddings = match embed_masks(self.model, &image, &ok_masks, embed_stage, &cfg)
                 {
                     Ok(e) => e,
+                    // Cut short, not wrong: the photo is left for the rerun.
+                    Err(_) if self.cancel.is_cancelled() => {
+                        report.interrupted = true;
+                        report.images_processed -= 1;
+                        break;
+                    }
                     Err(e) => {
                         for r in &ok_regions {
                             failures.push(ItemFailure {

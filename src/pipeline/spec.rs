@@ -311,7 +311,8 @@ impl PipelineSpec {
             .map_or(default_batch(), |i| i.batch_images)
     }
 
-    /// A spec by name (`pipelines/NAME.toml` in the pipelines folder) or by path to a `.toml` file.
+    /// A spec by name (`pipelines/NAME.toml` in the pipelines folder, else the built-in spec of that name) or by
+    /// path to a `.toml` file.
     pub fn load(name_or_path: &str) -> Result<Self, SpecError> {
         let as_path = Path::new(name_or_path);
         let path = if name_or_path.ends_with(".toml") || as_path.is_file() {
@@ -320,6 +321,9 @@ impl PipelineSpec {
             let dir = pipelines_dir();
             let p = dir.join(format!("{name_or_path}.toml"));
             if !p.is_file() {
+                if let Some((name, text)) = BUILT_IN.iter().find(|(n, _)| *n == name_or_path) {
+                    return Self::parse(text, &format!("built-in pipeline {name}"));
+                }
                 return Err(SpecError::NotFound {
                     name: name_or_path.to_string(),
                     looked: p.display().to_string(),
@@ -335,6 +339,17 @@ impl PipelineSpec {
         Self::parse(&text, &path.display().to_string())
     }
 }
+
+/// The specs shipped in `pipelines/`, compiled in: a binary or Python wheel away from the source tree still
+/// knows them by name (a folder's file of the same name wins).
+const BUILT_IN: &[(&str, &str)] = &[
+    ("auto-grid", include_str!("../../pipelines/auto-grid.toml")),
+    ("auto-sam", include_str!("../../pipelines/auto-sam.toml")),
+    ("boxes-sam", include_str!("../../pipelines/boxes-sam.toml")),
+    ("boxes", include_str!("../../pipelines/boxes.toml")),
+    ("gt-masks", include_str!("../../pipelines/gt-masks.toml")),
+    ("masked-crop", include_str!("../../pipelines/masked-crop.toml")),
+];
 
 /// `REGIONSEEK_PIPELINES`, else `pipelines/` in the current directory, else the source tree's.
 pub fn pipelines_dir() -> PathBuf {
@@ -359,13 +374,33 @@ pub fn available(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default();
+    names.extend(BUILT_IN.iter().map(|(n, _)| n.to_string()));
     names.sort();
+    names.dedup();
     names
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_shipped_pipeline_is_built_in_verbatim() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let mut shipped: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| {
+                let p = e.unwrap().path();
+                (p.extension()? == "toml").then(|| p.file_stem()?.to_str().map(String::from))?
+            })
+            .collect();
+        shipped.sort();
+        let built_in: Vec<&str> = BUILT_IN.iter().map(|(n, _)| *n).collect();
+        assert_eq!(shipped, built_in, "pipelines/*.toml and BUILT_IN list the same specs");
+        for (name, text) in BUILT_IN {
+            assert_eq!(std::fs::read_to_string(dir.join(format!("{name}.toml"))).unwrap(), *text);
+        }
+    }
 
     #[test]
     fn every_shipped_pipeline_parses() {

@@ -1,0 +1,141 @@
+"""Type stubs of regionseek's native module (python/src/lib.rs)."""
+
+from os import PathLike
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union, overload
+
+import numpy as np
+import numpy.typing as npt
+
+_Path = Union[str, "PathLike[str]"]
+Hit = Dict[str, Any]
+"""A hit, as the CLI's ``--json`` writes it: ``image``, ``region_id``, ``box`` [x0, y0, x1, y1], ``mask_rle``
+(COCO RLE: ``size`` [h, w], ``counts``), ``score``, ``method``, ``source``, ``label``, ``row``, ``exif_rotated``."""
+
+__version__: str
+
+class RegionseekError(RuntimeError):
+    """A regionseek call failed (a missing or damaged file, a model that does not load, an index in use)."""
+
+class RegionError(ValueError):
+    """Some regions could not be embedded."""
+
+    errors: Dict[int, str]
+    """Each bad mask's position and why."""
+    embeddings: npt.NDArray[np.float32]
+    """Every mask's row; NaN for the bad ones."""
+
+class Model:
+    """A CLIP model: ``random:<arch>[:seed]`` (random weights of a real architecture, for trials) or a weights
+    folder (Hugging Face CLIPModel or OpenCLIP layout)."""
+
+    @staticmethod
+    def load(spec: str, device: str = "cpu") -> "Model":
+        """Loads a model; ``device`` is ``"cpu"`` or ``"cuda"`` (a build with the cuda feature)."""
+    @property
+    def id(self) -> str:
+        """The model's id as indexes record it."""
+    @property
+    def embed_dim(self) -> int: ...
+    @property
+    def patch_size(self) -> int:
+        """An inversion's ``size`` must be a multiple of it."""
+    @property
+    def is_random(self) -> bool: ...
+    def embed_text(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Unit text embeddings, ``(N, embed_dim)`` float32. Empty texts raise ValueError."""
+    @overload
+    def invert(
+        self,
+        image: Any,
+        masks: npt.ArrayLike,
+        size: int = 448,
+        steps: int = 10,
+        lr: float = 0.5,
+        alpha: float = 0.0,
+        grad: Literal["auto", "jacobian", "direct"] = "auto",
+        errors: Literal["raise"] = "raise",
+    ) -> npt.NDArray[np.float32]: ...
+    @overload
+    def invert(
+        self,
+        image: Any,
+        masks: npt.ArrayLike,
+        size: int = 448,
+        steps: int = 10,
+        lr: float = 0.5,
+        alpha: float = 0.0,
+        grad: Literal["auto", "jacobian", "direct"] = "auto",
+        *,
+        errors: Literal["return"],
+    ) -> Tuple[npt.NDArray[np.float32], List[Optional[str]]]:
+        """MaskInversion: ``(M, embed_dim)`` raw tokens (L2-normalise to compare), one per mask.
+
+        ``image``: HxWx3 uint8 array or PIL image; ``masks``: (M, H, W) bool (or uint8, non-zero inside) at the
+        image's resolution. Bad masks raise RegionError, or with ``errors="return"`` come back as NaN rows with
+        ``errors[k]`` saying why."""
+
+class Index:
+    """A region index opened for searching: a snapshot of its last commit."""
+
+    @staticmethod
+    def open(path: _Path, model: Union[Model, str, None] = None, device: str = "cpu") -> "Index":
+        """Opens an index folder; ``model`` for text queries defaults to the one the index was built with."""
+    def __len__(self) -> int: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def model_id(self) -> str: ...
+    def search(
+        self,
+        text: str,
+        k: int = 10,
+        method: Optional[str] = None,
+        label: Optional[str] = None,
+        image: Optional[str] = None,
+        ef: Optional[int] = None,
+        exact: bool = False,
+    ) -> List[Hit]:
+        """The ``k`` regions closest to a text query, best first."""
+    @overload
+    def search_vectors(
+        self,
+        vectors: npt.NDArray[np.floating[Any]],
+        k: int = 10,
+        method: Optional[str] = None,
+        label: Optional[str] = None,
+        image: Optional[str] = None,
+        ef: Optional[int] = None,
+        exact: bool = False,
+    ) -> Union[List[Hit], List[List[Hit]]]:
+        """A ``(d,)`` vector gives one list of hits, a ``(Q, d)`` array one list per row."""
+    def embeddings(self) -> npt.NDArray[np.float32]:
+        """Every row's stored unit embedding, ``(len, d)``, in row order."""
+    def segment_paths(self) -> List[str]:
+        """The committed Parquet segments, in row order."""
+    def to_arrow(self) -> Any:
+        """The region table as a ``pyarrow.Table`` (needs pyarrow)."""
+
+def index_photos(
+    images: _Path,
+    *,
+    out: _Path,
+    coco: Optional[_Path] = None,
+    boxes: Optional[_Path] = None,
+    masks: Optional[_Path] = None,
+    pipeline: str = "gt-masks",
+    model: Union[Model, str, None] = None,
+    device: str = "cpu",
+    sam: Optional[_Path] = None,
+    limit: Optional[int] = None,
+    progress: bool = True,
+    wait: bool = False,
+    exif_rotate: bool = False,
+    max_pixels: Optional[int] = None,
+) -> Dict[str, Any]:
+    """Indexes a photo folder by region as ``regionseek index`` does (same files, same resume). Returns the
+    run's report (the CLI's ``--json`` keys: ``regions_added``, ``failures``, ``error_log``, ...)."""
+
+def simd_backend() -> str:
+    """The SIMD back end of the index's distance kernels on this machine."""
