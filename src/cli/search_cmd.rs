@@ -9,7 +9,7 @@ use regionseek::index::{Filter, RegionIndex, SearchMode};
 use regionseek::pipeline::query;
 use serde_json::json;
 
-use super::output::{print_json, write_atomic};
+use super::output::write_atomic;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExportFormat {
@@ -149,17 +149,34 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if a.json {
-        print_json(&json!({
-            "query": a.text,
-            "model": model.id(),
-            "ms": ms,
-            "mode": answer.run.mode,
-            "ef": answer.run.ef,
-            "candidates": answer.run.candidates,
-            "query_tokens": answer.query_tokens,
-            "truncated": answer.truncated,
-            "hits": hits,
-        }))?;
+        // Serialised from the structs, not through `json!`: a `Value` widens f32 to f64, and boxes would
+        // print as 334.3699951171875 instead of the 334.37 that was indexed (and that `serve` answers).
+        #[derive(serde::Serialize)]
+        struct Answer<'a> {
+            query: &'a str,
+            model: String,
+            ms: f64,
+            mode: &'static str,
+            ef: Option<usize>,
+            candidates: usize,
+            query_tokens: usize,
+            truncated: bool,
+            hits: &'a [regionseek::index::Hit],
+        }
+        println!(
+            "{}",
+            serde_json::to_string(&Answer {
+                query: &a.text,
+                model: model.id(),
+                ms,
+                mode: answer.run.mode,
+                ef: answer.run.ef,
+                candidates: answer.run.candidates,
+                query_tokens: answer.query_tokens,
+                truncated: answer.truncated,
+                hits,
+            })?
+        );
     } else {
         for (rank, h) in hits.iter().enumerate() {
             println!(

@@ -1,0 +1,99 @@
+"""index_photos → Index round trips on COCO128 photos: the same rows, hits and files as the CLI's."""
+
+import json
+
+import numpy as np
+import pytest
+
+import regionseek
+from conftest import TINY
+
+
+def test_index_photos_reports_as_the_cli_and_resumes(coco_index, coco128, small_spec):
+    out, report = coco_index
+    assert report["images"] == 12 and report["failures"] == 0 and not report["interrupted"]
+    assert report["regions_added"] == report["rows_total"] > 12
+    assert json.loads((out / "errors.json").read_text())["failures"] == []
+    again = regionseek.index_photos(
+        coco128 / "images", coco=coco128 / "instances.json", pipeline=str(small_spec), out=out,
+        model=regionseek.Model.load(str(TINY)), limit=12, progress=False,
+    )
+    assert again["regions_added"] == 0
+    assert again["regions_already_indexed"] == report["rows_total"]
+    assert again["images_skipped"] == 12
+
+
+def test_text_search_returns_the_cli_hits(coco_index, cli):
+    out, report = coco_index
+    ix = regionseek.Index.open(out)
+    assert len(ix) == report["rows_total"] and ix.dim == 32 and ix.model_id == str(TINY)
+    hits = ix.search("a person riding a horse", k=5)
+    theirs = json.loads(cli("search", out, "a person riding a horse", "--k", 5, "--json"))["hits"]
+    assert hits == theirs
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    assert set(hits[0]) == {
+        "image", "region_id", "box", "mask_rle", "score", "method", "source", "label", "row", "exif_rotated",
+    }
+
+
+def test_filters_keep_only_matching_rows_and_explain_an_empty_one(coco_index):
+    out, _ = coco_index
+    ix = regionseek.Index.open(out)
+    labels = ix.to_arrow().column("label").to_pylist()
+    label = max(set(labels), key=labels.count)
+    hits = ix.search("something", k=50, label=label)
+    assert len(hits) == labels.count(label) and all(h["label"] == label for h in hits)
+    assert all(h["method"] == "maskinversion" for h in ix.search("x", method="maskinversion"))
+    with pytest.raises(ValueError, match="nothing to search"):
+        ix.search("x", label="unicorn")
+    with pytest.raises(ValueError, match="empty"):
+        ix.search("   ")
+
+
+def test_embeddings_round_trip_through_numpy_and_arrow(coco_index, tiny_model):
+    out, _ = coco_index
+    ix = regionseek.Index.open(out)
+    vectors = ix.embeddings()
+    assert vectors.shape == (len(ix), ix.dim) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    table = ix.to_arrow()
+    assert table.num_rows == len(ix)
+    np.testing.assert_array_equal(np.array(table.column("embedding").to_pylist(), dtype=np.float32), vectors)
+    # Every stored vector finds its own row first, exactly and through the graph; a batch gives a list per row.
+    for i in [0, len(ix) // 2, len(ix) - 1]:
+        for exact in [True, False]:
+            hit = ix.search_vectors(vectors[i].astype(np.float64) * 3.0, k=1, exact=exact)[0]
+            assert hit["row"] == i and hit["score"] == pytest.approx(1.0, abs=1e-5)
+    batch = ix.search_vectors(vectors[:3], k=2)
+    assert [b[0]["row"] for b in batch] == [0, 1, 2]
+    # A text query is the model's unit text embedding searched as a vector.
+    q = tiny_model.embed_text(["a dog"])[0]
+    assert ix.search_vectors(q, k=4) == ix.search("a dog", k=4)
+
+
+def test_search_inputs_are_checked(coco_index):
+    out, _ = coco_index
+    ix = regionseek.Index.open(out)
+    with pytest.raises(ValueError, match="32-d"):
+        ix.search_vectors(np.ones(16, np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        ix.search_vectors(np.full(32, np.nan, np.float32))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        ix.search_vectors(np.ones(32, np.int64))
+    with pytest.raises(ValueError, match="k must be"):
+        ix.search_vectors(np.ones(32, np.float32), k=0)
+    with pytest.raises(ValueError, match="either exact"):
+        ix.search("x", exact=True, ef=64)
+
+
+def test_index_photos_refuses_what_it_cannot_run(tmp_path, coco128):
+    with pytest.raises(ValueError, match="at most one"):
+        regionseek.index_photos(coco128 / "images", coco=coco128 / "instances.json",
+                                boxes=tmp_path / "b.json", out=tmp_path / "x")
+    with pytest.raises(regionseek.RegionseekError, match="gt-masks"):
+        regionseek.index_photos(coco128 / "images", out=tmp_path / "x", progress=False)
+    with pytest.raises(regionseek.RegionseekError, match="no-such-pipeline"):
+        regionseek.index_photos(coco128 / "images", coco=coco128 / "instances.json",
+                                pipeline="no-such-pipeline", out=tmp_path / "x")
+    with pytest.raises(regionseek.RegionseekError):
+        regionseek.Index.open(tmp_path / "not-an-index")
