@@ -19,6 +19,7 @@ from ._native import (
     RegionseekError,
     __version__,
     index_photos,
+    mask_from_rle,
     simd_backend,
 )
 
@@ -29,5 +30,6 @@ __all__ = [
     "RegionseekError",
     "__version__",
     "index_photos",
+    "mask_from_rle",
     "simd_backend",
 ]

@@ -137,5 +137,8 @@ def index_photos(
     """Indexes a photo folder by region as ``regionseek index`` does (same files, same resume). Returns the
     run's report (the CLI's ``--json`` keys: ``regions_added``, ``failures``, ``error_log``, ...)."""
 
+def mask_from_rle(rle: Dict[str, Any]) -> npt.NDArray[np.bool_]:
+    """A hit's ``mask_rle`` (COCO RLE) as an ``(h, w)`` bool array, decoded as pycocotools decodes it."""
+
 def simd_backend() -> str:
     """The SIMD back end of the index's distance kernels on this machine."""

@@ -16,11 +16,11 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyTypeError, PyValue
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use image::RgbImage;
 use regionseek::cancel::Cancel;
 use regionseek::clip::ClipModel;
-use image::RgbImage;
 use regionseek::index::{Filter, RegionIndex, SearchMode};
-use regionseek::invert::{invert_image, GradChoice, InvertError, InversionConfig};
+use regionseek::invert::{invert_image, GradChoice, InversionConfig, InvertError};
 use regionseek::masks::BinaryMask;
 use regionseek::pipeline::{query, IndexJob, RegionSource, SamSetup};
 
@@ -139,7 +139,11 @@ fn rgb_image(image: &Bound<'_, PyAny>) -> PyResult<RgbImage> {
 }
 
 /// Masks as `(M, H, W)` (or one `(H, W)`) bool arrays, or uint8 where non-zero is inside.
-fn binary_masks(masks: &Bound<'_, PyAny>, width: usize, height: usize) -> PyResult<Vec<BinaryMask>> {
+fn binary_masks(
+    masks: &Bound<'_, PyAny>,
+    width: usize,
+    height: usize,
+) -> PyResult<Vec<BinaryMask>> {
     let py = masks.py();
     let array = if masks.is_instance_of::<PyUntypedArray>() {
         masks.clone()
@@ -187,7 +191,9 @@ fn finite(name: &str, v: f64) -> PyResult<f64> {
     if v.is_finite() {
         Ok(v)
     } else {
-        Err(PyValueError::new_err(format!("{name} must be finite, got {v}")))
+        Err(PyValueError::new_err(format!(
+            "{name} must be finite, got {v}"
+        )))
     }
 }
 
@@ -216,7 +222,8 @@ impl Model {
     #[staticmethod]
     #[pyo3(signature = (spec, device = "cpu"))]
     fn load(py: Python<'_>, spec: &str, device: &str) -> PyResult<Self> {
-        let device = regionseek::device::parse(device).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let device =
+            regionseek::device::parse(device).map_err(|e| PyValueError::new_err(e.to_string()))?;
         let model = py
             .detach(|| ClipModel::load_spec(spec, &device))
             .map_err(runtime_error)?;
@@ -326,7 +333,9 @@ impl Model {
             Err(InvertError::Cancelled) => {
                 return Err(PyKeyboardInterrupt::new_err("inversion interrupted"))
             }
-            Err(e @ InvertError::BadSize { .. }) => return Err(PyValueError::new_err(e.to_string())),
+            Err(e @ InvertError::BadSize { .. }) => {
+                return Err(PyValueError::new_err(e.to_string()))
+            }
             Err(e) => return Err(runtime_error(e)),
         };
         let d = self.inner.config.embed_dim;
@@ -386,7 +395,9 @@ fn model_from(py: Python<'_>, model: &Bound<'_, PyAny>, device: &str) -> PyResul
 
 fn search_mode(ef: Option<usize>, exact: bool) -> PyResult<SearchMode> {
     match (exact, ef) {
-        (true, Some(_)) => Err(PyValueError::new_err("pass either exact=True or ef, not both")),
+        (true, Some(_)) => Err(PyValueError::new_err(
+            "pass either exact=True or ef, not both",
+        )),
         (true, None) => Ok(SearchMode::Exact),
         (false, Some(0)) => Err(PyValueError::new_err("ef must be at least 1")),
         (false, Some(ef)) => Ok(SearchMode::Approximate { ef }),
@@ -395,7 +406,10 @@ fn search_mode(ef: Option<usize>, exact: bool) -> PyResult<SearchMode> {
 }
 
 /// Hits as the CLI's `--json` writes them, as Python dicts.
-fn hits_to_py<'py>(py: Python<'py>, hits: &[regionseek::index::Hit]) -> PyResult<Bound<'py, PyAny>> {
+fn hits_to_py<'py>(
+    py: Python<'py>,
+    hits: &[regionseek::index::Hit],
+) -> PyResult<Bound<'py, PyAny>> {
     let text = serde_json::to_string(hits).map_err(runtime_error)?;
     py.import("json")?.call_method1("loads", (text,))
 }
@@ -424,7 +438,8 @@ impl Index {
             return Ok(m.clone());
         }
         let spec = self.inner.manifest().model_id.clone();
-        let device = regionseek::device::parse(&self.device).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let device = regionseek::device::parse(&self.device)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
         let model = py
             .detach(|| ClipModel::load_spec(&spec, &device))
             .map_err(|e| {
@@ -468,14 +483,20 @@ impl Index {
     /// built with, loaded on the first text search).
     #[staticmethod]
     #[pyo3(signature = (path, model = None, device = "cpu"))]
-    fn open(py: Python<'_>, path: PathBuf, model: Option<&Bound<'_, PyAny>>, device: &str) -> PyResult<Self> {
+    fn open(
+        py: Python<'_>,
+        path: PathBuf,
+        model: Option<&Bound<'_, PyAny>>,
+        device: &str,
+    ) -> PyResult<Self> {
         let inner = py
             .detach(|| RegionIndex::open(&path))
             .map_err(|e| RegionseekError::new_err(format!("{}: {e}", path.display())))?;
         let cell = OnceLock::new();
         if let Some(m) = model {
             let m = model_from(py, m, device)?;
-            query::check_model(&inner, m.as_ref()).map_err(|e| PyValueError::new_err(format!("{e:#}")))?;
+            query::check_model(&inner, m.as_ref())
+                .map_err(|e| PyValueError::new_err(format!("{e:#}")))?;
             let _ = cell.set(m);
         }
         Ok(Self {
@@ -534,11 +555,20 @@ impl Index {
     ) -> PyResult<Bound<'py, PyAny>> {
         let mode = search_mode(ef, exact)?;
         let model = self.text_model(py)?;
-        query::check_model(&self.inner, model.as_ref()).map_err(|e| PyValueError::new_err(format!("{e:#}")))?;
-        let text = text.to_string();
-        let q = interruptible(py, &Cancel::default(), || query::embed_query(model.as_ref(), &text))?
+        query::check_model(&self.inner, model.as_ref())
             .map_err(|e| PyValueError::new_err(format!("{e:#}")))?;
-        let mut hits = self.run_search(py, vec![q.embedding], k, Self::filter(image, method, label), mode)?;
+        let text = text.to_string();
+        let q = interruptible(py, &Cancel::default(), || {
+            query::embed_query(model.as_ref(), &text)
+        })?
+        .map_err(|e| PyValueError::new_err(format!("{e:#}")))?;
+        let mut hits = self.run_search(
+            py,
+            vec![q.embedding],
+            k,
+            Self::filter(image, method, label),
+            mode,
+        )?;
         hits_to_py(py, &hits.remove(0))
     }
 
@@ -591,7 +621,9 @@ impl Index {
         let rows: Vec<Vec<f32>> = view.rows().into_iter().map(|r| r.to_vec()).collect();
         for (i, r) in rows.iter().enumerate() {
             if r.iter().any(|v| !v.is_finite()) {
-                return Err(PyValueError::new_err(format!("vector {i} has NaN or infinite values")));
+                return Err(PyValueError::new_err(format!(
+                    "vector {i} has NaN or infinite values"
+                )));
             }
         }
         let hits = self.run_search(py, rows, k, Self::filter(image, method, label), mode)?;
@@ -640,7 +672,9 @@ impl Index {
     /// Parquet segments.
     fn to_arrow<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let pq = py.import("pyarrow.parquet").map_err(|_| {
-            pyo3::exceptions::PyImportError::new_err("Index.to_arrow needs pyarrow (pip install pyarrow)")
+            pyo3::exceptions::PyImportError::new_err(
+                "Index.to_arrow needs pyarrow (pip install pyarrow)",
+            )
         })?;
         let pa = py.import("pyarrow")?;
         let tables = PyList::empty(py);
@@ -698,9 +732,9 @@ fn index_photos<'py>(
         _ => None,
     };
     let spec: String = match model {
-        Some(m) if loaded.is_none() => m
-            .extract()
-            .map_err(|_| PyTypeError::new_err("model must be a regionseek.Model or a model spec string"))?,
+        Some(m) if loaded.is_none() => m.extract().map_err(|_| {
+            PyTypeError::new_err("model must be a regionseek.Model or a model spec string")
+        })?,
         _ => "random:vit-b-16".to_string(),
     };
     let device_parsed =
@@ -745,6 +779,67 @@ fn index_photos<'py>(
     py.import("json")?.call_method1("loads", (text,))
 }
 
+/// A hit's `mask_rle` (COCO RLE: `{"size": [h, w], "counts": str}`) as an `(h, w)` bool array, decoded as
+/// pycocotools decodes it.
+#[pyfunction]
+fn mask_from_rle<'py>(
+    py: Python<'py>,
+    rle: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyArray2<bool>>> {
+    let size: Vec<u32> = rle.get_item("size")?.extract()?;
+    let counts: String = rle.get_item("counts")?.extract()?;
+    let [h, w] = size[..] else {
+        return Err(PyValueError::new_err(format!(
+            "size must be [h, w], got {size:?}"
+        )));
+    };
+    let mask = regionseek::masks::Rle::from_coco(&regionseek::index::CocoRle {
+        size: [h, w],
+        counts,
+    })
+    .map_err(|e| PyValueError::new_err(e.to_string()))?
+    .decode();
+    let bits: Vec<bool> = mask.data.iter().map(|&v| v != 0).collect();
+    Ok(Array2::from_shape_vec((mask.height, mask.width), bits)
+        .map_err(runtime_error)?
+        .into_pyarray(py))
+}
+
+/// Benchmark support (bench/python_overhead.py): converts the inputs once, then times `repeats` calls of the
+/// library's `invert_image` inside Rust, as the CLI makes it. Returns the seconds of each call.
+#[pyfunction]
+#[pyo3(signature = (model, image, masks, size = 448, steps = 10, grad = "auto", repeats = 5))]
+#[allow(clippy::too_many_arguments)]
+fn _bench_invert(
+    py: Python<'_>,
+    model: &Bound<'_, Model>,
+    image: &Bound<'_, PyAny>,
+    masks: &Bound<'_, PyAny>,
+    size: usize,
+    steps: usize,
+    grad: &str,
+    repeats: usize,
+) -> PyResult<Vec<f64>> {
+    let cfg = InversionConfig {
+        size,
+        steps,
+        grad: grad_choice(grad)?,
+        ..Default::default()
+    };
+    let img = rgb_image(image)?;
+    let masks = binary_masks(masks, img.width() as usize, img.height() as usize)?;
+    let model = model.get().inner.clone();
+    py.detach(|| {
+        (0..repeats)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                invert_image(&model, &img, &masks, &cfg).map(|_| t.elapsed().as_secs_f64())
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .map_err(runtime_error)
+}
+
 /// The SIMD back end the index's distance kernels run on here (e.g. "avx2+fma+f16c").
 #[pyfunction]
 fn simd_backend() -> String {
@@ -758,6 +853,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Index>()?;
     m.add_function(wrap_pyfunction!(index_photos, m)?)?;
     m.add_function(wrap_pyfunction!(simd_backend, m)?)?;
+    m.add_function(wrap_pyfunction!(_bench_invert, m)?)?;
+    m.add_function(wrap_pyfunction!(mask_from_rle, m)?)?;
     m.add("RegionseekError", py.get_type::<RegionseekError>())?;
     m.add("RegionError", py.get_type::<RegionError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -97,3 +97,17 @@ def test_index_photos_refuses_what_it_cannot_run(tmp_path, coco128):
                                 pipeline="no-such-pipeline", out=tmp_path / "x")
     with pytest.raises(regionseek.RegionseekError):
         regionseek.Index.open(tmp_path / "not-an-index")
+
+
+def test_hit_masks_decode_to_their_box(coco_index):
+    out, _ = coco_index
+    ix = regionseek.Index.open(out)
+    for h in ix.search("a cat", k=5):
+        mask = regionseek.mask_from_rle(h["mask_rle"])
+        assert mask.dtype == np.bool_ and mask.shape == tuple(h["mask_rle"]["size"]) and mask.any()
+        ys, xs = np.nonzero(mask)
+        x0, y0, x1, y1 = h["box"]
+        # The mask lies in its (annotated) box, give or take the rasterisation's pixel.
+        assert x0 - 1 <= xs.min() and xs.max() <= x1 + 1 and y0 - 1 <= ys.min() and ys.max() <= y1 + 1
+    with pytest.raises(ValueError):
+        regionseek.mask_from_rle({"size": [4, 4], "counts": "%%%"})

@@ -348,7 +348,10 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("boxes-sam", include_str!("../../pipelines/boxes-sam.toml")),
     ("boxes", include_str!("../../pipelines/boxes.toml")),
     ("gt-masks", include_str!("../../pipelines/gt-masks.toml")),
-    ("masked-crop", include_str!("../../pipelines/masked-crop.toml")),
+    (
+        "masked-crop",
+        include_str!("../../pipelines/masked-crop.toml"),
+    ),
 ];
 
 /// `REGIONSEEK_PIPELINES`, else `pipelines/` in the current directory, else the source tree's.
@@ -396,9 +399,15 @@ mod tests {
             .collect();
         shipped.sort();
         let built_in: Vec<&str> = BUILT_IN.iter().map(|(n, _)| *n).collect();
-        assert_eq!(shipped, built_in, "pipelines/*.toml and BUILT_IN list the same specs");
+        assert_eq!(
+            shipped, built_in,
+            "pipelines/*.toml and BUILT_IN list the same specs"
+        );
         for (name, text) in BUILT_IN {
-            assert_eq!(std::fs::read_to_string(dir.join(format!("{name}.toml"))).unwrap(), *text);
+            assert_eq!(
+                std::fs::read_to_string(dir.join(format!("{name}.toml"))).unwrap(),
+                *text
+            );
         }
     }
 
