@@ -35,6 +35,7 @@ fn main() -> anyhow::Result<()> {
         wait: regionseek::index::LockWait::Forever,
         lock: None,
         decode: Default::default(),
+        cancel: Default::default(),
     }
     .run(images, issues)?;
     println!(
