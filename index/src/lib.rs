@@ -9,6 +9,7 @@ pub mod graph;
 pub mod kernels;
 mod lock;
 mod manifest;
+mod merge;
 mod record;
 mod region_index;
 mod repair;
@@ -20,6 +21,7 @@ pub use graph::GraphEngine;
 pub use kernels::Codec;
 pub use lock::{LockWait, WriterLock, LOCK_FILE};
 pub use manifest::Manifest;
+pub use merge::{find_sources, merge, MergeReport};
 pub use record::{Filter, Hit, MethodInfo, RegionMeta, RegionRecord};
 pub use region_index::{
     AppendReport, IndexSpec, RegionIndex, SearchMode, SearchRun, DEFAULT_EF, EXACT_BELOW,

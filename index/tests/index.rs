@@ -232,6 +232,77 @@ fn appending_the_same_regions_again_adds_nothing() {
 }
 
 #[test]
+fn shards_merge_into_one_index_with_every_region_once_and_resume() {
+    let dataset = tempfile::tempdir().unwrap();
+    // Three shards; rows 40..45 are in two of them (a photo indexed twice by a rerun on another worker).
+    for (shard, rows) in [(0, 0..45), (1, 40..80), (2, 80..120)] {
+        let mut ix =
+            RegionIndex::create(&dataset.path().join(format!("shard-{shard:04}")), &spec())
+                .unwrap();
+        ix.append(rows.map(record).collect()).unwrap();
+        ix.save_graph().unwrap();
+    }
+    std::fs::create_dir(dataset.path().join("not-an-index")).unwrap();
+    let sources = regionseek_index::find_sources(&[dataset.path().to_path_buf()]).unwrap();
+    assert_eq!(sources.len(), 3, "{sources:?}");
+    let out = tempfile::tempdir().unwrap();
+    let merged_dir = out.path().join("merged");
+    let mut calls = 0;
+    let report =
+        regionseek_index::merge(&sources, &merged_dir, Default::default(), |_, _| calls += 1)
+            .unwrap();
+    assert!(calls > 0);
+    assert_eq!(
+        (report.rows_read, report.added, report.duplicates),
+        (125, 120, 5)
+    );
+    let merged = RegionIndex::open(&merged_dir).unwrap();
+    assert_eq!(merged.len(), 120);
+    assert!(merged.manifest().graph.is_some(), "one graph over all rows");
+    let mut keys: Vec<_> = merged.rows().iter().map(|m| m.key()).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 120);
+    // Each region keeps its stored embedding: it finds itself, and the shard's search answers alike.
+    let shard1 = RegionIndex::open(&sources[1]).unwrap();
+    for row in [0, 7, 39] {
+        let v = shard1.embedding(row).unwrap();
+        let want = &shard1.rows()[row];
+        let hit = &merged
+            .search(&v, 1, &Filter::default(), SearchMode::Exact)
+            .unwrap()[0];
+        assert_eq!((&hit.image, &hit.region_id), (&want.image, &want.region_id));
+        assert!((hit.score - 1.0).abs() < 1e-5);
+        assert_eq!(merged.embedding(hit.row as usize).unwrap(), v);
+    }
+    // A rerun adds nothing; a shard of another model is refused before anything is written.
+    let again =
+        regionseek_index::merge(&sources, &merged_dir, Default::default(), |_, _| {}).unwrap();
+    assert_eq!(
+        (again.added, again.duplicates, again.rows_total),
+        (0, 125, 120)
+    );
+    let mut foreign = spec();
+    foreign.model_id = "random:other".into();
+    let other = dataset.path().join("shard-0003");
+    let mut ix = RegionIndex::create(&other, &foreign).unwrap();
+    let mut r = record(500);
+    r.meta.method.model_id = "random:other".into();
+    ix.append(vec![r]).unwrap();
+    drop(ix);
+    let sources = regionseek_index::find_sources(&[dataset.path().to_path_buf()]).unwrap();
+    let err = regionseek_index::merge(
+        &sources,
+        &out.path().join("fresh"),
+        Default::default(),
+        |_, _| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("shard-0003"), "{err}");
+    assert!(!out.path().join("fresh").exists());
+}
+
+#[test]
 fn another_embedding_space_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut index = RegionIndex::create(dir.path(), &spec()).unwrap();

@@ -63,6 +63,8 @@ enum Command {
     Verify(repair_cmd::VerifyArgs),
     /// Rebuild a lost manifest from intact segments, quarantine damaged files, rebuild the graph.
     IndexRepair(repair_cmd::RepairArgs),
+    /// Merge indexes of one embedding space (e.g. a sharded run's shards) into one, without re-embedding.
+    Merge(repair_cmd::MergeArgs),
     /// Zero-shot labels for regions (masks or boxes) of one photo.
     Classify(eval_cmd::ClassifyArgs),
     /// Evaluate region embedding methods (class retrieval on COCO: Acc@1/5/10).
@@ -100,6 +102,7 @@ pub fn run() -> ExitCode {
         Command::Search(a) => search_cmd::run(a),
         Command::Verify(a) => repair_cmd::verify(a),
         Command::IndexRepair(a) => repair_cmd::repair(a),
+        Command::Merge(a) => repair_cmd::merge(a),
         Command::Classify(a) => eval_cmd::classify(a),
         Command::Eval(c) => eval_cmd::run(c),
         Command::Bench(a) => bench::run(a),

@@ -125,3 +125,52 @@ pub fn repair(a: RepairArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(clap::Args)]
+pub struct MergeArgs {
+    /// Indexes to merge: index folders, or folders of them (a sharded dataset's `shard-XXXX`, in name order).
+    #[arg(required = true)]
+    sources: Vec<PathBuf>,
+    /// The merged index (created if absent; a rerun adds only what it lacks).
+    #[arg(long)]
+    out: PathBuf,
+    /// When another process is writing the output: wait for it instead of exiting at once.
+    #[arg(long)]
+    wait: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+/// `regionseek merge`: rows and their stored embeddings into one index with one graph, no model needed.
+pub fn merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
+    let sources = index::find_sources(&a.sources)?;
+    let bar = if a.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0)
+    };
+    let wait = if a.wait {
+        LockWait::Forever
+    } else {
+        LockWait::No
+    };
+    let report = index::merge(&sources, &a.out, wait, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    if a.json {
+        print_json(&json!(report))?;
+    } else {
+        println!(
+            "{} indexes, {} rows read: {} added, {} already there; {} rows in {}",
+            report.sources.len(),
+            report.rows_read,
+            report.added,
+            report.duplicates,
+            report.rows_total,
+            a.out.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -345,8 +345,8 @@ impl PipelineSpec {
 const BUILT_IN: &[(&str, &str)] = &[
     ("auto-grid", include_str!("../../pipelines/auto-grid.toml")),
     ("auto-sam", include_str!("../../pipelines/auto-sam.toml")),
-    ("boxes-sam", include_str!("../../pipelines/boxes-sam.toml")),
     ("boxes", include_str!("../../pipelines/boxes.toml")),
+    ("boxes-sam", include_str!("../../pipelines/boxes-sam.toml")),
     ("gt-masks", include_str!("../../pipelines/gt-masks.toml")),
     (
         "masked-crop",
