@@ -768,7 +768,14 @@ fn index_photos<'py>(
             None => Ok(Arc::new(ClipModel::load_spec(&spec, &device_parsed)?)),
         })
     })?
-    .map_err(anyhow_error)?;
+    .map_err(|e| match e.downcast_ref::<regionseek::pipeline::NeedsRegions>() {
+        Some(n) => RegionseekError::new_err(format!(
+            "pipeline {} takes its regions from coco=, boxes= or masks=; for a plain photo folder use \
+             pipeline=\"auto-sam\" (with sam=DIR) or pipeline=\"auto-grid\"",
+            n.pipeline
+        )),
+        None => anyhow_error(e),
+    })?;
     if report.interrupted {
         return Err(PyKeyboardInterrupt::new_err(format!(
             "indexing interrupted: {} regions committed; rerun to resume",

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use std::sync::Arc;
 
-use regionseek::pipeline::{IndexJob, RegionSource, SamSetup};
+use regionseek::pipeline::{IndexJob, NeedsRegions, RegionSource, SamSetup};
 use serde_json::json;
 
 use super::output::{print_json, ModelArgs};
@@ -85,7 +85,16 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
         progress: !a.json,
         cancel: Default::default(),
     };
-    let report = job.run(|| Ok(Arc::new(a.model.load()?)))?;
+    let report = job.run(|| Ok(Arc::new(a.model.load()?))).map_err(|e| {
+        match e.downcast_ref::<NeedsRegions>() {
+            Some(n) => anyhow::anyhow!(
+                "pipeline {} takes its regions from --coco, --boxes or --masks; for a plain photo folder use \
+                 --pipeline auto-sam (with --sam DIR) or --pipeline auto-grid",
+                n.pipeline
+            ),
+            None => e,
+        }
+    })?;
     if a.json {
         print_json(&json!(report))?;
     } else {

@@ -30,6 +30,17 @@ pub enum RegionSource {
     FindThem,
 }
 
+/// A pipeline that embeds given regions was given none. Front doors say it in their own words (flags, keyword
+/// arguments); this is the fallback.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "pipeline {pipeline} takes its regions from a COCO file, a boxes file or a mask folder; for a plain photo \
+     folder use the auto-sam pipeline (with a SAM model) or auto-grid"
+)]
+pub struct NeedsRegions {
+    pub pipeline: String,
+}
+
 /// The SAM model a pipeline with a SAM stage loads.
 #[derive(Debug, Clone)]
 pub struct SamSetup {
@@ -86,11 +97,12 @@ impl IndexJob {
             RegionSource::FindThem if spec.mask_stage().finds_regions() => {
                 from_photo_folder(&self.images)?
             }
-            RegionSource::FindThem => anyhow::bail!(
-                "pipeline {} takes its regions from a COCO file, a boxes file or a mask folder; for a plain \
-                 photo folder use the auto-sam pipeline (with a SAM model) or auto-grid",
-                spec.name
-            ),
+            RegionSource::FindThem => {
+                return Err(NeedsRegions {
+                    pipeline: spec.name.clone(),
+                }
+                .into())
+            }
         };
         if let Some(n) = self.limit {
             images.truncate(n);
