@@ -21,7 +21,7 @@ pub struct MergeReport {
 }
 
 /// The indexes a merge reads: each path that is an index, or else every immediate subfolder of it that is one
-/// (a sharded dataset's `shard-XXXX`), in name order.
+/// (a sharded dataset's `shard-0000`, `shard-0001`, …), in name order.
 pub fn find_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>, IndexError> {
     let mut out = Vec::new();
     for p in paths {

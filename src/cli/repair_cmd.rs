@@ -128,7 +128,7 @@ pub fn repair(a: RepairArgs) -> anyhow::Result<ExitCode> {
 
 #[derive(clap::Args)]
 pub struct MergeArgs {
-    /// Indexes to merge: index folders, or folders of them (a sharded dataset's `shard-XXXX`, in name order).
+    /// Indexes to merge: index folders, or folders of them (a sharded dataset's `shard-0000`, `shard-0001`, … in name order).
     #[arg(required = true)]
     sources: Vec<PathBuf>,
     /// The merged index (created if absent; a rerun adds only what it lacks).
