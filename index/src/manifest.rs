@@ -56,6 +56,34 @@ fn legacy_engine() -> String {
 }
 
 impl Manifest {
+    /// Refuses embeddings of another width or another model's space than the index at `dir` holds.
+    pub fn check_space(
+        &self,
+        dir: &Path,
+        dim: usize,
+        model_id: &str,
+        weights_hash: &str,
+    ) -> Result<(), IndexError> {
+        if dim != self.dim {
+            return Err(IndexError::Mismatch(format!(
+                "the index at {} holds {}-d embeddings, these are {dim}-d",
+                dir.display(),
+                self.dim
+            )));
+        }
+        if model_id != self.model_id || weights_hash != self.weights_hash {
+            return Err(IndexError::Mismatch(format!(
+                "the index at {} was built with model {} (weights {}), not {model_id} (weights {weights_hash}); \
+                 embeddings of different models are not comparable",
+                dir.display(),
+                self.model_id,
+                short(&self.weights_hash),
+                weights_hash = short(weights_hash),
+            )));
+        }
+        Ok(())
+    }
+
     pub fn read(dir: &Path) -> Result<Self, IndexError> {
         let path = dir.join(MANIFEST);
         let bytes = match std::fs::read(&path) {
@@ -214,4 +242,8 @@ pub fn verify(dir: &Path, entry: &FileEntry) -> Result<(), IndexError> {
         ));
     }
     Ok(())
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
 }

@@ -53,31 +53,32 @@ pub fn merge(
     wait: LockWait,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<MergeReport, IndexError> {
-    let opened: Vec<RegionIndex> = sources
+    // Every source's space is checked from its manifest before anything is written; the sources are then
+    // opened one at a time, so that only one shard's rows are in memory beside the output's.
+    let manifests: Vec<Manifest> = sources
         .iter()
-        .map(|s| RegionIndex::open(s))
+        .map(|s| Manifest::read(s))
         .collect::<Result<_, _>>()?;
-    let Some(first) = opened.first() else {
+    let Some(m) = manifests.first() else {
         return Err(IndexError::Mismatch("no index to merge".into()));
     };
-    let m = first.manifest();
     let spec = IndexSpec {
         dim: m.dim,
         model_id: m.model_id.clone(),
         weights_hash: m.weights_hash.clone(),
         hnsw: m.hnsw,
     };
-    for (ix, path) in opened.iter().zip(sources) {
-        ix.check_space(spec.dim, &spec.model_id, &spec.weights_hash)
-            .map_err(|e| IndexError::Mismatch(format!("{}: {e}", path.display())))?;
+    for (manifest, path) in manifests.iter().zip(sources) {
+        manifest.check_space(path, spec.dim, &spec.model_id, &spec.weights_hash)?;
     }
     let mut target = RegionIndex::open_or_create_with(out, &spec, wait)?;
-    let total: usize = opened.iter().map(RegionIndex::len).sum();
+    let total: usize = manifests.iter().map(|m| m.rows as usize).sum();
     let mut report = MergeReport {
         sources: sources.to_vec(),
         ..Default::default()
     };
-    for ix in &opened {
+    for source in sources {
+        let ix = RegionIndex::open(source)?;
         let mut batch = Vec::with_capacity(BATCH.min(ix.len()));
         for (row, meta) in ix.rows().iter().enumerate() {
             let embedding = ix.embedding(row).ok_or_else(|| IndexError::InvalidRecord {

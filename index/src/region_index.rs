@@ -298,25 +298,8 @@ impl RegionIndex {
         model_id: &str,
         weights_hash: &str,
     ) -> Result<(), IndexError> {
-        let m = &self.manifest;
-        if dim != m.dim {
-            return Err(IndexError::Mismatch(format!(
-                "the index at {} holds {}-d embeddings, these are {dim}-d",
-                self.dir.display(),
-                m.dim
-            )));
-        }
-        if model_id != m.model_id || weights_hash != m.weights_hash {
-            return Err(IndexError::Mismatch(format!(
-                "the index at {} was built with model {} (weights {}), not {model_id} (weights {weights_hash}); \
-                 embeddings of different models are not comparable",
-                self.dir.display(),
-                m.model_id,
-                short(&m.weights_hash),
-                weights_hash = short(weights_hash),
-            )));
-        }
-        Ok(())
+        self.manifest
+            .check_space(&self.dir, dim, model_id, weights_hash)
     }
 
     pub fn dir(&self) -> &Path {
@@ -706,8 +689,4 @@ impl RegionIndex {
             exif_rotated: m.exif_rotated,
         }
     }
-}
-
-fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
 }
