@@ -447,9 +447,10 @@ impl Index {
                     "loading the index's model {spec}: {e} (pass model= to Index.open if it moved)"
                 ))
             })?;
-        let model = Arc::new(model);
-        let _ = self.model.set(model.clone());
-        Ok(self.model.get().cloned().unwrap_or(model))
+        // Checked once here (as `open` checks a model it is given), not on every search.
+        query::check_model(&self.inner, &model)
+            .map_err(|e| PyValueError::new_err(format!("{e:#}")))?;
+        Ok(self.model.get_or_init(|| Arc::new(model)).clone())
     }
 
     fn run_search<'py>(
@@ -555,8 +556,6 @@ impl Index {
     ) -> PyResult<Bound<'py, PyAny>> {
         let mode = search_mode(ef, exact)?;
         let model = self.text_model(py)?;
-        query::check_model(&self.inner, model.as_ref())
-            .map_err(|e| PyValueError::new_err(format!("{e:#}")))?;
         let text = text.to_string();
         let q = interruptible(py, &Cancel::default(), || {
             query::embed_query(model.as_ref(), &text)
@@ -727,15 +726,15 @@ fn index_photos<'py>(
         }
     };
     // A Model object is used as is; a spec string is loaded after the index's lock is taken (as the CLI does).
-    let loaded = match model {
-        Some(m) if m.cast::<Model>().is_ok() => Some(model_from(py, m, device)?),
-        _ => None,
-    };
-    let spec: String = match model {
-        Some(m) if loaded.is_none() => m.extract().map_err(|_| {
-            PyTypeError::new_err("model must be a regionseek.Model or a model spec string")
-        })?,
-        _ => "random:vit-b-16".to_string(),
+    let (loaded, spec) = match model.map(|m| (m.cast::<Model>(), m)) {
+        None => (None, regionseek::clip::DEFAULT_MODEL.to_string()),
+        Some((Ok(m), _)) => (Some(m.get().inner.clone()), String::new()),
+        Some((Err(_), m)) => (
+            None,
+            m.extract().map_err(|_| {
+                PyTypeError::new_err("model must be a regionseek.Model or a model spec string")
+            })?,
+        ),
     };
     let device_parsed =
         regionseek::device::parse(device).map_err(|e| PyValueError::new_err(e.to_string()))?;

@@ -6,7 +6,7 @@ use regionseek::clip::ClipModel;
 #[derive(clap::Args, Clone, Debug)]
 pub struct ModelArgs {
     /// A model directory (Hugging Face CLIPModel or OpenCLIP layout) or `random:<arch>[:seed]`.
-    #[arg(long, default_value = "random:vit-b-16")]
+    #[arg(long, default_value = regionseek::clip::DEFAULT_MODEL)]
     pub model: String,
     /// `cpu` or `cuda` (needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]

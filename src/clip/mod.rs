@@ -24,6 +24,9 @@ pub use tokenizer::Tokenizer;
 pub use vision::{ImageTaps, VisionTransformer};
 pub use weights::{ModelFiles, ModelSource, WeightsError};
 
+/// The model a front door uses when none is named: random ViT-B/16 weights, for trials (scores mean nothing).
+pub const DEFAULT_MODEL: &str = "random:vit-b-16";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClipError {
     #[error(transparent)]
