@@ -29,8 +29,17 @@ class Model:
     folder (Hugging Face CLIPModel or OpenCLIP layout)."""
 
     @staticmethod
-    def load(spec: str, device: str = "cpu") -> "Model":
-        """Loads a model; ``device`` is ``"cpu"`` or ``"cuda"`` (a build with the cuda feature)."""
+    def load(
+        spec: str,
+        device: str = "cpu",
+        precision: Literal["fp32", "tf32", "bf16", "bf16-jacobian"] = "fp32",
+        gpu_memory: float = 16.0,
+    ) -> "Model":
+        """Loads a model; ``device`` is ``"cpu"`` or ``"cuda"`` (a build with the cuda feature).
+
+        ``precision``: arithmetic of the image forward and the Jacobian build (fp32 is the parity-checked
+        default; tf32 only changes GPU products; bf16 runs the products in bfloat16; bf16-jacobian keeps the forward f32 and only the Jacobian in bfloat16, half its memory). ``gpu_memory``: GiB an inversion
+        may use on a GPU, weights included."""
     @property
     def id(self) -> str:
         """The model's id as indexes record it."""

@@ -18,7 +18,8 @@ use pyo3::types::{PyDict, PyList};
 
 use image::RgbImage;
 use regionseek::cancel::Cancel;
-use regionseek::clip::ClipModel;
+use regionseek::clip::{ClipError, ClipModel};
+use regionseek::device::Precision;
 use regionseek::index::{Filter, RegionIndex, SearchMode};
 use regionseek::invert::{invert_image, GradChoice, InversionConfig, InvertError};
 use regionseek::masks::BinaryMask;
@@ -218,15 +219,32 @@ struct Model {
 #[pymethods]
 impl Model {
     /// Loads a model: `"random:<arch>[:seed]"` or a weights folder. `device` is "cpu" or "cuda" (a build with
-    /// the cuda feature).
+    /// the cuda feature); `precision` "fp32" (default), "tf32", "bf16" or "bf16-jacobian" for the image forward and the Jacobian
+    /// build; `gpu_memory` the GiB an inversion may use on a GPU, weights included.
     #[staticmethod]
-    #[pyo3(signature = (spec, device = "cpu"))]
-    fn load(py: Python<'_>, spec: &str, device: &str) -> PyResult<Self> {
+    #[pyo3(signature = (spec, device = "cpu", precision = "fp32", gpu_memory = 16.0))]
+    fn load(
+        py: Python<'_>,
+        spec: &str,
+        device: &str,
+        precision: &str,
+        gpu_memory: f64,
+    ) -> PyResult<Self> {
         let device =
             regionseek::device::parse(device).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let precision = Precision::parse(precision).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "precision must be 'fp32', 'tf32', 'bf16' or 'bf16-jacobian', not {precision:?}"
+            ))
+        })?;
         let model = py
-            .detach(|| ClipModel::load_spec(spec, &device))
-            .map_err(runtime_error)?;
+            .detach(|| {
+                ClipModel::load_spec_with(spec, &device, precision)?.with_gpu_memory(gpu_memory)
+            })
+            .map_err(|e| match e {
+                ClipError::Budget(why) => PyValueError::new_err(format!("gpu_memory: {why}")),
+                other => runtime_error(other),
+            })?;
         Ok(Self {
             inner: Arc::new(model),
         })
@@ -390,7 +408,8 @@ fn model_from(py: Python<'_>, model: &Bound<'_, PyAny>, device: &str) -> PyResul
     let spec: String = model.extract().map_err(|_| {
         PyTypeError::new_err("model must be a regionseek.Model or a model spec string")
     })?;
-    Ok(Model::load(py, &spec, device)?.inner)
+    // A spec gets the defaults; pass a loaded Model for another precision or GPU budget.
+    Ok(Model::load(py, &spec, device, "fp32", 16.0)?.inner)
 }
 
 fn search_mode(ef: Option<usize>, exact: bool) -> PyResult<SearchMode> {

@@ -2,6 +2,7 @@
 
 use candle_core::Device;
 use regionseek::clip::ClipModel;
+use regionseek::device::Precision;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct ModelArgs {
@@ -11,16 +12,35 @@ pub struct ModelArgs {
     /// `cpu` or `cuda` (needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Arithmetic of the image forward and the Jacobian build: fp32 (exact), tf32 (GPU tensor cores) or
+    /// bf16 (half the Jacobian's memory). README "Precision" gives each one's parity cost.
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
+    /// GiB of GPU memory an inversion may use in all, weights included (with `--device cuda`): the
+    /// Jacobian and the mask chunks are sized to fit.
+    #[arg(long, default_value_t = 16.0)]
+    pub gpu_memory: f64,
 }
 
 impl ModelArgs {
+    pub fn new(model: &str, device: &str) -> Self {
+        Self {
+            model: model.to_string(),
+            device: device.to_string(),
+            precision: Precision::Fp32,
+            gpu_memory: 16.0,
+        }
+    }
+
     pub fn device(&self) -> anyhow::Result<Device> {
         Ok(regionseek::device::parse(&self.device)?)
     }
 
     pub fn load(&self) -> anyhow::Result<ClipModel> {
         let device = self.device()?;
-        let model = ClipModel::load_spec(&self.model, &device)?;
+        let model = ClipModel::load_spec_with(&self.model, &device, self.precision)?
+            .with_gpu_memory(self.gpu_memory)
+            .map_err(|e| anyhow::anyhow!("--gpu-memory: {e}"))?;
         if model.is_random() {
             tracing::warn!(
                 "model {} has random weights: embeddings carry no meaning",

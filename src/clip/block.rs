@@ -1,7 +1,7 @@
 //! The pre-norm residual attention block shared by both towers.
 
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 
 use super::config::Activation;
 use super::naming::Naming;
@@ -12,10 +12,37 @@ pub(crate) fn layer_norm(vb: VarBuilder, dim: usize, eps: f64) -> Result<LayerNo
     Ok(LayerNorm::new(weight, bias, eps))
 }
 
-fn linear(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
-    let weight = vb.get((out_dim, in_dim), "weight")?;
-    let bias = vb.get(out_dim, "bias")?;
-    Ok(Linear::new(weight, Some(bias)))
+/// `x·wᵀ` with the product in `w`'s dtype and the result in f32, as torch's autocast: activations, sums,
+/// LayerNorm and softmax stay f32 and only the products run in reduced precision.
+pub(crate) fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    x.to_dtype(w.dtype())?
+        .broadcast_matmul(&w.t()?)?
+        .to_dtype(DType::F32)
+}
+
+/// A dense layer whose weight may be kept in a reduced-precision dtype (see [`matmul_t`]); f32 bias.
+pub struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        matmul_t(x, &self.weight)?.broadcast_add(&self.bias)
+    }
+}
+
+fn linear(vb: VarBuilder, in_dim: usize, out_dim: usize, dtype: DType) -> Result<Linear> {
+    Ok(Linear {
+        weight: vb.get((out_dim, in_dim), "weight")?.to_dtype(dtype)?,
+        bias: vb.get(out_dim, "bias")?,
+    })
 }
 
 pub(crate) fn activate(act: Activation, x: &Tensor) -> Result<Tensor> {
@@ -69,31 +96,30 @@ impl ResidualBlock {
         mlp_dim: usize,
         activation: Activation,
         eps: f64,
+        matmul_dtype: DType,
     ) -> Result<Self> {
         let (qkv_weight, qkv_bias, out_proj) = match naming {
             Naming::OpenClip => {
                 let attn = vb.pp("attn");
                 (
-                    attn.get((3 * width, width), "in_proj_weight")?,
+                    attn.get((3 * width, width), "in_proj_weight")?
+                        .to_dtype(matmul_dtype)?,
                     attn.get(3 * width, "in_proj_bias")?,
-                    linear(attn.pp("out_proj"), width, width)?,
+                    linear(attn.pp("out_proj"), width, width, matmul_dtype)?,
                 )
             }
             Naming::Hf => {
                 let attn = vb.pp("self_attn");
                 let parts = ["q_proj", "k_proj", "v_proj"]
                     .iter()
-                    .map(|n| linear(attn.pp(n), width, width))
+                    .map(|n| linear(attn.pp(n), width, width, matmul_dtype))
                     .collect::<Result<Vec<_>>>()?;
                 let w: Vec<Tensor> = parts.iter().map(|l| l.weight().clone()).collect();
-                let b: Vec<Tensor> = parts
-                    .iter()
-                    .map(|l| l.bias().cloned().expect("loaded with bias"))
-                    .collect();
+                let b: Vec<Tensor> = parts.iter().map(|l| l.bias.clone()).collect();
                 (
                     Tensor::cat(&w, 0)?,
                     Tensor::cat(&b, 0)?,
-                    linear(attn.pp("out_proj"), width, width)?,
+                    linear(attn.pp("out_proj"), width, width, matmul_dtype)?,
                 )
             }
         };
@@ -107,8 +133,8 @@ impl ResidualBlock {
             qkv_bias,
             out_proj,
             ln_2: layer_norm(vb.pp(ln2), width, eps)?,
-            fc1: linear(vb.pp(mlp).pp(fc1), width, mlp_dim)?,
-            fc2: linear(vb.pp(mlp).pp(fc2), mlp_dim, width)?,
+            fc1: linear(vb.pp(mlp).pp(fc1), width, mlp_dim, matmul_dtype)?,
+            fc2: linear(vb.pp(mlp).pp(fc2), mlp_dim, width, matmul_dtype)?,
             heads,
             activation,
             eps,
@@ -119,11 +145,8 @@ impl ResidualBlock {
     fn qkv(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let (b, n, c) = x.dims3()?;
         let d = c / self.heads;
-        let qkv = self
-            .ln_1
-            .forward(x)?
-            .broadcast_matmul(&self.qkv_weight.t()?)?
-            .broadcast_add(&self.qkv_bias)?;
+        let qkv =
+            matmul_t(&self.ln_1.forward(x)?, &self.qkv_weight)?.broadcast_add(&self.qkv_bias)?;
         let qkv = qkv
             .reshape((b, n, 3, self.heads, d))?
             .permute((2, 0, 3, 1, 4))?;
@@ -137,12 +160,25 @@ impl ResidualBlock {
     /// Attention probabilities `[B, H, N, N]`; `mask` is additive `[N, N]` (causal text mask).
     fn attention_probs(&self, q: &Tensor, k: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let d = q.dim(D::Minus1)?;
-        let scores = (q * (d as f64).powf(-0.5))?.matmul(&k.t()?)?;
+        let dt = self.qkv_weight.dtype();
+        let scores = (q * (d as f64).powf(-0.5))?
+            .to_dtype(dt)?
+            .matmul(&k.to_dtype(dt)?.t()?)?
+            .to_dtype(DType::F32)?;
         let scores = match mask {
             Some(m) => scores.broadcast_add(m)?,
             None => scores,
         };
         candle_nn::ops::softmax_last_dim(&scores)
+    }
+
+    /// `probs·v` with the product in the weights' dtype.
+    fn attend(&self, probs: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let dt = self.qkv_weight.dtype();
+        probs
+            .to_dtype(dt)?
+            .matmul(&v.to_dtype(dt)?)?
+            .to_dtype(DType::F32)
     }
 
     fn merge_heads(o: &Tensor) -> Result<Tensor> {
@@ -157,7 +193,7 @@ impl ResidualBlock {
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (q, k, v) = self.qkv(x)?;
         let probs = self.attention_probs(&q, &k, mask)?;
-        let o = Self::merge_heads(&probs.matmul(&v)?)?;
+        let o = Self::merge_heads(&self.attend(&probs, &v)?)?;
         let x_mid = (x + self.out_proj.forward(&o)?)?;
         let pre = self.fc1.forward(&self.ln_2.forward(&x_mid)?)?;
         x_mid + self.mlp(&pre)?
@@ -167,7 +203,7 @@ impl ResidualBlock {
     pub fn forward_with_taps(&self, x: &Tensor) -> Result<(Tensor, BlockTaps)> {
         let (q, k, v) = self.qkv(x)?;
         let probs = self.attention_probs(&q, &k, None)?;
-        let o = Self::merge_heads(&probs.matmul(&v)?)?;
+        let o = Self::merge_heads(&self.attend(&probs, &v)?)?;
         let x_mid = (x + self.out_proj.forward(&o)?)?;
         let (ln2_normalized, ln2_std) = normalize_rows(&x_mid.squeeze(0)?, self.eps)?;
         let pre = self.fc1.forward(&self.ln_2.forward(&x_mid)?)?;

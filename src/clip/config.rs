@@ -41,6 +41,20 @@ impl VisionConfig {
     pub fn head_dim(&self) -> usize {
         self.width / self.heads
     }
+
+    /// Parameters of the image tower projecting to `embed_dim`.
+    pub fn parameter_count(&self, embed_dim: usize) -> usize {
+        let (c, f, p, g0) = (self.width, self.mlp_dim, self.patch_size, self.base_grid());
+        let per_layer =
+            2 * c + (3 * c * c + 3 * c) + (c * c + c) + 2 * c + (c * f + f) + (f * c + c);
+        c * 3 * p * p
+            + c
+            + (g0 * g0 + 1) * c
+            + 2 * c
+            + self.layers * per_layer
+            + 2 * c
+            + c * embed_dim
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -14,6 +14,8 @@ pub mod weights;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+
+use crate::device::Precision;
 use candle_nn::VarBuilder;
 
 pub use block::BlockTaps;
@@ -35,6 +37,8 @@ pub enum ClipError {
     Tokenizer(#[from] tokenizer::TokenizerError),
     #[error("model computation failed: {0}")]
     Candle(#[from] candle_core::Error),
+    #[error("{0}")]
+    Budget(String),
 }
 
 pub struct ClipModel {
@@ -47,6 +51,11 @@ pub struct ClipModel {
     /// The folder the weights came from (None for built-in random models).
     pub dir: Option<PathBuf>,
     pub device: Device,
+    /// The arithmetic of the image forward and of the explainer's Jacobian build.
+    pub precision: Precision,
+    /// Device memory an inversion may take in all, weights included; None leaves the sizes to the
+    /// inversion's own byte budgets (what a CPU run uses). Set for GPUs (`--gpu-memory`).
+    pub device_memory_budget: Option<u64>,
 }
 
 fn logit_scale(vb: &VarBuilder) -> f32 {
@@ -63,8 +72,17 @@ fn build(
     source: ModelSource,
     dir: Option<PathBuf>,
     device: &Device,
+    precision: Precision,
 ) -> candle_core::Result<ClipModel> {
-    let vision = VisionTransformer::load(vb.clone(), naming, &config.vision, config.embed_dim)?;
+    precision.apply_gemm_mode(device);
+    // Only the image tower's products change precision: queries are embedded once each and stay f32.
+    let vision = VisionTransformer::load(
+        vb.clone(),
+        naming,
+        &config.vision,
+        config.embed_dim,
+        precision.weights_dtype(),
+    )?;
     let text = TextTransformer::load(vb.clone(), naming, &config.text, config.embed_dim)?;
     let logit_scale = logit_scale(&vb);
     Ok(ClipModel {
@@ -75,11 +93,21 @@ fn build(
         source,
         dir,
         device: device.clone(),
+        precision,
+        device_memory_budget: None,
     })
 }
 
 impl ClipModel {
     pub fn load(source: &ModelSource, device: &Device) -> Result<Self, ClipError> {
+        Self::load_with(source, device, Precision::Fp32)
+    }
+
+    pub fn load_with(
+        source: &ModelSource,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Self, ClipError> {
         match source {
             ModelSource::Random { arch, seed } => {
                 let config = arch.config();
@@ -92,6 +120,7 @@ impl ClipModel {
                     source.clone(),
                     None,
                     device,
+                    precision,
                 )?)
             }
             ModelSource::Dir(dir) => {
@@ -104,6 +133,7 @@ impl ClipModel {
                     source.clone(),
                     Some(dir.clone()),
                     device,
+                    precision,
                 )
                 .map_err(|e| {
                     ClipError::Weights(WeightsError::Tensor {
@@ -119,6 +149,14 @@ impl ClipModel {
         Self::load(&ModelSource::parse(spec)?, device)
     }
 
+    pub fn load_spec_with(
+        spec: &str,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Self, ClipError> {
+        Self::load_with(&ModelSource::parse(spec)?, device, precision)
+    }
+
     pub fn tokenizer(&self) -> Result<Tokenizer, ClipError> {
         Ok(Tokenizer::for_model_dir(self.dir.as_deref())?)
     }
@@ -130,6 +168,33 @@ impl ClipModel {
         texts: &[String],
     ) -> Result<Tensor, ClipError> {
         encode_with(&self.text, &self.device, tokenizer, texts)
+    }
+
+    /// Caps the device memory of this model's inversions at `gib` GiB, weights included, when the model is on
+    /// a GPU (on the CPU the inversion's own byte budgets apply and `gib` is only checked).
+    pub fn with_gpu_memory(mut self, gib: f64) -> Result<Self, ClipError> {
+        if !(gib.is_finite() && gib > 0.0) {
+            return Err(ClipError::Budget(format!(
+                "GPU memory must be a positive number of GiB, got {gib}"
+            )));
+        }
+        let bytes = (gib * (1u64 << 30) as f64) as u64;
+        if self.device.is_cuda() {
+            if bytes <= self.vision_weight_bytes() {
+                return Err(ClipError::Budget(format!(
+                    "{gib} GiB of GPU memory does not even hold the image tower's weights ({:.2} GiB)",
+                    self.vision_weight_bytes() as f64 / (1u64 << 30) as f64
+                )));
+            }
+            self.device_memory_budget = Some(bytes);
+        }
+        Ok(self)
+    }
+
+    /// Bytes the image tower's weights take on the device.
+    pub fn vision_weight_bytes(&self) -> u64 {
+        (self.config.vision.parameter_count(self.config.embed_dim)
+            * self.vision.dtype().size_in_bytes()) as u64
     }
 
     /// A label that marks untrained models in every output.

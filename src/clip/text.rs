@@ -40,6 +40,7 @@ impl TextTransformer {
                     cfg.mlp_dim,
                     cfg.activation,
                     cfg.ln_eps,
+                    DType::F32,
                 )
             })
             .collect::<Result<Vec<_>>>()?;

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{LayerNorm, VarBuilder};
 
-use super::block::{layer_norm, normalize_rows, BlockTaps, ResidualBlock};
+use super::block::{layer_norm, matmul_t, normalize_rows, BlockTaps, ResidualBlock};
 use super::config::VisionConfig;
 use super::naming::Naming;
 use crate::resample::{resize_planes_antialias, Filter};
@@ -49,12 +49,15 @@ impl VisionTransformer {
         naming: Naming,
         cfg: &VisionConfig,
         embed_dim: usize,
+        matmul_dtype: DType,
     ) -> Result<Self> {
         let keys = naming.vision();
         let c = cfg.width;
         let p = cfg.patch_size;
         let g0 = cfg.base_grid();
-        let patch_embedding = vb.get((c, 3, p, p), keys.patch_embedding)?;
+        let patch_embedding = vb
+            .get((c, 3, p, p), keys.patch_embedding)?
+            .to_dtype(matmul_dtype)?;
         let class_embedding = vb.get(c, keys.class_embedding)?;
         let positional_embedding = vb.get((g0 * g0 + 1, c), keys.positional_embedding)?;
         let ln_pre = layer_norm(vb.pp(keys.ln_pre), c, cfg.ln_eps)?;
@@ -68,6 +71,7 @@ impl VisionTransformer {
                     cfg.mlp_dim,
                     cfg.activation,
                     cfg.ln_eps,
+                    matmul_dtype,
                 )
             })
             .collect::<Result<Vec<_>>>()?;
@@ -78,7 +82,8 @@ impl VisionTransformer {
                 .get((embed_dim, c), "visual_projection.weight")?
                 .t()?
                 .contiguous()?,
-        };
+        }
+        .to_dtype(matmul_dtype)?;
         Ok(Self {
             cfg: cfg.clone(),
             patch_embedding,
@@ -156,7 +161,7 @@ impl VisionTransformer {
             .contiguous()?
             .reshape((b, grid * grid, 3 * p * p))?;
         let kernel = self.patch_embedding.reshape((c, 3 * p * p))?;
-        let patches = patches.broadcast_matmul(&kernel.t()?)?; // [B, g², C]
+        let patches = matmul_t(&patches, &kernel)?; // [B, g², C]
         let cls = self
             .class_embedding
             .reshape((1, 1, c))?
@@ -167,7 +172,12 @@ impl VisionTransformer {
     }
 
     fn project(&self, tokens: &Tensor) -> Result<Tensor> {
-        self.ln_post.forward(tokens)?.broadcast_matmul(&self.proj)
+        matmul_t(&self.ln_post.forward(tokens)?, &self.proj.t()?)
+    }
+
+    /// The dtype the tower's products run in (activations are f32 throughout).
+    pub fn dtype(&self) -> DType {
+        self.proj.dtype()
     }
 
     /// All output tokens of the transformer `[B, N, C]` (before ln_post).
@@ -237,11 +247,7 @@ impl VisionTransformer {
             x = block.forward(&x, None)?;
         }
         let (wv, bv) = last.value_projection()?;
-        let v = last
-            .ln_1()
-            .forward(&x)?
-            .broadcast_matmul(&wv.t()?)?
-            .broadcast_add(&bv)?;
+        let v = matmul_t(&last.ln_1().forward(&x)?, &wv)?.broadcast_add(&bv)?;
         let attn_out = last.out_proj().forward(&v)?;
         let x_mid = (&x + attn_out)?;
         let y = (&x_mid + last.mlp_forward(&last.ln_2().forward(&x_mid)?)?)?;

@@ -91,6 +91,8 @@ pub struct Relevance {
     out_proj: Tensor,
     /// Values per head `[H, N, D]`.
     values: Tensor,
+    /// The dtype the Jacobian is built and kept in (the image tower's: bf16 halves its memory).
+    jacobian_dtype: DType,
     jacobian: Option<Tensor>,
 }
 
@@ -99,6 +101,8 @@ impl Relevance {
         let cfg = vision.config();
         let block = vision.last_block();
         let n = taps.block.x_in.dim(0)?;
+        // The step loop runs in f32 whatever the tower's weights are kept in.
+        let f32 = |t: &Tensor| t.to_dtype(DType::F32);
         let e_norm = taps
             .mean_embedding
             .sqr()?
@@ -115,24 +119,31 @@ impl Relevance {
             patch: cfg.patch_size,
             zhat: taps.mean_embedding_unit.clone(),
             e_norm,
-            proj: vision.projection().clone(),
+            proj: f32(vision.projection())?,
             ln_post: LnPoint {
                 xhat: taps.token_mean_normalized.unsqueeze(0)?,
                 std: taps.token_mean_std.reshape((1, 1))?,
-                gamma: vision.ln_post_gamma().clone(),
+                gamma: f32(vision.ln_post_gamma())?,
             },
             ln_2: LnPoint {
                 xhat: taps.block.ln2_normalized.clone(),
                 std: taps.block.ln2_std.unsqueeze(1)?,
-                gamma: block.ln2_gamma().clone(),
+                gamma: f32(block.ln2_gamma())?,
             },
             act_prime: activation_derivative(block.activation(), &taps.block.mlp_pre)?,
-            fc1: block.fc1_weight().clone(),
-            fc2: block.fc2_weight().clone(),
-            out_proj: block.out_proj_weight().clone(),
+            fc1: f32(block.fc1_weight())?,
+            fc2: f32(block.fc2_weight())?,
+            out_proj: f32(block.out_proj_weight())?,
             values: taps.block.values.clone(),
+            jacobian_dtype: DType::F32,
             jacobian: None,
         })
+    }
+
+    /// Builds and keeps the Jacobian in `dtype` (bf16 halves its memory; the products with it return f32).
+    pub fn with_jacobian_dtype(mut self, dtype: DType) -> Self {
+        self.jacobian_dtype = dtype;
+        self
     }
 
     pub fn device(&self) -> &Device {
@@ -195,26 +206,38 @@ impl Relevance {
         let d = self.embed_dim;
         let c = self.width;
         let n = self.tokens;
+        let dt = self.jacobian_dtype;
         // M_mat = ∂w/∂t̂ as [d, C] rows: the images of the unit vectors.
         let eye = Tensor::eye(d, DType::F32, self.device())?;
-        let w_of_basis = self.token_mean_grad(&eye)?; // [d, C]: row k = w(e_k)
+        let w_of_basis = self.token_mean_grad(&eye)?.to_dtype(dt)?; // [d, C]: row k = w(e_k)
+        let (fc1, fc2, out_proj) = (
+            self.fc1.to_dtype(dt)?,
+            self.fc2.to_dtype(dt)?,
+            self.out_proj.to_dtype(dt)?,
+        );
+        let act_prime = self.act_prime.to_dtype(dt)?;
+        let ln2 = LnPoint {
+            xhat: self.ln_2.xhat.to_dtype(dt)?,
+            std: self.ln_2.std.to_dtype(dt)?,
+            gamma: self.ln_2.gamma.to_dtype(dt)?,
+        };
         let mut parts = Vec::with_capacity(n.div_ceil(token_chunk));
         let mut start = 0;
         while start < n {
             let len = token_chunk.min(n - start);
             // residual_grad over a subset of tokens, with the d basis vectors as the "masks".
-            let y = w_of_basis.matmul(&self.fc2)?; // [d, F]
-            let a = self.act_prime.narrow(0, start, len)?; // [len, F]
+            let y = w_of_basis.matmul(&fc2)?; // [d, F]
+            let a = act_prime.narrow(0, start, len)?; // [len, F]
             let z = a.unsqueeze(0)?.broadcast_mul(&y.unsqueeze(1)?)?; // [d, len, F]
             let f = y.dim(1)?;
             let q = z
                 .reshape((d * len, f))?
-                .matmul(&self.fc1)?
+                .matmul(&fc1)?
                 .reshape((d, len, c))?;
             let ln = LnPoint {
-                xhat: self.ln_2.xhat.narrow(0, start, len)?,
-                std: self.ln_2.std.narrow(0, start, len)?,
-                gamma: self.ln_2.gamma.clone(),
+                xhat: ln2.xhat.narrow(0, start, len)?,
+                std: ln2.std.narrow(0, start, len)?,
+                gamma: ln2.gamma.clone(),
             };
             let g = (ln
                 .transpose_apply(&q)?
@@ -222,13 +245,20 @@ impl Relevance {
                 / n as f64)?;
             let u = g
                 .reshape((d * len, c))?
-                .matmul(&self.out_proj)?
+                .matmul(&out_proj)?
                 .reshape((d, len * c))?; // [d, len·C]
             parts.push(u.t()?.contiguous()?); // [len·C, d]
             start += len;
         }
         self.jacobian = Some(Tensor::cat(&parts, 0)?);
         Ok(())
+    }
+
+    /// Bytes the cached Jacobian takes on the device (0 before it is built).
+    pub fn jacobian_bytes(&self) -> usize {
+        self.jacobian
+            .as_ref()
+            .map_or(0, |k| k.elem_count() * k.dtype().size_in_bytes())
     }
 
     pub fn has_jacobian(&self) -> bool {
@@ -239,11 +269,11 @@ impl Relevance {
     pub fn attention_output_grad(&self, t_hat: &Tensor, path: GradPath) -> Result<Tensor> {
         let m = t_hat.dim(0)?;
         match (path, &self.jacobian) {
-            (GradPath::Jacobian, Some(k)) => {
-                k.matmul(&t_hat.t()?)?
-                    .t()?
-                    .reshape((m, self.tokens, self.width))
-            }
+            (GradPath::Jacobian, Some(k)) => k
+                .matmul(&t_hat.to_dtype(k.dtype())?.t()?)?
+                .to_dtype(DType::F32)?
+                .t()?
+                .reshape((m, self.tokens, self.width)),
             _ => {
                 let w = self.token_mean_grad(t_hat)?;
                 let g = self.residual_grad(&w)?;
@@ -259,7 +289,11 @@ impl Relevance {
     pub fn attention_output_grad_t(&self, du: &Tensor, path: GradPath) -> Result<Tensor> {
         let (m, n, c) = du.dims3()?;
         match (path, &self.jacobian) {
-            (GradPath::Jacobian, Some(k)) => du.reshape((m, n * c))?.matmul(k),
+            (GradPath::Jacobian, Some(k)) => du
+                .reshape((m, n * c))?
+                .to_dtype(k.dtype())?
+                .matmul(k)?
+                .to_dtype(DType::F32),
             _ => {
                 let dg = du
                     .reshape((m * n, c))?
@@ -315,7 +349,10 @@ impl Relevance {
     /// MACs of one `t̂ → U` evaluation plus its transpose, per token vector, for each path; and the build
     /// cost of the Jacobian. Used to pick the cheaper path.
     pub fn costs(&self) -> PathCosts {
-        PathCosts::for_sizes(self.tokens, self.width, self.mlp_width(), self.embed_dim)
+        let mut costs =
+            PathCosts::for_sizes(self.tokens, self.width, self.mlp_width(), self.embed_dim);
+        costs.jacobian_bytes *= self.jacobian_dtype.size_in_bytes() as f64 / 4.0;
+        costs
     }
 }
 

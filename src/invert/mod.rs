@@ -14,6 +14,8 @@ use crate::clip::{preprocess, ClipModel};
 use crate::explain::{GradPath, MapResize, PatchUpsample, Relevance};
 use crate::masks::BinaryMask;
 
+mod resident;
+
 #[derive(Debug, thiserror::Error)]
 pub enum InvertError {
     #[error("image size {size} is not a positive multiple of the patch size {patch}")]
@@ -22,6 +24,18 @@ pub enum InvertError {
     Cancelled,
     #[error("model computation failed: {0}")]
     Candle(#[from] candle_core::Error),
+}
+
+/// Where the per-step map, Dice and AdamW arithmetic runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StepLoop {
+    /// On the device for a GPU model, on the host for a CPU model.
+    Auto,
+    /// Per-step maps and gradients as host vectors (fastest on a CPU, where "device" is host memory).
+    Host,
+    /// Every per-step value as a tensor on the model's device; one transfer after the last step.
+    Device,
 }
 
 /// Which gradient path to use; `Auto` picks the cheaper one from M·K and the model's sizes.
@@ -46,6 +60,7 @@ pub struct InversionConfig {
     pub eps: f64,
     pub weight_decay: f64,
     pub grad: GradChoice,
+    pub step_loop: StepLoop,
     /// Bytes the per-chunk temporaries may take (the M·H·N² products dominate).
     pub chunk_budget_bytes: usize,
     /// Bytes the cached Jacobian may take.
@@ -69,6 +84,7 @@ impl Default for InversionConfig {
             eps: 1e-8,
             weight_decay: 0.0,
             grad: GradChoice::Auto,
+            step_loop: StepLoop::Auto,
             chunk_budget_bytes: 1 << 30,
             jacobian_budget_bytes: 2 << 30,
             keep_maps: false,
@@ -97,7 +113,10 @@ pub type MaskOutcome = Result<MaskResult, String>;
 #[derive(Debug, Clone, Serialize)]
 pub struct InversionReport {
     pub grad_path: &'static str,
+    pub step_loop: &'static str,
     pub chunks: usize,
+    /// Size of the cached Jacobian (0 on the direct path).
+    pub jacobian_mib: f64,
     pub seconds_forward: f64,
     pub seconds_jacobian: f64,
     pub seconds_steps: f64,
@@ -108,6 +127,10 @@ pub struct InversionOutput {
     pub masks: Vec<MaskOutcome>,
     pub report: InversionReport,
 }
+
+/// Device memory kept out of an inversion's budget: the CUDA context, cuBLAS's workspace and the forward's
+/// transient activations.
+const DEVICE_RESERVE_BYTES: u64 = 768 << 20;
 
 /// Why a mask cannot be inverted, checked before any work.
 pub fn validate_mask(mask: &BinaryMask, width: usize, height: usize) -> Result<(), String> {
@@ -205,9 +228,11 @@ pub fn invert_pixels(
     started: std::time::Instant,
 ) -> Result<InversionOutput, InvertError> {
     let (cls, taps) = model.vision.forward_with_taps(pixels)?;
-    let mut rel = Relevance::new(&model.vision, &taps)?;
+    let mut rel =
+        Relevance::new(&model.vision, &taps)?.with_jacobian_dtype(model.precision.jacobian_dtype());
     let cls_embedding: Vec<f32> = cls.to_vec1()?;
     let seconds_forward = started.elapsed().as_secs_f64();
+    crate::device::note_memory_use(rel.device());
 
     let mut outcomes: Vec<Option<MaskOutcome>> = masks
         .iter()
@@ -219,38 +244,79 @@ pub fn invert_pixels(
     let total_masks = masks.len().max(1);
 
     let evaluations = valid.len() * cfg.steps.max(1);
+    // Under a device budget the Jacobian may take up to half of what the weights leave; the chunks get
+    // the rest once its real size is known.
+    let model_budget = model
+        .device_memory_budget
+        .map(|total| total.saturating_sub(model.vision_weight_bytes() + DEVICE_RESERVE_BYTES));
+    let jacobian_budget = match model_budget {
+        Some(available) => (available / 2) as usize,
+        None => cfg.jacobian_budget_bytes,
+    };
     let path = match cfg.grad {
         GradChoice::Direct => GradPath::Direct,
         GradChoice::Jacobian => GradPath::Jacobian,
-        GradChoice::Auto => rel
-            .costs()
-            .choose(evaluations, cfg.jacobian_budget_bytes as f64, 1.0),
+        GradChoice::Auto => rel.costs().choose(evaluations, jacobian_budget as f64, 1.0),
     };
     let t_jac = std::time::Instant::now();
     if path == GradPath::Jacobian && !valid.is_empty() {
         rel.build_jacobian(16)?;
+        crate::device::note_memory_use(rel.device());
     }
     let seconds_jacobian = t_jac.elapsed().as_secs_f64();
 
-    let n = rel.tokens;
-    let per_mask_bytes = 4 * (3 * rel.heads * n * n + 2 * n * rel.mlp_width());
-    let chunk = (cfg.chunk_budget_bytes / per_mask_bytes.max(1)).max(1);
+    let on_device = match cfg.step_loop {
+        StepLoop::Host => false,
+        StepLoop::Device => true,
+        StepLoop::Auto => !rel.device().is_cpu(),
+    };
     let up = PatchUpsample::new(rel.grid, rel.patch);
+    let device_up = if on_device {
+        Some(resident::DeviceUpsample::new(
+            rel.grid,
+            rel.patch,
+            rel.device(),
+        )?)
+    } else {
+        None
+    };
+    let n = rel.tokens;
+    let s2 = up.size() * up.size();
+    // The ReLU products and their positive masks dominate; the device loop adds about eight S×S maps.
+    let per_mask_bytes = 4 * (3 * rel.heads * n * n + 2 * n * rel.mlp_width())
+        + if on_device { 4 * 8 * s2 } else { 0 };
+    let chunk_budget = match model_budget {
+        Some(available) => available.saturating_sub(rel.jacobian_bytes() as u64) as usize,
+        None => cfg.chunk_budget_bytes,
+    };
+    let chunk = (chunk_budget / per_mask_bytes.max(1)).max(1);
     let s = up.size();
     let t_steps = std::time::Instant::now();
     let mut chunks = 0;
     for ids in valid.chunks(chunk) {
         chunks += 1;
-        let results = invert_chunk(
-            &rel,
-            path,
-            &up,
-            &cls_embedding,
-            ids.iter().map(|&i| &masks[i]).collect(),
-            cfg,
-            total_masks,
-            s,
-        )?;
+        let chunk_masks = ids.iter().map(|&i| &masks[i]).collect();
+        let results = match &device_up {
+            Some(device_up) => resident::invert_chunk(
+                &rel,
+                path,
+                device_up,
+                &cls_embedding,
+                chunk_masks,
+                cfg,
+                total_masks,
+            )?,
+            None => invert_chunk(
+                &rel,
+                path,
+                &up,
+                &cls_embedding,
+                chunk_masks,
+                cfg,
+                total_masks,
+                s,
+            )?,
+        };
         for (&i, r) in ids.iter().zip(results) {
             outcomes[i] = Some(r);
         }
@@ -266,7 +332,9 @@ pub fn invert_pixels(
                 GradPath::Direct => "direct",
                 GradPath::Jacobian => "jacobian",
             },
+            step_loop: if on_device { "device" } else { "host" },
             chunks,
+            jacobian_mib: rel.jacobian_bytes() as f64 / (1024.0 * 1024.0),
             seconds_forward,
             seconds_jacobian,
             seconds_steps: t_steps.elapsed().as_secs_f64(),

@@ -1,0 +1,274 @@
+//! The step loop with every per-step value on the model's device. On a GPU nothing crosses to the host
+//! between the first step and the last: the host loop (`invert_chunk` in the parent module) copies each
+//! step's patch relevance out and the token gradient back, which costs nothing on a CPU but is a
+//! synchronisation and two transfers per step on a GPU. Same maths as the host loop, summed in another
+//! order: the two agree to rounding, which the tests check.
+//!
+//! The g×g → S×S bilinear upsampling is separable and linear, so it is two products with a dense `[S, g]`
+//! matrix `A` (`X = A·R·Aᵀ`, backward `dR = Aᵀ·dX·A`); min-max normalisation keeps its arg-extremes as
+//! one-hot rows, and Dice runs on S×S through the folded masks exactly as on the host.
+
+use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
+
+use super::{InversionConfig, InvertError, MaskOutcome, MaskResult, PreparedMask};
+use crate::explain::{GradPath, MapResize, Relevance};
+use crate::masks::BinaryMask;
+use crate::resample::bilinear_taps;
+
+/// Dense `[out, in]` matrix of torch's bilinear resize (align_corners=False) along one axis.
+fn resize_matrix(in_size: usize, out_size: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let mut a = vec![0f32; out_size * in_size];
+    for (o, t) in bilinear_taps(in_size, out_size).iter().enumerate() {
+        a[o * in_size + t.lo] += 1.0 - t.frac;
+        a[o * in_size + t.hi] += t.frac;
+    }
+    Tensor::from_vec(a, (out_size, in_size), device)
+}
+
+/// The g×g → S×S upsampling and its transpose.
+pub(crate) struct DeviceUpsample {
+    grid: usize,
+    size: usize,
+    /// `A` `[S, g]` and `Aᵀ` `[g, S]`, both contiguous.
+    a: Tensor,
+    a_t: Tensor,
+}
+
+impl DeviceUpsample {
+    pub(crate) fn new(grid: usize, patch: usize, device: &Device) -> candle_core::Result<Self> {
+        let size = grid * patch;
+        let a = resize_matrix(grid, size, device)?;
+        let a_t = a.t()?.contiguous()?;
+        Ok(Self { grid, size, a, a_t })
+    }
+
+    /// `[M, g²]` → `[M, S²]`.
+    fn forward(&self, r: &Tensor) -> candle_core::Result<Tensor> {
+        let m = r.dim(0)?;
+        let p = r
+            .reshape((m, self.grid, self.grid))?
+            .broadcast_matmul(&self.a_t)?; // [M, g, S]
+        self.a
+            .broadcast_matmul(&p)?
+            .reshape((m, self.size * self.size))
+    }
+
+    /// `[M, S²]` → `[M, g²]`.
+    fn backward(&self, dx: &Tensor) -> candle_core::Result<Tensor> {
+        let m = dx.dim(0)?;
+        let q = dx
+            .reshape((m, self.size, self.size))?
+            .broadcast_matmul(&self.a)?; // [M, S, g]
+        self.a_t
+            .broadcast_matmul(&q)?
+            .reshape((m, self.grid * self.grid))
+    }
+}
+
+/// Min-max normalised maps `[M, S²]` and what their backward needs.
+struct DeviceMaps {
+    values: Tensor,
+    /// One-hot rows of the first minimum and the first maximum `[M, S²]`.
+    at_min: Tensor,
+    at_max: Tensor,
+    /// max − min where positive, 1 elsewhere `[M, 1]`, and 1/0 for "has a range" `[M, 1]`.
+    range: Tensor,
+    valid: Tensor,
+}
+
+fn normalize_rows(x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    let norms = x.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
+    Ok((x.broadcast_div(&norms)?, norms))
+}
+
+fn one_hot(index: &Tensor, width: usize, device: &Device) -> candle_core::Result<Tensor> {
+    Tensor::arange(0u32, width as u32, device)?
+        .unsqueeze(0)?
+        .broadcast_eq(index)?
+        .to_dtype(DType::F32)
+}
+
+fn maps_of(
+    rel: &Relevance,
+    path: GradPath,
+    up: &DeviceUpsample,
+    t_hat: &Tensor,
+) -> candle_core::Result<(Tensor, DeviceMaps)> {
+    let m = t_hat.dim(0)?;
+    let u = rel.attention_output_grad(t_hat, path)?;
+    let grads = rel.attention_grads(&u)?;
+    let x = up.forward(&rel.relevance(&grads, m)?)?;
+    let device = x.device();
+    let width = x.dim(1)?;
+    let lo = x.min_keepdim(1)?;
+    let hi = x.max_keepdim(1)?;
+    let span = (&hi - &lo)?;
+    let valid = span.gt(0f32)?.to_dtype(DType::F32)?;
+    // Flat maps: zeros and no gradient, as the host loop (the reference would divide by zero).
+    let range = ((&span * &valid)? + valid.affine(-1.0, 1.0)?)?;
+    let values = x
+        .broadcast_sub(&lo)?
+        .broadcast_div(&range)?
+        .broadcast_mul(&valid)?;
+    let at_min = one_hot(&x.argmin_keepdim(1)?, width, device)?;
+    let at_max = one_hot(&x.argmax_keepdim(1)?, width, device)?;
+    Ok((
+        grads,
+        DeviceMaps {
+            values,
+            at_min,
+            at_max,
+            range,
+            valid,
+        },
+    ))
+}
+
+/// Dice per mask `[M]` and, scaled by `scale`, `dL/dE` `[M, S²]`.
+fn dice_and_grad(
+    e: &Tensor,
+    folded: &Tensor,
+    rho: &Tensor,
+    area: &Tensor,
+    scale: f64,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let inter = (e * folded)?.sum_keepdim(1)?;
+    let total = e.broadcast_mul(rho)?.sum_keepdim(1)?;
+    let denom = ((total + area)? + 1.0)?;
+    let num = ((inter * 2.0)? + 1.0)?;
+    let loss = (num.div(&denom)?.affine(-1.0, 1.0)?).squeeze(1)?;
+    let a = (denom.recip()? * (-2.0 * scale))?;
+    let b = (num.div(&denom.sqr()?)? * scale)?;
+    let grad = (folded.broadcast_mul(&a)? + rho.broadcast_mul(&b)?)?;
+    Ok((loss, grad))
+}
+
+/// `dL/dE` → `dL/dX` through the min-max normalisation (torch's min/max route to the first extreme).
+fn normalize_backward(maps: &DeviceMaps, d_e: &Tensor) -> candle_core::Result<Tensor> {
+    let inv = maps.valid.div(&maps.range)?; // 1/range, or 0 for flat maps
+    let to_min = (d_e * (maps.values.affine(1.0, -1.0))?)?.sum_keepdim(1)?;
+    let to_max = (d_e * &maps.values)?.sum_keepdim(1)?.neg()?;
+    let dx = (d_e + maps.at_min.broadcast_mul(&to_min)? + maps.at_max.broadcast_mul(&to_max)?)?;
+    dx.broadcast_mul(&inv)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn invert_chunk(
+    rel: &Relevance,
+    path: GradPath,
+    up: &DeviceUpsample,
+    cls: &[f32],
+    masks: Vec<&BinaryMask>,
+    cfg: &InversionConfig,
+    total_masks: usize,
+) -> Result<Vec<MaskOutcome>, InvertError> {
+    let device: &Device = rel.device();
+    let d = cls.len();
+    let mc = masks.len();
+    let s = up.size;
+    let prepared: Vec<PreparedMask> = masks
+        .par_iter()
+        .map(|m| {
+            let resize = MapResize::new(s, m.height, m.width);
+            PreparedMask {
+                folded: resize.fold_mask(&m.as_f32()),
+                area: m.area() as f32,
+                resize,
+            }
+        })
+        .collect();
+    let rho_host = prepared
+        .first()
+        .map(|p| p.resize.fold_ones())
+        .unwrap_or_default();
+    let folded = Tensor::from_vec(
+        prepared.iter().flat_map(|p| p.folded.clone()).collect(),
+        (mc, s * s),
+        device,
+    )?;
+    let rho = Tensor::from_vec(rho_host, (1, s * s), device)?;
+    let area = Tensor::from_vec(prepared.iter().map(|p| p.area).collect(), (mc, 1), device)?;
+    let cls_t = Tensor::from_slice(cls, (1, d), device)?;
+    let (cls_unit, _) = normalize_rows(&cls_t)?;
+    let scale = 1.0 / total_masks as f64;
+
+    let mut token = cls_t.broadcast_as((mc, d))?.contiguous()?;
+    let mut m1 = Tensor::zeros((mc, d), DType::F32, device)?;
+    let mut m2 = Tensor::zeros((mc, d), DType::F32, device)?;
+    let mut traces = Vec::with_capacity(cfg.steps);
+
+    for step in 1..=cfg.steps {
+        if cfg.cancel.is_cancelled() {
+            return Err(InvertError::Cancelled);
+        }
+        let (t_hat, norms) = normalize_rows(&token)?;
+        let (grads, maps) = maps_of(rel, path, up, &t_hat)?;
+        let (loss, d_e) = dice_and_grad(&maps.values, &folded, &rho, &area, scale)?;
+        traces.push(loss);
+        let d_rel = up.backward(&normalize_backward(&maps, &d_e)?)?;
+        drop(maps);
+        let du = rel.relevance_backward(&grads, &d_rel)?;
+        if step == 1 {
+            // The chunk's largest live set: the products, their masks and the map tensors.
+            crate::device::note_memory_use(device);
+        }
+        drop(grads);
+        let mut d_t = rel.attention_output_grad_t(&du, path)?.reshape((mc, d))?;
+        if cfg.alpha != 0.0 {
+            d_t = d_t.broadcast_sub(&(&cls_unit * (cfg.alpha / total_masks as f64))?)?;
+        }
+        // Through t̂ = x/|x|: (I − t̂t̂ᵀ)/|x|, then AdamW (torch's single-tensor arithmetic).
+        let along = (&t_hat * &d_t)?.sum_keepdim(1)?;
+        let g = (d_t - t_hat.broadcast_mul(&along)?)?.broadcast_div(&norms)?;
+        if cfg.weight_decay != 0.0 {
+            token = (token * (1.0 - cfg.lr * cfg.weight_decay))?;
+        }
+        m1 = ((m1 * cfg.beta1)? + (&g * (1.0 - cfg.beta1))?)?;
+        m2 = ((m2 * cfg.beta2)? + (g.sqr()? * (1.0 - cfg.beta2))?)?;
+        let bc1 = 1.0 - cfg.beta1.powi(step as i32);
+        let bc2_sqrt = (1.0 - cfg.beta2.powi(step as i32)).sqrt();
+        let denom = ((m2.sqrt()? / bc2_sqrt)? + cfg.eps)?;
+        token = (token - (m1.div(&denom)? * (cfg.lr / bc1))?)?;
+    }
+
+    // One transfer out: tokens, the losses of every step, and the final maps' losses and flatness.
+    let (t_hat, _) = normalize_rows(&token)?;
+    let (_, maps) = maps_of(rel, path, up, &t_hat)?;
+    let (final_loss, _) = dice_and_grad(&maps.values, &folded, &rho, &area, 1.0)?;
+    let tokens: Vec<Vec<f32>> = token.to_vec2()?;
+    let traces: Vec<Vec<f32>> = if traces.is_empty() {
+        vec![Vec::new(); mc]
+    } else {
+        Tensor::stack(&traces, 1)?.to_vec2()?
+    };
+    let final_loss: Vec<f32> = final_loss.to_vec1()?;
+    let valid: Vec<f32> = maps.valid.squeeze(1)?.to_vec1()?;
+    let final_maps: Option<Vec<Vec<f32>>> = if cfg.keep_maps {
+        Some(maps.values.to_vec2()?)
+    } else {
+        None
+    };
+    let results = tokens
+        .into_iter()
+        .zip(traces)
+        .enumerate()
+        .map(|(k, (embedding, dice_trace))| {
+            if embedding.iter().any(|v| !v.is_finite()) {
+                return Err("the optimisation diverged (non-finite token)".to_string());
+            }
+            if valid[k] == 0.0 {
+                tracing::warn!("mask {k}: the token's map is flat (no positive gradient anywhere)");
+            }
+            Ok(MaskResult {
+                embedding,
+                dice_trace,
+                final_dice: final_loss[k],
+                map: final_maps
+                    .as_ref()
+                    .map(|m| prepared[k].resize.forward(&m[k])),
+            })
+        })
+        .collect();
+    Ok(results)
+}
