@@ -1,5 +1,6 @@
-//! `regionseek index`: photos in parallel through decode, then per photo the mask stage and one embedding
-//! pass for all its regions, appended to the index in committed batches. Rerunning skips what is indexed.
+//! `regionseek index`: photos hashed and decoded in parallel ahead of the model, then per photo the mask
+//! stage and one embedding pass for all its regions, appended to the index in committed batches by a
+//! writer thread. Rerunning skips what is indexed.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -364,6 +365,70 @@ pub struct IndexRun<'a> {
     pub cancel: crate::cancel::Cancel,
 }
 
+/// Hashes a batch of photos and decodes, in parallel, those with something left to do.
+fn stage_and_decode(
+    chunk: Vec<ImageInput>,
+    index: &std::sync::Mutex<RegionIndex>,
+    method_name: &str,
+    finds_regions: bool,
+    decode: &DecodeOptions,
+) -> Vec<Decoded> {
+    let rotate = decode.exif_rotate;
+    let hashed: Vec<(ImageInput, Result<String, (&'static str, String)>)> = chunk
+        .into_par_iter()
+        .map(|input| {
+            let hash = file_hash(&input.path).map_err(|e| ("decode", e));
+            (input, hash)
+        })
+        .collect();
+    // One short hold of the index for the whole batch's lookups (the writer holds it while appending).
+    let staged: Vec<(ImageInput, Result<String, (&'static str, String)>, Vec<RegionInput>, bool)> = {
+        let index = index.lock().unwrap_or_else(|e| e.into_inner());
+        hashed
+            .into_iter()
+            .map(|(input, hash)| {
+                // A photo's regions all share one frame: a rerun in the other one would add boxes and masks
+                // that do not line up with the ones already indexed.
+                let hash = hash.and_then(|h| match index.image_frame(&h, method_name) {
+                    Some(frame) if frame != rotate => Err(("frame", frame_conflict(frame))),
+                    _ => Ok(h),
+                });
+                let todo: Vec<RegionInput> = match &hash {
+                    Ok(h) => input
+                        .regions
+                        .iter()
+                        .filter(|r| !index.contains(h, &r.id, method_name))
+                        .cloned()
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
+                // A photo whose regions the mask stage finds is done once any of them is indexed: its
+                // regions are committed together.
+                let needed = match &hash {
+                    Ok(h) if finds_regions => !index.has_image(h, method_name),
+                    Ok(_) => !todo.is_empty(),
+                    Err(_) => false,
+                };
+                (input, hash, todo, needed)
+            })
+            .collect()
+    };
+    staged
+        .into_par_iter()
+        .map(|(input, hash, todo, needed)| {
+            let image = needed.then(|| {
+                crate::decode::load_rgb_with(&input.path, decode).map_err(|e| e.to_string())
+            });
+            Decoded {
+                input,
+                hash,
+                image,
+                todo,
+            }
+        })
+        .collect()
+}
+
 fn frame_conflict(indexed_upright: bool) -> String {
     if indexed_upright {
         "this photo's regions are already indexed turned upright by its EXIF orientation (--exif-rotate); \
@@ -427,7 +492,7 @@ impl IndexRun<'_> {
             weights_hash: weights_hash.clone(),
             hnsw: Default::default(),
         };
-        let mut index = match self.lock.take() {
+        let index = match self.lock.take() {
             Some(lock) => RegionIndex::open_or_create_holding(&self.out, &spec, lock)?,
             None => RegionIndex::open_or_create_with(&self.out, &spec, self.wait)?,
         };
@@ -459,73 +524,63 @@ impl IndexRun<'_> {
             )
             .expect("static template"),
         );
-        let batch = self.spec.batch_images();
-        let mut images_iter = images.into_iter().peekable();
-        while images_iter.peek().is_some() && !report.interrupted {
-            let chunk: Vec<ImageInput> = images_iter.by_ref().take(batch).collect();
-            // Hash and decode the batch in parallel; photos with nothing left to do are not decoded.
-            let rotate = self.decode.exif_rotate;
-            let hashed: Vec<(ImageInput, Result<String, (&'static str, String)>)> = chunk
-                .into_par_iter()
-                .map(|input| {
-                    let hash = file_hash(&input.path).map_err(|e| ("decode", e));
-                    // A photo's regions all share one frame: a rerun in the other one would add boxes and masks
-                    // that do not line up with the ones already indexed.
-                    let hash = hash.and_then(|h| match index.image_frame(&h, &method.name) {
-                        Some(frame) if frame != rotate => Err(("frame", frame_conflict(frame))),
-                        _ => Ok(h),
-                    });
-                    (input, hash)
-                })
-                .collect();
-            let staged: Vec<(
-                ImageInput,
-                Result<String, (&'static str, String)>,
-                Vec<RegionInput>,
-                bool,
-            )> = hashed
-                .into_iter()
-                .map(|(input, hash)| {
-                    let todo: Vec<RegionInput> = match &hash {
-                        Ok(h) => input
-                            .regions
-                            .iter()
-                            .filter(|r| !index.contains(h, &r.id, &method.name))
-                            .cloned()
-                            .collect(),
-                        Err(_) => Vec::new(),
-                    };
-                    // A photo whose regions the mask stage finds is done once any of them is indexed: its
-                    // regions are committed together.
-                    let needed = match &hash {
-                        Ok(h) if mask_stage.finds_regions() => !index.has_image(h, &method.name),
-                        Ok(_) => !todo.is_empty(),
-                        Err(_) => false,
-                    };
-                    (input, hash, todo, needed)
-                })
-                .collect();
-            let decoded: Vec<Decoded> = staged
-                .into_par_iter()
-                .map(|(input, hash, todo, needed)| {
-                    let image = needed.then(|| {
-                        crate::decode::load_rgb_with(&input.path, &self.decode)
-                            .map_err(|e| e.to_string())
-                    });
-                    Decoded {
-                        input,
-                        hash,
-                        image,
-                        todo,
+        let batch = self.spec.batch_images().max(1);
+        let finds_regions = mask_stage.finds_regions();
+        let decode = self.decode;
+        let index = std::sync::Mutex::new(index);
+        let added = std::sync::atomic::AtomicUsize::new(0);
+        let duplicates = std::sync::atomic::AtomicUsize::new(0);
+        // Three stages so that the model never waits on the disk or the graph: CPU threads hash and decode
+        // photos ahead through a bounded queue, this thread runs the mask stage and the model, and a writer
+        // thread appends (HNSW inserts, Parquet commit) while the next photos are embedded.
+        let appended: anyhow::Result<()> = std::thread::scope(|scope| {
+            let (photo_tx, photo_rx) = std::sync::mpsc::sync_channel::<Decoded>(2 * batch);
+            let (records_tx, records_rx) = std::sync::mpsc::sync_channel::<Vec<RegionRecord>>(2);
+            let (index, method, cancel) = (&index, &method, &self.cancel);
+            scope.spawn(move || {
+                let mut images = images.into_iter().peekable();
+                while images.peek().is_some() && !cancel.is_cancelled() {
+                    let chunk: Vec<ImageInput> = images.by_ref().take(batch).collect();
+                    for d in stage_and_decode(chunk, index, &method.name, finds_regions, &decode) {
+                        if photo_tx.send(d).is_err() {
+                            return; // the model stage stopped (interrupted or failed)
+                        }
                     }
-                })
-                .collect();
+                }
+            });
+            let (added, duplicates) = (&added, &duplicates);
+            let writer = scope.spawn(move || -> Result<(), crate::index::IndexError> {
+                for records in records_rx {
+                    let r = index
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .append(records)?;
+                    added.fetch_add(r.added, std::sync::atomic::Ordering::Relaxed);
+                    duplicates.fetch_add(r.duplicates, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(())
+            });
             let mut records = Vec::new();
-            for d in decoded {
+            let mut photos_since_commit = 0;
+            for d in photo_rx.iter() {
                 if self.cancel.is_cancelled() {
                     report.interrupted = true;
                     break;
                 }
+                if photos_since_commit == batch {
+                    photos_since_commit = 0;
+                    if !records.is_empty() && records_tx.send(std::mem::take(&mut records)).is_err() {
+                        break; // the writer failed: its error is reported below
+                    }
+                    let regions_done = added.load(std::sync::atomic::Ordering::Relaxed);
+                    let secs = started.elapsed().as_secs_f64().max(1e-9);
+                    bar.set_message(format!(
+                        "{:.2} images/s, {:.2} regions/s, {regions_done}/{total_regions} regions",
+                        bar.position() as f64 / secs,
+                        regions_done as f64 / secs
+                    ));
+                }
+                photos_since_commit += 1;
                 bar.inc(1);
                 let hash = match d.hash {
                     Ok(h) => h,
@@ -536,7 +591,7 @@ impl IndexRun<'_> {
                 };
                 report.regions_already_indexed += d.input.regions.len() - d.todo.len();
                 let image = match d.image {
-                    None if d.input.regions.is_empty() && !mask_stage.finds_regions() => {
+                    None if d.input.regions.is_empty() && !finds_regions => {
                         report.images_without_regions += 1;
                         continue;
                     }
@@ -551,7 +606,7 @@ impl IndexRun<'_> {
                     }
                 };
                 report.images_processed += 1;
-                let (todo, masks) = if mask_stage.finds_regions() {
+                let (todo, masks) = if finds_regions {
                     match find_regions(&image, mask_stage, self.sam.as_mut(), self.spec) {
                         Ok(found) => found,
                         Err(e) => {
@@ -637,7 +692,7 @@ impl IndexRun<'_> {
                                     method: method.clone(),
                                     label: r.label.clone(),
                                     created_at_ms,
-                                    exif_rotated: rotate,
+                                    exif_rotated: decode.exif_rotate,
                                 },
                                 embedding,
                             });
@@ -651,19 +706,22 @@ impl IndexRun<'_> {
                     }
                 }
             }
+            // Stops the decoder at its next photo; what this stage embedded is still committed.
+            drop(photo_rx);
             if !records.is_empty() {
-                let added = index.append(records)?;
-                report.regions_added += added.added;
-                report.regions_already_indexed += added.duplicates;
+                // A failed writer has dropped its queue; its own error is the one to report.
+                let _ = records_tx.send(records);
             }
-            let regions_done = report.regions_added;
-            let secs = started.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!(
-                "{:.2} images/s, {:.2} regions/s, {regions_done}/{total_regions} regions",
-                bar.position() as f64 / secs,
-                regions_done as f64 / secs
-            ));
-        }
+            drop(records_tx);
+            writer
+                .join()
+                .map_err(|_| anyhow::anyhow!("the index writer thread panicked"))??;
+            Ok(())
+        });
+        appended?;
+        report.regions_added += added.into_inner();
+        report.regions_already_indexed += duplicates.into_inner();
+        let mut index = index.into_inner().unwrap_or_else(|e| e.into_inner());
         index.save_graph()?;
         bar.finish_and_clear();
         report.failures = failures.len() - issues.len();
