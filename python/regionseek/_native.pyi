@@ -138,12 +138,14 @@ def index_photos(
     device: str = "cpu",
     sam: Optional[_Path] = None,
     limit: Optional[int] = None,
+    shard: Optional[Tuple[int, int]] = None,
     progress: bool = True,
     wait: bool = False,
     exif_rotate: bool = False,
     max_pixels: Optional[int] = None,
 ) -> Dict[str, Any]:
-    """Indexes a photo folder by region as ``regionseek index`` does (same files, same resume). Returns the
+    """Indexes a photo folder by region as ``regionseek index`` does (same files, same resume).
+    ``shard=(k, n)`` takes only shard k of n (photos split by a hash of their name). Returns the
     run's report (the CLI's ``--json`` keys: ``regions_added``, ``failures``, ``error_log``, ...)."""
 
 def mask_from_rle(rle: Dict[str, Any]) -> npt.NDArray[np.bool_]:

@@ -23,7 +23,7 @@ use regionseek::device::Precision;
 use regionseek::index::{Filter, RegionIndex, SearchMode};
 use regionseek::invert::{invert_image, GradChoice, InversionConfig, InvertError};
 use regionseek::masks::BinaryMask;
-use regionseek::pipeline::{query, IndexJob, RegionSource, SamSetup};
+use regionseek::pipeline::{query, IndexJob, RegionSource, SamSetup, Shard};
 
 pyo3::create_exception!(
     regionseek,
@@ -709,12 +709,13 @@ impl Index {
 /// Indexes a folder of photos by region with a named pipeline, as `regionseek index` does (same files, same
 /// resume: a rerun embeds only what is missing). Regions come from `coco` (instances JSON), `boxes` (boxes
 /// JSON), `masks` (mask PNG folder), or, for the auto-sam / auto-grid pipelines, are found in every photo.
-/// Returns the run's report (the CLI's `--json` keys). Ctrl-C stops after the photo being embedded, commits
+/// `shard=(k, n)` indexes only the photos of shard k of n (split by a hash of each photo's name, the CLI's
+/// `--shard k/n`). Returns the run's report (the CLI's `--json` keys). Ctrl-C stops after the photo being embedded, commits
 /// what is done, and raises KeyboardInterrupt.
 #[pyfunction]
 #[pyo3(signature = (images, *, out, coco = None, boxes = None, masks = None, pipeline = "gt-masks",
-                    model = None, device = "cpu", sam = None, limit = None, progress = true, wait = false,
-                    exif_rotate = false, max_pixels = None))]
+                    model = None, device = "cpu", sam = None, limit = None, shard = None, progress = true,
+                    wait = false, exif_rotate = false, max_pixels = None))]
 #[allow(clippy::too_many_arguments)]
 fn index_photos<'py>(
     py: Python<'py>,
@@ -728,11 +729,16 @@ fn index_photos<'py>(
     device: &str,
     sam: Option<PathBuf>,
     limit: Option<usize>,
+    shard: Option<(usize, usize)>,
     progress: bool,
     wait: bool,
     exif_rotate: bool,
     max_pixels: Option<u64>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let shard = shard
+        .map(|(k, n)| Shard::new(k, n))
+        .transpose()
+        .map_err(PyValueError::new_err)?;
     let regions = match (coco, boxes, masks) {
         (Some(c), None, None) => RegionSource::Coco(c),
         (None, Some(b), None) => RegionSource::Boxes(b),
@@ -764,6 +770,7 @@ fn index_photos<'py>(
         pipeline: pipeline.to_string(),
         out,
         limit,
+        shard,
         wait: if wait {
             regionseek::index::LockWait::Forever
         } else {

@@ -91,6 +91,19 @@ def test_models_load_by_spec_and_refuse_what_they_cannot_load(tmp_path):
         regionseek.Model.load(str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="cuda|unknown"):
         regionseek.Model.load("random:vit-b-32", device="tpu")
+    with pytest.raises(ValueError, match="bf16-jacobian"):
+        regionseek.Model.load(str(TINY), precision="fp8")
+    with pytest.raises(ValueError, match="positive"):
+        regionseek.Model.load(str(TINY), gpu_memory=0.0)
+
+
+def test_bf16_jacobian_precision_stays_close_to_fp32(tiny_model, tiny_image, tiny_masks):
+    half = regionseek.Model.load(str(TINY), precision="bf16-jacobian")
+    a = tiny_model.invert(tiny_image, tiny_masks, size=64, grad="jacobian")
+    b = half.invert(tiny_image, tiny_masks, size=64, grad="jacobian")
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert not np.array_equal(a, b), "the precision was not applied"
+    assert (cos > 0.95).all(), cos
 
 
 def test_the_gil_is_released_while_inverting(tiny_model, tiny_image, tiny_masks):

@@ -39,6 +39,10 @@ pub struct IndexArgs {
     /// Index only the first N photos of the input (for trials).
     #[arg(long)]
     limit: Option<usize>,
+    /// Index only shard K of N (`K/N`, K from 0): photos are split by a hash of their name, so N runs with
+    /// 0/N … N−1/N index each photo exactly once (see `python -m regionseek.ray index`).
+    #[arg(long, value_parser = regionseek::pipeline::Shard::parse)]
+    shard: Option<regionseek::pipeline::Shard>,
     /// When another process is writing the index: wait for it to finish instead of exiting at once.
     #[arg(long)]
     wait: bool,
@@ -68,6 +72,7 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
         pipeline: a.pipeline.clone(),
         out: a.out.clone(),
         limit: a.limit,
+        shard: a.shard,
         wait: if a.wait {
             regionseek::index::LockWait::Forever
         } else {

@@ -61,6 +61,49 @@ impl Default for SamSetup {
     }
 }
 
+/// One of `count` disjoint parts of a corpus, chosen by photo: a photo belongs to the shard its name's
+/// sha256 points to, so the split is the same on every machine, in every run and in every input order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    pub fn new(index: usize, count: usize) -> Result<Self, String> {
+        if count == 0 || index >= count {
+            return Err(format!(
+                "shard {index}/{count}: the shard must be 0..{count} and the count at least 1"
+            ));
+        }
+        Ok(Self { index, count })
+    }
+
+    /// Parses `K/N`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (k, n) = text
+            .split_once('/')
+            .ok_or_else(|| format!("shard `{text}`: write it as K/N, e.g. 0/4"))?;
+        let parse = |v: &str| {
+            v.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("shard `{text}`: K and N must be whole numbers"))
+        };
+        Self::new(parse(k)?, parse(n)?)
+    }
+
+    pub fn of(name: &str, count: usize) -> usize {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(name.as_bytes());
+        let head = u64::from_be_bytes(digest[..8].try_into().expect("a sha256 has 32 bytes"));
+        (head % count as u64) as usize
+    }
+
+    pub fn keeps(&self, name: &str) -> bool {
+        Self::of(name, self.count) == self.index
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct IndexJob {
     /// The folder the photos' paths are relative to.
@@ -72,6 +115,8 @@ pub struct IndexJob {
     pub out: PathBuf,
     /// Only the first N photos of the input.
     pub limit: Option<usize>,
+    /// Only this shard's photos (after `limit`): the union of a corpus's shards is the unsharded run.
+    pub shard: Option<Shard>,
     pub wait: LockWait,
     pub decode: DecodeOptions,
     pub sam: SamSetup,
@@ -107,6 +152,13 @@ impl IndexJob {
         if let Some(n) = self.limit {
             images.truncate(n);
         }
+        let (images, issues) = match self.shard {
+            Some(shard) => (
+                images.into_iter().filter(|i| shard.keeps(&i.name)).collect(),
+                issues.into_iter().filter(|i| shard.keeps(&i.item)).collect(),
+            ),
+            None => (images, issues),
+        };
         for i in &issues {
             eprintln!("skipped {}: {}", i.item, i.message);
         }
@@ -134,5 +186,33 @@ impl IndexJob {
             cancel: self.cancel,
         }
         .run(images, issues)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shard;
+
+    #[test]
+    fn shards_split_photos_into_disjoint_balanced_parts() {
+        let names: Vec<String> = (0..4000).map(|i| format!("photos/{i:06}.jpg")).collect();
+        let shards: Vec<Shard> = (0..4).map(|k| Shard::new(k, 4).unwrap()).collect();
+        let mut sizes = [0usize; 4];
+        for n in &names {
+            let owners: Vec<usize> = (0..4).filter(|&k| shards[k].keeps(n)).collect();
+            assert_eq!(owners.len(), 1, "{n} belongs to {owners:?}");
+            sizes[owners[0]] += 1;
+        }
+        assert!(sizes.iter().all(|&s| (800..1200).contains(&s)), "{sizes:?}");
+        // The split is a property of the name alone, never of the order or the run.
+        assert_eq!(Shard::of("photos/000123.jpg", 4), Shard::of("photos/000123.jpg", 4));
+    }
+
+    #[test]
+    fn shard_specs_are_checked() {
+        assert_eq!(Shard::parse("1/4"), Ok(Shard { index: 1, count: 4 }));
+        for bad in ["4/4", "0/0", "x/2", "3", "-1/2"] {
+            assert!(Shard::parse(bad).is_err(), "{bad} accepted");
+        }
     }
 }
