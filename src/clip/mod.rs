@@ -56,6 +56,8 @@ pub struct ClipModel {
     /// Device memory an inversion may take in all, weights included; None leaves the sizes to the
     /// inversion's own byte budgets (what a CPU run uses). Set for GPUs (`--gpu-memory`).
     pub device_memory_budget: Option<u64>,
+    /// Read from the weights folder on first use, then kept: a query server embeds texts all day.
+    tokenizer: std::sync::OnceLock<Tokenizer>,
 }
 
 fn logit_scale(vb: &VarBuilder) -> f32 {
@@ -95,6 +97,7 @@ fn build(
         device: device.clone(),
         precision,
         device_memory_budget: None,
+        tokenizer: std::sync::OnceLock::new(),
     })
 }
 
@@ -157,8 +160,12 @@ impl ClipModel {
         Self::load_with(&ModelSource::parse(spec)?, device, precision)
     }
 
-    pub fn tokenizer(&self) -> Result<Tokenizer, ClipError> {
-        Ok(Tokenizer::for_model_dir(self.dir.as_deref())?)
+    pub fn tokenizer(&self) -> Result<&Tokenizer, ClipError> {
+        if let Some(t) = self.tokenizer.get() {
+            return Ok(t);
+        }
+        let loaded = Tokenizer::for_model_dir(self.dir.as_deref())?;
+        Ok(self.tokenizer.get_or_init(|| loaded))
     }
 
     /// Text embeddings `[B, d]` (unnormalised).
@@ -239,7 +246,7 @@ impl TextEncoder for ClipModel {
         &self.config
     }
     fn embed_texts(&self, texts: &[String]) -> Result<Tensor, ClipError> {
-        self.encode_texts(&self.tokenizer()?, texts)
+        self.encode_texts(self.tokenizer()?, texts)
     }
     fn token_count(&self, text: &str) -> Result<usize, ClipError> {
         Ok(self.tokenizer()?.token_count(text)?)
