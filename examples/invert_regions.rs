@@ -30,7 +30,7 @@ fn main() -> anyhow::Result<()> {
         "a photo of a dog.".to_string(),
     ];
     let texts = model
-        .encode_texts(&model.tokenizer()?, &labels)?
+        .encode_texts(model.tokenizer()?, &labels)?
         .to_vec2::<f32>()?;
     let unit = |v: &[f32]| {
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();

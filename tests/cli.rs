@@ -102,13 +102,26 @@ fn unknown_method_and_model_are_refused_clearly() {
     assert_eq!(code, 1);
     assert!(stderr.starts_with("error: unknown model"), "{stderr}");
     let model = dir.to_str().unwrap();
-    let base = ["invert", img.to_str().unwrap(), "--mask", mask.to_str().unwrap(), "--model", model];
+    let base = [
+        "invert",
+        img.to_str().unwrap(),
+        "--mask",
+        mask.to_str().unwrap(),
+        "--model",
+        model,
+    ];
     let (code, _, stderr) = regionseek(&[&base[..], &["--gpu-memory", "0"]].concat());
     assert_eq!(code, 1);
-    assert!(stderr.contains("--gpu-memory") && stderr.contains("positive"), "{stderr}");
+    assert!(
+        stderr.contains("--gpu-memory") && stderr.contains("positive"),
+        "{stderr}"
+    );
     let (code, _, stderr) = regionseek(&[&base[..], &["--precision", "fp8"]].concat());
     assert_ne!(code, 0);
-    assert!(stderr.contains("fp32") && stderr.contains("bf16-jacobian"), "{stderr}");
+    assert!(
+        stderr.contains("fp32") && stderr.contains("bf16-jacobian"),
+        "{stderr}"
+    );
 }
 
 #[test]

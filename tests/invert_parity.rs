@@ -211,23 +211,46 @@ fn bf16_precision_stays_close_to_the_reference_with_half_the_jacobian() {
 
 #[test]
 fn a_device_memory_budget_splits_masks_into_chunks_without_changing_them() {
-    let whole = run(&tiny(), 5.0, 10, GradChoice::Jacobian, false, StepLoop::Device);
+    let whole = run(
+        &tiny(),
+        5.0,
+        10,
+        GradChoice::Jacobian,
+        false,
+        StepLoop::Device,
+    );
     let mut tight = tiny();
     // Room for the weights and the reserve, then a few KB: the Jacobian does not fit (auto would go
     // direct; here it is forced) and each chunk holds one mask.
     tight.device_memory_budget = Some(tight.vision_weight_bytes() + (768 << 20) + 4096);
-    let chunked = run(&tight, 5.0, 10, GradChoice::Jacobian, false, StepLoop::Device);
+    let chunked = run(
+        &tight,
+        5.0,
+        10,
+        GradChoice::Jacobian,
+        false,
+        StepLoop::Device,
+    );
     assert_eq!(whole.report.chunks, 1);
     assert_eq!(chunked.report.chunks, 2);
     for (a, b) in whole.masks.iter().zip(&chunked.masks) {
-        let (a, b) = (&a.as_ref().unwrap().embedding, &b.as_ref().unwrap().embedding);
+        let (a, b) = (
+            &a.as_ref().unwrap().embedding,
+            &b.as_ref().unwrap().embedding,
+        );
         let cos = cosine(a, b);
         assert!(cos > 0.999999, "chunking changed a LET: cosine {cos}");
     }
     let free = run(&tiny(), 5.0, 10, GradChoice::Auto, false, StepLoop::Device);
-    assert_eq!(free.report.grad_path, "jacobian", "the cheaper path when memory allows");
+    assert_eq!(
+        free.report.grad_path, "jacobian",
+        "the cheaper path when memory allows"
+    );
     let auto = run(&tight, 5.0, 10, GradChoice::Auto, false, StepLoop::Device);
-    assert_eq!(auto.report.grad_path, "direct", "a Jacobian over budget must not be built");
+    assert_eq!(
+        auto.report.grad_path, "direct",
+        "a Jacobian over budget must not be built"
+    );
 }
 
 #[test]

@@ -88,7 +88,7 @@ pub fn embed_text(a: EmbedTextArgs) -> anyhow::Result<ExitCode> {
     let model = a.model.load()?;
     let tok = model.tokenizer()?;
     let emb = model
-        .encode_texts(&tok, &a.texts)
+        .encode_texts(tok, &a.texts)
         .context("encoding texts")?;
     for (text, row) in a.texts.iter().zip(emb.to_vec2::<f32>()?) {
         if a.json {

@@ -88,6 +88,7 @@ pub struct ResidualBlock {
 }
 
 impl ResidualBlock {
+    #[allow(clippy::too_many_arguments)] // a block's shape, as the checkpoint's config spells it
     pub fn load(
         vb: VarBuilder,
         naming: Naming,

@@ -154,8 +154,14 @@ impl IndexJob {
         }
         let (images, issues) = match self.shard {
             Some(shard) => (
-                images.into_iter().filter(|i| shard.keeps(&i.name)).collect(),
-                issues.into_iter().filter(|i| shard.keeps(&i.item)).collect(),
+                images
+                    .into_iter()
+                    .filter(|i| shard.keeps(&i.name))
+                    .collect(),
+                issues
+                    .into_iter()
+                    .filter(|i| shard.keeps(&i.item))
+                    .collect(),
             ),
             None => (images, issues),
         };
@@ -205,7 +211,10 @@ mod tests {
         }
         assert!(sizes.iter().all(|&s| (800..1200).contains(&s)), "{sizes:?}");
         // The split is a property of the name alone, never of the order or the run.
-        assert_eq!(Shard::of("photos/000123.jpg", 4), Shard::of("photos/000123.jpg", 4));
+        assert_eq!(
+            Shard::of("photos/000123.jpg", 4),
+            Shard::of("photos/000123.jpg", 4)
+        );
     }
 
     #[test]

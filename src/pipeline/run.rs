@@ -382,7 +382,12 @@ fn stage_and_decode(
         })
         .collect();
     // One short hold of the index for the whole batch's lookups (the writer holds it while appending).
-    let staged: Vec<(ImageInput, Result<String, (&'static str, String)>, Vec<RegionInput>, bool)> = {
+    let staged: Vec<(
+        ImageInput,
+        Result<String, (&'static str, String)>,
+        Vec<RegionInput>,
+        bool,
+    )> = {
         let index = index.lock().unwrap_or_else(|e| e.into_inner());
         hashed
             .into_iter()
@@ -569,7 +574,8 @@ impl IndexRun<'_> {
                 }
                 if photos_since_commit == batch {
                     photos_since_commit = 0;
-                    if !records.is_empty() && records_tx.send(std::mem::take(&mut records)).is_err() {
+                    if !records.is_empty() && records_tx.send(std::mem::take(&mut records)).is_err()
+                    {
                         break; // the writer failed: its error is reported below
                     }
                     let regions_done = added.load(std::sync::atomic::Ordering::Relaxed);
