@@ -152,6 +152,27 @@ struct PreparedMask {
     resize: MapResize,
 }
 
+/// Each mask folded onto the S×S map grid, and ρ (the weight of each S×S pixel in the resized map's sum).
+/// ρ depends only on the mask's size, and every valid mask has the image's size: one serves all.
+fn prepare_masks(masks: &[&BinaryMask], s: usize) -> (Vec<PreparedMask>, Vec<f32>) {
+    let prepared: Vec<PreparedMask> = masks
+        .par_iter()
+        .map(|m| {
+            let resize = MapResize::new(s, m.height, m.width);
+            PreparedMask {
+                folded: resize.fold_mask(&m.as_f32()),
+                area: m.area() as f32,
+                resize,
+            }
+        })
+        .collect();
+    let rho = prepared
+        .first()
+        .map(|p| p.resize.fold_ones())
+        .unwrap_or_default();
+    (prepared, rho)
+}
+
 fn normalize_rows(x: &[f32], d: usize) -> (Vec<f32>, Vec<f32>) {
     let mut out = vec![0f32; x.len()];
     let mut norms = Vec::with_capacity(x.len() / d);
@@ -371,22 +392,7 @@ fn invert_chunk(
     let device: &Device = rel.device();
     let d = cls.len();
     let mc = masks.len();
-    let prepared: Vec<PreparedMask> = masks
-        .par_iter()
-        .map(|m| {
-            let resize = MapResize::new(s, m.height, m.width);
-            PreparedMask {
-                folded: resize.fold_mask(&m.as_f32()),
-                area: m.area() as f32,
-                resize,
-            }
-        })
-        .collect();
-    // ρ depends only on the mask's size, and every valid mask has the image's size: one serves all.
-    let rho: Vec<f32> = prepared
-        .first()
-        .map(|p| p.resize.fold_ones())
-        .unwrap_or_default();
+    let (prepared, rho) = prepare_masks(&masks, s);
 
     let (cls_unit, _) = normalize_rows(cls, d);
     let mut token: Vec<f32> = cls.repeat(mc);

@@ -9,10 +9,9 @@
 //! one-hot rows, and Dice runs on S×S through the folded masks exactly as on the host.
 
 use candle_core::{DType, Device, Tensor};
-use rayon::prelude::*;
 
-use super::{InversionConfig, InvertError, MaskOutcome, MaskResult, PreparedMask};
-use crate::explain::{GradPath, MapResize, Relevance};
+use super::{prepare_masks, InversionConfig, InvertError, MaskOutcome, MaskResult};
+use crate::explain::{GradPath, Relevance};
 use crate::masks::BinaryMask;
 use crate::resample::bilinear_taps;
 
@@ -167,21 +166,7 @@ pub(super) fn invert_chunk(
     let d = cls.len();
     let mc = masks.len();
     let s = up.size;
-    let prepared: Vec<PreparedMask> = masks
-        .par_iter()
-        .map(|m| {
-            let resize = MapResize::new(s, m.height, m.width);
-            PreparedMask {
-                folded: resize.fold_mask(&m.as_f32()),
-                area: m.area() as f32,
-                resize,
-            }
-        })
-        .collect();
-    let rho_host = prepared
-        .first()
-        .map(|p| p.resize.fold_ones())
-        .unwrap_or_default();
+    let (prepared, rho_host) = prepare_masks(&masks, s);
     let folded = Tensor::from_vec(
         prepared.iter().flat_map(|p| p.folded.clone()).collect(),
         (mc, s * s),
