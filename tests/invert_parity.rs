@@ -7,7 +7,8 @@ use common::*;
 use regionseek::clip::{ClipModel, ModelSource};
 use regionseek::explain::{GradPath, Relevance};
 use regionseek::invert::{
-    invert_pixels, legrad_map, GradChoice, InversionConfig, InversionOutput, StepLoop,
+    invert_image, invert_images, invert_pixels, legrad_map, GradChoice, InversionConfig,
+    InversionOutput, StepLoop,
 };
 use regionseek::masks::BinaryMask;
 
@@ -251,6 +252,50 @@ fn a_device_memory_budget_splits_masks_into_chunks_without_changing_them() {
         auto.report.grad_path, "direct",
         "a Jacobian over budget must not be built"
     );
+}
+
+#[test]
+fn photos_inverted_in_one_batched_forward_get_the_same_lets() {
+    let model = tiny();
+    let fixture = regionseek::decode::load_rgb(&tiny_dir().join("image.png")).unwrap();
+    let masks = fixture_masks();
+    // Other sizes and contents in the same batch: each photo is squashed to S×S on its own.
+    let wide = image::RgbImage::from_fn(120, 50, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 5) as u8, 90])
+    });
+    let wide_masks = vec![
+        BinaryMask::from_box(120, 50, 10.0, 5.0, 70.0, 40.0),
+        BinaryMask::from_box(120, 50, 60.0, 0.0, 119.0, 30.0),
+        BinaryMask::from_box(120, 50, 0.0, 0.0, 0.0, 0.0), // empty: its own error, the rest inverted
+    ];
+    let cfg = InversionConfig {
+        size: 64,
+        alpha: 5.0,
+        ..Default::default()
+    };
+    let photos: Vec<(&image::RgbImage, &[BinaryMask])> = vec![
+        (&fixture, &masks),
+        (&wide, &wide_masks),
+        (&fixture, &masks[1..]),
+    ];
+    let batched = invert_images(&model, &photos, &cfg).unwrap();
+    assert_eq!(batched.len(), 3);
+    for (k, ((image, m), got)) in photos.iter().zip(batched).enumerate() {
+        let want = invert_image(&model, image, m, &cfg).unwrap();
+        let got = got.unwrap();
+        assert_eq!(got.masks.len(), want.masks.len());
+        for (j, (g, w)) in got.masks.iter().zip(&want.masks).enumerate() {
+            match (g, w) {
+                (Ok(g), Ok(w)) => {
+                    let cos = cosine(&g.embedding, &w.embedding);
+                    eprintln!("photo {k} mask {j}: batched vs alone cosine {cos:.9}");
+                    assert!(cos > 0.999999, "photo {k} mask {j}: {cos}");
+                }
+                (Err(g), Err(w)) => assert_eq!(g, w),
+                _ => panic!("photo {k} mask {j}: one run failed, the other did not"),
+            }
+        }
+    }
 }
 
 #[test]

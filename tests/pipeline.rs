@@ -207,6 +207,73 @@ fn index_resume_search_and_export_on_a_coco128_slice() {
 }
 
 #[test]
+fn batched_forward_passes_give_the_rows_of_one_photo_at_a_time() {
+    let Some(data) = shared_data() else { return };
+    let (images, coco) = coco128(&data);
+    let tmp = tempfile::tempdir().unwrap();
+    let tiny = tiny_dir();
+    let mut rows = Vec::new();
+    // 4 photos per forward, committed every 5: groups cut across commits and the last one is short.
+    for forward_batch in [1, 4] {
+        let spec = tmp.path().join(format!("fb{forward_batch}.toml"));
+        std::fs::write(
+            &spec,
+            format!(
+                "name = \"fb\"\nstages = [{GT_STAGES}]\n[invert]\nsize = 64\nsteps = 3\n\
+                 forward_batch = {forward_batch}\n[index]\nbatch_images = 5\n"
+            ),
+        )
+        .unwrap();
+        let out = tmp.path().join(format!("idx{forward_batch}"));
+        let (code, stdout, err) = run(&[
+            "index",
+            images.to_str().unwrap(),
+            "--coco",
+            coco.to_str().unwrap(),
+            "--pipeline",
+            spec.to_str().unwrap(),
+            "--model",
+            tiny.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--limit",
+            "11",
+            "--json",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let report = json(&stdout);
+        assert_eq!(
+            report["rows_total"].as_u64(),
+            Some(expected_regions(&coco, 11) as u64)
+        );
+        assert_eq!(report["forward_batch"].as_u64(), Some(forward_batch));
+        let index = regionseek::index::RegionIndex::open(&out).unwrap();
+        let got: Vec<(String, String, Vec<f32>)> = (0..index.len())
+            .map(|i| {
+                let m = &index.rows()[i];
+                (
+                    m.image.clone(),
+                    m.region_id.clone(),
+                    index.embedding(i).unwrap(),
+                )
+            })
+            .collect();
+        rows.push(got);
+    }
+    assert_eq!(rows[0].len(), rows[1].len());
+    for (a, b) in rows[0].iter().zip(&rows[1]) {
+        assert_eq!((&a.0, &a.1), (&b.0, &b.1), "rows in another order");
+        let cos = cosine(&a.2, &b.2);
+        assert!(
+            cos > 0.999999,
+            "{} {}: batched forward changed the LET (cosine {cos})",
+            a.0,
+            a.1
+        );
+    }
+}
+
+#[test]
 fn an_interrupted_run_resumes_to_the_same_rows_as_an_uninterrupted_one() {
     let Some(data) = shared_data() else { return };
     let (images, coco) = coco128(&data);

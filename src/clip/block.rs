@@ -200,25 +200,30 @@ impl ResidualBlock {
         x_mid + self.mlp(&pre)?
     }
 
-    /// The forward of one image (`x`: `[1, N, C]`) that keeps the intermediate state.
-    pub fn forward_with_taps(&self, x: &Tensor) -> Result<(Tensor, BlockTaps)> {
+    /// The forward of a batch (`x`: `[B, N, C]`) that keeps each image's intermediate state.
+    pub fn forward_with_taps(&self, x: &Tensor) -> Result<(Tensor, Vec<BlockTaps>)> {
+        let (b, n, c) = x.dims3()?;
         let (q, k, v) = self.qkv(x)?;
         let probs = self.attention_probs(&q, &k, None)?;
         let o = Self::merge_heads(&self.attend(&probs, &v)?)?;
         let x_mid = (x + self.out_proj.forward(&o)?)?;
-        let (ln2_normalized, ln2_std) = normalize_rows(&x_mid.squeeze(0)?, self.eps)?;
+        let (ln2_normalized, ln2_std) = normalize_rows(&x_mid.reshape((b * n, c))?, self.eps)?;
         let pre = self.fc1.forward(&self.ln_2.forward(&x_mid)?)?;
         let x_out = (&x_mid + self.mlp(&pre)?)?;
-        let taps = BlockTaps {
-            x_in: x.squeeze(0)?,
-            attn_probs: probs.squeeze(0)?,
-            values: v.squeeze(0)?,
-            x_mid: x_mid.squeeze(0)?,
-            ln2_normalized,
-            ln2_std,
-            mlp_pre: pre.squeeze(0)?,
-            x_out: x_out.squeeze(0)?,
-        };
+        let taps = (0..b)
+            .map(|i| {
+                Ok(BlockTaps {
+                    x_in: x.get(i)?,
+                    attn_probs: probs.get(i)?,
+                    values: v.get(i)?,
+                    x_mid: x_mid.get(i)?,
+                    ln2_normalized: ln2_normalized.narrow(0, i * n, n)?,
+                    ln2_std: ln2_std.narrow(0, i * n, n)?,
+                    mlp_pre: pre.get(i)?,
+                    x_out: x_out.get(i)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok((x_out, taps))
     }
 

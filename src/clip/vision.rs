@@ -203,6 +203,15 @@ impl VisionTransformer {
                 pixels.dim(0)?
             )
         }
+        Ok(self
+            .forward_with_taps_batch(pixels)?
+            .pop()
+            .expect("one image in, one out"))
+    }
+
+    /// A batch `[B, 3, S, S]` in one forward (bigger products keep a GPU busy): each image's CLS embedding
+    /// `[d]` and its last block's taps.
+    pub fn forward_with_taps_batch(&self, pixels: &Tensor) -> Result<Vec<(Tensor, ImageTaps)>> {
         let grid = self.grid_of(pixels)?;
         let mut x = self.embed(pixels)?;
         let (last, rest) = self
@@ -213,25 +222,31 @@ impl VisionTransformer {
             x = block.forward(&x, None)?;
         }
         let (x_out, block_taps) = last.forward_with_taps(&x)?;
-        let x_out = x_out.squeeze(0)?;
-        let cls = self.project(&x_out.get(0)?.unsqueeze(0)?)?.squeeze(0)?;
-        let token_mean = x_out.mean(0)?;
-        let (normalized, std) = normalize_rows(&token_mean.unsqueeze(0)?, self.cfg.ln_eps)?;
-        let mean_embedding = self.project(&token_mean.unsqueeze(0)?)?.squeeze(0)?;
-        let norm = mean_embedding.sqr()?.sum_all()?.sqrt()?;
-        let mean_embedding_unit = mean_embedding.broadcast_div(&norm)?;
-        Ok((
-            cls,
-            ImageTaps {
-                block: block_taps,
-                grid,
-                token_mean,
-                token_mean_normalized: normalized.squeeze(0)?,
-                token_mean_std: std.squeeze(0)?,
-                mean_embedding,
-                mean_embedding_unit,
-            },
-        ))
+        block_taps
+            .into_iter()
+            .enumerate()
+            .map(|(i, block)| {
+                let x_out = x_out.get(i)?;
+                let cls = self.project(&x_out.get(0)?.unsqueeze(0)?)?.squeeze(0)?;
+                let token_mean = x_out.mean(0)?;
+                let (normalized, std) = normalize_rows(&token_mean.unsqueeze(0)?, self.cfg.ln_eps)?;
+                let mean_embedding = self.project(&token_mean.unsqueeze(0)?)?.squeeze(0)?;
+                let norm = mean_embedding.sqr()?.sum_all()?.sqrt()?;
+                let mean_embedding_unit = mean_embedding.broadcast_div(&norm)?;
+                Ok((
+                    cls,
+                    ImageTaps {
+                        block,
+                        grid,
+                        token_mean,
+                        token_mean_normalized: normalized.squeeze(0)?,
+                        token_mean_std: std.squeeze(0)?,
+                        mean_embedding,
+                        mean_embedding_unit,
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// MaskCLIP-style dense features: each patch token taken through the last block's value path only

@@ -205,6 +205,17 @@ fn dice_and_grad(e: &[f32], prepared: &PreparedMask, rho: &[f32], scale: f32) ->
     (loss as f32, grad)
 }
 
+fn check_size(model: &ClipModel, cfg: &InversionConfig) -> Result<(), InvertError> {
+    let patch = model.config.vision.patch_size;
+    if cfg.size == 0 || cfg.size % patch != 0 {
+        return Err(InvertError::BadSize {
+            size: cfg.size,
+            patch,
+        });
+    }
+    Ok(())
+}
+
 /// Inverts all masks of one image. Each mask must be at the image's resolution; invalid masks get an
 /// error in their slot and the others are inverted.
 pub fn invert_image(
@@ -213,13 +224,7 @@ pub fn invert_image(
     masks: &[BinaryMask],
     cfg: &InversionConfig,
 ) -> Result<InversionOutput, InvertError> {
-    let patch = model.config.vision.patch_size;
-    if cfg.size == 0 || cfg.size % patch != 0 {
-        return Err(InvertError::BadSize {
-            size: cfg.size,
-            patch,
-        });
-    }
+    check_size(model, cfg)?;
     let t0 = std::time::Instant::now();
     let pixels = preprocess::squash(
         image,
@@ -238,6 +243,55 @@ pub fn invert_image(
     )
 }
 
+/// As [`invert_image`] for several photos, their forward passes batched into one (the step loops stay per
+/// photo): the same LETs, and a GPU kept busier. One result per photo; a failed forward fails them all.
+pub fn invert_images(
+    model: &ClipModel,
+    photos: &[(&RgbImage, &[BinaryMask])],
+    cfg: &InversionConfig,
+) -> Result<Vec<Result<InversionOutput, InvertError>>, InvertError> {
+    check_size(model, cfg)?;
+    if photos.is_empty() {
+        return Ok(Vec::new());
+    }
+    let t0 = std::time::Instant::now();
+    let pixels = photos
+        .iter()
+        .map(|(image, _)| {
+            preprocess::squash(
+                image,
+                cfg.size as u32,
+                &model.config.normalization,
+                &model.device,
+            )
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let forwards = model
+        .vision
+        .forward_with_taps_batch(&Tensor::cat(&pixels, 0)?)?;
+    drop(pixels);
+    // The batch's forward is shared: each photo reports its part of it.
+    let forward_share = t0.elapsed() / photos.len() as u32;
+    Ok(forwards
+        .into_iter()
+        .zip(photos)
+        .map(|((cls, taps), (image, masks))| {
+            let now = std::time::Instant::now();
+            let started = now.checked_sub(forward_share).unwrap_or(now);
+            invert_from_taps(
+                model,
+                &cls,
+                &taps,
+                image.width() as usize,
+                image.height() as usize,
+                masks,
+                cfg,
+                started,
+            )
+        })
+        .collect())
+}
+
 /// As [`invert_image`] for an already preprocessed `[1, 3, S, S]` tensor of an image of `width`×`height`.
 pub fn invert_pixels(
     model: &ClipModel,
@@ -249,8 +303,22 @@ pub fn invert_pixels(
     started: std::time::Instant,
 ) -> Result<InversionOutput, InvertError> {
     let (cls, taps) = model.vision.forward_with_taps(pixels)?;
+    invert_from_taps(model, &cls, &taps, width, height, masks, cfg, started)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn invert_from_taps(
+    model: &ClipModel,
+    cls: &Tensor,
+    taps: &crate::clip::ImageTaps,
+    width: usize,
+    height: usize,
+    masks: &[BinaryMask],
+    cfg: &InversionConfig,
+    started: std::time::Instant,
+) -> Result<InversionOutput, InvertError> {
     let mut rel =
-        Relevance::new(&model.vision, &taps)?.with_jacobian_dtype(model.precision.jacobian_dtype());
+        Relevance::new(&model.vision, taps)?.with_jacobian_dtype(model.precision.jacobian_dtype());
     let cls_embedding: Vec<f32> = cls.to_vec1()?;
     let seconds_forward = started.elapsed().as_secs_f64();
     crate::device::note_memory_use(rel.device());

@@ -15,7 +15,7 @@ use crate::decode::DecodeOptions;
 use crate::index::{
     IndexSpec, LockWait, MethodInfo, RegionIndex, RegionMeta, RegionRecord, WriterLock,
 };
-use crate::invert::{invert_image, validate_mask, InversionConfig};
+use crate::invert::{invert_image, invert_images, validate_mask, InversionConfig};
 use crate::masks::{BinaryMask, Rle};
 use crate::sam::{box_mask, SamModel, SamOptions};
 
@@ -63,6 +63,8 @@ pub struct IndexRunReport {
     pub error_log: Option<PathBuf>,
     /// The run was cancelled: what was embedded until then is committed, a rerun resumes after it.
     pub interrupted: bool,
+    /// Photos per image forward (MaskInversion's forward passes are batched over this many photos).
+    pub forward_batch: usize,
 }
 
 /// The identity of a model's weights recorded in the index: the id for built-in random models, the sha256
@@ -365,6 +367,142 @@ pub struct IndexRun<'a> {
     pub cancel: crate::cancel::Cancel,
 }
 
+/// A photo whose masks are made, waiting for its embedding pass.
+struct Ready {
+    name: String,
+    hash: String,
+    image: RgbImage,
+    regions: Vec<RegionInput>,
+    masks: Vec<BinaryMask>,
+}
+
+/// Where embedded photos become rows (and failed regions, failures).
+struct RecordSink<'a> {
+    model: &'a ClipModel,
+    stage: EmbedStage,
+    cfg: &'a InversionConfig,
+    cancel: &'a crate::cancel::Cancel,
+    source: &'a str,
+    method: &'a MethodInfo,
+    exif_rotated: bool,
+    records: Vec<RegionRecord>,
+    failures: Vec<ItemFailure>,
+    /// Photos whose embedding the cancel flag cut short (left for the rerun).
+    unfinished: usize,
+}
+
+/// Embeds the ready photos — MaskInversion's forward passes batched into one — into rows. False when the
+/// run was cancelled meanwhile: those photos are left for the rerun.
+fn embed_ready(ready: &mut Vec<Ready>, sink: &mut RecordSink) -> bool {
+    if ready.is_empty() {
+        return true;
+    }
+    let photos: Vec<Ready> = std::mem::take(ready);
+    let outcomes: Vec<Result<Vec<Result<Vec<f32>, String>>, String>> =
+        if sink.stage == EmbedStage::Invert && photos.len() > 1 {
+            let pairs: Vec<(&RgbImage, &[BinaryMask])> = photos
+                .iter()
+                .map(|p| (&p.image, p.masks.as_slice()))
+                .collect();
+            match invert_images(sink.model, &pairs, sink.cfg) {
+                Ok(all) => all
+                    .into_iter()
+                    .map(|r| {
+                        r.map(|out| {
+                            out.masks
+                                .into_iter()
+                                .map(|m| m.map(|r| r.embedding))
+                                .collect()
+                        })
+                        .map_err(|e| e.to_string())
+                    })
+                    .collect(),
+                Err(e) => vec![Err(e.to_string()); photos.len()],
+            }
+        } else {
+            photos
+                .iter()
+                .map(|p| embed_masks(sink.model, &p.image, &p.masks, sink.stage, sink.cfg))
+                .collect()
+        };
+    if sink.cancel.is_cancelled() && outcomes.iter().any(|o| o.is_err()) {
+        // Cut short, not wrong: the photos are left for the rerun (the ones that finished are kept).
+        for (p, o) in photos.iter().zip(&outcomes) {
+            if o.is_err() {
+                sink.unfinished += 1;
+                tracing::debug!("{}: interrupted, left for the rerun", p.name);
+            }
+        }
+        for (p, o) in photos.into_iter().zip(outcomes) {
+            if let Ok(embeddings) = o {
+                sink.push(p, embeddings);
+            }
+        }
+        return false;
+    }
+    for (p, o) in photos.into_iter().zip(outcomes) {
+        match o {
+            Ok(embeddings) => sink.push(p, embeddings),
+            Err(e) => {
+                for r in &p.regions {
+                    sink.failures.push(ItemFailure {
+                        image: p.name.clone(),
+                        region_id: Some(r.id.clone()),
+                        stage: "embed",
+                        error: e.clone(),
+                    });
+                }
+            }
+        }
+    }
+    true
+}
+
+impl RecordSink<'_> {
+    fn push(&mut self, p: Ready, embeddings: Vec<Result<Vec<f32>, String>>) {
+        let created_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        for ((r, mask), emb) in p.regions.iter().zip(&p.masks).zip(embeddings) {
+            match emb {
+                Ok(embedding) => {
+                    let bbox = clip_box(
+                        r.bbox.unwrap_or_else(|| {
+                            mask.bbox()
+                                .map(|b| [b[0] as f32, b[1] as f32, b[2] as f32, b[3] as f32])
+                                .unwrap_or([0.0; 4])
+                        }),
+                        p.image.width(),
+                        p.image.height(),
+                    );
+                    self.records.push(RegionRecord {
+                        meta: RegionMeta {
+                            image: p.name.clone(),
+                            image_hash: p.hash.clone(),
+                            region_id: r.id.clone(),
+                            bbox,
+                            mask: Rle::encode(mask).to_coco(),
+                            source: self.source.to_string(),
+                            method: self.method.clone(),
+                            label: r.label.clone(),
+                            created_at_ms,
+                            exif_rotated: self.exif_rotated,
+                        },
+                        embedding,
+                    });
+                }
+                Err(e) => self.failures.push(ItemFailure {
+                    image: p.name.clone(),
+                    region_id: Some(r.id.clone()),
+                    stage: "embed",
+                    error: e,
+                }),
+            }
+        }
+    }
+}
+
 /// Hashes a batch of photos and decodes, in parallel, those with something left to do.
 fn stage_and_decode(
     chunk: Vec<ImageInput>,
@@ -565,7 +703,21 @@ impl IndexRun<'_> {
                 }
                 Ok(())
             });
-            let mut records = Vec::new();
+            let mut ready: Vec<Ready> = Vec::new();
+            let mut sink = RecordSink {
+                model: self.model,
+                stage: embed_stage,
+                cfg: &cfg,
+                cancel: &self.cancel,
+                source,
+                method,
+                exif_rotated: decode.exif_rotate,
+                records: Vec::new(),
+                failures: Vec::new(),
+                unfinished: 0,
+            };
+            let forward_batch = self.spec.forward_batch(&self.model.device).max(1);
+            report.forward_batch = forward_batch;
             let mut photos_since_commit = 0;
             for d in photo_rx.iter() {
                 if self.cancel.is_cancelled() {
@@ -574,7 +726,12 @@ impl IndexRun<'_> {
                 }
                 if photos_since_commit == batch {
                     photos_since_commit = 0;
-                    if !records.is_empty() && records_tx.send(std::mem::take(&mut records)).is_err()
+                    if !embed_ready(&mut ready, &mut sink) {
+                        report.interrupted = true;
+                        break;
+                    }
+                    if !sink.records.is_empty()
+                        && records_tx.send(std::mem::take(&mut sink.records)).is_err()
                     {
                         break; // the writer failed: its error is reported below
                     }
@@ -648,70 +805,26 @@ impl IndexRun<'_> {
                 if ok_masks.is_empty() {
                     continue;
                 }
-                let embeddings = match embed_masks(self.model, &image, &ok_masks, embed_stage, &cfg)
-                {
-                    Ok(e) => e,
-                    // Cut short, not wrong: the photo is left for the rerun.
-                    Err(_) if self.cancel.is_cancelled() => {
-                        report.interrupted = true;
-                        report.images_processed -= 1;
-                        break;
-                    }
-                    Err(e) => {
-                        for r in &ok_regions {
-                            failures.push(ItemFailure {
-                                image: d.input.name.clone(),
-                                region_id: Some(r.id.clone()),
-                                stage: "embed",
-                                error: e.clone(),
-                            });
-                        }
-                        continue;
-                    }
-                };
-                let created_at_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0);
-                for ((r, mask), emb) in ok_regions.iter().zip(&ok_masks).zip(embeddings) {
-                    match emb {
-                        Ok(embedding) => {
-                            let bbox = clip_box(
-                                r.bbox.unwrap_or_else(|| {
-                                    mask.bbox()
-                                        .map(|b| {
-                                            [b[0] as f32, b[1] as f32, b[2] as f32, b[3] as f32]
-                                        })
-                                        .unwrap_or([0.0; 4])
-                                }),
-                                image.width(),
-                                image.height(),
-                            );
-                            records.push(RegionRecord {
-                                meta: RegionMeta {
-                                    image: d.input.name.clone(),
-                                    image_hash: hash.clone(),
-                                    region_id: r.id.clone(),
-                                    bbox,
-                                    mask: Rle::encode(mask).to_coco(),
-                                    source: source.to_string(),
-                                    method: method.clone(),
-                                    label: r.label.clone(),
-                                    created_at_ms,
-                                    exif_rotated: decode.exif_rotate,
-                                },
-                                embedding,
-                            });
-                        }
-                        Err(e) => failures.push(ItemFailure {
-                            image: d.input.name.clone(),
-                            region_id: Some(r.id.clone()),
-                            stage: "embed",
-                            error: e,
-                        }),
-                    }
+                ready.push(Ready {
+                    name: d.input.name.clone(),
+                    hash,
+                    image,
+                    regions: ok_regions.into_iter().cloned().collect(),
+                    masks: ok_masks,
+                });
+                if ready.len() >= forward_batch && !embed_ready(&mut ready, &mut sink) {
+                    report.interrupted = true;
+                    break;
                 }
             }
+            if !report.interrupted && !embed_ready(&mut ready, &mut sink) {
+                report.interrupted = true;
+            }
+            // Photos cut short, or whose masks were made but never embedded, are left for the rerun and not
+            // counted as processed.
+            report.images_processed -= sink.unfinished + ready.len();
+            let records = std::mem::take(&mut sink.records);
+            failures.append(&mut sink.failures);
             // Stops the decoder at its next photo; what this stage embedded is still committed.
             drop(photo_rx);
             if !records.is_empty() {

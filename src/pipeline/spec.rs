@@ -50,6 +50,10 @@ pub struct InvertParams {
     pub lr: f64,
     #[serde(default)]
     pub alpha: f64,
+    /// Photos per batched image forward (the step loops stay per photo). Unset: `batch_images` on a GPU, 1 on a
+    /// CPU (where a bigger product gains nothing and costs memory).
+    #[serde(default)]
+    pub forward_batch: Option<usize>,
 }
 
 fn default_size() -> usize {
@@ -69,6 +73,7 @@ impl Default for InvertParams {
             steps: default_steps(),
             lr: default_lr(),
             alpha: 0.0,
+            forward_batch: None,
         }
     }
 }
@@ -271,6 +276,13 @@ impl PipelineSpec {
                 return Err("[invert] needs size > 0, steps > 0, lr > 0 and a finite alpha".into());
             }
         }
+        if self
+            .invert
+            .as_ref()
+            .is_some_and(|p| p.forward_batch == Some(0))
+        {
+            return Err("[invert] forward_batch must be at least 1".into());
+        }
         if self.index.as_ref().is_some_and(|i| i.batch_images == 0) {
             return Err("[index] batch_images must be at least 1".into());
         }
@@ -302,6 +314,15 @@ impl PipelineSpec {
             lr: p.lr,
             alpha: p.alpha,
             ..InversionConfig::default()
+        }
+    }
+
+    /// Photos per batched image forward on `device` (see [`InvertParams::forward_batch`]).
+    pub fn forward_batch(&self, device: &candle_core::Device) -> usize {
+        match self.invert.as_ref().and_then(|p| p.forward_batch) {
+            Some(n) => n,
+            None if device.is_cuda() => self.batch_images(),
+            None => 1,
         }
     }
 
