@@ -28,6 +28,9 @@ pub fn parse(name: &str) -> Result<Device, DeviceError> {
     }
 }
 
+/// GiB of GPU memory an inversion may use, weights included, unless told otherwise: fits a 16 GiB card.
+pub const DEFAULT_GPU_MEMORY_GIB: f64 = 16.0;
+
 /// Arithmetic of the image forward and of the Jacobian build (the step loop always runs in f32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -50,14 +53,7 @@ pub enum Precision {
 
 impl Precision {
     pub fn parse(name: &str) -> Option<Self> {
-        [
-            Precision::Fp32,
-            Precision::Tf32,
-            Precision::Bf16,
-            Precision::Bf16Jacobian,
-        ]
-        .into_iter()
-        .find(|p| p.name() == name)
+        <Self as clap::ValueEnum>::from_str(name, false).ok()
     }
 
     pub fn name(self) -> &'static str {

@@ -24,6 +24,17 @@ pub enum LockWait {
     For(Duration),
 }
 
+impl LockWait {
+    /// A front door's yes/no "wait for the other writer" flag.
+    pub fn forever_if(wait: bool) -> Self {
+        if wait {
+            LockWait::Forever
+        } else {
+            LockWait::No
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct WriterLock {
     file: File,

@@ -77,6 +77,13 @@ pub fn merge(
         sources: sources.to_vec(),
         ..Default::default()
     };
+    let mut commit =
+        |batch: Vec<RegionRecord>, report: &mut MergeReport| -> Result<(), IndexError> {
+            let added = target.append(batch)?;
+            report.added += added.added;
+            report.duplicates += added.duplicates;
+            Ok(())
+        };
     for source in sources {
         let ix = RegionIndex::open(source)?;
         let mut batch = Vec::with_capacity(BATCH.min(ix.len()));
@@ -90,9 +97,7 @@ pub fn merge(
                 embedding,
             });
             if batch.len() == BATCH {
-                let added = target.append(std::mem::take(&mut batch))?;
-                report.added += added.added;
-                report.duplicates += added.duplicates;
+                commit(std::mem::take(&mut batch), &mut report)?;
             }
             report.rows_read += 1;
             if report.rows_read % 1000 == 0 {
@@ -100,9 +105,7 @@ pub fn merge(
             }
         }
         if !batch.is_empty() {
-            let added = target.append(batch)?;
-            report.added += added.added;
-            report.duplicates += added.duplicates;
+            commit(batch, &mut report)?;
         }
     }
     target.save_graph()?;

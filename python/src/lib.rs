@@ -222,7 +222,7 @@ impl Model {
     /// the cuda feature); `precision` "fp32" (default), "tf32", "bf16" or "bf16-jacobian" for the image forward and the Jacobian
     /// build; `gpu_memory` the GiB an inversion may use on a GPU, weights included.
     #[staticmethod]
-    #[pyo3(signature = (spec, device = "cpu", precision = "fp32", gpu_memory = 16.0))]
+    #[pyo3(signature = (spec, device = "cpu", precision = "fp32", gpu_memory = regionseek::device::DEFAULT_GPU_MEMORY_GIB))]
     fn load(
         py: Python<'_>,
         spec: &str,
@@ -409,7 +409,14 @@ fn model_from(py: Python<'_>, model: &Bound<'_, PyAny>, device: &str) -> PyResul
         PyTypeError::new_err("model must be a regionseek.Model or a model spec string")
     })?;
     // A spec gets the defaults; pass a loaded Model for another precision or GPU budget.
-    Ok(Model::load(py, &spec, device, "fp32", 16.0)?.inner)
+    Ok(Model::load(
+        py,
+        &spec,
+        device,
+        "fp32",
+        regionseek::device::DEFAULT_GPU_MEMORY_GIB,
+    )?
+    .inner)
 }
 
 fn search_mode(ef: Option<usize>, exact: bool) -> PyResult<SearchMode> {
@@ -771,11 +778,7 @@ fn index_photos<'py>(
         out,
         limit,
         shard,
-        wait: if wait {
-            regionseek::index::LockWait::Forever
-        } else {
-            regionseek::index::LockWait::No
-        },
+        wait: regionseek::index::LockWait::forever_if(wait),
         decode: regionseek::decode::DecodeOptions {
             max_pixels: max_pixels.unwrap_or(regionseek::decode::DEFAULT_MAX_PIXELS),
             exif_rotate,

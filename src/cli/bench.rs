@@ -38,7 +38,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Precision::Fp32)]
     precision: Precision,
     /// GiB of GPU memory an inversion may use, weights included (see `invert --gpu-memory`).
-    #[arg(long, default_value_t = 16.0)]
+    #[arg(long, default_value_t = regionseek::device::DEFAULT_GPU_MEMORY_GIB)]
     gpu_memory: f64,
     /// Where the step loop runs (comma-separated to compare): auto, host, device.
     #[arg(long, value_delimiter = ',', default_value = "auto")]

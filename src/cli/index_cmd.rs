@@ -73,11 +73,7 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
         out: a.out.clone(),
         limit: a.limit,
         shard: a.shard,
-        wait: if a.wait {
-            regionseek::index::LockWait::Forever
-        } else {
-            regionseek::index::LockWait::No
-        },
+        wait: regionseek::index::LockWait::forever_if(a.wait),
         decode: regionseek::decode::DecodeOptions {
             max_pixels: a.max_pixels,
             exif_rotate: a.exif_rotate,

@@ -12,13 +12,14 @@ pub struct ModelArgs {
     /// `cpu` or `cuda` (needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Arithmetic of the image forward and the Jacobian build: fp32 (exact), tf32 (GPU tensor cores) or
-    /// bf16 (half the Jacobian's memory). README "Precision" gives each one's parity cost.
+    /// Arithmetic of the image forward and the Jacobian build: fp32 (exact), tf32 (GPU tensor cores), bf16
+    /// (bfloat16 products) or bf16-jacobian (only the Jacobian, half its memory). README "Precision" gives
+    /// each one's parity cost.
     #[arg(long, value_enum, default_value_t = Precision::Fp32)]
     pub precision: Precision,
     /// GiB of GPU memory an inversion may use in all, weights included (with `--device cuda`): the
     /// Jacobian and the mask chunks are sized to fit.
-    #[arg(long, default_value_t = 16.0)]
+    #[arg(long, default_value_t = regionseek::device::DEFAULT_GPU_MEMORY_GIB)]
     pub gpu_memory: f64,
 }
 
@@ -28,7 +29,7 @@ impl ModelArgs {
             model: model.to_string(),
             device: device.to_string(),
             precision: Precision::Fp32,
-            gpu_memory: 16.0,
+            gpu_memory: regionseek::device::DEFAULT_GPU_MEMORY_GIB,
         }
     }
 

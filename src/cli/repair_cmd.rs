@@ -82,11 +82,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn repair(a: RepairArgs) -> anyhow::Result<ExitCode> {
-    let wait = if a.wait {
-        LockWait::Forever
-    } else {
-        LockWait::No
-    };
+    let wait = LockWait::forever_if(a.wait);
     let report = index::repair(&a.index, wait)?;
     if a.json {
         print_json(&json!(report))?;
@@ -149,11 +145,7 @@ pub fn merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
     } else {
         indicatif::ProgressBar::new(0)
     };
-    let wait = if a.wait {
-        LockWait::Forever
-    } else {
-        LockWait::No
-    };
+    let wait = LockWait::forever_if(a.wait);
     let report = index::merge(&sources, &a.out, wait, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);

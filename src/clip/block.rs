@@ -161,11 +161,7 @@ impl ResidualBlock {
     /// Attention probabilities `[B, H, N, N]`; `mask` is additive `[N, N]` (causal text mask).
     fn attention_probs(&self, q: &Tensor, k: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let d = q.dim(D::Minus1)?;
-        let dt = self.qkv_weight.dtype();
-        let scores = (q * (d as f64).powf(-0.5))?
-            .to_dtype(dt)?
-            .matmul(&k.to_dtype(dt)?.t()?)?
-            .to_dtype(DType::F32)?;
+        let scores = self.product(&(q * (d as f64).powf(-0.5))?, &k.t()?)?;
         let scores = match mask {
             Some(m) => scores.broadcast_add(m)?,
             None => scores,
@@ -173,12 +169,11 @@ impl ResidualBlock {
         candle_nn::ops::softmax_last_dim(&scores)
     }
 
-    /// `probs·v` with the product in the weights' dtype.
-    fn attend(&self, probs: &Tensor, v: &Tensor) -> Result<Tensor> {
+    /// `a·b` of two activations, in the dtype the block's weights are kept in, back to f32.
+    fn product(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let dt = self.qkv_weight.dtype();
-        probs
-            .to_dtype(dt)?
-            .matmul(&v.to_dtype(dt)?)?
+        a.to_dtype(dt)?
+            .matmul(&b.to_dtype(dt)?)?
             .to_dtype(DType::F32)
     }
 
@@ -194,7 +189,7 @@ impl ResidualBlock {
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (q, k, v) = self.qkv(x)?;
         let probs = self.attention_probs(&q, &k, mask)?;
-        let o = Self::merge_heads(&self.attend(&probs, &v)?)?;
+        let o = Self::merge_heads(&self.product(&probs, &v)?)?;
         let x_mid = (x + self.out_proj.forward(&o)?)?;
         let pre = self.fc1.forward(&self.ln_2.forward(&x_mid)?)?;
         x_mid + self.mlp(&pre)?
@@ -205,7 +200,7 @@ impl ResidualBlock {
         let (b, n, c) = x.dims3()?;
         let (q, k, v) = self.qkv(x)?;
         let probs = self.attention_probs(&q, &k, None)?;
-        let o = Self::merge_heads(&self.attend(&probs, &v)?)?;
+        let o = Self::merge_heads(&self.product(&probs, &v)?)?;
         let x_mid = (x + self.out_proj.forward(&o)?)?;
         let (ln2_normalized, ln2_std) = normalize_rows(&x_mid.reshape((b * n, c))?, self.eps)?;
         let pre = self.fc1.forward(&self.ln_2.forward(&x_mid)?)?;

@@ -224,23 +224,9 @@ pub fn invert_image(
     masks: &[BinaryMask],
     cfg: &InversionConfig,
 ) -> Result<InversionOutput, InvertError> {
-    check_size(model, cfg)?;
-    let t0 = std::time::Instant::now();
-    let pixels = preprocess::squash(
-        image,
-        cfg.size as u32,
-        &model.config.normalization,
-        &model.device,
-    )?;
-    invert_pixels(
-        model,
-        &pixels,
-        image.width() as usize,
-        image.height() as usize,
-        masks,
-        cfg,
-        t0,
-    )
+    invert_images(model, &[(image, masks)], cfg)?
+        .pop()
+        .expect("one photo in, one result out")
 }
 
 /// As [`invert_image`] for several photos, their forward passes batched into one (the step loops stay per

@@ -15,7 +15,7 @@ use crate::decode::DecodeOptions;
 use crate::index::{
     IndexSpec, LockWait, MethodInfo, RegionIndex, RegionMeta, RegionRecord, WriterLock,
 };
-use crate::invert::{invert_image, invert_images, validate_mask, InversionConfig};
+use crate::invert::{invert_images, validate_mask, InversionConfig};
 use crate::masks::{BinaryMask, Rle};
 use crate::sam::{box_mask, SamModel, SamOptions};
 
@@ -178,6 +178,9 @@ pub fn method_info(
     }
 }
 
+/// Per photo, its masks' embeddings or why the photo failed; per mask, its embedding or why not.
+pub type PhotoEmbeddings = Result<Vec<Result<Vec<f32>, String>>, String>;
+
 /// Embeddings of masks of one photo with the chosen method; each mask succeeds or fails on its own.
 pub fn embed_masks(
     model: &ClipModel,
@@ -185,38 +188,66 @@ pub fn embed_masks(
     masks: &[BinaryMask],
     stage: EmbedStage,
     cfg: &InversionConfig,
-) -> Result<Vec<Result<Vec<f32>, String>>, String> {
-    let (w, h) = (image.width() as usize, image.height() as usize);
+) -> PhotoEmbeddings {
+    embed_photos(model, &[(image, masks)], stage, cfg)
+        .pop()
+        .expect("one photo in, one result out")
+}
+
+/// As [`embed_masks`] for several photos; MaskInversion batches their image forwards into one.
+pub fn embed_photos(
+    model: &ClipModel,
+    photos: &[(&RgbImage, &[BinaryMask])],
+    stage: EmbedStage,
+    cfg: &InversionConfig,
+) -> Vec<PhotoEmbeddings> {
     match stage {
-        EmbedStage::Invert => {
-            let out = invert_image(model, image, masks, cfg).map_err(|e| e.to_string())?;
-            Ok(out
-                .masks
+        EmbedStage::Invert => match invert_images(model, photos, cfg) {
+            Ok(outputs) => outputs
                 .into_iter()
-                .map(|m| m.map(|r| r.embedding))
-                .collect())
-        }
-        EmbedStage::Baseline(b) => {
-            let checks: Vec<Result<(), String>> =
-                masks.iter().map(|m| validate_mask(m, w, h)).collect();
-            let valid: Vec<BinaryMask> = masks
-                .iter()
-                .zip(&checks)
-                .filter(|(_, c)| c.is_ok())
-                .map(|(m, _)| m.clone())
-                .collect();
-            let mut embs = if valid.is_empty() {
-                Vec::new()
-            } else {
-                baselines::embed_regions(model, image, &valid, b).map_err(|e| e.to_string())?
-            }
-            .into_iter();
-            Ok(checks
-                .into_iter()
-                .map(|c| c.map(|_| embs.next().expect("one embedding per valid mask")))
-                .collect())
-        }
+                .map(|r| {
+                    r.map(|out| {
+                        out.masks
+                            .into_iter()
+                            .map(|m| m.map(|r| r.embedding))
+                            .collect()
+                    })
+                    .map_err(|e| e.to_string())
+                })
+                .collect(),
+            Err(e) => vec![Err(e.to_string()); photos.len()],
+        },
+        EmbedStage::Baseline(b) => photos
+            .iter()
+            .map(|(image, masks)| embed_baseline(model, image, masks, b))
+            .collect(),
     }
+}
+
+fn embed_baseline(
+    model: &ClipModel,
+    image: &RgbImage,
+    masks: &[BinaryMask],
+    baseline: baselines::Baseline,
+) -> PhotoEmbeddings {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let checks: Vec<Result<(), String>> = masks.iter().map(|m| validate_mask(m, w, h)).collect();
+    let valid: Vec<BinaryMask> = masks
+        .iter()
+        .zip(&checks)
+        .filter(|(_, c)| c.is_ok())
+        .map(|(m, _)| m.clone())
+        .collect();
+    let mut embs = if valid.is_empty() {
+        Vec::new()
+    } else {
+        baselines::embed_regions(model, image, &valid, baseline).map_err(|e| e.to_string())?
+    }
+    .into_iter();
+    Ok(checks
+        .into_iter()
+        .map(|c| c.map(|_| embs.next().expect("one embedding per valid mask")))
+        .collect())
 }
 
 /// The masks of one photo's regions from the spec's mask stage (per region: the mask or why not).
@@ -398,33 +429,12 @@ fn embed_ready(ready: &mut Vec<Ready>, sink: &mut RecordSink) -> bool {
         return true;
     }
     let photos: Vec<Ready> = std::mem::take(ready);
-    let outcomes: Vec<Result<Vec<Result<Vec<f32>, String>>, String>> =
-        if sink.stage == EmbedStage::Invert && photos.len() > 1 {
-            let pairs: Vec<(&RgbImage, &[BinaryMask])> = photos
-                .iter()
-                .map(|p| (&p.image, p.masks.as_slice()))
-                .collect();
-            match invert_images(sink.model, &pairs, sink.cfg) {
-                Ok(all) => all
-                    .into_iter()
-                    .map(|r| {
-                        r.map(|out| {
-                            out.masks
-                                .into_iter()
-                                .map(|m| m.map(|r| r.embedding))
-                                .collect()
-                        })
-                        .map_err(|e| e.to_string())
-                    })
-                    .collect(),
-                Err(e) => vec![Err(e.to_string()); photos.len()],
-            }
-        } else {
-            photos
-                .iter()
-                .map(|p| embed_masks(sink.model, &p.image, &p.masks, sink.stage, sink.cfg))
-                .collect()
-        };
+    let pairs: Vec<(&RgbImage, &[BinaryMask])> = photos
+        .iter()
+        .map(|p| (&p.image, p.masks.as_slice()))
+        .collect();
+    let outcomes = embed_photos(sink.model, &pairs, sink.stage, sink.cfg);
+    drop(pairs);
     if sink.cancel.is_cancelled() && outcomes.iter().any(|o| o.is_err()) {
         // Cut short, not wrong: the photos are left for the rerun (the ones that finished are kept).
         for (p, o) in photos.iter().zip(&outcomes) {
