@@ -93,7 +93,7 @@ def _worker_class():
     return ShardIndexer
 
 
-def _init_ray(address: Optional[str], num_cpus: Optional[int]) -> None:
+def _init_ray(address: Optional[str]) -> None:
     import ray
 
     if ray.is_initialized():
@@ -102,7 +102,7 @@ def _init_ray(address: Optional[str], num_cpus: Optional[int]) -> None:
         ray.init(address=address, log_to_driver=True)
     else:
         # A local instance: nothing listens beyond this machine's loopback.
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1")
 
 
 def index_dataset(
@@ -137,7 +137,7 @@ def index_dataset(
         raise ValueError("give at most one of coco, boxes, masks")
     dataset = Path(out)
     _dataset_plan(dataset, shards, model, pipeline)
-    _init_ray(address, None)
+    _init_ray(address)
     resources = ray.cluster_resources()
     if device == "cuda":
         slots = int(resources.get("GPU", 0))
@@ -322,7 +322,7 @@ def serve_dataset(dataset: str, *, address: Optional[str] = None, host: str = "1
                   blocking: bool = True):
     from ray import serve
 
-    _init_ray(address, None)
+    _init_ray(address)
     serve.start(http_options={"host": host, "port": port})
     handle = serve.run(build_app(dataset, model, shard_timeout_s, cpus_per_shard), name="regionseek",
                        route_prefix="/")

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -127,8 +128,6 @@ def ask(text, k=10, exact=True):
         check(r.status == 200, f"HTTP {r.status}")
         return json.loads(r.read())
 
-
-import urllib.parse
 
 for text in ["a dog on a sofa", "a red car", "people at a table", "a bird in the sky"]:
     answer = ask(text)

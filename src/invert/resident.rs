@@ -32,6 +32,8 @@ pub(crate) struct DeviceUpsample {
     /// `A` `[S, g]` and `Aᵀ` `[g, S]`, both contiguous.
     a: Tensor,
     a_t: Tensor,
+    /// `0..S²` as a `[1, S²]` row, made once for the arg-extremes' one-hot rows of every step.
+    positions: Tensor,
 }
 
 impl DeviceUpsample {
@@ -39,7 +41,14 @@ impl DeviceUpsample {
         let size = grid * patch;
         let a = resize_matrix(grid, size, device)?;
         let a_t = a.t()?.contiguous()?;
-        Ok(Self { grid, size, a, a_t })
+        let positions = Tensor::arange(0u32, (size * size) as u32, device)?.unsqueeze(0)?;
+        Ok(Self {
+            grid,
+            size,
+            a,
+            a_t,
+            positions,
+        })
     }
 
     /// `[M, g²]` → `[M, S²]`.
@@ -81,11 +90,11 @@ fn normalize_rows(x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
     Ok((x.broadcast_div(&norms)?, norms))
 }
 
-fn one_hot(index: &Tensor, width: usize, device: &Device) -> candle_core::Result<Tensor> {
-    Tensor::arange(0u32, width as u32, device)?
-        .unsqueeze(0)?
-        .broadcast_eq(index)?
-        .to_dtype(DType::F32)
+impl DeviceUpsample {
+    /// Rows `[M, S²]` with a 1 at each row's `index` `[M, 1]`.
+    fn one_hot(&self, index: &Tensor) -> candle_core::Result<Tensor> {
+        self.positions.broadcast_eq(index)?.to_dtype(DType::F32)
+    }
 }
 
 fn maps_of(
@@ -98,8 +107,6 @@ fn maps_of(
     let u = rel.attention_output_grad(t_hat, path)?;
     let grads = rel.attention_grads(&u)?;
     let x = up.forward(&rel.relevance(&grads, m)?)?;
-    let device = x.device();
-    let width = x.dim(1)?;
     let lo = x.min_keepdim(1)?;
     let hi = x.max_keepdim(1)?;
     let span = (&hi - &lo)?;
@@ -110,8 +117,8 @@ fn maps_of(
         .broadcast_sub(&lo)?
         .broadcast_div(&range)?
         .broadcast_mul(&valid)?;
-    let at_min = one_hot(&x.argmin_keepdim(1)?, width, device)?;
-    let at_max = one_hot(&x.argmax_keepdim(1)?, width, device)?;
+    let at_min = up.one_hot(&x.argmin_keepdim(1)?)?;
+    let at_max = up.one_hot(&x.argmax_keepdim(1)?)?;
     Ok((
         grads,
         DeviceMaps {
