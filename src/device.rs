@@ -124,3 +124,134 @@ pub fn peak_memory_mib() -> Option<f64> {
 pub fn reset_peak_memory() {
     PEAK_DEVICE_BYTES.store(0, std::sync::atomic::Ordering::Relaxed);
 }
+
+/// The GPU's utilisation over a run, as nvidia-smi reports it: per sample, the percent of the last sample
+/// period during which a kernel was running.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct GpuUtilisation {
+    pub mean_percent: f64,
+    pub samples: usize,
+}
+
+impl GpuUtilisation {
+    pub fn from_samples(samples: &[u32]) -> Option<Self> {
+        (!samples.is_empty()).then(|| Self {
+            mean_percent: samples.iter().map(|&s| s as f64).sum::<f64>() / samples.len() as f64,
+            samples: samples.len(),
+        })
+    }
+}
+
+/// Samples a CUDA device's utilisation from NVML on a background thread until [`Self::finish`].
+pub struct UtilisationSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<u32>>>,
+}
+
+#[cfg(feature = "cuda")]
+/// Between NVML samples: the driver averages utilisation over 1/6 s to 1 s depending on the card.
+const UTILISATION_PERIOD: std::time::Duration = std::time::Duration::from_millis(200);
+
+impl UtilisationSampler {
+    /// None on the CPU, in a build without CUDA, or where NVML cannot be loaded or does not know the
+    /// device (the run goes on; only the figure is missing).
+    pub fn start(device: &Device) -> Option<Self> {
+        let bus_id = pci_bus_id(device)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || sample_until_stopped(&bus_id, &ready_tx, &stopped));
+        match ready_rx.recv() {
+            Ok(Ok(())) => Some(Self {
+                stop,
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                tracing::warn!("GPU utilisation is not reported: {e}");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    pub fn finish(mut self) -> Option<GpuUtilisation> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let samples = self.thread.take()?.join().ok()?;
+        GpuUtilisation::from_samples(&samples)
+    }
+}
+
+impl Drop for UtilisationSampler {
+    /// A run that ends in an error never calls `finish`: its sampler still stops.
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The device's PCI address, which NVML (blind to CUDA_VISIBLE_DEVICES' renumbering) is asked by.
+#[cfg(feature = "cuda")]
+fn pci_bus_id(device: &Device) -> Option<String> {
+    use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute as A;
+    let cuda = device.as_cuda_device().ok()?;
+    let context = cuda.cuda_stream().context().clone();
+    let get = |a| context.attribute(a).ok();
+    let (domain, bus, dev) = (
+        get(A::CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID)?,
+        get(A::CU_DEVICE_ATTRIBUTE_PCI_BUS_ID)?,
+        get(A::CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID)?,
+    );
+    Some(format!("{domain:x}:{bus:x}:{dev:x}.0"))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn pci_bus_id(_device: &Device) -> Option<String> {
+    None
+}
+
+type Ready = std::sync::mpsc::Sender<Result<(), String>>;
+
+#[cfg(feature = "cuda")]
+fn sample_until_stopped(
+    bus_id: &str,
+    ready: &Ready,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Vec<u32> {
+    // The driver ships only the versioned name; the plain one comes with development packages.
+    let nvml = match nvml_wrapper::Nvml::builder()
+        .lib_path(std::ffi::OsStr::new("libnvidia-ml.so.1"))
+        .init()
+        .or_else(|_| nvml_wrapper::Nvml::init())
+    {
+        Ok(nvml) => nvml,
+        Err(e) => {
+            let _ = ready.send(Err(format!("NVML: {e}")));
+            return Vec::new();
+        }
+    };
+    let gpu = match nvml.device_by_pci_bus_id(bus_id) {
+        Ok(gpu) => gpu,
+        Err(e) => {
+            let _ = ready.send(Err(format!("NVML has no device at {bus_id}: {e}")));
+            return Vec::new();
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let mut samples = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(UTILISATION_PERIOD);
+        if let Ok(u) = gpu.utilization_rates() {
+            samples.push(u.gpu);
+        }
+    }
+    samples
+}
+
+#[cfg(not(feature = "cuda"))]
+fn sample_until_stopped(
+    _bus_id: &str,
+    ready: &Ready,
+    _stop: &std::sync::atomic::AtomicBool,
+) -> Vec<u32> {
+    let _ = ready.send(Err("this build has no CUDA support".into()));
+    Vec::new()
+}

@@ -7,7 +7,7 @@ use common::*;
 use regionseek::clip::{ClipModel, ModelSource};
 use regionseek::explain::{GradPath, Relevance};
 use regionseek::invert::{
-    invert_image, invert_images, invert_pixels, legrad_map, GradChoice, InversionConfig,
+    invert_image, invert_images, invert_pixels, legrad_map, CostBasis, GradChoice, InversionConfig,
     InversionOutput, StepLoop,
 };
 use regionseek::masks::BinaryMask;
@@ -252,6 +252,66 @@ fn a_device_memory_budget_splits_masks_into_chunks_without_changing_them() {
         auto.report.grad_path, "direct",
         "a Jacobian over budget must not be built"
     );
+}
+
+#[test]
+fn auto_on_measured_costs_runs_the_path_its_estimates_favour() {
+    let exp = expected();
+    let pixels = exp["pixels"].unsqueeze(0).unwrap();
+    let invert = |model: &ClipModel, grad: GradChoice, steps: usize| {
+        let cfg = InversionConfig {
+            size: 64,
+            steps,
+            grad,
+            auto_costs: CostBasis::Measured,
+            step_loop: StepLoop::Host,
+            ..Default::default()
+        };
+        let masks = fixture_masks();
+        invert_pixels(
+            model,
+            &pixels,
+            80,
+            60,
+            &masks,
+            &cfg,
+            std::time::Instant::now(),
+        )
+        .unwrap()
+    };
+    let model = tiny();
+    for steps in [1, 40] {
+        let auto = invert(&model, GradChoice::Auto, steps);
+        let estimate = auto
+            .report
+            .grad_estimate
+            .expect("measured costs are reported");
+        assert!(
+            estimate.direct_s > 0.0 && estimate.jacobian_s > 0.0,
+            "{estimate:?}"
+        );
+        let favoured = if estimate.jacobian_s < estimate.direct_s {
+            ("jacobian", GradChoice::Jacobian)
+        } else {
+            ("direct", GradChoice::Direct)
+        };
+        assert_eq!(auto.report.grad_path, favoured.0, "{estimate:?}");
+        let forced = invert(&model, favoured.1, steps);
+        for (a, b) in auto.masks.iter().zip(&forced.masks) {
+            assert_eq!(a.as_ref().unwrap().embedding, b.as_ref().unwrap().embedding);
+        }
+        // The same shape again: the costs are reused, not measured a second time.
+        let again = invert(&model, GradChoice::Auto, steps);
+        let reused = again.report.grad_estimate.unwrap();
+        assert!(!reused.measured_now, "costs measured twice for one shape");
+        assert_eq!(again.report.grad_path, auto.report.grad_path);
+    }
+    // A Jacobian that cannot fit is never built, and nothing is measured for it.
+    let mut tight = tiny();
+    tight.device_memory_budget = Some(tight.vision_weight_bytes() + (768 << 20) + 4096);
+    let auto = invert(&tight, GradChoice::Auto, 40);
+    assert_eq!(auto.report.grad_path, "direct");
+    assert!(auto.report.grad_estimate.is_none());
 }
 
 #[test]

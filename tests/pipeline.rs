@@ -110,6 +110,10 @@ fn index_resume_search_and_export_on_a_coco128_slice() {
     assert_eq!(r["regions_added"].as_u64().unwrap() as usize, want);
     assert_eq!(r["rows_total"].as_u64().unwrap() as usize, want);
     assert_eq!(r["failures"], 0);
+    // The model stage's share of the run: most of it on a CPU run, never more than all of it.
+    let busy = r["model_busy_fraction"].as_f64().unwrap();
+    assert!(busy > 0.2 && busy <= 1.0, "model busy {busy}");
+    assert!(r["gpu_utilisation"].is_null(), "no GPU to sample: {r}");
     let log: Value =
         serde_json::from_str(&std::fs::read_to_string(index.join("errors.json")).unwrap()).unwrap();
     assert_eq!(log["failures"].as_array().unwrap().len(), 0);
@@ -121,6 +125,7 @@ fn index_resume_search_and_export_on_a_coco128_slice() {
         (r["regions_added"].as_u64(), r["images_skipped"].as_u64()),
         (Some(0), Some(5))
     );
+    assert_eq!(r["model_busy_fraction"], 0.0, "nothing was embedded");
     let a7 = args("7");
     let (_, out, _) = run(&a7.iter().map(String::as_str).collect::<Vec<_>>());
     let r = json(&out);

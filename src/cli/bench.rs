@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use candle_core::Tensor;
 use regionseek::clip::ClipModel;
 use regionseek::device::Precision;
-use regionseek::invert::{invert_pixels, GradChoice, InversionConfig, InversionOutput, StepLoop};
+use regionseek::invert::{
+    invert_pixels, CostBasis, GradChoice, InversionConfig, InversionOutput, StepLoop,
+};
 use regionseek::masks::BinaryMask;
 use serde_json::json;
 
@@ -30,6 +32,10 @@ pub struct BenchArgs {
     grad: Vec<String>,
     #[arg(long, default_value_t = 10)]
     steps: usize,
+    /// What `--grad auto` decides by: auto (measured on a GPU, counted on the CPU), measured or counted.
+    /// Rows of `auto` show the estimates it chose by (`estimate_direct_s`, `estimate_jacobian_s`).
+    #[arg(long, value_enum, default_value_t = CostBasis::Auto)]
+    auto_costs: CostBasis,
     /// Timed repetitions per configuration (the fastest is reported, after one warm-up run).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
@@ -169,6 +175,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
                         size,
                         steps: a.steps,
                         grad,
+                        auto_costs: a.auto_costs,
                         step_loop,
                         ..Default::default()
                     };
@@ -203,6 +210,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
                     let peak_mib = regionseek::device::peak_memory_mib();
                     let row = json!({
                         "model": model.id(), "size": size, "masks": m, "steps": a.steps, "grad": r.grad_path,
+                        "grad_asked": g,
+                        "estimate_direct_s": r.grad_estimate.map(|e| e.direct_s),
+                        "estimate_jacobian_s": r.grad_estimate.map(|e| e.jacobian_s),
                         "step_loop": r.step_loop, "precision": model.precision.name(),
                         "device": a.device, "forward_s": r.seconds_forward, "jacobian_s": r.seconds_jacobian,
                         "steps_s": r.seconds_steps, "total_s": total, "chunks": r.chunks,

@@ -101,7 +101,7 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!(
             "{}: {} photos ({} processed, {} already indexed), {} regions added ({} already indexed), {} failed; \
-             {} rows in {}; {:.1} s, {:.2} photos/s, {:.2} regions/s, peak RSS {} MB",
+             {} rows in {}; {:.1} s, {:.2} photos/s, {:.2} regions/s, peak RSS {} MB; model busy {:.0}% of the time{}",
             report.pipeline,
             report.images,
             report.images_processed,
@@ -115,6 +115,11 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
             report.images_per_second,
             report.regions_per_second,
             report.peak_rss_mb.map(|m| format!("{m:.0}")).unwrap_or_else(|| "?".into()),
+            100.0 * report.model_busy_fraction,
+            report
+                .gpu_utilisation
+                .map(|u| format!(", GPU utilisation {:.0}%", u.mean_percent))
+                .unwrap_or_default(),
         );
         if report.failures + report.input_issues > 0 {
             if let Some(log) = &report.error_log {

@@ -68,6 +68,17 @@ fn activation_derivative(act: Activation, h: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// The per-image operands the Jacobian's rows are made from (see [`Relevance::build_jacobian`]).
+struct JacobianOperands {
+    /// `w(e_k)` for the d basis vectors `[d, C]`, and its product with fc2 `[d, F]`.
+    w_of_basis: Tensor,
+    y: Tensor,
+    fc1: Tensor,
+    out_proj: Tensor,
+    act_prime: Tensor,
+    ln2: LnPoint,
+}
+
 /// Everything about one image that the map and its gradient need, computed once per image.
 pub struct Relevance {
     pub tokens: usize,
@@ -146,6 +157,10 @@ impl Relevance {
         self
     }
 
+    pub fn jacobian_dtype(&self) -> DType {
+        self.jacobian_dtype
+    }
+
     pub fn device(&self) -> &Device {
         self.zhat.device()
     }
@@ -200,58 +215,132 @@ impl Relevance {
         (through_mlp + dg.sum(1)?)? / n as f64
     }
 
-    /// Builds and keeps the per-image Jacobian K `[N·C, d]` with `U[i, c] = <K[i, c, :], t̂>`.
-    /// `token_chunk` bounds the temporary `[chunk, F, d]` buffer.
-    pub fn build_jacobian(&mut self, token_chunk: usize) -> Result<()> {
+    /// The operands every chunk of Jacobian rows is made from, in the Jacobian's dtype.
+    fn jacobian_operands(&self) -> Result<JacobianOperands> {
         let d = self.embed_dim;
-        let c = self.width;
-        let n = self.tokens;
         let dt = self.jacobian_dtype;
         // M_mat = ∂w/∂t̂ as [d, C] rows: the images of the unit vectors.
         let eye = Tensor::eye(d, DType::F32, self.device())?;
         let w_of_basis = self.token_mean_grad(&eye)?.to_dtype(dt)?; // [d, C]: row k = w(e_k)
-        let (fc1, fc2, out_proj) = (
-            self.fc1.to_dtype(dt)?,
-            self.fc2.to_dtype(dt)?,
-            self.out_proj.to_dtype(dt)?,
-        );
-        let act_prime = self.act_prime.to_dtype(dt)?;
-        let ln2 = LnPoint {
-            xhat: self.ln_2.xhat.to_dtype(dt)?,
-            std: self.ln_2.std.to_dtype(dt)?,
-            gamma: self.ln_2.gamma.to_dtype(dt)?,
+        let fc2 = self.fc2.to_dtype(dt)?;
+        Ok(JacobianOperands {
+            y: w_of_basis.matmul(&fc2)?, // [d, F]
+            w_of_basis,
+            fc1: self.fc1.to_dtype(dt)?,
+            out_proj: self.out_proj.to_dtype(dt)?,
+            act_prime: self.act_prime.to_dtype(dt)?,
+            ln2: LnPoint {
+                xhat: self.ln_2.xhat.to_dtype(dt)?,
+                std: self.ln_2.std.to_dtype(dt)?,
+                gamma: self.ln_2.gamma.to_dtype(dt)?,
+            },
+        })
+    }
+
+    /// The Jacobian's rows for tokens `start..start + len`: `[len·C, d]`.
+    fn jacobian_rows(&self, ops: &JacobianOperands, start: usize, len: usize) -> Result<Tensor> {
+        let (d, c, n) = (self.embed_dim, self.width, self.tokens);
+        // residual_grad over a subset of tokens, with the d basis vectors as the "masks".
+        let a = ops.act_prime.narrow(0, start, len)?; // [len, F]
+        let z = a.unsqueeze(0)?.broadcast_mul(&ops.y.unsqueeze(1)?)?; // [d, len, F]
+        let f = ops.y.dim(1)?;
+        let q = z
+            .reshape((d * len, f))?
+            .matmul(&ops.fc1)?
+            .reshape((d, len, c))?;
+        let ln = LnPoint {
+            xhat: ops.ln2.xhat.narrow(0, start, len)?,
+            std: ops.ln2.std.narrow(0, start, len)?,
+            gamma: ops.ln2.gamma.clone(),
         };
+        let g = (ln
+            .transpose_apply(&q)?
+            .broadcast_add(&ops.w_of_basis.unsqueeze(1)?)?
+            / n as f64)?;
+        let u = g
+            .reshape((d * len, c))?
+            .matmul(&ops.out_proj)?
+            .reshape((d, len * c))?; // [d, len·C]
+        u.t()?.contiguous() // [len·C, d]
+    }
+
+    /// Builds and keeps the per-image Jacobian K `[N·C, d]` with `U[i, c] = <K[i, c, :], t̂>`.
+    /// `token_chunk` bounds the temporary `[chunk, F, d]` buffer.
+    pub fn build_jacobian(&mut self, token_chunk: usize) -> Result<()> {
+        let n = self.tokens;
+        let ops = self.jacobian_operands()?;
+        let token_chunk = token_chunk.max(1);
         let mut parts = Vec::with_capacity(n.div_ceil(token_chunk));
         let mut start = 0;
         while start < n {
             let len = token_chunk.min(n - start);
-            // residual_grad over a subset of tokens, with the d basis vectors as the "masks".
-            let y = w_of_basis.matmul(&fc2)?; // [d, F]
-            let a = act_prime.narrow(0, start, len)?; // [len, F]
-            let z = a.unsqueeze(0)?.broadcast_mul(&y.unsqueeze(1)?)?; // [d, len, F]
-            let f = y.dim(1)?;
-            let q = z
-                .reshape((d * len, f))?
-                .matmul(&fc1)?
-                .reshape((d, len, c))?;
-            let ln = LnPoint {
-                xhat: ln2.xhat.narrow(0, start, len)?,
-                std: ln2.std.narrow(0, start, len)?,
-                gamma: ln2.gamma.clone(),
-            };
-            let g = (ln
-                .transpose_apply(&q)?
-                .broadcast_add(&w_of_basis.unsqueeze(1)?)?
-                / n as f64)?;
-            let u = g
-                .reshape((d * len, c))?
-                .matmul(&out_proj)?
-                .reshape((d, len * c))?; // [d, len·C]
-            parts.push(u.t()?.contiguous()?); // [len·C, d]
+            parts.push(self.jacobian_rows(&ops, start, len)?);
             start += len;
         }
         self.jacobian = Some(Tensor::cat(&parts, 0)?);
         Ok(())
+    }
+
+    /// What the two gradient paths cost on this image's device, timed on a slice of the real work: `masks`
+    /// token vectors through the chain rule and its transpose, and one `token_chunk` of Jacobian rows (the
+    /// build repeats exactly that chunk N/chunk times) with the two products against a tile of such rows.
+    /// Each piece runs once untimed first, so that kernel loading and library handles stay out of the
+    /// figures. Counted MACs cannot see that a GPU runs the Jacobian's few large products far faster per
+    /// MAC than the chain's many small ones, or what a precision does to either.
+    pub fn measure_costs(&self, masks: usize, token_chunk: usize) -> Result<MeasuredCosts> {
+        let device = self.device().clone();
+        let (n, c) = (self.tokens, self.width);
+        let m = masks.max(1);
+        let timed = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+            f()?;
+            device.synchronize()?;
+            let t = std::time::Instant::now();
+            f()?;
+            device.synchronize()?;
+            Ok(t.elapsed().as_secs_f64())
+        };
+        // Real-valued unit tokens: the image's own direction, as an inversion starts from it.
+        let t_hat = self.zhat.unsqueeze(0)?.repeat((m, 1))?;
+        let du = self.attention_output_grad(&t_hat, GradPath::Direct)?;
+        let direct_s = timed(&mut || {
+            let u = self.attention_output_grad(&t_hat, GradPath::Direct)?;
+            self.attention_output_grad_t(&u, GradPath::Direct).map(drop)
+        })?;
+
+        let mut ops = None;
+        let operands_s = timed(&mut || {
+            ops = Some(self.jacobian_operands()?);
+            Ok(())
+        })?;
+        let ops = ops.expect("set by the timed closure");
+        let len = token_chunk.clamp(1, n);
+        let mut rows = None;
+        let rows_s = timed(&mut || {
+            rows = Some(self.jacobian_rows(&ops, 0, len)?);
+            Ok(())
+        })?;
+        let rows = rows.expect("set by the timed closure");
+        // Products against a tile of up to 8 chunks (at most all N tokens): one chunk's product is too small
+        // to fill a GPU.
+        let tile = (n / len).clamp(1, 8);
+        let k_tile = Tensor::cat(&vec![&rows; tile], 0)?; // [tile·len·C, d]
+        let tile_tokens = tile * len;
+        let t_k = t_hat.to_dtype(k_tile.dtype())?;
+        let du_tile = du
+            .narrow(1, 0, tile_tokens)?
+            .reshape((m, tile_tokens * c))?
+            .to_dtype(k_tile.dtype())?;
+        let products_s = timed(&mut || {
+            k_tile.matmul(&t_k.t()?)?;
+            du_tile.matmul(&k_tile).map(drop)
+        })?;
+        let chunks = n.div_ceil(len) as f64;
+        Ok(MeasuredCosts {
+            masks: m,
+            direct_per_eval_s: direct_s / m as f64,
+            jacobian_per_eval_s: products_s * (n as f64 / tile_tokens as f64) / m as f64,
+            jacobian_build_s: operands_s + rows_s * chunks,
+        })
     }
 
     /// Bytes the cached Jacobian takes on the device (0 before it is built).
@@ -384,6 +473,38 @@ impl PathCosts {
         let direct = e * self.direct_per_eval;
         let jac = (self.jacobian_build + e * self.jacobian_per_eval) / jacobian_speed;
         if jac < direct && self.jacobian_bytes <= memory_budget {
+            GradPath::Jacobian
+        } else {
+            GradPath::Direct
+        }
+    }
+}
+
+/// Seconds the two gradient paths take on one device for one model shape, measured by
+/// [`Relevance::measure_costs`].
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct MeasuredCosts {
+    /// Token vectors per evaluation the figures were taken at (a GPU's per-vector cost falls with more).
+    pub masks: usize,
+    pub direct_per_eval_s: f64,
+    pub jacobian_per_eval_s: f64,
+    pub jacobian_build_s: f64,
+}
+
+impl MeasuredCosts {
+    /// Estimated seconds of `evaluations` token-vector evaluations on each path: (direct, Jacobian).
+    pub fn estimate(&self, evaluations: usize) -> (f64, f64) {
+        let e = evaluations as f64;
+        (
+            e * self.direct_per_eval_s,
+            self.jacobian_build_s + e * self.jacobian_per_eval_s,
+        )
+    }
+
+    /// The faster path for `evaluations`, the Jacobian only if its `jacobian_bytes` fit in `memory_budget`.
+    pub fn choose(&self, evaluations: usize, jacobian_bytes: f64, memory_budget: f64) -> GradPath {
+        let (direct, jacobian) = self.estimate(evaluations);
+        if jacobian < direct && jacobian_bytes <= memory_budget {
             GradPath::Jacobian
         } else {
             GradPath::Direct

@@ -38,13 +38,29 @@ pub enum StepLoop {
     Device,
 }
 
-/// Which gradient path to use; `Auto` picks the cheaper one from M·K and the model's sizes.
+/// Which gradient path to use; `Auto` picks the cheaper one for M·K evaluations (see [`CostBasis`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum GradChoice {
     Auto,
     Jacobian,
     Direct,
+}
+
+/// What [`GradChoice::Auto`] compares the two gradient paths by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CostBasis {
+    /// Measured on a GPU, counted on the CPU. On a CPU both paths are the same kind of f32 products at
+    /// nearly the same rate per MAC, so counting is right, free and does not let timing noise change the
+    /// path (and with it the LETs' last digits) from run to run; a GPU runs the Jacobian's few large
+    /// products far faster per MAC than the chain's many small ones, by a factor that depends on the card,
+    /// the model and the precision.
+    Auto,
+    /// Timed on the device, once per process for each model shape, precision and mask-count bucket.
+    Measured,
+    /// Multiply-accumulates counted from the model's sizes.
+    Counted,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -60,6 +76,8 @@ pub struct InversionConfig {
     pub eps: f64,
     pub weight_decay: f64,
     pub grad: GradChoice,
+    /// What `grad: Auto` decides by.
+    pub auto_costs: CostBasis,
     pub step_loop: StepLoop,
     /// Bytes the per-chunk temporaries may take (the M·H·N² products dominate).
     pub chunk_budget_bytes: usize,
@@ -84,6 +102,7 @@ impl Default for InversionConfig {
             eps: 1e-8,
             weight_decay: 0.0,
             grad: GradChoice::Auto,
+            auto_costs: CostBasis::Auto,
             step_loop: StepLoop::Auto,
             chunk_budget_bytes: 1 << 30,
             jacobian_budget_bytes: 2 << 30,
@@ -120,6 +139,17 @@ pub struct InversionReport {
     pub seconds_forward: f64,
     pub seconds_jacobian: f64,
     pub seconds_steps: f64,
+    /// The measured costs `grad: Auto` chose by, when it measured.
+    pub grad_estimate: Option<GradEstimate>,
+}
+
+/// What `grad: Auto` expected each path to take for this photo, from costs measured on its device.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct GradEstimate {
+    pub direct_s: f64,
+    pub jacobian_s: f64,
+    /// The costs were measured for this photo (the first of its kind in this process), not reused.
+    pub measured_now: bool,
 }
 
 pub struct InversionOutput {
@@ -328,14 +358,34 @@ fn invert_from_taps(
         Some(available) => (available / 2) as usize,
         None => cfg.jacobian_budget_bytes,
     };
+    let measure = match cfg.auto_costs {
+        CostBasis::Auto => !rel.device().is_cpu(),
+        CostBasis::Measured => true,
+        CostBasis::Counted => false,
+    };
+    let mut grad_estimate = None;
     let path = match cfg.grad {
         GradChoice::Direct => GradPath::Direct,
         GradChoice::Jacobian => GradPath::Jacobian,
-        GradChoice::Auto => rel.costs().choose(evaluations, jacobian_budget as f64, 1.0),
+        GradChoice::Auto => {
+            let counted = rel.costs();
+            if !measure || valid.is_empty() || counted.jacobian_bytes > jacobian_budget as f64 {
+                counted.choose(evaluations, jacobian_budget as f64, 1.0)
+            } else {
+                let (measured, measured_now) = measured_costs(&rel, valid.len())?;
+                let (direct_s, jacobian_s) = measured.estimate(evaluations);
+                grad_estimate = Some(GradEstimate {
+                    direct_s,
+                    jacobian_s,
+                    measured_now,
+                });
+                measured.choose(evaluations, counted.jacobian_bytes, jacobian_budget as f64)
+            }
+        }
     };
     let t_jac = std::time::Instant::now();
     if path == GradPath::Jacobian && !valid.is_empty() {
-        rel.build_jacobian(16)?;
+        rel.build_jacobian(JACOBIAN_TOKEN_CHUNK)?;
         crate::device::note_memory_use(rel.device());
     }
     let seconds_jacobian = t_jac.elapsed().as_secs_f64();
@@ -413,8 +463,60 @@ fn invert_from_taps(
             seconds_forward,
             seconds_jacobian,
             seconds_steps: t_steps.elapsed().as_secs_f64(),
+            grad_estimate,
         },
     })
+}
+
+/// Tokens per chunk of the Jacobian build: bounds its `[chunk, F, d]` temporary.
+const JACOBIAN_TOKEN_CHUNK: usize = 16;
+
+/// Measured path costs are worth reusing across photos of one shape: they depend on the device, the
+/// model's sizes, the Jacobian's dtype and how many token vectors each evaluation carries.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CostKey {
+    device: String,
+    tokens: usize,
+    width: usize,
+    mlp_width: usize,
+    embed_dim: usize,
+    jacobian_dtype: candle_core::DType,
+    masks: usize,
+}
+
+/// The costs measured on this photo's device for its shape, measuring them the first time a shape is seen
+/// in this process; `true` when measured now. Mask counts are bucketed to powers of two up to 32, beyond
+/// which a GPU's per-vector cost no longer falls much.
+fn measured_costs(
+    rel: &Relevance,
+    masks: usize,
+) -> Result<(crate::explain::MeasuredCosts, bool), InvertError> {
+    static MEASURED: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<CostKey, crate::explain::MeasuredCosts>>,
+    > = std::sync::OnceLock::new();
+    let bucket = masks.clamp(1, 32).next_power_of_two();
+    let key = CostKey {
+        device: format!("{:?}", rel.device().location()),
+        tokens: rel.tokens,
+        width: rel.width,
+        mlp_width: rel.mlp_width(),
+        embed_dim: rel.embed_dim,
+        jacobian_dtype: rel.jacobian_dtype(),
+        masks: bucket,
+    };
+    let cache = MEASURED.get_or_init(Default::default);
+    if let Some(c) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok((*c, false));
+    }
+    // Measured outside the lock: two threads meeting a new shape at once both measure, which costs a
+    // little time and nothing else.
+    let measured = rel.measure_costs(bucket, JACOBIAN_TOKEN_CHUNK)?;
+    tracing::debug!(?key, ?measured, "gradient path costs measured");
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, measured);
+    Ok((measured, true))
 }
 
 /// Maps of unit tokens `[M, d]` at S×S, with the relevance products kept for the backward pass.

@@ -65,6 +65,12 @@ pub struct IndexRunReport {
     pub interrupted: bool,
     /// Photos per image forward (MaskInversion's forward passes are batched over this many photos).
     pub forward_batch: usize,
+    /// Share of the run's wall time the model stage spent embedding (forwards and inversions, results back
+    /// on the host) rather than waiting for decoded photos or for the writer: near 1, the model is the
+    /// bottleneck; well below, decoding or writing is.
+    pub model_busy_fraction: f64,
+    /// With `--device cuda`: the GPU's utilisation over the run from NVML (None where NVML is missing).
+    pub gpu_utilisation: Option<crate::device::GpuUtilisation>,
 }
 
 /// The identity of a model's weights recorded in the index: the id for built-in random models, the sha256
@@ -420,6 +426,8 @@ struct RecordSink<'a> {
     failures: Vec<ItemFailure>,
     /// Photos whose embedding the cancel flag cut short (left for the rerun).
     unfinished: usize,
+    /// Wall time spent in the model.
+    embed_seconds: f64,
 }
 
 /// Embeds the ready photos — MaskInversion's forward passes batched into one — into rows. False when the
@@ -433,7 +441,9 @@ fn embed_ready(ready: &mut Vec<Ready>, sink: &mut RecordSink) -> bool {
         .iter()
         .map(|p| (&p.image, p.masks.as_slice()))
         .collect();
+    let t = Instant::now();
     let outcomes = embed_photos(sink.model, &pairs, sink.stage, sink.cfg);
+    sink.embed_seconds += t.elapsed().as_secs_f64();
     drop(pairs);
     if sink.cancel.is_cancelled() && outcomes.iter().any(|o| o.is_err()) {
         // Cut short, not wrong: the photos are left for the rerun (the ones that finished are kept).
@@ -628,6 +638,7 @@ impl IndexRun<'_> {
         issues: Vec<InputIssue>,
     ) -> anyhow::Result<IndexRunReport> {
         let started = Instant::now();
+        let utilisation = crate::device::UtilisationSampler::start(&self.model.device);
         let cfg = InversionConfig {
             cancel: self.cancel.clone(),
             ..self.spec.inversion_config()
@@ -686,6 +697,7 @@ impl IndexRun<'_> {
         // Three stages so that the model never waits on the disk or the graph: CPU threads hash and decode
         // photos ahead through a bounded queue, this thread runs the mask stage and the model, and a writer
         // thread appends (HNSW inserts, Parquet commit) while the next photos are embedded.
+        let mut embed_seconds = 0.0;
         let appended: anyhow::Result<()> = std::thread::scope(|scope| {
             let (photo_tx, photo_rx) = std::sync::mpsc::sync_channel::<Decoded>(2 * batch);
             let (records_tx, records_rx) = std::sync::mpsc::sync_channel::<Vec<RegionRecord>>(2);
@@ -725,6 +737,7 @@ impl IndexRun<'_> {
                 records: Vec::new(),
                 failures: Vec::new(),
                 unfinished: 0,
+                embed_seconds: 0.0,
             };
             let forward_batch = self.spec.forward_batch(&self.model.device).max(1);
             report.forward_batch = forward_batch;
@@ -833,6 +846,7 @@ impl IndexRun<'_> {
             // Photos cut short, or whose masks were made but never embedded, are left for the rerun and not
             // counted as processed.
             report.images_processed -= sink.unfinished + ready.len();
+            embed_seconds = sink.embed_seconds;
             let records = std::mem::take(&mut sink.records);
             failures.append(&mut sink.failures);
             // Stops the decoder at its next photo; what this stage embedded is still committed.
@@ -859,6 +873,8 @@ impl IndexRun<'_> {
         report.images_per_second = report.images_processed as f64 / report.seconds.max(1e-9);
         report.regions_per_second = report.regions_added as f64 / report.seconds.max(1e-9);
         report.peak_rss_mb = peak_rss_mb();
+        report.model_busy_fraction = embed_seconds / report.seconds.max(1e-9);
+        report.gpu_utilisation = utilisation.and_then(|u| u.finish());
         for f in &mut failures {
             f.error = f.error.trim().to_string();
         }
