@@ -358,38 +358,6 @@ fn invert_from_taps(
         Some(available) => (available / 2) as usize,
         None => cfg.jacobian_budget_bytes,
     };
-    let measure = match cfg.auto_costs {
-        CostBasis::Auto => !rel.device().is_cpu(),
-        CostBasis::Measured => true,
-        CostBasis::Counted => false,
-    };
-    let mut grad_estimate = None;
-    let path = match cfg.grad {
-        GradChoice::Direct => GradPath::Direct,
-        GradChoice::Jacobian => GradPath::Jacobian,
-        GradChoice::Auto => {
-            let counted = rel.costs();
-            if !measure || valid.is_empty() || counted.jacobian_bytes > jacobian_budget as f64 {
-                counted.choose(evaluations, jacobian_budget as f64, 1.0)
-            } else {
-                let (measured, measured_now) = measured_costs(&rel, valid.len())?;
-                let (direct_s, jacobian_s) = measured.estimate(evaluations);
-                grad_estimate = Some(GradEstimate {
-                    direct_s,
-                    jacobian_s,
-                    measured_now,
-                });
-                measured.choose(evaluations, counted.jacobian_bytes, jacobian_budget as f64)
-            }
-        }
-    };
-    let t_jac = std::time::Instant::now();
-    if path == GradPath::Jacobian && !valid.is_empty() {
-        rel.build_jacobian(JACOBIAN_TOKEN_CHUNK)?;
-        crate::device::note_memory_use(rel.device());
-    }
-    let seconds_jacobian = t_jac.elapsed().as_secs_f64();
-
     let on_device = match cfg.step_loop {
         StepLoop::Host => false,
         StepLoop::Device => true,
@@ -410,6 +378,43 @@ fn invert_from_taps(
     // The ReLU products and their positive masks dominate; the device loop adds about eight S×S maps.
     let per_mask_bytes = 4 * (3 * rel.heads * n * n + 2 * n * rel.mlp_width())
         + if on_device { 4 * 8 * s2 } else { 0 };
+    let measure = match cfg.auto_costs {
+        CostBasis::Auto => !rel.device().is_cpu(),
+        CostBasis::Measured => true,
+        CostBasis::Counted => false,
+    };
+    let mut grad_estimate = None;
+    let path = match cfg.grad {
+        GradChoice::Direct => GradPath::Direct,
+        GradChoice::Jacobian => GradPath::Jacobian,
+        GradChoice::Auto => {
+            let counted = rel.costs();
+            if !measure || valid.is_empty() || counted.jacobian_bytes > jacobian_budget as f64 {
+                counted.choose(evaluations, jacobian_budget as f64, 1.0)
+            } else {
+                // Measured on no more vectors than a chunk may hold, so the measurement fits where the run does.
+                let most_per_chunk = (model_budget.map_or(cfg.chunk_budget_bytes, |a| a as usize)
+                    / per_mask_bytes.max(1))
+                .max(1);
+                let (measured, measured_now) =
+                    measured_costs(&rel, valid.len().min(most_per_chunk))?;
+                let (direct_s, jacobian_s) = measured.estimate(evaluations);
+                grad_estimate = Some(GradEstimate {
+                    direct_s,
+                    jacobian_s,
+                    measured_now,
+                });
+                measured.choose(evaluations, counted.jacobian_bytes, jacobian_budget as f64)
+            }
+        }
+    };
+    let t_jac = std::time::Instant::now();
+    if path == GradPath::Jacobian && !valid.is_empty() {
+        rel.build_jacobian(JACOBIAN_TOKEN_CHUNK)?;
+        crate::device::note_memory_use(rel.device());
+    }
+    let seconds_jacobian = t_jac.elapsed().as_secs_f64();
+
     let chunk_budget = match model_budget {
         Some(available) => available.saturating_sub(rel.jacobian_bytes() as u64) as usize,
         None => cfg.chunk_budget_bytes,
@@ -485,8 +490,8 @@ struct CostKey {
 }
 
 /// The costs measured on this photo's device for its shape, measuring them the first time a shape is seen
-/// in this process; `true` when measured now. Mask counts are bucketed to powers of two up to 32, beyond
-/// which a GPU's per-vector cost no longer falls much.
+/// in this process; `true` when measured now. Mask counts are bucketed down to powers of two up to 32,
+/// beyond which a GPU's per-vector cost no longer falls much.
 fn measured_costs(
     rel: &Relevance,
     masks: usize,
@@ -494,7 +499,7 @@ fn measured_costs(
     static MEASURED: std::sync::OnceLock<
         std::sync::Mutex<std::collections::HashMap<CostKey, crate::explain::MeasuredCosts>>,
     > = std::sync::OnceLock::new();
-    let bucket = masks.clamp(1, 32).next_power_of_two();
+    let bucket = 1 << masks.clamp(1, 32).ilog2();
     let key = CostKey {
         device: format!("{:?}", rel.device().location()),
         tokens: rel.tokens,
