@@ -1,5 +1,6 @@
 //! The CUDA path against the CPU path (issue 13): the same photo, masks and model on both devices give LETs with
-//! cosine >= 0.9999 per mask. Needs a build with `--features cuda` and a GPU; anywhere else each test says why it
+//! cosine >= 0.9999 per mask, with the generic map products and with the fused kernels; and each fused kernel
+//! against its generic twin on random inputs. Needs a build with `--features cuda` and a GPU; anywhere else each test says why it
 //! skips. The GPU machine runs them with `cargo test --release --features cuda --test gpu`.
 
 mod common;
@@ -7,7 +8,8 @@ mod common;
 use candle_core::Device;
 use common::*;
 use regionseek::clip::{ClipModel, ModelSource};
-use regionseek::invert::{invert_image, GradChoice, InversionConfig};
+use regionseek::explain::fused::{relu_colsum, relu_colsum_backward};
+use regionseek::invert::{invert_image, GradChoice, InversionConfig, MapKernel};
 use regionseek::masks::BinaryMask;
 
 fn cuda() -> Option<Device> {
@@ -51,11 +53,24 @@ fn compare(
             ..Default::default()
         };
         let want = lets(&on_cpu, image, masks, &cfg);
-        let got = lets(&on_gpu, image, masks, &cfg);
-        for (k, (a, b)) in got.iter().zip(&want).enumerate() {
-            let cos = cosine(a, b);
-            eprintln!("{name} {grad:?} mask {k}: CUDA vs CPU cosine {cos:.7}");
-            assert!(cos >= 0.9999, "{name} {grad:?} mask {k}: cosine {cos}");
+        for map_kernel in [MapKernel::Generic, MapKernel::Fused] {
+            let got = lets(
+                &on_gpu,
+                image,
+                masks,
+                &InversionConfig {
+                    map_kernel,
+                    ..cfg.clone()
+                },
+            );
+            for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+                let cos = cosine(a, b);
+                eprintln!("{name} {grad:?} {map_kernel:?} mask {k}: CUDA vs CPU cosine {cos:.7}");
+                assert!(
+                    cos >= 0.9999,
+                    "{name} {grad:?} {map_kernel:?} mask {k}: cosine {cos}"
+                );
+            }
         }
     }
 }
@@ -84,4 +99,35 @@ fn vit_b16_at_448_lets_match_the_cpu() {
         .collect();
     let source = ModelSource::parse("random:vit-b-16").unwrap();
     compare("random ViT-B/16", &source, &image, &masks, 448);
+}
+
+#[test]
+fn fused_kernels_match_their_generic_twin() {
+    let Some(gpu) = cuda() else { return };
+    // B/16 at 448 (N = 785), L/14 at 224 (N = 257, 16 heads), and sizes off every tile and chunk boundary.
+    for (m, n, h, dh, seed) in [
+        (10, 785, 12, 64, 1u64),
+        (4, 257, 16, 64, 2),
+        (3, 50, 2, 80, 3),
+        (1, 7, 1, 5, 4),
+    ] {
+        let cpu = Device::Cpu;
+        let u = seeded_randn(&[m, n, h * dh], seed, &cpu);
+        let v = seeded_randn(&[h, n, dh], seed + 100, &cpu);
+        let w = seeded_randn(&[m, n], seed + 200, &cpu);
+        let on = |t: &candle_core::Tensor| t.to_device(&gpu).unwrap();
+        let fwd = relu_colsum(&on(&u), &on(&v)).unwrap();
+        let bwd = relu_colsum_backward(&on(&u), &on(&v), &on(&w)).unwrap();
+        let fwd_err = relative_error(&fwd.to_device(&cpu).unwrap(), &dense_relu_colsum(&u, &v));
+        // A product within rounding of 0 may take the other side of the ReLU: a few of M·H·N² gates.
+        let bwd_err = relative_error(
+            &bwd.to_device(&cpu).unwrap(),
+            &dense_relu_colsum_backward(&u, &v, &w),
+        );
+        eprintln!(
+            "M={m} N={n} H={h} Dh={dh}: CUDA kernels vs twin: forward {fwd_err:.1e}, backward {bwd_err:.1e}"
+        );
+        assert!(fwd_err < 1e-5, "forward: relative error {fwd_err}");
+        assert!(bwd_err < 1e-4, "backward: relative error {bwd_err}");
+    }
 }

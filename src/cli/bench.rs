@@ -8,7 +8,7 @@ use candle_core::Tensor;
 use regionseek::clip::ClipModel;
 use regionseek::device::Precision;
 use regionseek::invert::{
-    invert_pixels, CostBasis, GradChoice, InversionConfig, InversionOutput, StepLoop,
+    invert_pixels, CostBasis, GradChoice, InversionConfig, InversionOutput, MapKernel, StepLoop,
 };
 use regionseek::masks::BinaryMask;
 use serde_json::json;
@@ -46,6 +46,9 @@ pub struct BenchArgs {
     /// GiB of GPU memory an inversion may use, weights included (see `invert --gpu-memory`).
     #[arg(long, default_value_t = regionseek::device::DEFAULT_GPU_MEMORY_GIB)]
     gpu_memory: f64,
+    /// How the map's products are evaluated (comma-separated to compare): generic, fused.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "generic")]
+    map_kernel: Vec<MapKernel>,
     /// Where the step loop runs (comma-separated to compare): auto, host, device.
     #[arg(long, value_delimiter = ',', default_value = "auto")]
     step_loop: Vec<String>,
@@ -152,11 +155,15 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             let pixels = Tensor::randn(0f32, 1f32, (1, 3, size, size), &model.device)?;
             for &m in &a.masks {
                 let masks = random_masks(m, size, m as u64);
-                for (g, loop_name) in a
-                    .grad
-                    .iter()
-                    .flat_map(|g| a.step_loop.iter().map(move |l| (g, l)))
-                {
+                let mut combinations = Vec::new();
+                for g in &a.grad {
+                    for l in &a.step_loop {
+                        for &k in &a.map_kernel {
+                            combinations.push((g, l, k));
+                        }
+                    }
+                }
+                for (g, loop_name, map_kernel) in combinations {
                     let step_loop = match loop_name.as_str() {
                         "auto" => StepLoop::Auto,
                         "host" => StepLoop::Host,
@@ -176,6 +183,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
                         steps: a.steps,
                         grad,
                         auto_costs: a.auto_costs,
+                        map_kernel,
                         step_loop,
                         ..Default::default()
                     };
@@ -214,6 +222,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
                         "estimate_direct_s": r.grad_estimate.map(|e| e.direct_s),
                         "estimate_jacobian_s": r.grad_estimate.map(|e| e.jacobian_s),
                         "step_loop": r.step_loop, "precision": model.precision.name(),
+                        "map_kernel": map_kernel,
                         "device": a.device, "forward_s": r.seconds_forward, "jacobian_s": r.seconds_jacobian,
                         "steps_s": r.seconds_steps, "total_s": total, "chunks": r.chunks,
                         "jacobian_mib": r.jacobian_mib,

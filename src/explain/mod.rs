@@ -8,6 +8,7 @@
 //! through a per-image Jacobian K (`U = K t̂`, [`GradPath::Jacobian`]), and their transposes for the
 //! backward pass. See DESIGN.md §Fast, exact gradients.
 
+pub mod fused;
 pub mod maps;
 
 use candle_core::{DType, Device, Result, Tensor, D};
@@ -68,6 +69,14 @@ fn activation_derivative(act: Activation, h: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// What the map keeps for its backward (see [`Relevance::map_products`]).
+pub enum MapProducts {
+    /// `G_h = U_h V_hᵀ` laid out `[H, M·N, N]`.
+    Dense(Tensor),
+    /// U `[M, N, C]`; the fused kernels recompute G tile by tile.
+    Fused(Tensor),
+}
+
 /// The per-image operands the Jacobian's rows are made from (see [`Relevance::build_jacobian`]).
 struct JacobianOperands {
     /// `w(e_k)` for the d basis vectors `[d, C]`, and its product with fc2 `[d, F]`.
@@ -104,6 +113,8 @@ pub struct Relevance {
     values: Tensor,
     /// The dtype the Jacobian is built and kept in (the image tower's: bf16 halves its memory).
     jacobian_dtype: DType,
+    /// The map's products through the fused kernels ([`fused`]) instead of materialised.
+    fused_maps: bool,
     jacobian: Option<Tensor>,
 }
 
@@ -147,6 +158,7 @@ impl Relevance {
             out_proj: f32(block.out_proj_weight())?,
             values: taps.block.values.clone(),
             jacobian_dtype: DType::F32,
+            fused_maps: false,
             jacobian: None,
         })
     }
@@ -155,6 +167,16 @@ impl Relevance {
     pub fn with_jacobian_dtype(mut self, dtype: DType) -> Self {
         self.jacobian_dtype = dtype;
         self
+    }
+
+    /// Evaluates the map's per-head products with the fused kernels: M·H·N² values never held.
+    pub fn with_fused_maps(mut self, fused: bool) -> Self {
+        self.fused_maps = fused;
+        self
+    }
+
+    pub fn fused_maps(&self) -> bool {
+        self.fused_maps
     }
 
     pub fn jacobian_dtype(&self) -> DType {
@@ -402,22 +424,39 @@ impl Relevance {
         uh.matmul(&self.values.transpose(1, 2)?.contiguous()?)
     }
 
-    /// Patch relevance `[M, g²]` (CLS column dropped) from the products of [`Self::attention_grads`].
-    pub fn relevance(&self, grads: &Tensor, masks: usize) -> Result<Tensor> {
+    /// What the map's backward needs from its forward for `U` `[M, N, C]`: the products themselves, or
+    /// only U when the fused kernels recompute them.
+    pub fn map_products(&self, u: Tensor) -> Result<MapProducts> {
+        if self.fused_maps {
+            Ok(MapProducts::Fused(u.contiguous()?))
+        } else {
+            Ok(MapProducts::Dense(self.attention_grads(&u)?))
+        }
+    }
+
+    /// Patch relevance `[M, g²]` (CLS column dropped).
+    pub fn relevance(&self, products: &MapProducts, masks: usize) -> Result<Tensor> {
         let n = self.tokens;
         let h = self.heads;
-        let r = grads.relu()?.reshape((h, masks, n, n))?.sum(2)?.sum(0)?; // [M, N]
+        let r = match products {
+            MapProducts::Dense(grads) => grads.relu()?.reshape((h, masks, n, n))?.sum(2)?.sum(0)?, // [M, N]
+            MapProducts::Fused(u) => fused::relu_colsum(u, &self.values)?,
+        };
         r.narrow(1, 1, n - 1)? / (h * n) as f64
     }
 
     /// Backward of [`Self::relevance`]: `dR` `[M, g²]` → `dU` `[M, N, C]`.
-    pub fn relevance_backward(&self, grads: &Tensor, d_rel: &Tensor) -> Result<Tensor> {
+    pub fn relevance_backward(&self, products: &MapProducts, d_rel: &Tensor) -> Result<Tensor> {
         let m = d_rel.dim(0)?;
         let n = self.tokens;
         let h = self.heads;
         let dh = self.width / h;
         let zero_cls = Tensor::zeros((m, 1), DType::F32, self.device())?;
         let d_full = (Tensor::cat(&[&zero_cls, d_rel], 1)? / (h * n) as f64)?; // [M, N]
+        let grads = match products {
+            MapProducts::Dense(grads) => grads,
+            MapProducts::Fused(u) => return fused::relu_colsum_backward(u, &self.values, &d_full),
+        };
         let positive = grads
             .gt(0f32)?
             .to_dtype(DType::F32)?
@@ -432,7 +471,7 @@ impl Relevance {
     /// Patch relevance of unit tokens `[M, d]` in one call (no gradient kept).
     pub fn patch_relevance(&self, t_hat: &Tensor, path: GradPath) -> Result<Tensor> {
         let u = self.attention_output_grad(t_hat, path)?;
-        self.relevance(&self.attention_grads(&u)?, t_hat.dim(0)?)
+        self.relevance(&self.map_products(u)?, t_hat.dim(0)?)
     }
 
     /// MACs of one `t̂ → U` evaluation plus its transpose, per token vector, for each path; and the build

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::clip::{preprocess, ClipModel};
-use crate::explain::{GradPath, MapResize, PatchUpsample, Relevance};
+use crate::explain::{GradPath, MapProducts, MapResize, PatchUpsample, Relevance};
 use crate::masks::BinaryMask;
 
 mod resident;
@@ -47,6 +47,18 @@ pub enum GradChoice {
     Direct,
 }
 
+/// How the LeGrad map's per-head products `U_h V_hᵀ` are evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MapKernel {
+    /// Materialised by batched products (H·M·N² values per step, three times over with the backward).
+    Generic,
+    /// The fused kernels (`explain::fused`): recomputed tile by tile, never held. On a CPU they are plain
+    /// loops, far slower than the generic products; they are meant for CUDA, where they have yet to be
+    /// checked against their twin on a GPU (`tests/gpu.rs`), hence not the default.
+    Fused,
+}
+
 /// What [`GradChoice::Auto`] compares the two gradient paths by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -78,6 +90,7 @@ pub struct InversionConfig {
     pub grad: GradChoice,
     /// What `grad: Auto` decides by.
     pub auto_costs: CostBasis,
+    pub map_kernel: MapKernel,
     pub step_loop: StepLoop,
     /// Bytes the per-chunk temporaries may take (the M·H·N² products dominate).
     pub chunk_budget_bytes: usize,
@@ -103,6 +116,7 @@ impl Default for InversionConfig {
             weight_decay: 0.0,
             grad: GradChoice::Auto,
             auto_costs: CostBasis::Auto,
+            map_kernel: MapKernel::Generic,
             step_loop: StepLoop::Auto,
             chunk_budget_bytes: 1 << 30,
             jacobian_budget_bytes: 2 << 30,
@@ -333,8 +347,9 @@ fn invert_from_taps(
     cfg: &InversionConfig,
     started: std::time::Instant,
 ) -> Result<InversionOutput, InvertError> {
-    let mut rel =
-        Relevance::new(&model.vision, taps)?.with_jacobian_dtype(model.precision.jacobian_dtype());
+    let mut rel = Relevance::new(&model.vision, taps)?
+        .with_jacobian_dtype(model.precision.jacobian_dtype())
+        .with_fused_maps(cfg.map_kernel == MapKernel::Fused);
     let cls_embedding: Vec<f32> = cls.to_vec1()?;
     let seconds_forward = started.elapsed().as_secs_f64();
     crate::device::note_memory_use(rel.device());
@@ -375,9 +390,15 @@ fn invert_from_taps(
     };
     let n = rel.tokens;
     let s2 = up.size() * up.size();
-    // The ReLU products and their positive masks dominate; the device loop adds about eight S×S maps.
-    let per_mask_bytes = 4 * (3 * rel.heads * n * n + 2 * n * rel.mlp_width())
-        + if on_device { 4 * 8 * s2 } else { 0 };
+    // The ReLU products and their positive masks dominate unless fused (then U and its gradient stand in);
+    // the device loop adds about eight S×S maps.
+    let products = if rel.fused_maps() {
+        2 * n * rel.width
+    } else {
+        3 * rel.heads * n * n
+    };
+    let per_mask_bytes =
+        4 * (products + 2 * n * rel.mlp_width()) + if on_device { 4 * 8 * s2 } else { 0 };
     let measure = match cfg.auto_costs {
         CostBasis::Auto => !rel.device().is_cpu(),
         CostBasis::Measured => true,
@@ -530,10 +551,10 @@ fn maps_of(
     path: GradPath,
     up: &PatchUpsample,
     t_hat: &Tensor,
-) -> candle_core::Result<(Tensor, Vec<crate::explain::maps::NormalizedMap>)> {
+) -> candle_core::Result<(MapProducts, Vec<crate::explain::maps::NormalizedMap>)> {
     let m = t_hat.dim(0)?;
     let u = rel.attention_output_grad(t_hat, path)?;
-    let grads = rel.attention_grads(&u)?;
+    let grads = rel.map_products(u)?;
     let r: Vec<Vec<f32>> = rel.relevance(&grads, m)?.to_vec2()?;
     let maps = r.par_iter().map(|row| up.forward(row)).collect();
     Ok((grads, maps))

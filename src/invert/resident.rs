@@ -11,7 +11,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use super::{prepare_masks, InversionConfig, InvertError, MaskOutcome, MaskResult};
-use crate::explain::{GradPath, Relevance};
+use crate::explain::{GradPath, MapProducts, Relevance};
 use crate::masks::BinaryMask;
 use crate::resample::bilinear_taps;
 
@@ -102,10 +102,10 @@ fn maps_of(
     path: GradPath,
     up: &DeviceUpsample,
     t_hat: &Tensor,
-) -> candle_core::Result<(Tensor, DeviceMaps)> {
+) -> candle_core::Result<(MapProducts, DeviceMaps)> {
     let m = t_hat.dim(0)?;
     let u = rel.attention_output_grad(t_hat, path)?;
-    let grads = rel.attention_grads(&u)?;
+    let grads = rel.map_products(u)?;
     let x = up.forward(&rel.relevance(&grads, m)?)?;
     let lo = x.min_keepdim(1)?;
     let hi = x.max_keepdim(1)?;

@@ -195,3 +195,94 @@ pub fn http_raw(
 pub fn http_get(addr: &str, target: &str) -> HttpResponse {
     http_raw(addr, "GET", target.as_bytes(), &[], b"")
 }
+
+/// The fused map ops' definitions written with generic products (the twin of `explain::fused`):
+/// `colsum[m, j] = Σ_h Σ_i ReLU(U_h V_hᵀ)[i, j]` for `u` `[M, N, H·Dh]`, `v` `[H, N, Dh]`.
+pub fn dense_relu_colsum(u: &Tensor, v: &Tensor) -> Tensor {
+    let g = dense_products(u, v);
+    let (m, n, _) = u.dims3().unwrap();
+    let h = v.dim(0).unwrap();
+    g.relu()
+        .unwrap()
+        .reshape((h, m, n, n))
+        .unwrap()
+        .sum(2)
+        .unwrap()
+        .sum(0)
+        .unwrap()
+}
+
+/// The twin of `explain::fused::relu_colsum_backward`.
+pub fn dense_relu_colsum_backward(u: &Tensor, v: &Tensor, w: &Tensor) -> Tensor {
+    let g = dense_products(u, v);
+    let (m, n, c) = u.dims3().unwrap();
+    let h = v.dim(0).unwrap();
+    let positive = g
+        .gt(0f32)
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .reshape((h, m, n, n))
+        .unwrap();
+    let dg = positive
+        .broadcast_mul(&w.reshape((1, m, 1, n)).unwrap())
+        .unwrap()
+        .reshape((h, m * n, n))
+        .unwrap();
+    dg.matmul(&v.contiguous().unwrap())
+        .unwrap()
+        .transpose(0, 1)
+        .unwrap()
+        .reshape((m, n, c))
+        .unwrap()
+}
+
+fn dense_products(u: &Tensor, v: &Tensor) -> Tensor {
+    let (m, n, c) = u.dims3().unwrap();
+    let h = v.dim(0).unwrap();
+    let uh = u
+        .reshape((m * n, h, c / h))
+        .unwrap()
+        .transpose(0, 1)
+        .unwrap()
+        .contiguous()
+        .unwrap();
+    uh.matmul(&v.transpose(1, 2).unwrap().contiguous().unwrap())
+        .unwrap()
+}
+
+/// ‖a − b‖ / ‖b‖ over all elements (f64).
+pub fn relative_error(a: &Tensor, b: &Tensor) -> f64 {
+    let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+    let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(a.len(), b.len());
+    let diff: f64 = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum();
+    let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (diff / norm.max(1e-300)).sqrt()
+}
+
+/// A tensor of standard-normal-like values from `seed` (the CPU's generator cannot be seeded).
+pub fn seeded_randn(shape: &[usize], seed: u64, device: &Device) -> Tensor {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut uniform = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    let len: usize = shape.iter().product();
+    // Box–Muller
+    let values: Vec<f32> = (0..len)
+        .map(|_| {
+            let (a, b) = (uniform(), uniform());
+            ((-2.0 * a.ln()).sqrt() * (2.0 * std::f64::consts::PI * b).cos()) as f32
+        })
+        .collect();
+    Tensor::from_vec(values, shape, device).unwrap()
+}

@@ -1,0 +1,238 @@
+//! The LeGrad map's per-head products without materialising them: custom ops whose CUDA kernels
+//! (kernels/legrad.cu, compiled to PTX by build.rs) compute `G_h = U_h V_hᵀ` tile by tile in registers, so
+//! that neither the forward nor the backward ever holds M·H·N² values. The CPU implementations are plain
+//! loops over the same definition: they fix the ops' meaning for tests on machines without a GPU, and are
+//! far slower than the dense path's BLAS products (the dense path stays the CPU's).
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// `colsum[m, j] = Σ_h Σ_i ReLU(Σ_k U[m, i, h·Dh + k] · V[h, j, k])` for `u` `[M, N, H·Dh]`, `v` `[H, N, Dh]`.
+pub fn relu_colsum(u: &Tensor, v: &Tensor) -> Result<Tensor> {
+    u.contiguous()?
+        .apply_op2_no_bwd(&v.contiguous()?, &ReluColsum)
+}
+
+/// Backward of [`relu_colsum`] for upstream `w = ∂L/∂colsum` `[M, N]`:
+/// `dU[m, i, h·Dh + k] = Σ_j [G[m, h, i, j] > 0] · w[m, j] · V[h, j, k]`.
+pub fn relu_colsum_backward(u: &Tensor, v: &Tensor, w: &Tensor) -> Result<Tensor> {
+    u.contiguous()?
+        .apply_op3_no_bwd(&v.contiguous()?, &w.contiguous()?, &ReluColsumBackward)
+}
+
+struct ReluColsum;
+struct ReluColsumBackward;
+
+/// (M, N, H, Dh) from `u` `[M, N, H·Dh]` and `v` `[H, N, Dh]`.
+fn dims(u: &Layout, v: &Layout) -> Result<(usize, usize, usize, usize)> {
+    let (m, n, c) = u.shape().dims3()?;
+    let (h, nv, dh) = v.shape().dims3()?;
+    if nv != n || h * dh != c {
+        candle_core::bail!(
+            "relu_colsum: u {:?} and v {:?} do not match",
+            u.shape(),
+            v.shape()
+        );
+    }
+    Ok((m, n, h, dh))
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&s.as_slice::<f32>()?[start..end]),
+        None => candle_core::bail!("relu_colsum: inputs must be contiguous"),
+    }
+}
+
+/// G[i, j] for one mask's rows of `u` and one head.
+fn product(u_m: &[f32], v: &[f32], h: usize, i: usize, j: usize, n: usize, dh: usize) -> f32 {
+    let c = u_m.len() / n;
+    let a = &u_m[i * c + h * dh..i * c + (h + 1) * dh];
+    let b = &v[(h * n + j) * dh..(h * n + j + 1) * dh];
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+impl CustomOp2 for ReluColsum {
+    fn name(&self) -> &'static str {
+        "legrad-relu-colsum"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (m, n, heads, dh) = dims(l1, l2)?;
+        let (u, v) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let mut out = vec![0f32; m * n];
+        out.par_chunks_mut(n).enumerate().for_each(|(mi, row)| {
+            let u_m = &u[mi * n * heads * dh..(mi + 1) * n * heads * dh];
+            for h in 0..heads {
+                for i in 0..n {
+                    for (j, o) in row.iter_mut().enumerate() {
+                        *o += product(u_m, v, h, i, j, n, dh).max(0.0);
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((m, n))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::WrapErr;
+        let (m, n, heads, dh) = dims(l1, l2)?;
+        let dev = s1.device.clone();
+        let (u, v) = (cuda::slice(s1, l1)?, cuda::slice(s2, l2)?);
+        let out = dev.alloc_zeros::<f32>(m * n)?;
+        let tiles = n.div_ceil(cuda::TILE) as u32;
+        let cfg = LaunchConfig {
+            grid_dim: (tiles, tiles, (m * heads) as u32),
+            block_dim: (cuda::THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let func = cuda::function(&dev, "legrad_relu_colsum")?;
+        let (n32, h32, dh32) = (n as i32, heads as i32, dh as i32);
+        let mut launch = func.builder();
+        launch
+            .arg(&u)
+            .arg(&v)
+            .arg(&out)
+            .arg(&n32)
+            .arg(&h32)
+            .arg(&dh32);
+        // SAFETY: the kernel reads u [M, N, H·Dh] and v [H, N, Dh] and writes out [M, N], all allocated above
+        // with exactly those sizes (dims() checked them).
+        unsafe { launch.launch(cfg) }.w()?;
+        Ok((
+            candle_core::CudaStorage::wrap_cuda_slice(out, dev),
+            Shape::from((m, n)),
+        ))
+    }
+}
+
+impl CustomOp3 for ReluColsumBackward {
+    fn name(&self) -> &'static str {
+        "legrad-relu-colsum-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (m, n, heads, dh) = dims(l1, l2)?;
+        if l3.shape().dims2()? != (m, n) {
+            candle_core::bail!(
+                "relu_colsum_backward: w is {:?}, not [{m}, {n}]",
+                l3.shape()
+            );
+        }
+        let (u, v, w) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
+        let c = heads * dh;
+        let mut du = vec![0f32; m * n * c];
+        du.par_chunks_mut(n * c).enumerate().for_each(|(mi, du_m)| {
+            let u_m = &u[mi * n * c..(mi + 1) * n * c];
+            let w_m = &w[mi * n..(mi + 1) * n];
+            for h in 0..heads {
+                for i in 0..n {
+                    let out = &mut du_m[i * c + h * dh..i * c + (h + 1) * dh];
+                    for (j, &wj) in w_m.iter().enumerate() {
+                        if product(u_m, v, h, i, j, n, dh) > 0.0 {
+                            let vj = &v[(h * n + j) * dh..(h * n + j + 1) * dh];
+                            out.iter_mut().zip(vj).for_each(|(o, x)| *o += wj * x);
+                        }
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(du), Shape::from((m, n, c))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::WrapErr;
+        let (m, n, heads, dh) = dims(l1, l2)?;
+        if l3.shape().dims2()? != (m, n) {
+            candle_core::bail!(
+                "relu_colsum_backward: w is {:?}, not [{m}, {n}]",
+                l3.shape()
+            );
+        }
+        let dev = s1.device.clone();
+        let (u, v, w) = (
+            cuda::slice(s1, l1)?,
+            cuda::slice(s2, l2)?,
+            cuda::slice(s3, l3)?,
+        );
+        let c = heads * dh;
+        let du = dev.alloc_zeros::<f32>(m * n * c)?;
+        let cfg = LaunchConfig {
+            grid_dim: (n.div_ceil(cuda::TILE) as u32, (m * heads) as u32, 1),
+            block_dim: (cuda::THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let func = cuda::function(&dev, "legrad_relu_colsum_backward")?;
+        let (n32, h32, dh32) = (n as i32, heads as i32, dh as i32);
+        let mut launch = func.builder();
+        launch
+            .arg(&u)
+            .arg(&v)
+            .arg(&w)
+            .arg(&du)
+            .arg(&n32)
+            .arg(&h32)
+            .arg(&dh32);
+        // SAFETY: reads u [M, N, H·Dh], v [H, N, Dh], w [M, N]; writes du [M, N, H·Dh], allocated above.
+        unsafe { launch.launch(cfg) }.w()?;
+        Ok((
+            candle_core::CudaStorage::wrap_cuda_slice(du, dev),
+            Shape::from((m, n, c)),
+        ))
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use candle_core::cuda_backend::cudarc::driver::CudaView;
+    use candle_core::{CudaDevice, CudaStorage, Layout, Result};
+
+    /// Must match kernels/legrad.cu.
+    pub const TILE: usize = 64;
+    pub const THREADS: u32 = 256;
+
+    const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/legrad.ptx"));
+
+    pub fn function(dev: &CudaDevice, name: &str) -> Result<candle_core::cuda_backend::CudaFunc> {
+        dev.get_or_load_custom_func(name, "regionseek_legrad", PTX)
+    }
+
+    pub fn slice<'a>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, f32>> {
+        match l.contiguous_offsets() {
+            Some((start, end)) => Ok(s.as_cuda_slice::<f32>()?.slice(start..end)),
+            None => candle_core::bail!("relu_colsum: inputs must be contiguous"),
+        }
+    }
+}
