@@ -96,11 +96,11 @@ impl CustomOp2 for ReluColsum {
         let out = dev.alloc_zeros::<f32>(m * n)?;
         let tiles = n.div_ceil(cuda::TILE) as u32;
         let cfg = LaunchConfig {
-            grid_dim: (tiles, tiles, (m * heads) as u32),
+            grid_dim: ((m * heads) as u32, tiles, tiles),
             block_dim: (cuda::THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        let func = cuda::function(&dev, "legrad_relu_colsum")?;
+        let func = dev.get_or_load_custom_func("legrad_relu_colsum", cuda::MODULE, cuda::PTX)?;
         let (n32, h32, dh32) = (n as i32, heads as i32, dh as i32);
         let mut launch = func.builder();
         launch
@@ -190,11 +190,12 @@ impl CustomOp3 for ReluColsumBackward {
         let c = heads * dh;
         let du = dev.alloc_zeros::<f32>(m * n * c)?;
         let cfg = LaunchConfig {
-            grid_dim: (n.div_ceil(cuda::TILE) as u32, (m * heads) as u32, 1),
+            grid_dim: ((m * heads) as u32, n.div_ceil(cuda::TILE) as u32, 1),
             block_dim: (cuda::THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        let func = cuda::function(&dev, "legrad_relu_colsum_backward")?;
+        let func =
+            dev.get_or_load_custom_func("legrad_relu_colsum_backward", cuda::MODULE, cuda::PTX)?;
         let (n32, h32, dh32) = (n as i32, heads as i32, dh as i32);
         let mut launch = func.builder();
         launch
@@ -217,17 +218,14 @@ impl CustomOp3 for ReluColsumBackward {
 #[cfg(feature = "cuda")]
 mod cuda {
     use candle_core::cuda_backend::cudarc::driver::CudaView;
-    use candle_core::{CudaDevice, CudaStorage, Layout, Result};
+    use candle_core::{CudaStorage, Layout, Result};
 
     /// Must match kernels/legrad.cu.
     pub const TILE: usize = 64;
     pub const THREADS: u32 = 256;
 
-    const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/legrad.ptx"));
-
-    pub fn function(dev: &CudaDevice, name: &str) -> Result<candle_core::cuda_backend::CudaFunc> {
-        dev.get_or_load_custom_func(name, "regionseek_legrad", PTX)
-    }
+    pub const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/legrad.ptx"));
+    pub const MODULE: &str = "regionseek_legrad";
 
     pub fn slice<'a>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, f32>> {
         match l.contiguous_offsets() {

@@ -50,15 +50,15 @@ __device__ __forceinline__ void tile_product(float acc[4][4], float (*us)[TILE +
     }
 }
 
-// colsum[m, j] += Σ_{i in the block's rows} ReLU(G[m, h, i, j]); grid (col tiles, row tiles, M·H). colsum
-// must be zeroed: row tiles and heads meet by atomicAdd.
+// colsum[m, j] += Σ_{i in the block's rows} ReLU(G[m, h, i, j]); grid (M·H, row tiles, col tiles): M·H in x,
+// whose limit is 2^31 − 1, not y's or z's 65535. colsum must be zeroed: row tiles and heads meet by atomicAdd.
 extern "C" __global__ void legrad_relu_colsum(const float* __restrict__ u, const float* __restrict__ v,
                                               float* __restrict__ colsum, int n, int heads, int dh) {
     __shared__ float us[KC][TILE + 1];
     __shared__ float vs[KC][TILE + 1];
     __shared__ float partial[16][TILE];
-    const int j0 = blockIdx.x * TILE, i0 = blockIdx.y * TILE;
-    const int m = blockIdx.z / heads, h = blockIdx.z % heads;
+    const int i0 = blockIdx.y * TILE, j0 = blockIdx.z * TILE;
+    const int m = blockIdx.x / heads, h = blockIdx.x % heads;
     const int c = heads * dh;
     const float* ub = u + (size_t)m * n * c + (size_t)h * dh;
     const float* vb = v + (size_t)h * n * dh;
@@ -83,7 +83,7 @@ extern "C" __global__ void legrad_relu_colsum(const float* __restrict__ u, const
     }
 }
 
-// du[m, i, h·Dh + k] = Σ_j [G[m, h, i, j] > 0] · w[m, j] · V[h, j, k]; grid (row tiles, M·H). Each block owns
+// du[m, i, h·Dh + k] = Σ_j [G[m, h, i, j] > 0] · w[m, j] · V[h, j, k]; grid (M·H, row tiles). Each block owns
 // its rows of its head's columns of du, so it accumulates there without atomics; du must be zeroed.
 extern "C" __global__ void legrad_relu_colsum_backward(const float* __restrict__ u, const float* __restrict__ v,
                                                        const float* __restrict__ w, float* __restrict__ du, int n,
@@ -91,8 +91,8 @@ extern "C" __global__ void legrad_relu_colsum_backward(const float* __restrict__
     __shared__ float us[KC][TILE + 1];
     __shared__ float vs[KC][TILE + 1];
     __shared__ float gate[TILE][TILE + 1];  // [G > 0]·w for the current 64×64 tile
-    const int i0 = blockIdx.x * TILE;
-    const int m = blockIdx.y / heads, h = blockIdx.y % heads;
+    const int i0 = blockIdx.y * TILE;
+    const int m = blockIdx.x / heads, h = blockIdx.x % heads;
     const int c = heads * dh;
     const float* ub = u + (size_t)m * n * c + (size_t)h * dh;
     const float* vb = v + (size_t)h * n * dh;
