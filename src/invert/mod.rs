@@ -48,7 +48,7 @@ pub enum GradChoice {
 }
 
 /// How the LeGrad map's per-head products `U_h V_hᵀ` are evaluated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum MapKernel {
     /// Materialised by batched products (H·M·N² values per step, three times over with the backward).

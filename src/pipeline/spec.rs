@@ -54,6 +54,10 @@ pub struct InvertParams {
     /// CPU (where a bigger product gains nothing and costs memory).
     #[serde(default)]
     pub forward_batch: Option<usize>,
+    /// `generic` (default) or `fused`: how the map's per-head products are evaluated (README "Fused map
+    /// kernels").
+    #[serde(default)]
+    pub map_kernel: Option<crate::invert::MapKernel>,
 }
 
 fn default_size() -> usize {
@@ -74,6 +78,7 @@ impl Default for InvertParams {
             lr: default_lr(),
             alpha: 0.0,
             forward_batch: None,
+            map_kernel: None,
         }
     }
 }
@@ -313,6 +318,7 @@ impl PipelineSpec {
             steps: p.steps,
             lr: p.lr,
             alpha: p.alpha,
+            map_kernel: p.map_kernel.unwrap_or(crate::invert::MapKernel::Generic),
             ..InversionConfig::default()
         }
     }
@@ -462,5 +468,26 @@ mod tests {
         let text = "name = \"x\"\nstages = [\"decode\", \"masks\", \"embed\", \"index\"]\n";
         let e = PipelineSpec::parse(text, "x.toml").unwrap_err().to_string();
         assert!(e.contains("[embed]"), "{e}");
+    }
+
+    #[test]
+    fn the_map_kernel_is_chosen_in_the_spec_and_misspellings_are_refused() {
+        let head =
+            "name = \"x\"\nstages = [\"decode\", \"masks\", \"invert\", \"index\"]\n[invert]\n";
+        let default = PipelineSpec::parse(head, "x.toml").unwrap();
+        assert_eq!(
+            default.inversion_config().map_kernel,
+            crate::invert::MapKernel::Generic
+        );
+        let fused =
+            PipelineSpec::parse(&format!("{head}map_kernel = \"fused\"\n"), "x.toml").unwrap();
+        assert_eq!(
+            fused.inversion_config().map_kernel,
+            crate::invert::MapKernel::Fused
+        );
+        let e = PipelineSpec::parse(&format!("{head}map_kernel = \"fast\"\n"), "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 4") && e.contains("fast"), "{e}");
     }
 }
