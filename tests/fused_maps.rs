@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor};
 use common::*;
 use regionseek::clip::{ClipModel, ModelSource};
 use regionseek::explain::fused::{relu_colsum, relu_colsum_backward};
-use regionseek::invert::{invert_pixels, GradChoice, InversionConfig, MapKernel, StepLoop};
+use regionseek::invert::{GradChoice, InversionConfig, MapKernel, StepLoop};
 use regionseek::masks::BinaryMask;
 
 #[test]
@@ -37,8 +37,6 @@ fn fused_ops_compute_their_definition() {
 #[test]
 fn inversion_with_fused_maps_matches_the_generic_one() {
     let model = ClipModel::load(&ModelSource::Dir(tiny_dir()), &Device::Cpu).unwrap();
-    let exp = expected();
-    let pixels = exp["pixels"].unsqueeze(0).unwrap();
     let masks: Vec<BinaryMask> = ["mask_rect.png", "mask_ellipse.png"]
         .iter()
         .map(|f| BinaryMask::read(&tiny_dir().join(f)).unwrap())
@@ -52,20 +50,11 @@ fn inversion_with_fused_maps_matches_the_generic_one() {
                 step_loop,
                 ..Default::default()
             };
-            invert_pixels(
-                &model,
-                &pixels,
-                80,
-                60,
-                &masks,
-                &cfg,
-                std::time::Instant::now(),
-            )
-            .unwrap()
-            .masks
-            .into_iter()
-            .map(|m| m.unwrap().embedding)
-            .collect::<Vec<_>>()
+            invert_fixture_pixels(&model, &masks, &cfg)
+                .masks
+                .into_iter()
+                .map(|m| m.unwrap().embedding)
+                .collect::<Vec<_>>()
         };
         let (generic, fused) = (lets(MapKernel::Generic), lets(MapKernel::Fused));
         for (k, (a, b)) in fused.iter().zip(&generic).enumerate() {

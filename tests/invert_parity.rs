@@ -7,7 +7,7 @@ use common::*;
 use regionseek::clip::{ClipModel, ModelSource};
 use regionseek::explain::{GradPath, Relevance};
 use regionseek::invert::{
-    invert_image, invert_images, invert_pixels, legrad_map, CostBasis, GradChoice, InversionConfig,
+    invert_image, invert_images, legrad_map, CostBasis, GradChoice, InversionConfig,
     InversionOutput, StepLoop,
 };
 use regionseek::masks::BinaryMask;
@@ -31,7 +31,6 @@ fn run(
     keep_maps: bool,
     step_loop: StepLoop,
 ) -> InversionOutput {
-    let exp = expected();
     let cfg = InversionConfig {
         size: 64,
         steps,
@@ -41,17 +40,7 @@ fn run(
         step_loop,
         ..Default::default()
     };
-    let pixels = exp["pixels"].unsqueeze(0).unwrap();
-    invert_pixels(
-        model,
-        &pixels,
-        80,
-        60,
-        &fixture_masks(),
-        &cfg,
-        std::time::Instant::now(),
-    )
-    .unwrap()
+    invert_fixture_pixels(model, &fixture_masks(), &cfg)
 }
 
 #[test]
@@ -256,8 +245,6 @@ fn a_device_memory_budget_splits_masks_into_chunks_without_changing_them() {
 
 #[test]
 fn auto_on_measured_costs_runs_the_path_its_estimates_favour() {
-    let exp = expected();
-    let pixels = exp["pixels"].unsqueeze(0).unwrap();
     let invert = |model: &ClipModel, grad: GradChoice, steps: usize| {
         let cfg = InversionConfig {
             size: 64,
@@ -267,17 +254,7 @@ fn auto_on_measured_costs_runs_the_path_its_estimates_favour() {
             step_loop: StepLoop::Host,
             ..Default::default()
         };
-        let masks = fixture_masks();
-        invert_pixels(
-            model,
-            &pixels,
-            80,
-            60,
-            &masks,
-            &cfg,
-            std::time::Instant::now(),
-        )
-        .unwrap()
+        invert_fixture_pixels(model, &fixture_masks(), &cfg)
     };
     let model = tiny();
     for steps in [1, 40] {
@@ -361,7 +338,6 @@ fn photos_inverted_in_one_batched_forward_get_the_same_lets() {
 #[test]
 fn bad_masks_get_their_own_error_and_the_rest_is_inverted() {
     let model = tiny();
-    let exp = expected();
     let mut masks = fixture_masks();
     masks.push(BinaryMask::zeros(80, 60));
     masks.push(BinaryMask::zeros(40, 30));
@@ -371,17 +347,7 @@ fn bad_masks_get_their_own_error_and_the_rest_is_inverted() {
         steps: 3,
         ..Default::default()
     };
-    let pixels = exp["pixels"].unsqueeze(0).unwrap();
-    let out = invert_pixels(
-        &model,
-        &pixels,
-        80,
-        60,
-        &masks,
-        &cfg,
-        std::time::Instant::now(),
-    )
-    .unwrap();
+    let out = invert_fixture_pixels(&model, &masks, &cfg);
     assert!(out.masks[0].is_ok() && out.masks[1].is_ok());
     assert!(out.masks[2].as_ref().unwrap_err().contains("empty"));
     assert!(out.masks[3].as_ref().unwrap_err().contains("40x30"));

@@ -37,6 +37,15 @@ fn dims(u: &Layout, v: &Layout) -> Result<(usize, usize, usize, usize)> {
     Ok((m, n, h, dh))
 }
 
+/// As [`dims`], with `w` checked to be `[M, N]`.
+fn backward_dims(u: &Layout, v: &Layout, w: &Layout) -> Result<(usize, usize, usize, usize)> {
+    let (m, n, heads, dh) = dims(u, v)?;
+    if w.shape().dims2()? != (m, n) {
+        candle_core::bail!("relu_colsum_backward: w is {:?}, not [{m}, {n}]", w.shape());
+    }
+    Ok((m, n, heads, dh))
+}
+
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     match l.contiguous_offsets() {
         Some((start, end)) => Ok(&s.as_slice::<f32>()?[start..end]),
@@ -88,35 +97,16 @@ impl CustomOp2 for ReluColsum {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
-        use candle_core::cuda_backend::WrapErr;
         let (m, n, heads, dh) = dims(l1, l2)?;
-        let dev = s1.device.clone();
-        let (u, v) = (cuda::slice(s1, l1)?, cuda::slice(s2, l2)?);
-        let out = dev.alloc_zeros::<f32>(m * n)?;
         let tiles = n.div_ceil(cuda::TILE) as u32;
-        let cfg = LaunchConfig {
-            grid_dim: ((m * heads) as u32, tiles, tiles),
-            block_dim: (cuda::THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let func = dev.get_or_load_custom_func("legrad_relu_colsum", cuda::MODULE, cuda::PTX)?;
-        let (n32, h32, dh32) = (n as i32, heads as i32, dh as i32);
-        let mut launch = func.builder();
-        launch
-            .arg(&u)
-            .arg(&v)
-            .arg(&out)
-            .arg(&n32)
-            .arg(&h32)
-            .arg(&dh32);
-        // SAFETY: the kernel reads u [M, N, H·Dh] and v [H, N, Dh] and writes out [M, N], all allocated above
-        // with exactly those sizes (dims() checked them).
-        unsafe { launch.launch(cfg) }.w()?;
-        Ok((
-            candle_core::CudaStorage::wrap_cuda_slice(out, dev),
-            Shape::from((m, n)),
-        ))
+        let out = cuda::launch(
+            "legrad_relu_colsum",
+            ((m * heads) as u32, tiles, tiles),
+            &[(s1, l1), (s2, l2)],
+            m * n,
+            (n, heads, dh),
+        )?;
+        Ok((out, Shape::from((m, n))))
     }
 }
 
@@ -134,13 +124,7 @@ impl CustomOp3 for ReluColsumBackward {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (m, n, heads, dh) = dims(l1, l2)?;
-        if l3.shape().dims2()? != (m, n) {
-            candle_core::bail!(
-                "relu_colsum_backward: w is {:?}, not [{m}, {n}]",
-                l3.shape()
-            );
-        }
+        let (m, n, heads, dh) = backward_dims(l1, l2, l3)?;
         let (u, v, w) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
         let c = heads * dh;
         let mut du = vec![0f32; m * n * c];
@@ -172,62 +156,68 @@ impl CustomOp3 for ReluColsumBackward {
         s3: &candle_core::CudaStorage,
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
-        use candle_core::cuda_backend::WrapErr;
-        let (m, n, heads, dh) = dims(l1, l2)?;
-        if l3.shape().dims2()? != (m, n) {
-            candle_core::bail!(
-                "relu_colsum_backward: w is {:?}, not [{m}, {n}]",
-                l3.shape()
-            );
-        }
-        let dev = s1.device.clone();
-        let (u, v, w) = (
-            cuda::slice(s1, l1)?,
-            cuda::slice(s2, l2)?,
-            cuda::slice(s3, l3)?,
-        );
-        let c = heads * dh;
-        let du = dev.alloc_zeros::<f32>(m * n * c)?;
-        let cfg = LaunchConfig {
-            grid_dim: ((m * heads) as u32, n.div_ceil(cuda::TILE) as u32, 1),
-            block_dim: (cuda::THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let func =
-            dev.get_or_load_custom_func("legrad_relu_colsum_backward", cuda::MODULE, cuda::PTX)?;
-        let (n32, h32, dh32) = (n as i32, heads as i32, dh as i32);
-        let mut launch = func.builder();
-        launch
-            .arg(&u)
-            .arg(&v)
-            .arg(&w)
-            .arg(&du)
-            .arg(&n32)
-            .arg(&h32)
-            .arg(&dh32);
-        // SAFETY: reads u [M, N, H·Dh], v [H, N, Dh], w [M, N]; writes du [M, N, H·Dh], allocated above.
-        unsafe { launch.launch(cfg) }.w()?;
-        Ok((
-            candle_core::CudaStorage::wrap_cuda_slice(du, dev),
-            Shape::from((m, n, c)),
-        ))
+        let (m, n, heads, dh) = backward_dims(l1, l2, l3)?;
+        let out = cuda::launch(
+            "legrad_relu_colsum_backward",
+            ((m * heads) as u32, n.div_ceil(cuda::TILE) as u32, 1),
+            &[(s1, l1), (s2, l2), (s3, l3)],
+            m * n * heads * dh,
+            (n, heads, dh),
+        )?;
+        Ok((out, Shape::from((m, n, heads * dh))))
     }
 }
 
 #[cfg(feature = "cuda")]
 mod cuda {
-    use candle_core::cuda_backend::cudarc::driver::CudaView;
+    use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
+    use candle_core::cuda_backend::WrapErr;
     use candle_core::{CudaStorage, Layout, Result};
 
     /// Must match kernels/legrad.cu.
     pub const TILE: usize = 64;
-    pub const THREADS: u32 = 256;
+    const THREADS: u32 = 256;
 
-    pub const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/legrad.ptx"));
-    pub const MODULE: &str = "regionseek_legrad";
+    const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/legrad.ptx"));
+    const MODULE: &str = "regionseek_legrad";
 
-    pub fn slice<'a>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, f32>> {
+    /// Runs kernel `name` over `grid` on the inputs (contiguous f32) and a zeroed output of `out_len`
+    /// elements, with the sizes (N, H, Dh) as its last arguments; the kernels' argument order.
+    pub fn launch(
+        name: &str,
+        grid: (u32, u32, u32),
+        inputs: &[(&CudaStorage, &Layout)],
+        out_len: usize,
+        (n, heads, dh): (usize, usize, usize),
+    ) -> Result<CudaStorage> {
+        let dev = inputs[0].0.device.clone();
+        let views = inputs
+            .iter()
+            .map(|(s, l)| slice(s, l))
+            .collect::<Result<Vec<_>>>()?;
+        let out = dev.alloc_zeros::<f32>(out_len)?;
+        let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+        let sizes = [n as i32, heads as i32, dh as i32];
+        let mut args = func.builder();
+        for v in &views {
+            args.arg(v);
+        }
+        args.arg(&out);
+        for s in &sizes {
+            args.arg(s);
+        }
+        let cfg = LaunchConfig {
+            grid_dim: grid,
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the callers checked the inputs' shapes against (N, H, Dh) and sized the output as the
+        // kernel writes it; the kernels guard every row and column past N and Dh.
+        unsafe { args.launch(cfg) }.w()?;
+        Ok(CudaStorage::wrap_cuda_slice(out, dev))
+    }
+
+    fn slice<'a>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, f32>> {
         match l.contiguous_offsets() {
             Some((start, end)) => Ok(s.as_cuda_slice::<f32>()?.slice(start..end)),
             None => candle_core::bail!("relu_colsum: inputs must be contiguous"),

@@ -286,3 +286,22 @@ pub fn seeded_randn(shape: &[usize], seed: u64, device: &Device) -> Tensor {
         .collect();
     Tensor::from_vec(values, shape, device).unwrap()
 }
+
+/// Inverts `masks` on the tiny fixture's pixels (the photo is 80×60) with `cfg`.
+pub fn invert_fixture_pixels(
+    model: &regionseek::clip::ClipModel,
+    masks: &[regionseek::masks::BinaryMask],
+    cfg: &regionseek::invert::InversionConfig,
+) -> regionseek::invert::InversionOutput {
+    let pixels = expected()["pixels"].unsqueeze(0).unwrap();
+    regionseek::invert::invert_pixels(
+        model,
+        &pixels,
+        80,
+        60,
+        masks,
+        cfg,
+        std::time::Instant::now(),
+    )
+    .unwrap()
+}
