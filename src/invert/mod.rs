@@ -390,15 +390,23 @@ fn invert_from_taps(
     };
     let n = rel.tokens;
     let s2 = up.size() * up.size();
-    // The ReLU products and their positive masks dominate unless fused (then U and its gradient stand in);
-    // the device loop adds about eight S×S maps.
+    // Per mask and step: the ReLU products and their positive masks dominate unless fused (then U and its
+    // gradient stand in); the direct chain adds its [N, F] intermediates, the Jacobian path one more copy of
+    // U; the device loop adds about eight S×S maps.
     let products = if rel.fused_maps() {
         2 * n * rel.width
     } else {
         3 * rel.heads * n * n
     };
-    let per_mask_bytes =
-        4 * (products + 2 * n * rel.mlp_width()) + if on_device { 4 * 8 * s2 } else { 0 };
+    let maps_bytes = if on_device { 4 * 8 * s2 } else { 0 };
+    let (mlp_width, width) = (rel.mlp_width(), rel.width);
+    let per_mask_bytes = move |path: GradPath| {
+        let chain = match path {
+            GradPath::Direct => 2 * n * mlp_width,
+            GradPath::Jacobian => n * width,
+        };
+        4 * (products + chain) + maps_bytes
+    };
     let measure = match cfg.auto_costs {
         CostBasis::Auto => !rel.device().is_cpu(),
         CostBasis::Measured => true,
@@ -415,7 +423,7 @@ fn invert_from_taps(
             } else {
                 // Measured on no more vectors than a chunk may hold, so the measurement fits where the run does.
                 let most_per_chunk = (model_budget.map_or(cfg.chunk_budget_bytes, |a| a as usize)
-                    / per_mask_bytes.max(1))
+                    / per_mask_bytes(GradPath::Direct))
                 .max(1);
                 let (measured, measured_now) =
                     measured_costs(&rel, valid.len().min(most_per_chunk))?;
@@ -440,7 +448,7 @@ fn invert_from_taps(
         Some(available) => available.saturating_sub(rel.jacobian_bytes() as u64) as usize,
         None => cfg.chunk_budget_bytes,
     };
-    let chunk = (chunk_budget / per_mask_bytes.max(1)).max(1);
+    let chunk = (chunk_budget / per_mask_bytes(path)).max(1);
     let s = up.size();
     let t_steps = std::time::Instant::now();
     let mut chunks = 0;
