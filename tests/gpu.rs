@@ -9,6 +9,7 @@ use candle_core::Device;
 use common::*;
 use regionseek::clip::{ClipModel, ModelSource};
 use regionseek::explain::fused::{relu_colsum, relu_colsum_backward};
+use regionseek::invert::fused_dice::map_dice;
 use regionseek::invert::{invert_image, GradChoice, InversionConfig, MapKernel};
 use regionseek::masks::BinaryMask;
 
@@ -129,5 +130,47 @@ fn fused_kernels_match_their_generic_twin() {
         );
         assert!(fwd_err < 1e-5, "forward: relative error {fwd_err}");
         assert!(bwd_err < 1e-4, "backward: relative error {bwd_err}");
+    }
+}
+
+#[test]
+fn fused_map_dice_kernel_matches_its_cpu_twin() {
+    let Some(gpu) = cuda() else { return };
+    // B/16 at 448 (g = 28, S = 448), B/32 at 224 (g = 7, S = 224), and a small odd grid.
+    for (m, g, s, seed) in [(10, 28, 448, 1u64), (5, 7, 224, 2), (3, 5, 15, 3)] {
+        let cpu = Device::Cpu;
+        let r = seeded_randn(&[m, g * g], seed, &cpu).abs().unwrap();
+        // one flat map: no range, no gradient
+        let r = candle_core::Tensor::cat(
+            &[
+                r.narrow(0, 0, m - 1).unwrap(),
+                candle_core::Tensor::full(0.5f32, (1, g * g), &cpu).unwrap(),
+            ],
+            0,
+        )
+        .unwrap();
+        let folded = seeded_randn(&[m, s * s], seed + 100, &cpu)
+            .gt(0.3f32)
+            .unwrap()
+            .to_dtype(candle_core::DType::F32)
+            .unwrap();
+        let rho = (seeded_randn(&[s * s], seed + 200, &cpu).abs().unwrap() + 0.5).unwrap();
+        let area = (seeded_randn(&[m], seed + 300, &cpu).abs().unwrap() * 1000.0).unwrap();
+        let consts = candle_core::Tensor::cat(&[rho, area], 0).unwrap();
+        let want = map_dice(&r, &folded, &consts, g, s, 0.1).unwrap();
+        let on = |t: &candle_core::Tensor| t.to_device(&gpu).unwrap();
+        let got = map_dice(&on(&r), &on(&folded), &on(&consts), g, s, 0.1)
+            .unwrap()
+            .to_device(&cpu)
+            .unwrap();
+        let err = relative_error(&got, &want);
+        eprintln!("M={m} g={g} S={s}: map Dice kernels vs twin: relative error {err:.1e}");
+        assert!(err < 1e-4, "relative error {err}");
+        let flat: Vec<f32> = got.get(m - 1).unwrap().to_vec1().unwrap();
+        assert_eq!(flat[g * g + 1], 0.0, "the flat map is reported flat");
+        assert!(
+            flat[..g * g].iter().all(|v| *v == 0.0),
+            "a flat map has no gradient"
+        );
     }
 }

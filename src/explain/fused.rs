@@ -170,57 +170,40 @@ impl CustomOp3 for ReluColsumBackward {
 
 #[cfg(feature = "cuda")]
 mod cuda {
-    use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
-    use candle_core::cuda_backend::WrapErr;
+    use crate::kernels::{Launch, Scalar};
     use candle_core::{CudaStorage, Layout, Result};
 
     /// Must match kernels/legrad.cu.
     pub const TILE: usize = 64;
-    const THREADS: u32 = 256;
 
-    const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/legrad.ptx"));
-    const MODULE: &str = "regionseek_legrad";
-
-    /// Runs kernel `name` over `grid` on the inputs (contiguous f32) and a zeroed output of `out_len`
-    /// elements, with the sizes (N, H, Dh) as its last arguments; the kernels' argument order.
+    /// Runs kernel `name` over `grid` on the inputs and a zeroed output of `out_len` elements, with the sizes
+    /// (N, H, Dh) last: the argument order of both kernels.
     pub fn launch(
-        name: &str,
+        name: &'static str,
         grid: (u32, u32, u32),
         inputs: &[(&CudaStorage, &Layout)],
         out_len: usize,
         (n, heads, dh): (usize, usize, usize),
     ) -> Result<CudaStorage> {
         let dev = inputs[0].0.device.clone();
-        let views = inputs
-            .iter()
-            .map(|(s, l)| slice(s, l))
-            .collect::<Result<Vec<_>>>()?;
-        let out = dev.alloc_zeros::<f32>(out_len)?;
-        let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
-        let sizes = [n as i32, heads as i32, dh as i32];
-        let mut args = func.builder();
-        for v in &views {
-            args.arg(v);
-        }
-        args.arg(&out);
-        for s in &sizes {
-            args.arg(s);
-        }
-        let cfg = LaunchConfig {
-            grid_dim: grid,
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
+        let launch = Launch {
+            module: "regionseek_legrad",
+            ptx: include_str!(concat!(env!("OUT_DIR"), "/legrad.ptx")),
+            name,
+            grid,
+            threads: 256,
+            shared_bytes: 0,
+            inputs,
+            buffers: &[out_len],
+            scalars: &[
+                Scalar::I32(n as i32),
+                Scalar::I32(heads as i32),
+                Scalar::I32(dh as i32),
+            ],
         };
         // SAFETY: the callers checked the inputs' shapes against (N, H, Dh) and sized the output as the
         // kernel writes it; the kernels guard every row and column past N and Dh.
-        unsafe { args.launch(cfg) }.w()?;
+        let out = unsafe { launch.run()? }.remove(0);
         Ok(CudaStorage::wrap_cuda_slice(out, dev))
-    }
-
-    fn slice<'a>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, f32>> {
-        match l.contiguous_offsets() {
-            Some((start, end)) => Ok(s.as_cuda_slice::<f32>()?.slice(start..end)),
-            None => candle_core::bail!("relu_colsum: inputs must be contiguous"),
-        }
     }
 }

@@ -14,6 +14,7 @@ use crate::clip::{preprocess, ClipModel};
 use crate::explain::{GradPath, MapProducts, MapResize, PatchUpsample, Relevance};
 use crate::masks::BinaryMask;
 
+pub mod fused_dice;
 mod resident;
 
 #[derive(Debug, thiserror::Error)]
@@ -398,7 +399,12 @@ fn invert_from_taps(
     } else {
         3 * rel.heads * n * n
     };
-    let maps_bytes = if on_device { 4 * 8 * s2 } else { 0 };
+    // (fused: only the folded mask and the kernel's [S, g] scratch)
+    let maps_bytes = match (on_device, rel.fused_maps()) {
+        (false, _) => 0,
+        (true, false) => 4 * 8 * s2,
+        (true, true) => 4 * (s2 + up.size() * rel.grid),
+    };
     let (mlp_width, width) = (rel.mlp_width(), rel.width);
     let per_mask_bytes = move |path: GradPath| {
         let chain = match path {

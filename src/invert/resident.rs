@@ -97,16 +97,43 @@ impl DeviceUpsample {
     }
 }
 
+/// The patch relevance `[M, g²]` of unit tokens `[M, d]`, with what its backward needs.
+fn relevance_of(
+    rel: &Relevance,
+    path: GradPath,
+    t_hat: &Tensor,
+) -> candle_core::Result<(MapProducts, Tensor)> {
+    let u = rel.attention_output_grad(t_hat, path)?;
+    let grads = rel.map_products(u)?;
+    let r = rel.relevance(&grads, t_hat.dim(0)?)?;
+    Ok((grads, r))
+}
+
+/// With the fused kernels: per mask `[M]` Dice loss and flatness, and `dL/dR` `[M, g²]` (times `scale`).
+fn fused_dice_and_grad(
+    r: &Tensor,
+    folded: &Tensor,
+    consts: &Tensor,
+    up: &DeviceUpsample,
+    scale: f64,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    let g2 = up.grid * up.grid;
+    let out = super::fused_dice::map_dice(r, folded, consts, up.grid, up.size, scale as f32)?;
+    Ok((
+        out.narrow(1, g2, 1)?.squeeze(1)?,
+        out.narrow(1, g2 + 1, 1)?,
+        out.narrow(1, 0, g2)?,
+    ))
+}
+
 fn maps_of(
     rel: &Relevance,
     path: GradPath,
     up: &DeviceUpsample,
     t_hat: &Tensor,
 ) -> candle_core::Result<(MapProducts, DeviceMaps)> {
-    let m = t_hat.dim(0)?;
-    let u = rel.attention_output_grad(t_hat, path)?;
-    let grads = rel.map_products(u)?;
-    let x = up.forward(&rel.relevance(&grads, m)?)?;
+    let (grads, r) = relevance_of(rel, path, t_hat)?;
+    let x = up.forward(&r)?;
     let lo = x.min_keepdim(1)?;
     let hi = x.max_keepdim(1)?;
     let span = (&hi - &lo)?;
@@ -184,6 +211,12 @@ pub(super) fn invert_chunk(
     let cls_t = Tensor::from_slice(cls, (1, d), device)?;
     let (cls_unit, _) = normalize_rows(&cls_t)?;
     let scale = 1.0 / total_masks as f64;
+    // The fused kernels take the Dice weights and the masks' areas as one buffer.
+    let fused_consts = if rel.fused_maps() {
+        Some(Tensor::cat(&[rho.flatten_all()?, area.flatten_all()?], 0)?)
+    } else {
+        None
+    };
 
     let mut token = cls_t.broadcast_as((mc, d))?.contiguous()?;
     let mut m1 = Tensor::zeros((mc, d), DType::F32, device)?;
@@ -195,11 +228,20 @@ pub(super) fn invert_chunk(
             return Err(InvertError::Cancelled);
         }
         let (t_hat, norms) = normalize_rows(&token)?;
-        let (grads, maps) = maps_of(rel, path, up, &t_hat)?;
-        let (loss, d_e) = dice_and_grad(&maps.values, &folded, &rho, &area, scale)?;
-        traces.push(loss);
-        let d_rel = up.backward(&normalize_backward(&maps, &d_e)?)?;
-        drop(maps);
+        let (grads, d_rel) = match &fused_consts {
+            Some(consts) => {
+                let (grads, r) = relevance_of(rel, path, &t_hat)?;
+                let (loss, _, d_rel) = fused_dice_and_grad(&r, &folded, consts, up, scale)?;
+                traces.push(loss);
+                (grads, d_rel)
+            }
+            None => {
+                let (grads, maps) = maps_of(rel, path, up, &t_hat)?;
+                let (loss, d_e) = dice_and_grad(&maps.values, &folded, &rho, &area, scale)?;
+                traces.push(loss);
+                (grads, up.backward(&normalize_backward(&maps, &d_e)?)?)
+            }
+        };
         let du = rel.relevance_backward(&grads, &d_rel)?;
         if step == 1 {
             // The chunk's largest live set: the products, their masks and the map tensors.
@@ -226,8 +268,24 @@ pub(super) fn invert_chunk(
 
     // One transfer out: tokens, the losses of every step, and the final maps' losses and flatness.
     let (t_hat, _) = normalize_rows(&token)?;
-    let (_, maps) = maps_of(rel, path, up, &t_hat)?;
-    let (final_loss, _) = dice_and_grad(&maps.values, &folded, &rho, &area, 1.0)?;
+    // The maps themselves are only ever needed here, when kept: then the generic path makes them.
+    let (final_loss, valid, final_maps) = match &fused_consts {
+        Some(consts) if !cfg.keep_maps => {
+            let (_, r) = relevance_of(rel, path, &t_hat)?;
+            let (loss, valid, _) = fused_dice_and_grad(&r, &folded, consts, up, 1.0)?;
+            (loss, valid, None)
+        }
+        _ => {
+            let (_, maps) = maps_of(rel, path, up, &t_hat)?;
+            let (loss, _) = dice_and_grad(&maps.values, &folded, &rho, &area, 1.0)?;
+            let kept = if cfg.keep_maps {
+                Some(maps.values.to_vec2::<f32>()?)
+            } else {
+                None
+            };
+            (loss, maps.valid, kept)
+        }
+    };
     let tokens: Vec<Vec<f32>> = token.to_vec2()?;
     let traces: Vec<Vec<f32>> = if traces.is_empty() {
         vec![Vec::new(); mc]
@@ -235,12 +293,7 @@ pub(super) fn invert_chunk(
         Tensor::stack(&traces, 1)?.to_vec2()?
     };
     let final_loss: Vec<f32> = final_loss.to_vec1()?;
-    let valid: Vec<f32> = maps.valid.squeeze(1)?.to_vec1()?;
-    let final_maps: Option<Vec<Vec<f32>>> = if cfg.keep_maps {
-        Some(maps.values.to_vec2()?)
-    } else {
-        None
-    };
+    let valid: Vec<f32> = valid.squeeze(1)?.to_vec1()?;
     let results = tokens
         .into_iter()
         .zip(traces)
@@ -263,4 +316,91 @@ pub(super) fn invert_chunk(
         })
         .collect();
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fused map Dice op (its CPU implementation, the CUDA kernel's definition) against the generic tensor
+    /// code it replaces: loss, flatness and dL/dR, on maps with a range and on a flat one.
+    #[test]
+    fn fused_map_dice_matches_the_generic_tensor_code() {
+        let device = Device::Cpu;
+        let (grid, patch) = (7, 4);
+        let up = DeviceUpsample::new(grid, patch, &device).unwrap();
+        let s = up.size;
+        let masks: Vec<BinaryMask> = (0..3)
+            .map(|k| BinaryMask::from_box(40, 30, 3.0 * k as f64, 2.0, 20.0 + 5.0 * k as f64, 25.0))
+            .collect();
+        let (prepared, rho_host) = prepare_masks(&masks.iter().collect::<Vec<_>>(), s);
+        let mc = masks.len();
+        let folded = Tensor::from_vec(
+            prepared.iter().flat_map(|p| p.folded.clone()).collect(),
+            (mc, s * s),
+            &device,
+        )
+        .unwrap();
+        let rho = Tensor::from_vec(rho_host, (1, s * s), &device).unwrap();
+        let area =
+            Tensor::from_vec(prepared.iter().map(|p| p.area).collect(), (mc, 1), &device).unwrap();
+        let consts = Tensor::cat(
+            &[rho.flatten_all().unwrap(), area.flatten_all().unwrap()],
+            0,
+        )
+        .unwrap();
+        // two relevance maps with structure, one flat
+        let mut r: Vec<f32> = (0..2 * grid * grid)
+            .map(|i| ((i * 37 % 23) as f32 * 0.11).sin().abs())
+            .collect();
+        r.extend(std::iter::repeat_n(0.25, grid * grid));
+        let r = Tensor::from_vec(r, (mc, grid * grid), &device).unwrap();
+        let scale = 1.0 / 3.0;
+
+        let x = up.forward(&r).unwrap();
+        let lo = x.min_keepdim(1).unwrap();
+        let hi = x.max_keepdim(1).unwrap();
+        let span = (&hi - &lo).unwrap();
+        let valid = span.gt(0f32).unwrap().to_dtype(DType::F32).unwrap();
+        let range = ((&span * &valid).unwrap() + valid.affine(-1.0, 1.0).unwrap()).unwrap();
+        let values = x
+            .broadcast_sub(&lo)
+            .unwrap()
+            .broadcast_div(&range)
+            .unwrap()
+            .broadcast_mul(&valid)
+            .unwrap();
+        let maps = DeviceMaps {
+            values,
+            at_min: up.one_hot(&x.argmin_keepdim(1).unwrap()).unwrap(),
+            at_max: up.one_hot(&x.argmax_keepdim(1).unwrap()).unwrap(),
+            range,
+            valid: valid.clone(),
+        };
+        let (loss, d_e) = dice_and_grad(&maps.values, &folded, &rho, &area, scale).unwrap();
+        let d_r = up
+            .backward(&normalize_backward(&maps, &d_e).unwrap())
+            .unwrap();
+
+        let (f_loss, f_valid, f_d_r) =
+            fused_dice_and_grad(&r, &folded, &consts, &up, scale).unwrap();
+        let close = |a: &Tensor, b: &Tensor, what: &str| {
+            let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+            let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                assert!(
+                    (x - y).abs() <= 1e-5 * scale,
+                    "{what}[{i}]: fused {x} vs generic {y}"
+                );
+            }
+        };
+        close(&f_loss, &loss, "loss");
+        close(&f_valid, &valid, "valid");
+        close(&f_d_r, &d_r, "dL/dR");
+        assert_eq!(
+            f_valid.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [1.0, 1.0, 0.0]
+        );
+    }
 }
