@@ -48,15 +48,18 @@ pub enum GradChoice {
     Direct,
 }
 
-/// How the LeGrad map's per-head products `U_h V_hᵀ` are evaluated.
+/// How the map and its Dice are computed in each step (README "Fused kernels").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum MapKernel {
-    /// Materialised by batched products (H·M·N² values per step, three times over with the backward).
+    /// Generic tensor ops: the per-head products `U_h V_hᵀ` materialised (H·M·N² values per step, three
+    /// times over with the backward), and on the device loop some twenty passes over M·S² maps for the
+    /// upsampling, normalisation and Dice.
     Generic,
-    /// The fused kernels (`explain::fused`): recomputed tile by tile, never held. On a CPU they are plain
-    /// loops, far slower than the generic products; they are meant for CUDA, where they have yet to be
-    /// checked against their twin on a GPU (`tests/gpu.rs`), hence not the default.
+    /// The fused kernels (`explain::fused` for the products, `invert::fused_dice` for the rest on the device
+    /// loop): recomputed where needed, never held. On a CPU they are plain loops, far slower than the generic
+    /// ops; they are meant for CUDA, where they have yet to be checked against their twins on a GPU
+    /// (`tests/gpu.rs`), hence not the default.
     Fused,
 }
 

@@ -54,7 +54,7 @@ pub struct InvertParams {
     /// CPU (where a bigger product gains nothing and costs memory).
     #[serde(default)]
     pub forward_batch: Option<usize>,
-    /// `generic` (default) or `fused`: how the map's per-head products are evaluated (README "Fused map
+    /// `generic` (default) or `fused`: the fused CUDA kernels for the map and its Dice (README "Fused
     /// kernels").
     #[serde(default)]
     pub map_kernel: Option<crate::invert::MapKernel>,
