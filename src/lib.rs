@@ -10,7 +10,6 @@ pub mod decode;
 pub mod device;
 pub mod explain;
 pub mod invert;
-#[cfg(feature = "cuda")]
 mod kernels;
 pub mod masks;
 pub mod pipeline;

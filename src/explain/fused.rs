@@ -7,6 +7,8 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::kernels::cpu_f32;
+
 /// `colsum[m, j] = Σ_h Σ_i ReLU(Σ_k U[m, i, h·Dh + k] · V[h, j, k])` for `u` `[M, N, H·Dh]`, `v` `[H, N, Dh]`.
 pub fn relu_colsum(u: &Tensor, v: &Tensor) -> Result<Tensor> {
     u.contiguous()?
@@ -46,13 +48,6 @@ fn backward_dims(u: &Layout, v: &Layout, w: &Layout) -> Result<(usize, usize, us
     Ok((m, n, heads, dh))
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&s.as_slice::<f32>()?[start..end]),
-        None => candle_core::bail!("relu_colsum: inputs must be contiguous"),
-    }
-}
-
 /// G[i, j] for one mask's rows of `u` and one head.
 fn product(u_m: &[f32], v: &[f32], h: usize, i: usize, j: usize, n: usize, dh: usize) -> f32 {
     let c = u_m.len() / n;
@@ -74,7 +69,10 @@ impl CustomOp2 for ReluColsum {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (m, n, heads, dh) = dims(l1, l2)?;
-        let (u, v) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let (u, v) = (
+            cpu_f32(s1, l1, "relu_colsum")?,
+            cpu_f32(s2, l2, "relu_colsum")?,
+        );
         let mut out = vec![0f32; m * n];
         out.par_chunks_mut(n).enumerate().for_each(|(mi, row)| {
             let u_m = &u[mi * n * heads * dh..(mi + 1) * n * heads * dh];
@@ -125,7 +123,11 @@ impl CustomOp3 for ReluColsumBackward {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (m, n, heads, dh) = backward_dims(l1, l2, l3)?;
-        let (u, v, w) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
+        let (u, v, w) = (
+            cpu_f32(s1, l1, "relu_colsum")?,
+            cpu_f32(s2, l2, "relu_colsum")?,
+            cpu_f32(s3, l3, "relu_colsum")?,
+        );
         let c = heads * dh;
         let mut du = vec![0f32; m * n * c];
         du.par_chunks_mut(n * c).enumerate().for_each(|(mi, du_m)| {

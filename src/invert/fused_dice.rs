@@ -8,6 +8,8 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::kernels::cpu_f32;
+
 use crate::resample::bilinear_taps;
 
 /// Per mask, from its relevance `r` `[M, g²]`, folded mask `folded` `[M, S²]`, and `consts` = rho `[S²]` ‖
@@ -57,13 +59,6 @@ impl MapDice {
     }
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&s.as_slice::<f32>()?[start..end]),
-        None => candle_core::bail!("map_dice: inputs must be contiguous"),
-    }
-}
-
 impl CustomOp3 for MapDice {
     fn name(&self) -> &'static str {
         "map-dice"
@@ -80,7 +75,11 @@ impl CustomOp3 for MapDice {
     ) -> Result<(CpuStorage, Shape)> {
         let m = self.masks(l1, l2, l3)?;
         let (g, s) = (self.grid, self.size);
-        let (r, folded, consts) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
+        let (r, folded, consts) = (
+            cpu_f32(s1, l1, "map_dice")?,
+            cpu_f32(s2, l2, "map_dice")?,
+            cpu_f32(s3, l3, "map_dice")?,
+        );
         let (rho, area) = consts.split_at(s * s);
         let taps = bilinear_taps(g, s);
         // The dense [S, g] resize matrix A: X = A·R·Aᵀ, dR = Aᵀ·dX·A.
