@@ -32,7 +32,7 @@ pub fn parse(name: &str) -> Result<Device, DeviceError> {
 pub const DEFAULT_GPU_MEMORY_GIB: f64 = 16.0;
 
 /// Arithmetic of the image forward and of the Jacobian build (the step loop always runs in f32).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Full f32 everywhere: the parity-checked default.

@@ -179,10 +179,6 @@ impl Relevance {
         self.fused_maps
     }
 
-    pub fn jacobian_dtype(&self) -> DType {
-        self.jacobian_dtype
-    }
-
     pub fn device(&self) -> &Device {
         self.zhat.device()
     }
@@ -505,12 +501,12 @@ impl PathCosts {
     }
 
     /// The cheaper path for `evaluations` token-vector evaluations (masks × steps), the Jacobian only if
-    /// it fits in `memory_budget` bytes. `jacobian_speed` scales the Jacobian's costs (its big batched
-    /// products run faster per MAC than the direct chain's on some devices).
-    pub fn choose(&self, evaluations: usize, memory_budget: f64, jacobian_speed: f64) -> GradPath {
+    /// it fits in `memory_budget` bytes. Counting assumes both paths run at one rate per MAC, as on a CPU;
+    /// a GPU's rates differ, and [`MeasuredCosts`] decides there.
+    pub fn choose(&self, evaluations: usize, memory_budget: f64) -> GradPath {
         let e = evaluations as f64;
         let direct = e * self.direct_per_eval;
-        let jac = (self.jacobian_build + e * self.jacobian_per_eval) / jacobian_speed;
+        let jac = self.jacobian_build + e * self.jacobian_per_eval;
         if jac < direct && self.jacobian_bytes <= memory_budget {
             GradPath::Jacobian
         } else {

@@ -428,14 +428,14 @@ fn invert_from_taps(
         GradChoice::Auto => {
             let counted = rel.costs();
             if !measure || valid.is_empty() || counted.jacobian_bytes > jacobian_budget as f64 {
-                counted.choose(evaluations, jacobian_budget as f64, 1.0)
+                counted.choose(evaluations, jacobian_budget as f64)
             } else {
                 // Measured on no more vectors than a chunk may hold, so the measurement fits where the run does.
                 let most_per_chunk = (model_budget.map_or(cfg.chunk_budget_bytes, |a| a as usize)
                     / per_mask_bytes(GradPath::Direct))
                 .max(1);
                 let (measured, measured_now) =
-                    measured_costs(&rel, valid.len().min(most_per_chunk))?;
+                    measured_costs(&rel, model.precision, valid.len().min(most_per_chunk))?;
                 let (direct_s, jacobian_s) = measured.estimate(evaluations);
                 grad_estimate = Some(GradEstimate {
                     direct_s,
@@ -515,7 +515,8 @@ fn invert_from_taps(
 const JACOBIAN_TOKEN_CHUNK: usize = 16;
 
 /// Measured path costs are worth reusing across photos of one shape: they depend on the device, the
-/// model's sizes, the Jacobian's dtype and how many token vectors each evaluation carries.
+/// model's sizes, the precision (the Jacobian's dtype, TF32 products) and how many token vectors each
+/// evaluation carries.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct CostKey {
     device: String,
@@ -523,7 +524,7 @@ struct CostKey {
     width: usize,
     mlp_width: usize,
     embed_dim: usize,
-    jacobian_dtype: candle_core::DType,
+    precision: crate::device::Precision,
     masks: usize,
 }
 
@@ -532,6 +533,7 @@ struct CostKey {
 /// beyond which a GPU's per-vector cost no longer falls much.
 fn measured_costs(
     rel: &Relevance,
+    precision: crate::device::Precision,
     masks: usize,
 ) -> Result<(crate::explain::MeasuredCosts, bool), InvertError> {
     static MEASURED: std::sync::OnceLock<
@@ -544,7 +546,7 @@ fn measured_costs(
         width: rel.width,
         mlp_width: rel.mlp_width(),
         embed_dim: rel.embed_dim,
-        jacobian_dtype: rel.jacobian_dtype(),
+        precision,
         masks: bucket,
     };
     let cache = MEASURED.get_or_init(Default::default);

@@ -133,7 +133,12 @@ fn maps_of(
     t_hat: &Tensor,
 ) -> candle_core::Result<(MapProducts, DeviceMaps)> {
     let (grads, r) = relevance_of(rel, path, t_hat)?;
-    let x = up.forward(&r)?;
+    Ok((grads, normalized_maps(up, &r)?))
+}
+
+/// The S×S maps of patch relevance `r` `[M, g²]`, min-max normalised.
+fn normalized_maps(up: &DeviceUpsample, r: &Tensor) -> candle_core::Result<DeviceMaps> {
+    let x = up.forward(r)?;
     let lo = x.min_keepdim(1)?;
     let hi = x.max_keepdim(1)?;
     let span = (&hi - &lo)?;
@@ -144,18 +149,52 @@ fn maps_of(
         .broadcast_sub(&lo)?
         .broadcast_div(&range)?
         .broadcast_mul(&valid)?;
-    let at_min = up.one_hot(&x.argmin_keepdim(1)?)?;
-    let at_max = up.one_hot(&x.argmax_keepdim(1)?)?;
-    Ok((
-        grads,
-        DeviceMaps {
-            values,
-            at_min,
-            at_max,
-            range,
-            valid,
-        },
-    ))
+    Ok(DeviceMaps {
+        values,
+        at_min: up.one_hot(&x.argmin_keepdim(1)?)?,
+        at_max: up.one_hot(&x.argmax_keepdim(1)?)?,
+        range,
+        valid,
+    })
+}
+
+/// A chunk's masks on the device: folded onto S×S `[M, S²]`, the Dice weights ρ `[1, S²]`, the areas
+/// `[M, 1]`, and for the fused kernels ρ ‖ areas as one buffer.
+struct ChunkMasks {
+    folded: Tensor,
+    rho: Tensor,
+    area: Tensor,
+    fused_consts: Option<Tensor>,
+}
+
+impl ChunkMasks {
+    fn new(
+        prepared: &[super::PreparedMask],
+        rho: Vec<f32>,
+        s: usize,
+        fused: bool,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        let m = prepared.len();
+        let folded = Tensor::from_vec(
+            prepared.iter().flat_map(|p| p.folded.clone()).collect(),
+            (m, s * s),
+            device,
+        )?;
+        let rho = Tensor::from_vec(rho, (1, s * s), device)?;
+        let area = Tensor::from_vec(prepared.iter().map(|p| p.area).collect(), (m, 1), device)?;
+        let fused_consts = if fused {
+            Some(Tensor::cat(&[rho.flatten_all()?, area.flatten_all()?], 0)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            folded,
+            rho,
+            area,
+            fused_consts,
+        })
+    }
 }
 
 /// Dice per mask `[M]` and, scaled by `scale`, `dL/dE` `[M, S²]`.
@@ -201,22 +240,15 @@ pub(super) fn invert_chunk(
     let mc = masks.len();
     let s = up.size;
     let (prepared, rho_host) = prepare_masks(&masks, s);
-    let folded = Tensor::from_vec(
-        prepared.iter().flat_map(|p| p.folded.clone()).collect(),
-        (mc, s * s),
-        device,
-    )?;
-    let rho = Tensor::from_vec(rho_host, (1, s * s), device)?;
-    let area = Tensor::from_vec(prepared.iter().map(|p| p.area).collect(), (mc, 1), device)?;
+    let ChunkMasks {
+        folded,
+        rho,
+        area,
+        fused_consts,
+    } = ChunkMasks::new(&prepared, rho_host, s, rel.fused_maps(), device)?;
     let cls_t = Tensor::from_slice(cls, (1, d), device)?;
     let (cls_unit, _) = normalize_rows(&cls_t)?;
     let scale = 1.0 / total_masks as f64;
-    // The fused kernels take the Dice weights and the masks' areas as one buffer.
-    let fused_consts = if rel.fused_maps() {
-        Some(Tensor::cat(&[rho.flatten_all()?, area.flatten_all()?], 0)?)
-    } else {
-        None
-    };
 
     let mut token = cls_t.broadcast_as((mc, d))?.contiguous()?;
     let mut m1 = Tensor::zeros((mc, d), DType::F32, device)?;
@@ -335,20 +367,7 @@ mod tests {
             .collect();
         let (prepared, rho_host) = prepare_masks(&masks.iter().collect::<Vec<_>>(), s);
         let mc = masks.len();
-        let folded = Tensor::from_vec(
-            prepared.iter().flat_map(|p| p.folded.clone()).collect(),
-            (mc, s * s),
-            &device,
-        )
-        .unwrap();
-        let rho = Tensor::from_vec(rho_host, (1, s * s), &device).unwrap();
-        let area =
-            Tensor::from_vec(prepared.iter().map(|p| p.area).collect(), (mc, 1), &device).unwrap();
-        let consts = Tensor::cat(
-            &[rho.flatten_all().unwrap(), area.flatten_all().unwrap()],
-            0,
-        )
-        .unwrap();
+        let chunk = ChunkMasks::new(&prepared, rho_host, s, true, &device).unwrap();
         // two relevance maps with structure, one flat
         let mut r: Vec<f32> = (0..2 * grid * grid)
             .map(|i| ((i * 37 % 23) as f32 * 0.11).sin().abs())
@@ -357,33 +376,16 @@ mod tests {
         let r = Tensor::from_vec(r, (mc, grid * grid), &device).unwrap();
         let scale = 1.0 / 3.0;
 
-        let x = up.forward(&r).unwrap();
-        let lo = x.min_keepdim(1).unwrap();
-        let hi = x.max_keepdim(1).unwrap();
-        let span = (&hi - &lo).unwrap();
-        let valid = span.gt(0f32).unwrap().to_dtype(DType::F32).unwrap();
-        let range = ((&span * &valid).unwrap() + valid.affine(-1.0, 1.0).unwrap()).unwrap();
-        let values = x
-            .broadcast_sub(&lo)
-            .unwrap()
-            .broadcast_div(&range)
-            .unwrap()
-            .broadcast_mul(&valid)
-            .unwrap();
-        let maps = DeviceMaps {
-            values,
-            at_min: up.one_hot(&x.argmin_keepdim(1).unwrap()).unwrap(),
-            at_max: up.one_hot(&x.argmax_keepdim(1).unwrap()).unwrap(),
-            range,
-            valid: valid.clone(),
-        };
-        let (loss, d_e) = dice_and_grad(&maps.values, &folded, &rho, &area, scale).unwrap();
+        let maps = normalized_maps(&up, &r).unwrap();
+        let (loss, d_e) =
+            dice_and_grad(&maps.values, &chunk.folded, &chunk.rho, &chunk.area, scale).unwrap();
         let d_r = up
             .backward(&normalize_backward(&maps, &d_e).unwrap())
             .unwrap();
 
+        let consts = chunk.fused_consts.as_ref().unwrap();
         let (f_loss, f_valid, f_d_r) =
-            fused_dice_and_grad(&r, &folded, &consts, &up, scale).unwrap();
+            fused_dice_and_grad(&r, &chunk.folded, consts, &up, scale).unwrap();
         let close = |a: &Tensor, b: &Tensor, what: &str| {
             let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
             let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
@@ -396,7 +398,7 @@ mod tests {
             }
         };
         close(&f_loss, &loss, "loss");
-        close(&f_valid, &valid, "valid");
+        close(&f_valid, &maps.valid, "valid");
         close(&f_d_r, &d_r, "dL/dR");
         assert_eq!(
             f_valid.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
