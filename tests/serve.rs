@@ -331,9 +331,9 @@ fn the_api_answers_like_the_cli_filters_and_refuses_bad_input_as_json() {
     }
     let long = format!("/api/search?q={}", "a".repeat(20_000));
     assert_json_error(&server.get(&long), 414, "query string");
-    // Past 64 kB the HTTP parser itself refuses the request line (with an empty body).
+    // Past 64 kB the HTTP parser itself refuses the request line, in the same JSON shape.
     let long = format!("/api/search?q={}", "a".repeat(100_000));
-    assert_eq!(server.get(&long).status, 414);
+    assert_json_error(&server.get(&long), 414, "target is too long");
     let long = format!("/api/search?q={}", "a%20".repeat(1_500));
     assert_json_error(&server.get(&long), 400, "bytes");
     let big = vec![b'x'; 100_000];
@@ -597,4 +597,380 @@ fn searches_during_an_index_run_see_whole_commits_only() {
         "too few commits seen while the run went on: {seen:?} ({checked} searches)"
     );
     eprintln!("rows seen while indexing: {seen:?} over {checked} searches");
+}
+
+/// A copy of the shared fixture's index that a test may damage.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() && e.file_name() != "writer.lock" {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("serve-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[cfg(unix)]
+#[test]
+fn photos_outside_the_images_folder_are_refused_at_index_time_and_never_served() {
+    let Some(f) = fixture() else { return };
+    let dir = scratch("paths");
+    let (images, secret) = (dir.join("images"), dir.join("secret"));
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&secret).unwrap();
+    // One COCO128 photo and its annotations, under four names: inside the folder, climbing out of it,
+    // absolute, and a symlink inside it that leads out.
+    let coco: Value = serde_json::from_str(
+        &std::fs::read_to_string(f.data.join("coco128/instances.json")).unwrap(),
+    )
+    .unwrap();
+    let photo = coco["images"][0].clone();
+    let name = photo["file_name"].as_str().unwrap();
+    std::fs::copy(f.data.join("coco128/images").join(name), images.join("in.jpg")).unwrap();
+    std::fs::copy(f.data.join("coco128/images").join(name), secret.join("x.jpg")).unwrap();
+    std::os::unix::fs::symlink(secret.join("x.jpg"), images.join("link.jpg")).unwrap();
+    let names = [
+        "in.jpg".to_string(),
+        "../secret/x.jpg".to_string(),
+        secret.join("x.jpg").display().to_string(),
+        "link.jpg".to_string(),
+    ];
+    let annotations: Vec<Value> = coco["annotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["image_id"] == photo["id"] && a["iscrowd"] == 0)
+        .take(2)
+        .cloned()
+        .collect();
+    let mut out = serde_json::json!({"images": [], "annotations": [], "categories": coco["categories"]});
+    for (i, n) in names.iter().enumerate() {
+        let mut p = photo.clone();
+        p["id"] = (i + 1).into();
+        p["file_name"] = n.clone().into();
+        out["images"].as_array_mut().unwrap().push(p);
+        for (j, a) in annotations.iter().enumerate() {
+            let mut a = a.clone();
+            a["id"] = (100 * (i + 1) + j).into();
+            a["image_id"] = (i + 1).into();
+            out["annotations"].as_array_mut().unwrap().push(a);
+        }
+    }
+    let coco_path = dir.join("hostile.json");
+    std::fs::write(&coco_path, out.to_string()).unwrap();
+    let index = dir.join("idx");
+    let spec = spec(&dir, 8);
+    let (code, stdout, err) = run_regionseek(&[
+        "index",
+        images.to_str().unwrap(),
+        "--coco",
+        coco_path.to_str().unwrap(),
+        "--pipeline",
+        spec.to_str().unwrap(),
+        "--model",
+        "random:vit-b-32",
+        "--out",
+        index.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let report = last_json(&stdout);
+    assert_eq!(report["input_issues"], 3, "{report}");
+    assert_eq!(report["regions_added"], annotations.len(), "{report}");
+    let errors = std::fs::read_to_string(index.join("errors.json")).unwrap();
+    for why in ["climbs out", "absolute", "leads outside"] {
+        assert!(errors.contains(why), "errors.json should say {why:?}: {errors}");
+    }
+
+    // An index from before the check, holding rows that name photos outside the folder: made here by
+    // copying the good rows under the bad names, as the index crate accepts any name.
+    let good = regionseek::index::RegionIndex::open(&index).unwrap();
+    let m = good.manifest().clone();
+    let crafted = dir.join("crafted");
+    let spec = regionseek::index::IndexSpec {
+        dim: m.dim,
+        model_id: m.model_id.clone(),
+        weights_hash: m.weights_hash.clone(),
+        hnsw: m.hnsw,
+    };
+    let mut w = regionseek::index::RegionIndex::create(&crafted, &spec).unwrap();
+    let mut records = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let mut meta = good.rows()[0].clone();
+        meta.image = n.clone();
+        meta.image_hash = format!("{}-{i}", meta.image_hash);
+        records.push(regionseek::index::RegionRecord {
+            meta,
+            embedding: good.embedding(0).unwrap(),
+        });
+    }
+    w.append(records).unwrap();
+    drop(w);
+    let server = Server::start(&crafted, &["--images", images.to_str().unwrap()]);
+    for (row, n) in names.iter().enumerate() {
+        for picture in ["crop.png", "thumb.jpg?size=64", "overlay.jpg?size=64"] {
+            let r = server.get(&format!("/api/regions/{row}/{picture}"));
+            if row == 0 {
+                assert_eq!(r.status, 200, "{n} {picture}: {}", String::from_utf8_lossy(&r.body));
+                continue;
+            }
+            assert_json_error(&r, 404, &format!("row {row}"));
+            let body = String::from_utf8_lossy(&r.body);
+            assert!(!body.contains("secret"), "{n}: the answer names the path: {body}");
+        }
+    }
+    // `search --crop` reads photos through the same check.
+    let crops = dir.join("crops");
+    let (code, _, err) = run_regionseek(&[
+        "search",
+        crafted.to_str().unwrap(),
+        "a photo",
+        "--k",
+        "4",
+        "--crop",
+        crops.to_str().unwrap(),
+        "--images",
+        images.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read_dir(&crops).unwrap().count(), 1, "{err}");
+    assert!(err.contains("outside the images folder"), "{err}");
+}
+
+/// Connections that send part of a request head and then nothing.
+fn stall(addr: &str, n: usize) -> Vec<std::net::TcpStream> {
+    use std::io::Write;
+    (0..n)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /api/stats HTTP/1.1\r\nHost: localh").unwrap();
+            s
+        })
+        .collect()
+}
+
+/// Whether the server closed a stalled connection within `within` (EOF or a reset on read).
+fn closed_within(s: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            // What the server still had to say (a response) before closing.
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    }
+}
+
+#[test]
+fn stalled_clients_are_cut_off_capped_and_do_not_hold_a_sigterm() {
+    let Some(f) = fixture() else { return };
+    let server = Server::start(
+        &f.index,
+        &["--idle-timeout-s", "1", "--max-connections", "60", "--shutdown-grace-s", "2"],
+    );
+    // Half a head: closed after the head timeout.
+    let mut stalled = stall(&server.addr, 50);
+    let t = Instant::now();
+    for s in &mut stalled {
+        assert!(closed_within(s, Duration::from_secs(5)), "a stalled connection stayed open");
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // Over the cap: answered 503 in JSON at once, while the capped ones wait.
+    let _held = stall(&server.addr, 60);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_json_error(&server.get("/healthz"), 503, "open connections");
+    drop(_held);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.get("/healthz").status, 200);
+    // An idle kept-alive connection is closed too.
+    let mut idle = std::net::TcpStream::connect(&server.addr).unwrap();
+    std::io::Write::write_all(&mut idle, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    assert!(closed_within(&mut idle, Duration::from_secs(5)), "an idle connection stayed open");
+
+    // SIGTERM with stalled connections: out within the grace period, said in the log.
+    let server = Server::start(
+        &f.index,
+        &["--idle-timeout-s", "30", "--max-connections", "300", "--shutdown-grace-s", "2"],
+    );
+    let _stalled = stall(&server.addr, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let (code, log) = server.terminate();
+    let took = t.elapsed();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(took < Duration::from_secs(6), "SIGTERM took {took:?}: {log}");
+    eprintln!("SIGTERM with 200 stalled connections: exit after {took:?}");
+}
+
+#[test]
+fn requests_addressed_to_another_host_or_from_another_origin_are_refused() {
+    let Some(f) = fixture() else { return };
+    let server = Server::start(&f.index, &["--allow-host", "photos.example"]);
+    let with = |headers: &[(&str, &str)]| http_raw(&server.addr, "GET", b"/api/stats", headers, b"");
+    assert_json_error(&with(&[("Host", "evil.example")]), 421, "evil.example");
+    assert_json_error(&with(&[("Host", "evil.example:8080")]), 421, "evil.example");
+    // The absolute form of a request target names the host as well.
+    let foreign = http_raw(&server.addr, "GET", b"http://evil.example/api/stats", &[], b"");
+    assert_json_error(&foreign, 421, "evil.example");
+    assert_json_error(&with(&[("Origin", "http://evil.example")]), 421, "Origin");
+    assert_json_error(&with(&[("Origin", "null")]), 421, "Origin");
+    assert_eq!(with(&[("Origin", "http://localhost:8080")]).status, 200);
+    assert_eq!(with(&[("Origin", "https://photos.example")]).status, 200);
+    assert_eq!(with(&[("Host", "Photos.Example.:443")]).status, 200);
+    assert_eq!(with(&[("Host", &server.addr)]).status, 200);
+    assert_eq!(with(&[("Host", "[::1]:8080")]).status, 200);
+    assert_eq!(with(&[("Host", "app.localhost")]).status, 200);
+    assert_json_error(&with(&[("Host", "10.1.2.3")]), 421, "10.1.2.3");
+}
+
+#[test]
+fn abandoned_queries_are_dropped_and_a_fresh_one_is_answered_at_once() {
+    let Some(f) = fixture() else { return };
+    let server = Server::start(&f.index, &["--timeout-s", "1", "--max-queued-texts", "600"]);
+    // Four floods of distinct long texts, each far more than the text tower embeds in a second.
+    let floods: Vec<_> = (0..4)
+        .map(|flood| {
+            let addr = server.addr.clone();
+            std::thread::spawn(move || {
+                let queries: Vec<String> = (0..256)
+                    .map(|i| format!("flood {flood} text {i}: {}", "a photo of many things ".repeat(8)))
+                    .collect();
+                let body = serde_json::json!({"queries": queries, "k": 1}).to_string();
+                http_raw(&addr, "POST", b"/api/search", &[("Content-Type", "application/json")], body.as_bytes())
+            })
+        })
+        .collect();
+    let answers: Vec<HttpResponse> = floods.into_iter().map(|t| t.join().unwrap()).collect();
+    let timed_out = answers.iter().filter(|r| r.status == 408).count();
+    assert!(timed_out >= 1, "{:?}", answers.iter().map(|r| r.status).collect::<Vec<_>>());
+    for r in answers.iter().filter(|r| r.status == 408) {
+        assert_json_error(r, 408, "--timeout-s");
+    }
+    let t = Instant::now();
+    let fresh = server.get("/api/search?q=a+red+bicycle&k=3");
+    let took = t.elapsed();
+    assert_eq!(fresh.status, 200, "{}", String::from_utf8_lossy(&fresh.body));
+    assert!(took < Duration::from_secs(2), "a fresh query took {took:?} after the flood");
+    eprintln!("fresh query after 4 timed-out floods of 256 texts: {took:?}");
+    let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
+    let abandoned: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("regionseek_text_abandoned_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(abandoned > 0.0, "{metrics}");
+}
+
+#[test]
+fn answers_stay_small_metrics_stay_closed_and_hyper_errors_are_json() {
+    let Some(f) = fixture() else { return };
+    let server = Server::start(&f.index, &[]);
+    // 256 queries × k 1000 from a 2 kB body: refused before any work, naming the limit.
+    let body = serde_json::json!({"queries": vec!["a dog"; 256], "k": 1000}).to_string();
+    let r = http_raw(&server.addr, "POST", b"/api/search", &[], body.as_bytes());
+    assert_json_error(&r, 400, "at most 5000");
+    // Unknown fields are refused in a POST as in a query string.
+    let body = serde_json::json!({"queries": ["a dog"], "kk": 3}).to_string();
+    assert_json_error(&http_raw(&server.addr, "POST", b"/api/search", &[], body.as_bytes()), 400, "\"kk\"");
+    let body = serde_json::json!({"queries": [{"q": "a dog", "exactly": true}]}).to_string();
+    let r = http_raw(&server.addr, "POST", b"/api/search", &[], body.as_bytes());
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["results"][0]["status"], 400, "{}", r.json());
+    // Invented methods: 405 naming what the endpoint takes, and one `other` label in the metrics.
+    for m in ["FOO", "BAR", "BAZ"] {
+        let r = http_raw(&server.addr, m, b"/api/search?q=dog", &[], b"");
+        assert_json_error(&r, 405, "GET");
+    }
+    let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
+    assert!(!metrics.contains("FOO") && !metrics.contains("BAZ"), "{metrics}");
+    assert!(metrics.contains("method=\"other\""), "{metrics}");
+    // What hyper answers by itself: JSON as well.
+    let long_header = "x".repeat(200 * 1024);
+    let r = http_raw(&server.addr, "GET", b"/healthz", &[("X-Long", &long_header)], b"");
+    assert_json_error(&r, 431, "headers are too large");
+    let r = http_raw(&server.addr, "GET", b"/he lthz", &[], b"");
+    assert_json_error(&r, 400, "not valid HTTP");
+    // No absolute server path in the stats.
+    let stats = server.get("/api/stats");
+    let text = String::from_utf8_lossy(&stats.body);
+    assert!(!text.contains(f.index.to_str().unwrap()), "{text}");
+    assert_eq!(stats.json()["index_dir"], "idx");
+}
+
+#[test]
+fn a_token_is_found_whatever_the_scheme_case_or_a_stale_cookie_beside_it() {
+    let Some(f) = fixture() else { return };
+    for bad in ["semi;colon-token", "amp&ersand-token", "hash#token-xxxx", "short"] {
+        let (code, _, err) = run_regionseek(&["serve", f.index.to_str().unwrap(), "--token", bad]);
+        assert_eq!(code, 1, "{bad}");
+        assert!(err.contains("at least 8 characters"), "{err}");
+    }
+    let token = "Good_token-0123.~";
+    let server = Server::start(&f.index, &["--token", token]);
+    let ok = |headers: &[(&str, &str)]| http_raw(&server.addr, "GET", b"/api/stats", headers, b"").status;
+    assert_eq!(ok(&[("Authorization", &format!("bearer {token}"))]), 200);
+    assert_eq!(ok(&[("Authorization", &format!("BEARER  {token}"))]), 200);
+    let cookies = format!("regionseek_token=stale-old-token; regionseek_token={token}");
+    assert_eq!(ok(&[("Cookie", &cookies)]), 200);
+    assert_eq!(ok(&[("Cookie", "regionseek_token=stale-old-token")]), 401);
+}
+
+#[test]
+fn a_served_index_truncated_or_replaced_under_the_server_keeps_answering() {
+    let Some(f) = fixture() else { return };
+    let dir = scratch("sigbus");
+    let index = dir.join("idx");
+    copy_dir(&f.index, &index);
+    let server = Server::start(&index, &[]);
+    let before = server.get("/api/search?q=a+dog&k=5&exact=true").json();
+    let vectors: Vec<PathBuf> = std::fs::read_dir(&index)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "vectors"))
+        .collect();
+    assert!(!vectors.is_empty(), "the fixture index has a graph dump");
+    for v in &vectors {
+        std::fs::OpenOptions::new().write(true).open(v).unwrap().set_len(100).unwrap();
+    }
+    // Exact (every vector read) and graph searches, and a similar-region lookup, after the truncation.
+    let after = server.get("/api/search?q=a+dog&k=5&exact=true");
+    assert_eq!(after.status, 200);
+    assert_eq!(after.json()["hits"], before["hits"]);
+    assert_eq!(server.get("/api/search?q=a+dog&k=5&ef=64").status, 200);
+    assert_eq!(server.get("/api/similar/0?k=3").status, 200);
+    // The same bytes copied over the whole folder (what `cp -r` of another index does) changes nothing either.
+    copy_dir(&f.index, &index);
+    assert_eq!(server.get("/api/search?q=a+dog&k=5&exact=true").status, 200);
+    for v in &vectors {
+        std::fs::OpenOptions::new().write(true).open(v).unwrap().set_len(100).unwrap();
+    }
+    // `verify` names the damage.
+    let (code, out, err) = run_regionseek(&["verify", index.to_str().unwrap(), "--json"]);
+    assert_ne!(code, 0, "{out}");
+    let name = vectors[0].file_name().unwrap().to_str().unwrap();
+    assert!(out.contains(name) || err.contains(name), "{out}{err}");
+    let (code, log) = server.terminate();
+    assert_eq!(code, Some(0), "{log}");
 }

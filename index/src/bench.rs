@@ -70,16 +70,14 @@ pub struct IndexBenchResult {
     /// Resident memory the build added, per vector (the exact f32 vectors included).
     pub rss_bytes_per_vector: Option<f64>,
     pub dump_s: f64,
-    /// Opening the dump: links read and checked, vectors mapped.
+    /// Opening the dump: links read and checked, vectors read.
     pub reload_s: f64,
     /// The CRC-32 of both files (`index-verify`; opening an index checks the links' and the vectors' size).
     pub reload_checksum_s: f64,
     /// Memory of its own (RssAnon) per vector that the reloaded graph holds after answering every query at
-    /// the widest beam: the links and the search's scratch.
+    /// the widest beam: the f32 vectors and codes (read into memory, not mapped), the links and the search's
+    /// scratch.
     pub reload_anon_bytes_per_vector: Option<f64>,
-    /// Pages of the mapped vectors file resident in the process then (RssFile): page cache the kernel can
-    /// reclaim, and with fault-around it maps neighbouring pages of each one read.
-    pub reload_mapped_bytes_per_vector: Option<f64>,
     /// Exact top-10 by a parallel scan (what `search` runs by default up to 200k candidates).
     pub exact_p50_ms: f64,
     pub exact_p99_ms: f64,
@@ -357,7 +355,7 @@ pub fn run(setup: &BenchSetup<'_>) -> Result<Vec<IndexBenchResult>, IndexError> 
         checksum(&scratch.join(file))?;
     }
     let reload_checksum_s = t.elapsed().as_secs_f64();
-    let (anon_before, file_before) = (status_bytes("RssAnon:"), status_bytes("RssFile:"));
+    let anon_before = status_bytes("RssAnon:");
     let t = Instant::now();
     let reloaded = GraphEngine::load(scratch, "bench", n)?;
     let reload_s = t.elapsed().as_secs_f64();
@@ -381,7 +379,6 @@ pub fn run(setup: &BenchSetup<'_>) -> Result<Vec<IndexBenchResult>, IndexError> 
             .map(|(a, b)| b.saturating_sub(a) as f64 / n as f64)
     };
     let reload_anon_bytes_per_vector = per_vector(anon_before, "RssAnon:");
-    let reload_mapped_bytes_per_vector = per_vector(file_before, "RssFile:");
     drop(reloaded);
     for file in graph_files("bench") {
         let _ = std::fs::remove_file(scratch.join(file));
@@ -414,7 +411,6 @@ pub fn run(setup: &BenchSetup<'_>) -> Result<Vec<IndexBenchResult>, IndexError> 
             reload_s,
             reload_checksum_s,
             reload_anon_bytes_per_vector,
-            reload_mapped_bytes_per_vector,
             exact_p50_ms,
             exact_p99_ms,
         })

@@ -95,22 +95,52 @@ thread_local! {
     static VISITED: RefCell<Visited> = const { RefCell::new(Visited { stamps: Vec::new(), epoch: 0 }) };
 }
 
-/// The vectors: the exact f32 rows and their codes. Rows of a reloaded graph stay in the mapped file;
+/// The vectors: the exact f32 rows and their codes. Rows of a reloaded graph are read from the dumped file into memory;
 /// rows added since live in memory after them.
 struct VectorStore {
     dim: usize,
     code_len: usize,
-    mapped: Option<MappedVectors>,
-    /// f32 rows after the mapped ones.
+    loaded: Option<LoadedVectors>,
+    /// f32 rows after the loaded ones.
     tail: Vec<f32>,
     /// Their codes, in u64 words so that every code starts aligned for its element type.
     tail_codes: Vec<u64>,
     tail_rows: usize,
 }
 
-struct MappedVectors {
-    map: memmap2::Mmap,
+/// A dumped vectors file, read into memory (8-byte words, so that every f32 row is aligned). Not a memory
+/// map: a map turns a file truncated or rewritten under a serving process (`cp` over the folder, a full disk)
+/// into SIGBUS at the next search, while a copy keeps answering from what was committed. The cost is one
+/// sequential read at open (measured in the README: about the disk's read speed) and the rows' size in RSS,
+/// which searching a mapped file would bring into memory anyway.
+struct LoadedVectors {
+    words: Vec<u64>,
+    len: usize,
     rows: usize,
+}
+
+impl LoadedVectors {
+    fn read(path: &std::path::Path) -> Result<Self, IndexError> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(path).map_err(IndexError::io(path))?;
+        let len = file.metadata().map_err(IndexError::io(path))?.len() as usize;
+        let mut words = vec![0u64; len.div_ceil(8)];
+        // SAFETY: the words own at least `len` bytes, and every byte pattern is a valid u64.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) };
+        file.read_exact(bytes).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                IndexError::corrupt(path, "shorter than when it was opened (changed while being read)")
+            } else {
+                IndexError::io(path)(e)
+            }
+        })?;
+        Ok(Self { words, len, rows: 0 })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `words` holds at least `len` initialised bytes.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.len) }
+    }
 }
 
 impl VectorStore {
@@ -118,29 +148,29 @@ impl VectorStore {
         Self {
             dim,
             code_len,
-            mapped: None,
+            loaded: None,
             tail: Vec::new(),
             tail_codes: Vec::new(),
             tail_rows: 0,
         }
     }
 
-    fn mapped_rows(&self) -> usize {
-        self.mapped.as_ref().map_or(0, |m| m.rows)
+    fn loaded_rows(&self) -> usize {
+        self.loaded.as_ref().map_or(0, |m| m.rows)
     }
 
     fn len(&self) -> usize {
-        self.mapped_rows() + self.tail_rows
+        self.loaded_rows() + self.tail_rows
     }
 
     #[inline]
     fn vector(&self, id: usize) -> &[f32] {
-        let base = self.mapped_rows();
+        let base = self.loaded_rows();
         if id < base {
-            let m = self.mapped.as_ref().expect("mapped rows");
+            let m = self.loaded.as_ref().expect("loaded rows");
             let at = HEADER + id * self.dim * 4;
-            let bytes = &m.map[at..at + self.dim * 4];
-            // SAFETY: the map is page-aligned and `at` a multiple of 4; f32 accepts every bit pattern.
+            let bytes = &m.bytes()[at..at + self.dim * 4];
+            // SAFETY: the buffer is 8-byte aligned and `at` a multiple of 4; f32 accepts every bit pattern.
             unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), self.dim) }
         } else {
             let i = id - base;
@@ -150,11 +180,11 @@ impl VectorStore {
 
     #[inline]
     fn code(&self, id: usize) -> &[u8] {
-        let base = self.mapped_rows();
+        let base = self.loaded_rows();
         if id < base {
-            let m = self.mapped.as_ref().expect("mapped rows");
+            let m = self.loaded.as_ref().expect("loaded rows");
             let at = HEADER + m.rows * self.dim * 4 + id * self.code_len;
-            &m.map[at..at + self.code_len]
+            &m.bytes()[at..at + self.code_len]
         } else {
             let at = (id - base) * self.code_len;
             // SAFETY: `tail_codes` holds at least `tail_rows · code_len` initialised bytes.
@@ -498,7 +528,7 @@ impl GraphEngine {
         crate::engine::exact_top_k(self.len(), &|id| self.store.vector(id), q, k, keep)
     }
 
-    /// Writes the graph as `{basename}.links` (read into memory on load) and `{basename}.vectors` (mapped).
+    /// Writes the graph as `{basename}.links` (read into memory on load) and `{basename}.vectors` (read into memory too).
     fn write_files(&self, dir: &Path, basename: &str) -> std::io::Result<()> {
         let n = self.len();
         let q = self.quantizer.unwrap_or(Quantizer::fit(self.codec, &[], 0));
@@ -554,7 +584,7 @@ impl GraphEngine {
         Ok(())
     }
 
-    /// Opens a graph written by [`AnnEngine::dump`]: the links are read, the vectors mapped. `rows` is what
+    /// Opens a graph written by [`AnnEngine::dump`]: the links are read, the vectors read. `rows` is what
     /// the manifest says the graph holds.
     pub fn load(dir: &Path, basename: &str, rows: usize) -> Result<Self, IndexError> {
         let path = dir.join(format!("{basename}.links"));
@@ -663,11 +693,9 @@ impl GraphEngine {
         g.locks = (0..n).map(|_| Mutex::new(())).collect();
 
         let path = dir.join(format!("{basename}.vectors"));
-        let file = std::fs::File::open(&path).map_err(IndexError::io(&path))?;
-        // SAFETY: index files are never modified in place (written under a new name, then renamed); a
-        // process that truncated it under us would be corrupting the index anyway.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(IndexError::io(&path))?;
+        let mut vectors = LoadedVectors::read(&path)?;
         let code_len = g.store.code_len;
+        let map = vectors.bytes();
         if map.len() != HEADER + n * (dim * 4 + code_len)
             || &map[..8] != VECTORS_MAGIC
             || u64::from_le_bytes(map[8..16].try_into().unwrap()) != dim as u64
@@ -676,9 +704,8 @@ impl GraphEngine {
         {
             return Err(IndexError::corrupt(&path, "does not match its graph"));
         }
-        #[cfg(unix)]
-        let _ = map.advise(memmap2::Advice::Random);
-        g.store.mapped = Some(MappedVectors { map, rows: n });
+        vectors.rows = n;
+        g.store.loaded = Some(vectors);
         Ok(g)
     }
 }
@@ -925,7 +952,7 @@ mod tests {
     }
 
     #[test]
-    fn a_dumped_graph_reloads_mapped_answers_alike_and_takes_more_rows() {
+    fn a_dumped_graph_reloads_loaded_answers_alike_and_takes_more_rows() {
         let dim = 48;
         let data = clustered(2000, dim, 20, 0.6, 6);
         let g = build(&data, dim, Codec::F16, 400);
@@ -936,7 +963,7 @@ mod tests {
             assert_eq!(g.search(q, 10, 64, None), back.search(q, 10, 64, None));
         }
         assert_eq!(back.vector(1999), g.vector(1999));
-        // Rows after a reload go after the mapped ones and are found.
+        // Rows after a reload go after the loaded ones and are found.
         let more = clustered(300, dim, 20, 0.6, 7);
         let rows: Vec<&[f32]> = more.chunks_exact(dim).collect();
         back.insert(&rows);

@@ -133,7 +133,7 @@ def index_photos(
     coco: Optional[_Path] = None,
     boxes: Optional[_Path] = None,
     masks: Optional[_Path] = None,
-    pipeline: str = "gt-masks",
+    pipeline: Optional[str] = None,
     model: Union[Model, str, None] = None,
     device: str = "cpu",
     sam: Optional[_Path] = None,

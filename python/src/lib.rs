@@ -716,11 +716,12 @@ impl Index {
 /// Indexes a folder of photos by region with a named pipeline, as `regionseek index` does (same files, same
 /// resume: a rerun embeds only what is missing). Regions come from `coco` (instances JSON), `boxes` (boxes
 /// JSON), `masks` (mask PNG folder), or, for the auto-sam / auto-grid pipelines, are found in every photo.
+/// Without `pipeline`, the one that fits: `boxes` for `boxes` (`boxes-sam` with `sam`), else `gt-masks`.
 /// `shard=(k, n)` indexes only the photos of shard k of n (split by a hash of each photo's name, the CLI's
 /// `--shard k/n`). Returns the run's report (the CLI's `--json` keys). Ctrl-C stops after the photo being embedded, commits
 /// what is done, and raises KeyboardInterrupt.
 #[pyfunction]
-#[pyo3(signature = (images, *, out, coco = None, boxes = None, masks = None, pipeline = "gt-masks",
+#[pyo3(signature = (images, *, out, coco = None, boxes = None, masks = None, pipeline = None,
                     model = None, device = "cpu", sam = None, limit = None, shard = None, progress = true,
                     wait = false, exif_rotate = false, max_pixels = None))]
 #[allow(clippy::too_many_arguments)]
@@ -731,7 +732,7 @@ fn index_photos<'py>(
     coco: Option<PathBuf>,
     boxes: Option<PathBuf>,
     masks: Option<PathBuf>,
-    pipeline: &str,
+    pipeline: Option<String>,
     model: Option<&Bound<'py, PyAny>>,
     device: &str,
     sam: Option<PathBuf>,
@@ -771,10 +772,14 @@ fn index_photos<'py>(
     let device_parsed =
         regionseek::device::parse(device).map_err(|e| PyValueError::new_err(e.to_string()))?;
     let cancel = Cancel::default();
+    // Without a pipeline, the one that fits the regions given (boxes: `boxes` or `boxes-sam`), as the CLI.
+    let pipeline = pipeline.unwrap_or_else(|| {
+        regionseek::pipeline::default_pipeline(&regions, sam.is_some()).to_string()
+    });
     let job = IndexJob {
         images,
         regions,
-        pipeline: pipeline.to_string(),
+        pipeline,
         out,
         limit,
         shard,

@@ -92,6 +92,16 @@ def test_index_photos_refuses_what_it_cannot_run(tmp_path, coco128):
                                 boxes=tmp_path / "b.json", out=tmp_path / "x")
     with pytest.raises(regionseek.RegionseekError, match="gt-masks"):
         regionseek.index_photos(coco128 / "images", out=tmp_path / "x", progress=False)
+    # Boxes with a pipeline that needs masks: refused before any model is loaded, naming the fix; no folder
+    # is left behind.
+    (tmp_path / "b.json").write_text('[{"image": "000000000009.jpg", "box": [1, 2, 30, 40]}]')
+    with pytest.raises(regionseek.RegionseekError, match="boxes-sam"):
+        regionseek.index_photos(coco128 / "images", boxes=tmp_path / "b.json", pipeline="gt-masks",
+                                out=tmp_path / "y", progress=False)
+    assert not (tmp_path / "y").exists()
+    with pytest.raises(regionseek.RegionseekError, match="does not exist"):
+        regionseek.index_photos(tmp_path / "no-photos-here", coco=coco128 / "instances.json",
+                                out=tmp_path / "y", progress=False)
     with pytest.raises(regionseek.RegionseekError, match="no-such-pipeline"):
         regionseek.index_photos(coco128 / "images", coco=coco128 / "instances.json",
                                 pipeline="no-such-pipeline", out=tmp_path / "x")

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use std::sync::Arc;
 
-use regionseek::pipeline::{IndexJob, NeedsRegions, RegionSource, SamSetup};
+use regionseek::pipeline::{IndexJob, JobError, NeedsRegions, RegionSource, SamSetup};
 use serde_json::json;
 
 use super::output::{print_json, ModelArgs};
@@ -26,9 +26,10 @@ pub struct IndexArgs {
     /// A folder of mask PNGs named `<image stem>_<region id>.png`.
     #[arg(long)]
     masks: Option<PathBuf>,
-    /// A pipeline name (pipelines/NAME.toml) or a path to a spec file.
-    #[arg(long, default_value = "gt-masks")]
-    pipeline: String,
+    /// A pipeline name (pipelines/NAME.toml) or a path to a spec file. Default: the one that fits the
+    /// regions given: `boxes` for --boxes (`boxes-sam` when --sam is given too), else `gt-masks`.
+    #[arg(long)]
+    pipeline: Option<String>,
     /// The index directory (created if absent; rerunning resumes it).
     #[arg(long)]
     out: PathBuf,
@@ -66,10 +67,13 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
         (_, _, Some(m)) => RegionSource::MaskDir(m.clone()),
         _ => RegionSource::FindThem,
     };
+    let pipeline = a.pipeline.clone().unwrap_or_else(|| {
+        regionseek::pipeline::default_pipeline(&regions, a.sam.sam.is_some()).to_string()
+    });
     let job = IndexJob {
         images: a.images.clone(),
         regions,
-        pipeline: a.pipeline.clone(),
+        pipeline,
         out: a.out.clone(),
         limit: a.limit,
         shard: a.shard,
@@ -87,13 +91,23 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
         cancel: Default::default(),
     };
     let report = job.run(|| Ok(Arc::new(a.model.load()?))).map_err(|e| {
-        match e.downcast_ref::<NeedsRegions>() {
-            Some(n) => anyhow::anyhow!(
+        if let Some(n) = e.downcast_ref::<NeedsRegions>() {
+            return anyhow::anyhow!(
                 "pipeline {} takes its regions from --coco, --boxes or --masks; for a plain photo folder use \
                  --pipeline auto-sam (with --sam DIR) or --pipeline auto-grid",
                 n.pipeline
+            );
+        }
+        match e.downcast_ref::<JobError>() {
+            Some(JobError::BoxesNeedABoxPipeline { pipeline }) => anyhow::anyhow!(
+                "pipeline {pipeline} embeds given masks, and --boxes gives boxes only: use --pipeline boxes (each \
+                 box is its own mask) or --pipeline boxes-sam --sam DIR (SAM's mask for each box), or leave \
+                 --pipeline out to get the first"
             ),
-            None => e,
+            Some(JobError::NoImagesFolder(p)) => {
+                anyhow::anyhow!("IMAGES_DIR {} does not exist", p.display())
+            }
+            _ => e,
         }
     })?;
     if a.json {

@@ -24,9 +24,15 @@ pub struct ServeArgs {
     model: Option<String>,
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Bearer token required of every request but /healthz (needed for a non-loopback --addr).
+    /// Bearer token required of every request but /healthz (needed for a non-loopback --addr): at least 8
+    /// characters, each a letter, a digit or one of - . _ ~ (e.g. `openssl rand -hex 16`).
     #[arg(long, env = "REGIONSEEK_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A host name clients may address this server by, besides loopback names and --addr's address (the
+    /// name of a reverse proxy or of this machine); repeat for more. Other names in `Host` or `Origin` are
+    /// refused (421), which stops DNS-rebinding pages from reading the server.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_host: Vec<String>,
     /// Serve a non-loopback address to anyone, without a token.
     #[arg(long)]
     insecure_open: bool,
@@ -39,6 +45,26 @@ pub struct ServeArgs {
     /// Query texts whose embeddings are kept in memory.
     #[arg(long, default_value_t = 4096)]
     cache: usize,
+    /// Hits one request may ask for in all (the sum of k over a POST batch's queries); more is refused.
+    #[arg(long, default_value_t = 5000)]
+    max_hits: usize,
+    /// Query texts waiting for the text tower at most; requests beyond are answered 503.
+    #[arg(long, default_value_t = 1024)]
+    max_queued_texts: usize,
+    /// Pictures drawn at once (default: one per core); more wait for a slot.
+    #[arg(long)]
+    max_renders: Option<usize>,
+    /// Connections open at once; more are answered 503 and closed.
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
+    /// Seconds a client has to send a complete request head; also how long an idle kept-alive connection
+    /// stays open.
+    #[arg(long, default_value_t = 10)]
+    idle_timeout_s: u64,
+    /// Seconds requests under way are given to finish after SIGINT/SIGTERM; connections still open then are
+    /// closed.
+    #[arg(long, default_value_t = 10)]
+    shutdown_grace_s: u64,
     /// Milliseconds between checks of the index for a new commit.
     #[arg(long, default_value_t = 500)]
     reload_ms: u64,
@@ -50,6 +76,10 @@ pub struct ServeArgs {
 pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(a.timeout_s > 0, "--timeout-s must be at least 1");
     anyhow::ensure!(a.reload_ms > 0, "--reload-ms must be at least 1");
+    anyhow::ensure!(a.idle_timeout_s > 0, "--idle-timeout-s must be at least 1");
+    anyhow::ensure!(a.max_connections > 0, "--max-connections must be at least 1");
+    anyhow::ensure!(a.max_hits > 0, "--max-hits must be at least 1");
+    anyhow::ensure!(a.max_queued_texts > 0, "--max-queued-texts must be at least 1");
     let mut config = ServeConfig::new(a.index);
     config.images = a.images;
     config.addr = a.addr;
@@ -61,6 +91,18 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     config.max_concurrent = a.max_concurrent;
     config.cache_entries = a.cache;
     config.reload_every = Duration::from_millis(a.reload_ms);
+    config.allowed_hosts = a.allow_host;
+    config.max_hits_per_request = a.max_hits;
+    config.max_queued_texts = a.max_queued_texts;
+    if let Some(n) = a.max_renders {
+        anyhow::ensure!(n > 0, "--max-renders must be at least 1");
+        config.max_renders = n;
+    }
+    config.connections = serve::ConnectionLimits {
+        max_connections: a.max_connections,
+        head_timeout: Duration::from_secs(a.idle_timeout_s),
+        shutdown_grace: Duration::from_secs(a.shutdown_grace_s),
+    };
     let json = a.json;
     serve::run(config, |l| {
         if json {

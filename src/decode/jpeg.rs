@@ -93,13 +93,17 @@ impl Drop for Handle {
 }
 
 /// Decodes to RGB as `Image.open(path).convert("RGB")` does. `check` sees the header first and may refuse the
-/// photo before its pixels are allocated.
-pub fn decode(
+/// photo before its pixels are allocated. With `reduce` 2, 4 or 8 the picture is made at that fraction of its
+/// size, as `Image.draft` asks of libjpeg: the inverse DCT itself makes the smaller picture, so neither the
+/// time nor the memory of the full size is spent (each side `ceil(side / reduce)`); for pictures shown to
+/// people only, never for embeddings, which need Pillow's full-size pixels (`reduce` 1).
+pub fn decode_reduced(
     data: &[u8],
     check: impl FnOnce(u32, u32) -> Result<(), String>,
+    reduce: u32,
 ) -> Result<(u32, u32, Vec<u8>), String> {
     let mut h = Handle::new()?;
-    let head = h.header(data)?;
+    let mut head = h.header(data)?;
     if head.precision != 8 {
         return Err(format!(
             "{}-bit JPEG samples are not supported (only 8-bit JPEG, as Pillow reads)",
@@ -107,6 +111,25 @@ pub fn decode(
         ));
     }
     check(head.width, head.height)?;
+    if reduce > 1 {
+        if !matches!(reduce, 2 | 4 | 8) {
+            return Err(format!("a JPEG can be decoded at 1/2, 1/4 or 1/8, not 1/{reduce}"));
+        }
+        let factor = tj::tjscalingfactor {
+            num: 1,
+            denom: reduce as c_int,
+        };
+        if unsafe { tj::tj3SetScalingFactor(h.0, factor) } != 0 {
+            return Err(h.message());
+        }
+        head.width = head.width.div_ceil(reduce);
+        head.height = head.height.div_ceil(reduce);
+    }
+    decode_pixels(&mut h, data, head)
+}
+
+/// The pixels at the size `head` says (the header's, or the scaled size set on the handle).
+fn decode_pixels(h: &mut Handle, data: &[u8], head: JpegHeader) -> Result<(u32, u32, Vec<u8>), String> {
     let (w, hgt) = (head.width as usize, head.height as usize);
     let cmyk = head.colorspace == tj::TJCS_TJCS_CMYK as c_int
         || head.colorspace == tj::TJCS_TJCS_YCCK as c_int;

@@ -140,11 +140,47 @@ pub fn load_rgb_with(path: &Path, options: &DecodeOptions) -> Result<RgbImage, D
     decode_rgb(&bytes, path, options)
 }
 
+/// A photo at 1/`reduce` of its size (1, 2, 4 or 8; each side `ceil(side / reduce)`, in the frame `options`
+/// asks for), for pictures shown to people: a JPEG is decoded at that size by libjpeg-turbo itself, other
+/// formats are decoded whole and shrunk. Never for embeddings, whose pixels must be Pillow's full-size ones.
+pub fn load_rgb_reduced(
+    path: &Path,
+    options: &DecodeOptions,
+    reduce: u32,
+) -> Result<RgbImage, DecodeError> {
+    let bytes = std::fs::read(path).map_err(|e| DecodeError {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let img = decode_rgb_reduced(&bytes, path, options, reduce)?;
+    let reduce = reduce.max(1);
+    let (w, h) = img.dimensions();
+    if reduce == 1 || sniff(&bytes) == Ok(PhotoFormat::Jpeg) {
+        return Ok(img);
+    }
+    Ok(image::imageops::resize(
+        &img,
+        w.div_ceil(reduce),
+        h.div_ceil(reduce),
+        image::imageops::FilterType::Triangle,
+    ))
+}
+
 /// Decodes a photo held in memory; `name` is what errors call it.
 pub fn decode_rgb(
     bytes: &[u8],
     name: &Path,
     options: &DecodeOptions,
+) -> Result<RgbImage, DecodeError> {
+    decode_rgb_reduced(bytes, name, options, 1)
+}
+
+/// [`decode_rgb`], with a JPEG's pixels made at 1/`reduce` of its size (see [`load_rgb_reduced`]).
+fn decode_rgb_reduced(
+    bytes: &[u8],
+    name: &Path,
+    options: &DecodeOptions,
+    reduce: u32,
 ) -> Result<RgbImage, DecodeError> {
     let err = |message: String| DecodeError {
         path: name.to_path_buf(),
@@ -159,7 +195,7 @@ pub fn decode_rgb(
                 options.check(w, h).map_err(err)?;
             }
             jpeg_complete(bytes).map_err(err)?;
-            let (w, h, rgb) = jpeg::decode(bytes, check).map_err(err)?;
+            let (w, h, rgb) = jpeg::decode_reduced(bytes, check, reduce.max(1)).map_err(err)?;
             (w, h, rgb, formats::jpeg_exif(bytes).map(|e| e.into_owned()))
         }
         PhotoFormat::Png => {

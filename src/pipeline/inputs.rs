@@ -8,6 +8,8 @@ use serde::Deserialize;
 
 use crate::masks::{BinaryMask, CocoDataset, Rle};
 
+use super::photo_path::{check_photo_name, resolve_under_canonical, PhotoPathError};
+
 /// How a region's mask is known before the mask stage.
 #[derive(Debug, Clone)]
 pub enum RegionShape {
@@ -58,6 +60,38 @@ fn file_error(path: &Path, message: impl std::fmt::Display) -> InputError {
     }
 }
 
+/// The images folder with its symlinks resolved, against which every photo an input names is checked.
+struct ImagesRoot {
+    given: PathBuf,
+    canonical: Option<PathBuf>,
+}
+
+impl ImagesRoot {
+    fn new(images_dir: &Path) -> Self {
+        Self {
+            given: images_dir.to_path_buf(),
+            canonical: images_dir.canonicalize().ok(),
+        }
+    }
+
+    /// Where the photo an input names is read from. A name that leaves the folder (absolute, `..`, or a
+    /// symlink out of it) is refused here, before any work; a photo that does not exist yet is left for the
+    /// decode stage to report, as before.
+    fn photo(&self, name: &str) -> Result<PathBuf, PhotoPathError> {
+        check_photo_name(name)?;
+        match &self.canonical {
+            Some(root) => match resolve_under_canonical(root, name) {
+                Ok(p) => Ok(p),
+                Err(PhotoPathError::Missing(_)) | Err(PhotoPathError::NotAFile(_)) => {
+                    Ok(self.given.join(name))
+                }
+                Err(e) => Err(e),
+            },
+            None => Ok(self.given.join(name)),
+        }
+    }
+}
+
 /// A COCO instances file: every well-formed, non-crowd annotation is a region with its mask and category.
 /// Crowd regions are skipped (they are not single objects); malformed entries are issues.
 pub fn from_coco(
@@ -78,8 +112,19 @@ pub fn from_coco(
         .collect();
     let names = coco.category_names();
     let by_image = coco.annotations_by_image();
+    let root = ImagesRoot::new(images_dir);
     let mut out = Vec::new();
     for img in &coco.images {
+        let path = match root.photo(&img.file_name) {
+            Ok(p) => p,
+            Err(e) => {
+                issues.push(InputIssue {
+                    item: format!("image {} (id {})", img.file_name, img.id),
+                    message: e.to_string(),
+                });
+                continue;
+            }
+        };
         let mut regions = Vec::new();
         for a in by_image.get(&img.id).map(|v| v.as_slice()).unwrap_or(&[]) {
             if a.iscrowd {
@@ -103,7 +148,7 @@ pub fn from_coco(
         }
         out.push(ImageInput {
             name: img.file_name.clone(),
-            path: images_dir.join(&img.file_name),
+            path,
             coco_id: Some(img.id),
             regions,
         });
@@ -138,7 +183,8 @@ pub fn from_boxes(
         )
     })?;
     let mut issues = Vec::new();
-    let mut by_image: BTreeMap<String, Vec<RegionInput>> = BTreeMap::new();
+    let root = ImagesRoot::new(images_dir);
+    let mut by_image: BTreeMap<String, (PathBuf, Vec<RegionInput>)> = BTreeMap::new();
     for (i, v) in raw.into_iter().enumerate() {
         let entry: BoxEntry = match serde_json::from_value(v) {
             Ok(e) => e,
@@ -160,7 +206,19 @@ pub fn from_boxes(
             });
             continue;
         }
-        let regions = by_image.entry(entry.image.clone()).or_default();
+        let regions = match by_image.entry(entry.image.clone()) {
+            std::collections::btree_map::Entry::Occupied(o) => &mut o.into_mut().1,
+            std::collections::btree_map::Entry::Vacant(v) => match root.photo(&entry.image) {
+                Ok(path) => &mut v.insert((path, Vec::new())).1,
+                Err(e) => {
+                    issues.push(InputIssue {
+                        item: format!("box entry #{i} ({})", entry.image),
+                        message: e.to_string(),
+                    });
+                    continue;
+                }
+            },
+        };
         let id = match entry.id {
             Some(serde_json::Value::String(s)) => s,
             Some(other) => other.to_string(),
@@ -188,8 +246,8 @@ pub fn from_boxes(
     Ok((
         by_image
             .into_iter()
-            .map(|(name, regions)| ImageInput {
-                path: images_dir.join(&name),
+            .map(|(name, (path, regions))| ImageInput {
+                path,
                 name,
                 coco_id: None,
                 regions,
@@ -201,7 +259,7 @@ pub fn from_boxes(
 
 /// Extensions (any case) of the files a photo folder is read for. HEIC and AVIF are listed so that such photos
 /// fail by name ("unsupported format") instead of being passed over in silence.
-const PHOTO_EXTENSIONS: [&str; 13] = [
+pub const PHOTO_EXTENSIONS: [&str; 13] = [
     "jpg", "jpeg", "jpe", "jfif", "png", "webp", "tif", "tiff", "bmp", "gif", "heic", "heif",
     "avif",
 ];
@@ -212,6 +270,14 @@ fn is_photo(p: &Path) -> bool {
         .is_some_and(|e| PHOTO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
+/// Whether a file found in a folder is a symlink to somewhere outside it (or cannot be resolved at all).
+fn leaves(root: Option<&Path>, file: &Path) -> bool {
+    match (root, file.canonicalize()) {
+        (Some(root), Ok(target)) => !target.starts_with(root),
+        _ => true,
+    }
+}
+
 /// Every photo under a folder, recursively (sorted, symlinked folders not followed), each with no regions: for
 /// pipelines whose mask stage finds the regions (`auto-sam`, `auto-grid`). Names are relative to the folder.
 pub fn from_photo_folder(
@@ -219,6 +285,7 @@ pub fn from_photo_folder(
 ) -> Result<(Vec<ImageInput>, Vec<InputIssue>), InputError> {
     let mut found = Vec::new();
     let mut issues = Vec::new();
+    let root = images_dir.canonicalize().ok();
     let mut stack = vec![images_dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let entries = match std::fs::read_dir(&dir) {
@@ -236,6 +303,15 @@ pub fn from_photo_folder(
             let p = e.path();
             match e.file_type() {
                 Ok(t) if t.is_dir() => stack.push(p),
+                Ok(t) if t.is_symlink() && p.is_file() && is_photo(&p) => {
+                    match leaves(root.as_deref(), &p) {
+                        false => found.push(p),
+                        true => issues.push(InputIssue {
+                            item: p.display().to_string(),
+                            message: "a symlink that leads outside the folder: not followed".into(),
+                        }),
+                    }
+                }
                 Ok(_) if p.is_file() && is_photo(&p) => found.push(p),
                 _ => {}
             }
@@ -276,9 +352,21 @@ pub fn from_mask_dir(
         v.sort();
         Ok(v)
     };
+    let root = images_dir.canonicalize().ok();
+    let mut issues = Vec::new();
     let images: Vec<PathBuf> = list(images_dir)?
         .into_iter()
         .filter(|p| is_photo(p))
+        .filter(|p| {
+            let out = p.is_symlink() && leaves(root.as_deref(), p);
+            if out {
+                issues.push(InputIssue {
+                    item: p.display().to_string(),
+                    message: "a symlink that leads outside the images folder: not followed".into(),
+                });
+            }
+            !out
+        })
         .collect();
     let masks: Vec<PathBuf> = list(masks_dir)?
         .into_iter()
@@ -289,7 +377,6 @@ pub fn from_mask_dir(
         .iter()
         .filter_map(|p| p.file_stem()?.to_str().map(String::from))
         .collect();
-    let mut issues = Vec::new();
     for m in masks {
         let name = m
             .file_stem()

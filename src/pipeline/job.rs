@@ -41,6 +41,31 @@ pub struct NeedsRegions {
     pub pipeline: String,
 }
 
+/// A mistake in what an index run was asked, found before the lock is taken or any model is loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("the images folder {0} does not exist")]
+    NoImagesFolder(PathBuf),
+    #[error("{0} is not a folder: give the folder the photos are in (their names are relative to it)")]
+    ImagesNotAFolder(PathBuf),
+    #[error(
+        "pipeline {pipeline} embeds the masks it is given, and a boxes file gives boxes only: use the boxes \
+         pipeline (each box is its own mask) or boxes-sam (SAM's mask for each box)"
+    )]
+    BoxesNeedABoxPipeline { pipeline: String },
+    #[error("nothing to index: {0}")]
+    Nothing(String),
+}
+
+/// The pipeline to use when none is named: the one that fits where the regions come from.
+pub fn default_pipeline(regions: &RegionSource, has_sam: bool) -> &'static str {
+    match regions {
+        RegionSource::Boxes(_) if has_sam => "boxes-sam",
+        RegionSource::Boxes(_) => "boxes",
+        _ => "gt-masks",
+    }
+}
+
 /// The SAM model a pipeline with a SAM stage loads.
 #[derive(Debug, Clone)]
 pub struct SamSetup {
@@ -134,6 +159,38 @@ impl IndexJob {
         load_model: impl FnOnce() -> anyhow::Result<Arc<ClipModel>>,
     ) -> anyhow::Result<IndexRunReport> {
         let spec = PipelineSpec::load(&self.pipeline)?;
+        self.check_request(&spec)?;
+        let out = self.out.clone();
+        let created = !out.exists();
+        let result = self.run_locked(&spec, load_model);
+        if result.is_err() && created {
+            remove_unused_index_folder(&out);
+        }
+        result
+    }
+
+    /// What can be known wrong from the request alone.
+    fn check_request(&self, spec: &PipelineSpec) -> Result<(), JobError> {
+        match std::fs::metadata(&self.images) {
+            Err(_) => return Err(JobError::NoImagesFolder(self.images.clone())),
+            Ok(m) if !m.is_dir() => return Err(JobError::ImagesNotAFolder(self.images.clone())),
+            Ok(_) => {}
+        }
+        if matches!(self.regions, RegionSource::Boxes(_))
+            && spec.mask_stage() == super::spec::MaskStage::Given
+        {
+            return Err(JobError::BoxesNeedABoxPipeline {
+                pipeline: spec.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn run_locked(
+        self,
+        spec: &PipelineSpec,
+        load_model: impl FnOnce() -> anyhow::Result<Arc<ClipModel>>,
+    ) -> anyhow::Result<IndexRunReport> {
         let lock = WriterLock::acquire(&self.out, self.wait)?;
         let (mut images, issues) = match &self.regions {
             RegionSource::Coco(c) => from_coco(&self.images, c)?,
@@ -149,6 +206,18 @@ impl IndexJob {
                 .into())
             }
         };
+        if images.is_empty() {
+            let why = match issues.first() {
+                Some(first) => format!(
+                    "all {} items of the input were refused (the first, {}: {})",
+                    issues.len(),
+                    first.item,
+                    first.message
+                ),
+                None => nothing_found(&self.regions, &self.images),
+            };
+            return Err(JobError::Nothing(why).into());
+        }
         if let Some(n) = self.limit {
             images.truncate(n);
         }
@@ -181,7 +250,7 @@ impl IndexJob {
         };
         let model = load_model()?;
         IndexRun {
-            spec: &spec,
+            spec,
             model: &model,
             sam,
             out: self.out.clone(),
@@ -193,6 +262,36 @@ impl IndexJob {
         }
         .run(images, issues)
     }
+}
+
+/// Why an input listed no photo, with where to look.
+fn nothing_found(regions: &RegionSource, images: &std::path::Path) -> String {
+    match regions {
+        RegionSource::Coco(c) => format!("{} lists no photos", c.display()),
+        RegionSource::Boxes(b) => format!("{} lists no boxes", b.display()),
+        RegionSource::MaskDir(m) => format!(
+            "no mask PNG in {} is named after a photo in {} (<photo stem>_<region id>.png)",
+            m.display(),
+            images.display()
+        ),
+        RegionSource::FindThem => format!(
+            "no photo under {} (searched recursively for {})",
+            images.display(),
+            super::inputs::PHOTO_EXTENSIONS.join(", ")
+        ),
+    }
+}
+
+/// A run that failed before it committed anything leaves no folder behind that looks like an index: the
+/// lock file (and the error log) it made go, and the folder too once empty. Only for folders this run made.
+fn remove_unused_index_folder(out: &std::path::Path) {
+    if out.join("manifest.json").exists() {
+        return;
+    }
+    for name in [crate::index::LOCK_FILE, "errors.json"] {
+        let _ = std::fs::remove_file(out.join(name));
+    }
+    let _ = std::fs::remove_dir(out);
 }
 
 #[cfg(test)]

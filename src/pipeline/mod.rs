@@ -4,6 +4,7 @@
 
 pub mod inputs;
 pub mod job;
+pub mod photo_path;
 pub mod query;
 pub mod render;
 pub mod run;
@@ -13,7 +14,9 @@ pub use inputs::{
     from_boxes, from_coco, from_mask_dir, from_photo_folder, ImageInput, InputIssue, RegionInput,
     RegionShape,
 };
-pub use job::{IndexJob, NeedsRegions, RegionSource, SamSetup, Shard};
+pub use job::{
+    default_pipeline, IndexJob, JobError, NeedsRegions, RegionSource, SamSetup, Shard,
+};
 pub use run::{IndexRun, IndexRunReport, ItemFailure};
 pub use spec::{EmbedStage, MaskStage, PipelineSpec, SpecError, Stage};
 

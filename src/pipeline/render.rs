@@ -11,26 +11,58 @@ use crate::masks::{BinaryMask, Rle};
 /// The colour regions are drawn in (a saturated orange that stands out on most photos).
 const HIGHLIGHT: [u8; 3] = [255, 106, 0];
 
-/// A hit's photo and mask, checked to belong together.
-fn photo_and_mask(images_root: &Path, hit: &Hit) -> anyhow::Result<(RgbImage, BinaryMask)> {
-    let path = images_root.join(&hit.image);
+/// A hit's photo and mask, checked to belong together, both at 1/`reduce` of the photo's size.
+struct Scene {
+    img: RgbImage,
+    mask: BinaryMask,
+    reduce: u32,
+}
+
+/// The largest reduction (1, 2, 4 or 8) that still leaves `full_side` pixels of the full-size photo at least
+/// `max_side` long: a picture shown at 320 pixels never needs a 48-megapixel photo decoded in full.
+fn reduction_for(full_side: f32, max_side: u32) -> u32 {
+    if max_side == 0 {
+        return 1;
+    }
+    [8u32, 4, 2]
+        .into_iter()
+        .find(|r| full_side / *r as f32 >= max_side as f32)
+        .unwrap_or(1)
+}
+
+/// The long side of a hit's box at full size.
+fn box_side(hit: &Hit) -> f32 {
+    let [x0, y0, x1, y1] = hit.bbox;
+    (x1 - x0).max(y1 - y0).max(1.0)
+}
+
+/// The photo of a hit, which must lie inside `images_root` (see [`super::photo_path`]), at the reduction
+/// `reduce_for` chooses from the photo's full size.
+fn scene(
+    images_root: &Path,
+    hit: &Hit,
+    reduce_for: impl FnOnce(&Rle) -> u32,
+) -> anyhow::Result<Scene> {
+    let path = super::photo_path::resolve_photo(images_root, &hit.image)?;
+    let rle = Rle::from_coco(&hit.mask_rle)?;
+    let reduce = reduce_for(&rle);
     // The photo in the frame its region was indexed in, or the mask would not line up.
     let options = crate::decode::DecodeOptions {
         exif_rotate: hit.exif_rotated,
         ..Default::default()
     };
-    let img = crate::decode::load_rgb_with(&path, &options)?;
-    let mask = Rle::from_coco(&hit.mask_rle)?.decode();
+    // Errors name the photo as the index does, never by where the server keeps it.
+    let img = crate::decode::load_rgb_reduced(&path, &options, reduce)
+        .map_err(|e| anyhow::anyhow!("cannot decode the photo {}: {}", hit.image, e.message))?;
+    let mask = rle.decode_sampled(reduce);
     anyhow::ensure!(
         mask.width == img.width() as usize && mask.height == img.height() as usize,
-        "{}: the photo is {}x{}, its indexed mask {}x{} (the file changed since indexing)",
-        path.display(),
-        img.width(),
-        img.height(),
-        mask.width,
-        mask.height
+        "{}: the photo's size does not match its indexed {}x{} mask (the file changed since indexing)",
+        hit.image,
+        rle.width,
+        rle.height
     );
-    Ok((img, mask))
+    Ok(Scene { img, mask, reduce })
 }
 
 /// The mask's bounding box, or the whole photo for an empty mask.
@@ -38,16 +70,28 @@ fn mask_box(mask: &BinaryMask) -> [usize; 4] {
     mask.bbox().unwrap_or([0, 0, mask.width, mask.height])
 }
 
-/// The region cut out of its photo: the mask's bounding box, with the mask as alpha.
+/// The region cut out of its photo at full size: the mask's bounding box, with the mask as alpha.
 pub fn region_cutout(images_root: &Path, hit: &Hit) -> anyhow::Result<RgbaImage> {
-    let (img, mask) = photo_and_mask(images_root, hit)?;
+    region_cutout_sized(images_root, hit, 0)
+}
+
+/// [`region_cutout`] at most `max_side` pixels on its long side (0: full size).
+pub fn region_cutout_sized(
+    images_root: &Path,
+    hit: &Hit,
+    max_side: u32,
+) -> anyhow::Result<RgbaImage> {
+    let Scene { img, mask, .. } = scene(images_root, hit, |_| {
+        reduction_for(box_side(hit), max_side)
+    })?;
     let [x0, y0, x1, y1] = mask_box(&mask);
     let (w, h) = ((x1 - x0).max(1) as u32, (y1 - y0).max(1) as u32);
-    Ok(RgbaImage::from_fn(w, h, |x, y| {
+    let cut = RgbaImage::from_fn(w, h, |x, y| {
         let (px, py) = (x0 + x as usize, y0 + y as usize);
         let p = img.get_pixel(px as u32, py as u32).0;
         image::Rgba([p[0], p[1], p[2], if mask.get(px, py) { 255 } else { 0 }])
-    }))
+    });
+    Ok(shrink(cut, max_side))
 }
 
 /// The mask's boundary pixels (those with a background pixel, or the photo's edge, next to them),
@@ -93,7 +137,10 @@ fn blend(p: [u8; 3], c: [u8; 3], a: f32) -> [u8; 3] {
 /// The region in its surroundings: its box with a margin, the rest of the photo dimmed, the mask's outline
 /// drawn; at most `max_side` pixels on its long side.
 pub fn region_thumbnail(images_root: &Path, hit: &Hit, max_side: u32) -> anyhow::Result<RgbImage> {
-    let (img, mask) = photo_and_mask(images_root, hit)?;
+    // The thumbnail frames the box with a margin of an eighth of its side on each end.
+    let Scene { img, mask, .. } = scene(images_root, hit, |_| {
+        reduction_for(box_side(hit) * 1.25, max_side)
+    })?;
     let (w, h) = (mask.width, mask.height);
     let [x0, y0, x1, y1] = mask_box(&mask);
     let margin = ((x1 - x0).max(y1 - y0) / 8).max(4);
@@ -117,11 +164,13 @@ pub fn region_thumbnail(images_root: &Path, hit: &Hit, max_side: u32) -> anyhow:
 /// The whole photo with the region tinted, its outline and its box drawn; at most `max_side` pixels on its
 /// long side.
 pub fn region_overlay(images_root: &Path, hit: &Hit, max_side: u32) -> anyhow::Result<RgbImage> {
-    let (img, mask) = photo_and_mask(images_root, hit)?;
+    let Scene { img, mask, reduce } = scene(images_root, hit, |rle| {
+        reduction_for(rle.width.max(rle.height) as f32, max_side)
+    })?;
     let (w, h) = (mask.width, mask.height);
     let t = stroke(w, h);
     let edge = outline(&mask, t);
-    let b = hit.bbox.map(|v| v.max(0.0).round() as usize);
+    let b = hit.bbox.map(|v| (v / reduce as f32).max(0.0).round() as usize);
     let (bx0, by0) = (b[0].min(w.saturating_sub(1)), b[1].min(h.saturating_sub(1)));
     let (bx1, by1) = (b[2].clamp(bx0 + 1, w), b[3].clamp(by0 + 1, h));
     let on_box = |x: usize, y: usize| {

@@ -13,8 +13,10 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::index::{Filter, Hit, SearchMode};
+use crate::pipeline::photo_path::{resolve_photo, PhotoPathError};
 use crate::pipeline::{query, render};
 
+use super::encoder::EncodeError;
 use super::{AppState, LiveIndex};
 
 /// The most hits one query may ask for.
@@ -142,7 +144,25 @@ struct SearchRequest {
 const SEARCH_PARAMS: &[&str] = &[
     "q", "k", "method", "label", "image", "source", "exact", "ef",
 ];
+/// A POST batch's fields: its queries, and defaults for each of them.
+const BATCH_FIELDS: &[&str] = &[
+    "queries", "k", "method", "label", "image", "source", "exact", "ef",
+];
 const SIMILAR_PARAMS: &[&str] = &["k", "method", "label", "image", "source", "exact", "ef"];
+
+/// Refuses a JSON object's fields that the endpoint does not take, as a query string's are refused.
+fn refuse_unknown_fields(v: &Value, known: &[&str], what: &str) -> ApiResult<()> {
+    let Some(o) = v.as_object() else {
+        return Ok(());
+    };
+    match o.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::bad(format!(
+            "unknown field {k:?} in {what} (it takes: {})",
+            known.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
 
 fn filter_from(p: &Params) -> Filter {
     Filter {
@@ -198,6 +218,7 @@ impl SearchRequest {
 
     /// One entry of a POST batch: a string, or an object with the GET parameters as fields.
     fn from_json(v: &Value, defaults: &Value) -> ApiResult<Self> {
+        refuse_unknown_fields(v, SEARCH_PARAMS, "a query")?;
         let field = |name: &str| v.get(name).or_else(|| defaults.get(name));
         let text = match v {
             Value::String(s) => s.clone(),
@@ -267,8 +288,12 @@ fn refuse_empty_filter(live: &LiveIndex, filter: &Filter, candidates: usize) -> 
     }
 }
 
+/// A failure of the index, logged in full here; the client is told what failed without the server's paths.
 fn index_error(e: anyhow::Error) -> ApiError {
-    ApiError::internal(format!("{e:#}"))
+    tracing::error!("searching the index failed: {e:#}");
+    ApiError::internal(
+        "the index could not be searched (the server's log says why; `regionseek verify INDEX` checks its files)",
+    )
 }
 
 /// Runs CPU-bound work off the async threads.
@@ -293,6 +318,13 @@ async fn run_searches(
     for (req, enc) in requests.into_iter().zip(encoded) {
         let enc = match enc {
             Ok(e) => e,
+            Err(e @ EncodeError::Busy(_)) => {
+                out.push(Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    e.to_string(),
+                )));
+                continue;
+            }
             Err(e) => {
                 out.push(Err(ApiError::internal(format!(
                     "cannot embed {:?}: {e}",
@@ -345,6 +377,7 @@ pub async fn search_post(
     let queries = v.get("queries").and_then(Value::as_array).ok_or_else(|| {
         ApiError::bad("the body is {\"queries\": [...]} (strings or objects with \"q\")")
     })?;
+    refuse_unknown_fields(&v, BATCH_FIELDS, "the body")?;
     if queries.is_empty() || queries.len() > MAX_BATCH_QUERIES {
         return Err(ApiError::bad(format!(
             "give 1 to {MAX_BATCH_QUERIES} queries, not {}",
@@ -360,6 +393,16 @@ pub async fn search_post(
         .iter()
         .filter_map(|r| r.as_ref().ok().cloned())
         .collect();
+    // The answer's size is bounded before any work: 256 queries at k = 1000 would be a quarter of a million
+    // hits (over 100 MB of JSON) for a 2 kB request.
+    let asked: usize = good.iter().map(|r| r.k).sum();
+    let limit = state.config.max_hits_per_request;
+    if asked > limit {
+        return Err(ApiError::bad(format!(
+            "this batch asks for {asked} hits in all (the sum of its queries' k); at most {limit} per request \
+             (serve --max-hits): lower k or split the batch"
+        )));
+    }
     let mut answers = run_searches(&state, good).await.into_iter();
     let results: Vec<Value> = parsed
         .into_iter()
@@ -454,6 +497,30 @@ pub async fn region(
     Ok(Json(region_json(&live, row)))
 }
 
+/// Whether the request that queued some work is still waiting for it: the request holds one handle and the
+/// work the other, so when the request is dropped (timed out, its client gone) the work can see it and skip.
+#[derive(Clone, Default)]
+struct Waiting(Arc<()>);
+
+impl Waiting {
+    fn abandoned(&self) -> bool {
+        Arc::strong_count(&self.0) < 2
+    }
+}
+
+/// Why a row's photo is not drawn, naming the row and never where the server looks for photos.
+fn unavailable_photo(row: usize, name: &str, e: PhotoPathError) -> ApiError {
+    match e {
+        PhotoPathError::Missing(_) | PhotoPathError::NotAFile(_) => ApiError::not_found(format!(
+            "the photo {name} of row {row} is not in the images folder (moved since indexing?)"
+        )),
+        PhotoPathError::Root(_) => ApiError::internal("the images folder cannot be read"),
+        _ => ApiError::not_found(format!(
+            "row {row}'s photo is not inside the images folder, so it is not served"
+        )),
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Picture {
     Cutout,
@@ -485,32 +552,51 @@ async fn picture(
         .index
         .region(row)
         .ok_or_else(|| ApiError::not_found(format!("no row {row}")))?;
+    // Held by the drawing itself, not by the request: a render whose client timed out keeps its slot until
+    // it ends, so abandoned renders can never pile up beyond --max-renders.
+    let slot = state
+        .renders
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::internal("the server is stopping"))?;
+    let waiting = Waiting::default();
+    let work = waiting.clone();
     let (bytes, mime) = blocking(move || {
-        let photo = root.join(&hit.image);
-        if !photo.is_file() {
-            return Err(ApiError::not_found(format!(
-                "the photo {} of row {row} is not in {} (moved since indexing?)",
-                hit.image,
-                root.display()
-            )));
+        let _slot = slot;
+        if work.abandoned() {
+            return Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "the client has gone"));
         }
-        let drawn = |e: anyhow::Error| ApiError::internal(format!("drawing row {row}: {e:#}"));
+        resolve_photo(&root, &hit.image).map_err(|e| unavailable_photo(row, &hit.image, e))?;
+        let drawn = |e: anyhow::Error| {
+            tracing::warn!("drawing row {row}: {e:#}");
+            ApiError::internal(format!("cannot draw row {row}: {e:#}"))
+        };
+        let gone = || ApiError::new(StatusCode::REQUEST_TIMEOUT, "the client has gone");
+        // Checked again before encoding, the other costly step.
         match kind {
             Picture::Cutout => {
-                let img = render::shrink(render::region_cutout(&root, &hit).map_err(drawn)?, side);
+                let img = render::region_cutout_sized(&root, &hit, side).map_err(drawn)?;
+                if work.abandoned() {
+                    return Err(gone());
+                }
                 Ok((render::png_bytes(&img).map_err(drawn)?, "image/png"))
             }
-            Picture::Thumbnail => {
-                let img = render::region_thumbnail(&root, &hit, side).map_err(drawn)?;
-                Ok((render::jpeg_bytes(&img).map_err(drawn)?, "image/jpeg"))
-            }
-            Picture::Overlay => {
-                let img = render::region_overlay(&root, &hit, side).map_err(drawn)?;
+            Picture::Thumbnail | Picture::Overlay => {
+                let img = match kind {
+                    Picture::Thumbnail => render::region_thumbnail(&root, &hit, side),
+                    _ => render::region_overlay(&root, &hit, side),
+                }
+                .map_err(drawn)?;
+                if work.abandoned() {
+                    return Err(gone());
+                }
                 Ok((render::jpeg_bytes(&img).map_err(drawn)?, "image/jpeg"))
             }
         }
     })
     .await?;
+    drop(waiting);
     Ok((
         [
             (header::CONTENT_TYPE, mime),
@@ -580,9 +666,15 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>>
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
+    // The folder's name only: where the server keeps its files is none of a client's business.
+    let index_name = state
+        .config
+        .index_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
     Ok(Json(json!({
         "index": summary,
-        "index_dir": state.config.index_dir,
+        "index_dir": index_name,
         "photos_served": state.config.images.is_some(),
         "opened_at_ms": opened,
         "uptime_s": state.started.elapsed().as_secs_f64(),

@@ -1,9 +1,10 @@
 //! Query texts to embeddings for many concurrent requests: an LRU cache in front, and one thread that runs
-//! the text tower on every text waiting at once (a batch of 32 costs far less than 32 single calls).
+//! the text tower on the texts waiting at once (a batch of 16 costs far less than 16 single calls).
 
+use std::collections::VecDeque;
 use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use lru::LruCache;
 use tokio::sync::oneshot;
@@ -13,18 +14,107 @@ use crate::pipeline::query::{self, TextQuery};
 
 use super::Metrics;
 
-/// Texts run through the tower together at most.
-const MAX_BATCH: usize = 64;
+/// Texts run through the tower together at most. A batch cannot be stopped once it runs, so this bounds how
+/// long a new query waits behind texts whose requests have since gone: 16 texts of ~45 tokens take ~0.4 s on
+/// two cores with ViT-B/32's tower, 64 took ~1.5 s; past 16 a bigger batch gains little throughput on a CPU.
+const MAX_BATCH: usize = 16;
 
 type Reply = Result<Arc<TextQuery>, String>;
+
+/// Why a text got no embedding.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EncodeError {
+    /// The queue in front of the text tower is full: the server is overloaded, the client may retry.
+    #[error("the server is busy: {0} query texts are already waiting for the text tower; try again shortly")]
+    Busy(usize),
+    #[error("{0}")]
+    Failed(String),
+}
 
 struct Job {
     text: String,
     reply: oneshot::Sender<Reply>,
 }
 
+impl Job {
+    /// Whether the request that asked for it has gone (answered 408, its client disconnected).
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
+/// The texts waiting for the tower. Bounded, so that a flood is refused at the door instead of queueing
+/// minutes of work; jobs of requests that have gone are dropped unencoded, and make room for new ones before
+/// a new one is refused.
+struct JobQueue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+    capacity: usize,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<Job>,
+    /// Set when the encoder is dropped: the tower's thread ends once the queue is empty.
+    closed: bool,
+}
+
+impl JobQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, job: Job) -> Result<(), EncodeError> {
+        let mut q = self.lock();
+        if q.jobs.len() >= self.capacity {
+            let before = q.jobs.len();
+            q.jobs.retain(|j| !j.abandoned());
+            self.metrics
+                .abandoned_texts
+                .fetch_add((before - q.jobs.len()) as u64, Relaxed);
+        }
+        if q.jobs.len() >= self.capacity {
+            self.metrics.queue_full.fetch_add(1, Relaxed);
+            return Err(EncodeError::Busy(self.capacity));
+        }
+        q.jobs.push_back(job);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Up to `max` jobs whose requests are still waiting, in arrival order; blocks while there are none.
+    /// None once the queue is closed and empty.
+    fn next_batch(&self, max: usize) -> Option<Vec<Job>> {
+        let mut q = self.lock();
+        loop {
+            let mut batch = Vec::new();
+            while batch.len() < max {
+                let Some(job) = q.jobs.pop_front() else { break };
+                if job.abandoned() {
+                    self.metrics.abandoned_texts.fetch_add(1, Relaxed);
+                } else {
+                    batch.push(job);
+                }
+            }
+            if !batch.is_empty() {
+                return Some(batch);
+            }
+            if q.closed {
+                return None;
+            }
+            q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+}
+
 pub struct QueryEncoder {
-    jobs: mpsc::Sender<Job>,
+    queue: Arc<JobQueue>,
     cache: Arc<Mutex<LruCache<String, Arc<TextQuery>>>>,
     metrics: Arc<Metrics>,
 }
@@ -36,18 +126,28 @@ pub struct Encoded {
 }
 
 impl QueryEncoder {
-    pub fn start(model: TextModel, cache_entries: usize, metrics: Arc<Metrics>) -> Self {
+    pub fn start(
+        model: TextModel,
+        cache_entries: usize,
+        max_queued: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let cache = Arc::new(Mutex::new(LruCache::new(
             NonZeroUsize::new(cache_entries.max(1)).expect("at least 1"),
         )));
-        let (jobs, rx) = mpsc::channel::<Job>();
-        let (cache2, metrics2) = (cache.clone(), metrics.clone());
+        let queue = Arc::new(JobQueue {
+            state: Mutex::default(),
+            ready: Condvar::new(),
+            capacity: max_queued.max(1),
+            metrics: metrics.clone(),
+        });
+        let (queue2, cache2, metrics2) = (queue.clone(), cache.clone(), metrics.clone());
         std::thread::Builder::new()
             .name("regionseek-text".into())
-            .spawn(move || encode_loop(model, rx, cache2, metrics2))
+            .spawn(move || encode_loop(model, &queue2, cache2, metrics2))
             .expect("spawning the text-tower thread");
         Self {
-            jobs,
+            queue,
             cache,
             metrics,
         }
@@ -59,8 +159,9 @@ impl QueryEncoder {
 
     /// Embeds texts (validated by the caller: non-empty, bounded length); each answer separately, so that
     /// one text the tokenizer refuses does not fail the others.
-    pub async fn encode(&self, texts: &[String]) -> Vec<Result<Encoded, String>> {
-        let mut answers: Vec<Option<Result<Encoded, String>>> = Vec::with_capacity(texts.len());
+    pub async fn encode(&self, texts: &[String]) -> Vec<Result<Encoded, EncodeError>> {
+        let mut answers: Vec<Option<Result<Encoded, EncodeError>>> =
+            Vec::with_capacity(texts.len());
         let mut waiting = Vec::new();
         {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -80,8 +181,8 @@ impl QueryEncoder {
                             text: text.clone(),
                             reply: tx,
                         };
-                        if self.jobs.send(job).is_err() {
-                            answers.push(Some(Err("the text tower has stopped".into())));
+                        if let Err(e) = self.queue.push(job) {
+                            answers.push(Some(Err(e)));
                             continue;
                         }
                         waiting.push((answers.len(), rx));
@@ -96,33 +197,36 @@ impl QueryEncoder {
                     query,
                     cached: false,
                 }),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err("the text tower has stopped".into()),
+                Ok(Err(e)) => Err(EncodeError::Failed(e)),
+                Err(_) => Err(stopped()),
             };
             answers[slot] = Some(answer);
         }
         answers
             .into_iter()
-            .map(|a| a.unwrap_or_else(|| Err("no answer".into())))
+            .map(|a| a.unwrap_or_else(|| Err(EncodeError::Failed("no answer".into()))))
             .collect()
+    }
+}
+
+fn stopped() -> EncodeError {
+    EncodeError::Failed("the text tower has stopped".into())
+}
+
+impl Drop for QueryEncoder {
+    fn drop(&mut self) {
+        self.queue.close();
     }
 }
 
 fn encode_loop(
     model: TextModel,
-    jobs: mpsc::Receiver<Job>,
+    queue: &JobQueue,
     cache: Arc<Mutex<LruCache<String, Arc<TextQuery>>>>,
     metrics: Arc<Metrics>,
 ) {
-    while let Ok(first) = jobs.recv() {
-        // Whatever arrived while the previous batch ran goes in this one.
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
-        }
+    // Whatever arrived while the previous batch ran goes in this one.
+    while let Some(batch) = queue.next_batch(MAX_BATCH) {
         let mut texts: Vec<String> = batch.iter().map(|j| j.text.clone()).collect();
         texts.sort();
         texts.dedup();

@@ -53,15 +53,45 @@ pub fn router(state: Arc<AppState>) -> Router {
             timeout,
         ))
         .route_layer(middleware::from_fn_with_state(state.clone(), record));
-    api
+    let app = api
         // Probes are never queued behind searches.
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         .fallback(unmatched)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .layer(middleware::from_fn(json_errors))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state.clone(), json_errors))
+        .with_state::<()>(state);
+    // axum adds `Allow` to a 405 after every layer of the router has run, so the message naming the allowed
+    // methods is written from outside it.
+    Router::new()
+        .fallback_service(app)
+        .layer(middleware::from_fn(name_allowed_methods))
+}
+
+/// A 405's message names the methods the endpoint takes (from its `Allow` header).
+async fn name_allowed_methods(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    if resp.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return resp;
+    }
+    let Some(allow) = resp
+        .headers()
+        .get(header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .map(|a| a.replace(',', ", "))
+    else {
+        return resp;
+    };
+    let mut out = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("this endpoint does not take that method (it takes {allow})"),
+    )
+    .into_response();
+    if let Some(v) = resp.headers().get(header::ALLOW) {
+        out.headers_mut().insert(header::ALLOW, v.clone());
+    }
+    out
 }
 
 async fn asset(body: &'static str, mime: &'static str) -> Response {
@@ -117,15 +147,82 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
-fn cookie_token(req: &Request) -> Option<String> {
+/// Every token cookie the request carries: a browser sends a stale one from another path or an earlier
+/// server beside the valid one, and either may come first.
+fn cookie_tokens(req: &Request) -> impl Iterator<Item = &str> {
     req.headers()
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == TOKEN_COOKIE)
-        .map(|(_, v)| v.to_string())
+        .filter(|(k, _)| *k == TOKEN_COOKIE)
+        .map(|(_, v)| v)
+}
+
+/// The credentials of `Authorization: Bearer X` (the scheme is case-insensitive, RFC 9110 §11.1).
+fn bearer(req: &Request) -> Option<&str> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The host part of a `Host` header or an origin's authority: without the port, lower case, and without a
+/// trailing dot.
+fn host_name(authority: &str) -> String {
+    let a = authority.trim();
+    let host = if let Some(rest) = a.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        match a.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => a,
+        }
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Whether a request naming `host` is meant for this server. A web page on another site can make a browser
+/// send requests here under its own name once its DNS points at this machine (DNS rebinding): only loopback
+/// names, this server's address and the names given with `--allow-host` are answered. Any IP address is
+/// accepted when the server listens on all of them (a page cannot rebind an address it does not own).
+fn host_allowed(config: &super::ServeConfig, host: &str) -> bool {
+    let name = host_name(host);
+    if name == "localhost" || name.ends_with(".localhost") {
+        return true;
+    }
+    if let Ok(ip) = name.parse::<std::net::IpAddr>() {
+        let bound = config.addr.ip();
+        return ip.is_loopback() || ip == bound || bound.is_unspecified();
+    }
+    config.allowed_hosts.iter().any(|h| host_name(h) == name)
+}
+
+/// The `Host` and `Origin` a request names, each checked by [`host_allowed`]; the refusal says which.
+fn misdirected(config: &super::ServeConfig, req: &Request) -> Option<String> {
+    // An absolute-form target (`GET http://host/path`) names the host instead of the header.
+    if let Some(authority) = req.uri().authority() {
+        if !host_allowed(config, authority.as_str()) {
+            return Some(format!("Host {:?}", authority.as_str()));
+        }
+    }
+    if let Some(host) = req.headers().get(header::HOST) {
+        let host = host.to_str().unwrap_or("");
+        if !host_allowed(config, host) {
+            return Some(format!("Host {host:?}"));
+        }
+    }
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let authority = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .map(|rest| rest.split('/').next().unwrap_or(""));
+        if !authority.is_some_and(|a| host_allowed(config, a)) {
+            return Some(format!("Origin {origin:?}"));
+        }
+    }
+    None
 }
 
 /// Size limits, then the bearer token when one is set.
@@ -140,21 +237,26 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
         )
         .into_response();
     }
+    if let Some(what) = misdirected(&state.config, &req) {
+        return ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "this server does not answer requests addressed to {what}: it answers loopback names, its own \
+                 address and the names given with serve --allow-host NAME"
+            ),
+        )
+        .into_response();
+    }
     let Some(token) = state.config.token.as_deref() else {
         return next.run(req).await;
     };
     if req.uri().path() == "/healthz" {
         return next.run(req).await;
     }
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string);
-    if bearer
-        .or_else(|| cookie_token(&req))
-        .is_some_and(|t| same(&t, token))
+    if bearer(&req)
+        .into_iter()
+        .chain(cookie_tokens(&req))
+        .any(|t| same(t, token))
     {
         return next.run(req).await;
     }
@@ -201,7 +303,7 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
 
 /// Errors produced outside the handlers (timeouts, body limits, wrong methods, extractor rejections) come
 /// with plain-text or empty bodies: they get the API's JSON shape too.
-async fn json_errors(req: Request, next: Next) -> Response {
+async fn json_errors(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -222,15 +324,9 @@ async fn json_errors(req: Request, next: Next) -> Response {
         .map(|b| String::from_utf8_lossy(&b).trim().to_string())
         .filter(|t| !t.is_empty());
     let message = match (status, text) {
-        (StatusCode::REQUEST_TIMEOUT, _) => "the request took too long and was stopped".to_string(),
-        (StatusCode::METHOD_NOT_ALLOWED, _) => format!(
-            "this endpoint does not take that method{}",
-            parts
-                .headers
-                .get(header::ALLOW)
-                .and_then(|v| v.to_str().ok())
-                .map(|a| format!(" (it takes {a})"))
-                .unwrap_or_default()
+        (StatusCode::REQUEST_TIMEOUT, _) => format!(
+            "the request took longer than this server's limit of {} s (serve --timeout-s) and was stopped",
+            state.config.request_timeout.as_secs_f64()
         ),
         (StatusCode::PAYLOAD_TOO_LARGE, _) => {
             format!("the request body is over {MAX_BODY} bytes")

@@ -33,13 +33,35 @@ pub struct Metrics {
     pub reload_failures: AtomicU64,
     pub encoded_batches: AtomicU64,
     pub encoded_texts: AtomicU64,
+    /// Texts dropped unencoded because every request waiting for them had gone.
+    pub abandoned_texts: AtomicU64,
+    /// Requests refused because the text queue was full.
+    pub queue_full: AtomicU64,
+    pub open_connections: AtomicU64,
+    /// Connections answered 503 because the cap was reached.
+    pub refused_connections: AtomicU64,
+}
+
+/// The methods metrics name; anything else a client invents is counted as `other`, so that the label set
+/// stays closed.
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
 }
 
 impl Metrics {
     pub fn observe(&self, route: &str, method: &str, status: u16, seconds: f64) {
         let mut r = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         *r.by_status
-            .entry((route.to_string(), method.to_string(), status))
+            .entry((route.to_string(), method_label(method).to_string(), status))
             .or_default() += 1;
         let h = r.latency.entry(route.to_string()).or_default();
         for (i, le) in BUCKETS.iter().enumerate() {
@@ -114,6 +136,21 @@ impl Metrics {
                 &self.encoded_texts,
             ),
             (
+                "regionseek_text_abandoned_total",
+                "Texts dropped unencoded because their requests had gone.",
+                &self.abandoned_texts,
+            ),
+            (
+                "regionseek_text_queue_full_total",
+                "Requests refused because the text queue was full.",
+                &self.queue_full,
+            ),
+            (
+                "regionseek_connections_refused_total",
+                "Connections answered 503 because the connection cap was reached.",
+                &self.refused_connections,
+            ),
+            (
                 "regionseek_index_reloads_total",
                 "New index commits picked up.",
                 &self.reloads,
@@ -131,6 +168,11 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP regionseek_open_connections Connections open now.\n# TYPE regionseek_open_connections gauge\nregionseek_open_connections {}",
+            self.open_connections.load(Ordering::Relaxed)
+        );
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }

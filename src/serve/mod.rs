@@ -7,6 +7,7 @@
 mod api;
 mod encoder;
 mod http;
+mod listen;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use crate::index::RegionIndex;
 use crate::pipeline::query;
 
 pub use encoder::QueryEncoder;
+pub use listen::ConnectionLimits;
 pub use metrics::Metrics;
 
 /// Everything `serve` can be told.
@@ -45,6 +47,16 @@ pub struct ServeConfig {
     pub cache_entries: usize,
     /// How often the index's manifest is checked for a new commit.
     pub reload_every: Duration,
+    pub connections: ConnectionLimits,
+    /// Host names (besides loopback names and the listening address) that requests may name in `Host` and
+    /// `Origin`: the names a reverse proxy or the machine's DNS name reach this server by.
+    pub allowed_hosts: Vec<String>,
+    /// Hits one request may ask for in all (queries × k).
+    pub max_hits_per_request: usize,
+    /// Texts waiting for the text tower at most; more are refused with 503.
+    pub max_queued_texts: usize,
+    /// Pictures drawn at once (each may decode a large photo); more wait for a slot.
+    pub max_renders: usize,
 }
 
 impl ServeConfig {
@@ -61,6 +73,11 @@ impl ServeConfig {
             max_concurrent: 64,
             cache_entries: 4096,
             reload_every: Duration::from_millis(500),
+            connections: ConnectionLimits::default(),
+            allowed_hosts: Vec::new(),
+            max_hits_per_request: 5000,
+            max_queued_texts: 1024,
+            max_renders: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 
@@ -75,13 +92,31 @@ impl ServeConfig {
             );
         }
         if let Some(t) = &self.token {
+            // The token travels in a header, a cookie and a URL: characters that any of them would split or
+            // escape (`;`, `&`, `#`, `%`, spaces, quotes) would make the browser login fail.
             anyhow::ensure!(
-                t.len() >= 8 && t.bytes().all(|b| b.is_ascii_graphic()),
-                "--token must be at least 8 printable characters without spaces"
+                t.len() >= MIN_TOKEN_LEN && t.bytes().all(is_token_byte),
+                "--token must be at least {MIN_TOKEN_LEN} characters, each a letter, a digit or one of - . _ ~ \
+                 (e.g. `openssl rand -hex 16`)"
+            );
+        }
+        for h in &self.allowed_hosts {
+            anyhow::ensure!(
+                !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b)),
+                "--allow-host {h:?}: give a host name or address, without scheme, port or path"
             );
         }
         Ok(())
     }
+}
+
+/// The shortest `--token` accepted.
+pub const MIN_TOKEN_LEN: usize = 8;
+
+/// A byte a token may hold: URL-unreserved characters, which a header, a cookie and a query string all carry
+/// unchanged.
+pub fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~".contains(&b)
 }
 
 /// The index as last committed, with when it was opened.
@@ -107,6 +142,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub started: Instant,
     pub model_id: String,
+    /// Slots for drawing pictures (see [`ServeConfig::max_renders`]).
+    pub renders: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -161,7 +198,13 @@ pub fn prepare(config: ServeConfig) -> anyhow::Result<Arc<AppState>> {
     );
     let metrics = Arc::new(Metrics::default());
     let model_id = model.id();
-    let encoder = QueryEncoder::start(model, config.cache_entries, metrics.clone());
+    let config_renders = config.max_renders.max(1);
+    let encoder = QueryEncoder::start(
+        model,
+        config.cache_entries,
+        config.max_queued_texts,
+        metrics.clone(),
+    );
     Ok(Arc::new(AppState {
         config,
         current: RwLock::new(Arc::new(live)),
@@ -169,6 +212,7 @@ pub fn prepare(config: ServeConfig) -> anyhow::Result<Arc<AppState>> {
         metrics,
         started: Instant::now(),
         model_id,
+        renders: Arc::new(tokio::sync::Semaphore::new(config_renders)),
     }))
 }
 
@@ -243,15 +287,19 @@ pub struct Listening {
     pub model: String,
 }
 
-/// Serves until SIGINT or SIGTERM; requests under way are finished first. `on_listening` hears the bound
-/// address (a port 0 in the config is given one by the system).
+/// Serves until SIGINT or SIGTERM; requests under way are given the shutdown grace period to finish.
+/// `on_listening` hears the bound address (a port 0 in the config is given one by the system).
 pub fn run(config: ServeConfig, on_listening: impl FnOnce(&Listening)) -> anyhow::Result<()> {
     let state = prepare(config)?;
-    runtime()?.block_on(async move {
+    let rt = runtime()?;
+    let result = rt.block_on(async move {
         let (listener, listening) = bind(&state).await?;
         on_listening(&listening);
         serve_until(state, listener, shutdown_signal()).await
-    })
+    });
+    // Pictures still being drawn for departed clients must not hold the exit.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    result
 }
 
 /// A server on its own threads, for benchmarks and embedding in other programs; stopped when dropped.
@@ -294,7 +342,8 @@ pub fn spawn(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let thread = std::thread::Builder::new()
         .name("regionseek-serve".into())
         .spawn(move || {
-            runtime()?.block_on(async move {
+            let rt = runtime()?;
+            let result = rt.block_on(async move {
                 let (listener, listening) = match bind(&state2).await {
                     Ok(b) => b,
                     Err(e) => {
@@ -307,7 +356,9 @@ pub fn spawn(config: ServeConfig) -> anyhow::Result<RunningServer> {
                     let _ = stop_rx.await;
                 })
                 .await
-            })
+            });
+            rt.shutdown_timeout(Duration::from_millis(500));
+            result
         })?;
     let listening = ready_rx
         .recv()
@@ -349,13 +400,19 @@ async fn serve_until(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let follower = tokio::spawn(follow_commits(state.clone()));
+    let limits = state.config.connections;
+    let metrics = state.metrics.clone();
     let app = http::router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-        .context("serving")?;
+    let left_open = listen::serve_connections(listener, app, limits, metrics, stop).await;
     follower.abort();
-    tracing::info!("stopped: every request under way was answered");
+    if left_open == 0 {
+        tracing::info!("stopped: every request under way was answered");
+    } else {
+        tracing::warn!(
+            "stopped: {left_open} connections were still open after the {:.0} s grace period and were closed",
+            limits.shutdown_grace.as_secs_f64()
+        );
+    }
     Ok(())
 }
 

@@ -129,7 +129,11 @@ pub fn http_raw(
     req.extend_from_slice(method.as_bytes());
     req.push(b' ');
     req.extend_from_slice(target);
-    req.extend_from_slice(b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    req.extend_from_slice(b" HTTP/1.1\r\nConnection: close\r\n");
+    // Host: localhost unless the test names another.
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.extend_from_slice(b"Host: localhost\r\n");
+    }
     for (k, v) in headers {
         req.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
     }
