@@ -281,11 +281,120 @@ fn classify_ranks_every_label_per_region_and_reports_a_bad_box() {
     assert_eq!(regions.len(), 2);
     let labels = regions[0]["labels"].as_array().unwrap();
     assert_eq!(labels.len(), 3);
-    let p: Vec<f64> = labels.iter().map(|l| l["p"].as_f64().unwrap()).collect();
+    let p: Vec<f64> = labels.iter().map(|l| l["prob"].as_f64().unwrap()).collect();
     assert!(p.windows(2).all(|w| w[0] >= w[1]), "best first: {p:?}");
     assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-4);
     assert!(regions[1]["error"]
         .as_str()
         .unwrap()
         .contains("empty or inverted"));
+}
+
+/// Subcommands that have their own subcommands (`weights list`).
+const NESTED: &[&str] = &["weights", "eval"];
+
+/// What is wrong with the README's command lines: commands that do not exist, flags their `--help` does not
+/// list, and bracketed values that differ from the default `--help` prints.
+fn readme_problems(text: &str) -> Vec<String> {
+    use std::collections::HashMap;
+    let lines = readme::command_lines(text, NESTED);
+    assert!(lines.len() > 20, "the README's command lines were not found: {lines:?}");
+    let mut helps: HashMap<Vec<String>, Option<HashMap<String, Option<String>>>> = HashMap::new();
+    let mut problems = Vec::new();
+    for line in &lines {
+        let defaults = helps.entry(line.words.clone()).or_insert_with(|| {
+            let mut args: Vec<&str> = line.words.iter().map(String::as_str).collect();
+            args.push("--help");
+            let (code, out, _) = regionseek(&args);
+            (code == 0).then(|| readme::help_defaults(&out))
+        });
+        let Some(defaults) = defaults else {
+            problems.push(format!("`regionseek {}` is not a command: {}", line.words.join(" "), line.text));
+            continue;
+        };
+        for flag in readme::flags(line) {
+            if !defaults.contains_key(&flag) {
+                problems.push(format!("`regionseek {}` has no {flag}: {}", line.words.join(" "), line.text));
+            }
+        }
+        for (flag, value) in readme::bracketed_values(line) {
+            if let Some(Some(default)) = defaults.get(&flag) {
+                if *default != value {
+                    problems.push(format!(
+                        "the README shows [{flag} {value}] but the default of `regionseek {}` is {default}",
+                        line.words.join(" ")
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn the_readme_names_only_commands_and_flags_that_exist_with_the_defaults_help_gives() {
+    let problems = readme_problems(&readme::readme());
+    assert!(problems.is_empty(), "the README is wrong:\n{}", problems.join("\n"));
+}
+
+#[test]
+fn the_readme_check_finds_a_wrong_line() {
+    let text = readme::readme();
+    for (wrong, says) in [
+        ("`regionseek index-verify INDEX_DIR`", "not a command"),
+        ("`regionseek search INDEX_DIR \"a dog\" [--kk 3]`", "has no --kk"),
+        ("`regionseek search INDEX_DIR \"a dog\" [--k 12]`", "default"),
+        ("`regionseek bench-index [--ef 64]`", "default"),
+    ] {
+        let problems = readme_problems(&format!("{text}\n{wrong}\n"));
+        assert_eq!(problems.len(), 1, "{wrong}: {problems:?}");
+        assert!(problems[0].contains(says), "{wrong}: {problems:?}");
+    }
+}
+
+#[test]
+fn index_mistakes_are_caught_before_any_work_and_leave_no_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = tiny_dir();
+    let boxes = dir.path().join("b.json");
+    std::fs::write(&boxes, r#"[{"image": "image.png", "box": [4, 4, 40, 40], "label": "thing"}]"#).unwrap();
+    let out = dir.path().join("idx");
+    let out_s = out.to_str().unwrap();
+    // Boxes with a pipeline that needs masks: refused at once, naming the flag that fixes it.
+    let t = std::time::Instant::now();
+    let (code, _, err) = regionseek(&[
+        "index", photos.to_str().unwrap(), "--boxes", boxes.to_str().unwrap(), "--pipeline", "gt-masks",
+        "--out", out_s, "--model", "random:vit-b-32",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--pipeline boxes"), "{err}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(5), "the model was loaded first");
+    assert!(!out.exists(), "a refused run left {out_s} behind");
+    // A missing images folder.
+    let (code, _, err) = regionseek(&[
+        "index", dir.path().join("nowhere").to_str().unwrap(), "--boxes", boxes.to_str().unwrap(),
+        "--out", out_s,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("IMAGES_DIR") && err.contains("does not exist"), "{err}");
+    assert!(!out.exists());
+    // A folder without photos.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::write(empty.join("notes.txt"), "not a photo").unwrap();
+    let (code, _, err) = regionseek(&[
+        "index", empty.to_str().unwrap(), "--pipeline", "auto-grid", "--out", out_s,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("nothing to index") && err.contains(".jpg"), "{err}");
+    assert!(!out.exists(), "no lock file or folder is left after a failed run");
+    // Without --pipeline, boxes get the box pipeline.
+    let (code, stdout, err) = regionseek(&[
+        "index", photos.to_str().unwrap(), "--boxes", boxes.to_str().unwrap(), "--out", out_s, "--model",
+        "random:vit-b-32", "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let report = last_json(&stdout);
+    assert_eq!(report["pipeline"], "boxes", "{report}");
+    assert_eq!(report["regions_added"], 1, "{report}");
 }

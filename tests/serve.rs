@@ -974,3 +974,41 @@ fn a_served_index_truncated_or_replaced_under_the_server_keeps_answering() {
     let (code, log) = server.terminate();
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// A field path (`index.rows`) in a JSON value.
+fn has_field(v: &Value, path: &str) -> bool {
+    path.split('.').try_fold(v, |v, k| v.get(k)).is_some()
+}
+
+#[test]
+fn every_json_field_the_readme_names_is_in_the_answers() {
+    let Some(f) = fixture() else { return };
+    let text = readme::readme();
+    let server = Server::start(&f.index, &[]);
+    let search = server.get("/api/search?q=a+dog&k=3").json();
+    let (code, out, err) = run_regionseek(&["search", f.index.to_str().unwrap(), "a dog", "--k", "3", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let cli = last_json(&out);
+    let mut checked = 0;
+    let mut check = |anchor: &str, answers: &[&Value]| {
+        let fields = readme::fields_after(&text, anchor);
+        assert!(fields.len() >= 3, "{anchor}: {fields:?}");
+        for v in answers {
+            for field in &fields {
+                assert!(has_field(v, field), "the README names {field} after {anchor:?}, but {v} has none");
+                checked += 1;
+            }
+        }
+    };
+    check("`GET /api/search?q=TEXT", &[&search]);
+    let hits: Vec<&Value> = search["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(cli["hits"].as_array().unwrap())
+        .collect();
+    check("region hits `", &hits);
+    check("`GET /api/stats`: ", &[&server.get("/api/stats").json()]);
+    check("`GET /healthz` (", &[&server.get("/healthz").json()]);
+    assert!(checked > 40, "{checked}");
+}

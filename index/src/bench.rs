@@ -72,7 +72,7 @@ pub struct IndexBenchResult {
     pub dump_s: f64,
     /// Opening the dump: links read and checked, vectors read.
     pub reload_s: f64,
-    /// The CRC-32 of both files (`index-verify`; opening an index checks the links' and the vectors' size).
+    /// The CRC-32 of both files (`regionseek verify`; opening an index checks the links' and the vectors' size).
     pub reload_checksum_s: f64,
     /// Memory of its own (RssAnon) per vector that the reloaded graph holds after answering every query at
     /// the widest beam: the f32 vectors and codes (read into memory, not mapped), the links and the search's

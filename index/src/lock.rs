@@ -120,9 +120,11 @@ impl WriterLock {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
+        // The busy message quotes this line to whoever waits: a date, not a count of seconds.
         let me = format!(
-            "pid {} started {now} ({})\n",
+            "pid {} started {} ({})\n",
             std::process::id(),
+            utc_text(now),
             std::env::args().next().unwrap_or_default()
         );
         file.set_len(0)
@@ -185,5 +187,36 @@ mod tests {
         assert!(!waiter.is_finished(), "the waiter must wait for the holder");
         drop(first);
         waiter.join().unwrap().unwrap();
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` of seconds since the Unix epoch (the civil-from-days algorithm of H. Hinnant).
+fn utc_text(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rest = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod date_tests {
+    #[test]
+    fn epoch_seconds_read_as_a_date() {
+        assert_eq!(super::utc_text(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc_text(1_796_203_847), "2026-12-02 09:30:47 UTC");
+        assert_eq!(super::utc_text(951_782_400), "2000-02-29 00:00:00 UTC");
     }
 }

@@ -33,7 +33,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10)]
     steps: usize,
     /// What `--grad auto` decides by: auto (measured on a GPU, counted on the CPU), measured or counted.
-    /// Rows of `auto` show the estimates it chose by (`estimate_direct_s`, `estimate_jacobian_s`).
+    /// Rows of `auto` show the estimates it chose by: operation counts on a CPU (`estimate_direct_gflop`,
+    /// `estimate_jacobian_gflop`), seconds measured on the device on a GPU (`estimate_direct_s`,
+    /// `estimate_jacobian_s`).
     #[arg(long, value_enum, default_value_t = CostBasis::Auto)]
     auto_costs: CostBasis,
     /// Timed repetitions per configuration (the fastest is reported, after one warm-up run).
@@ -221,6 +223,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
                         "grad_asked": g,
                         "estimate_direct_s": r.grad_estimate.map(|e| e.direct_s),
                         "estimate_jacobian_s": r.grad_estimate.map(|e| e.jacobian_s),
+                        "estimate_direct_gflop": r.grad_counted.map(|e| e.direct_gflop),
+                        "estimate_jacobian_gflop": r.grad_counted.map(|e| e.jacobian_gflop),
                         "step_loop": r.step_loop, "precision": model.precision.name(),
                         "map_kernel": map_kernel,
                         "device": a.device, "forward_s": r.seconds_forward, "jacobian_s": r.seconds_jacobian,

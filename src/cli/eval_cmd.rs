@@ -133,7 +133,7 @@ pub fn classify(a: ClassifyArgs) -> anyhow::Result<ExitCode> {
                         .collect();
                     println!("{name}: {}", top.join(", "));
                 }
-                regions.push(json!({"region": name, "labels": ranked.iter().take(a.top).map(|(l, p)| json!({"label": l, "p": p})).collect::<Vec<_>>()}));
+                regions.push(json!({"region": name, "labels": ranked.iter().take(a.top).map(|(l, p)| json!({"label": l, "prob": p})).collect::<Vec<_>>()}));
             }
             Err(e) => {
                 failed += 1;

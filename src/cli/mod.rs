@@ -115,8 +115,24 @@ pub fn run() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {e:#}{}", repair_hint(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// What to run when a command stopped at a damaged index file, whichever command it was.
+fn repair_hint(e: &anyhow::Error) -> String {
+    e.chain()
+        .find_map(|cause| match cause.downcast_ref::<regionseek::index::IndexError>() {
+            Some(regionseek::index::IndexError::Corrupt { path, .. }) => {
+                let dir = path.parent().unwrap_or(path).display();
+                Some(format!(
+                    "\n`regionseek verify {dir}` lists every damaged file; `regionseek index-repair {dir}` \
+                     moves damaged segments aside and rebuilds the rest"
+                ))
+            }
+            _ => None,
+        })
+        .unwrap_or_default()
 }

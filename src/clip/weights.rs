@@ -27,7 +27,7 @@ pub enum WeightsError {
     Safetensors { path: PathBuf, message: String },
     #[error("{path}: {message}")]
     Tensor { path: PathBuf, message: String },
-    #[error("unknown model `{0}`: give a model directory, `random:<arch>[:seed]` or a name from `regionseek weights list` (architectures: vit-b-32, vit-b-16, vit-l-14, vit-h-14, tiny)")]
+    #[error("unknown model `{0}`: give a model directory, `random:<arch>[:seed]` or a name from `regionseek weights list` (architectures: vit-b-32, vit-b-16, vit-l-14, vit-h-14, and tiny for tests at 32-64 px: at the pipelines' 448 px it is slower than vit-b-32)")]
     UnknownModel(String),
     #[error("cannot download `{name}` ({message}). Without a connection, download it elsewhere and put the files in {dir} (see weights/README.md), or pass --model DIR")]
     Offline {

@@ -157,8 +157,18 @@ pub struct InversionReport {
     pub seconds_forward: f64,
     pub seconds_jacobian: f64,
     pub seconds_steps: f64,
-    /// The measured costs `grad: Auto` chose by, when it measured.
+    /// The measured costs `grad: Auto` chose by, when it measured (on a GPU, or `CostBasis::Measured`).
     pub grad_estimate: Option<GradEstimate>,
+    /// The operation counts of both paths, whenever `grad: Auto` ran: what it chose by on a CPU.
+    pub grad_counted: Option<CountedEstimate>,
+}
+
+/// Floating-point operations each gradient path would take for this photo's masks and steps.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CountedEstimate {
+    pub direct_gflop: f64,
+    /// The Jacobian's build included.
+    pub jacobian_gflop: f64,
 }
 
 /// What `grad: Auto` expected each path to take for this photo, from costs measured on its device.
@@ -422,11 +432,17 @@ fn invert_from_taps(
         CostBasis::Counted => false,
     };
     let mut grad_estimate = None;
+    let mut grad_counted = None;
     let path = match cfg.grad {
         GradChoice::Direct => GradPath::Direct,
         GradChoice::Jacobian => GradPath::Jacobian,
         GradChoice::Auto => {
             let counted = rel.costs();
+            let e = evaluations as f64;
+            grad_counted = Some(CountedEstimate {
+                direct_gflop: e * counted.direct_per_eval / 1e9,
+                jacobian_gflop: (counted.jacobian_build + e * counted.jacobian_per_eval) / 1e9,
+            });
             if !measure || valid.is_empty() || counted.jacobian_bytes > jacobian_budget as f64 {
                 counted.choose(evaluations, jacobian_budget as f64)
             } else {
@@ -507,6 +523,7 @@ fn invert_from_taps(
             seconds_jacobian,
             seconds_steps: t_steps.elapsed().as_secs_f64(),
             grad_estimate,
+            grad_counted,
         },
     })
 }

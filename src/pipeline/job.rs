@@ -277,7 +277,7 @@ fn nothing_found(regions: &RegionSource, images: &std::path::Path) -> String {
         RegionSource::FindThem => format!(
             "no photo under {} (searched recursively for {})",
             images.display(),
-            super::inputs::PHOTO_EXTENSIONS.join(", ")
+            super::inputs::PHOTO_EXTENSIONS.map(|e| format!(".{e}")).join(" ")
         ),
     }
 }

@@ -684,7 +684,7 @@ impl IndexRun<'_> {
         };
         bar.set_style(
             indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} images {msg}",
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} photos ({per_sec}) {msg}",
             )
             .expect("static template"),
         );
@@ -758,16 +758,22 @@ impl IndexRun<'_> {
                     {
                         break; // the writer failed: its error is reported below
                     }
-                    let regions_done = added.load(std::sync::atomic::Ordering::Relaxed);
-                    let secs = started.elapsed().as_secs_f64().max(1e-9);
-                    bar.set_message(format!(
-                        "{:.2} images/s, {:.2} regions/s, {regions_done}/{total_regions} regions",
-                        bar.position() as f64 / secs,
-                        regions_done as f64 / secs
-                    ));
                 }
                 photos_since_commit += 1;
                 bar.inc(1);
+                // Regions embedded so far: committed by the writer, or on their way to it.
+                let regions_done =
+                    added.load(std::sync::atomic::Ordering::Relaxed) + sink.records.len();
+                let secs = started.elapsed().as_secs_f64().max(1e-9);
+                let of_total = if total_regions > 0 {
+                    format!("/{total_regions}")
+                } else {
+                    String::new() // found in the photos as they come
+                };
+                bar.set_message(format!(
+                    "{regions_done}{of_total} regions ({:.2} regions/s)",
+                    regions_done as f64 / secs
+                ));
                 let hash = match d.hash {
                     Ok(h) => h,
                     Err((stage, e)) => {

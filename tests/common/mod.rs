@@ -309,3 +309,4 @@ pub fn invert_fixture_pixels(
     )
     .unwrap()
 }
+pub mod readme;
