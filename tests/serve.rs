@@ -808,10 +808,11 @@ fn stalled_clients_are_cut_off_capped_and_do_not_hold_a_sigterm() {
     std::io::Write::write_all(&mut idle, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
     assert!(closed_within(&mut idle, Duration::from_secs(5)), "an idle connection stayed open");
 
-    // SIGTERM with stalled connections: out within the grace period, said in the log.
+    // SIGTERM with stalled connections: none of them has a request under way, so the server is out at once
+    // (not after the grace period, nor after their head timeout).
     let server = Server::start(
         &f.index,
-        &["--idle-timeout-s", "30", "--max-connections", "300", "--shutdown-grace-s", "2"],
+        &["--idle-timeout-s", "30", "--max-connections", "300", "--shutdown-grace-s", "20"],
     );
     let _stalled = stall(&server.addr, 200);
     std::thread::sleep(Duration::from_millis(300));
@@ -819,7 +820,7 @@ fn stalled_clients_are_cut_off_capped_and_do_not_hold_a_sigterm() {
     let (code, log) = server.terminate();
     let took = t.elapsed();
     assert_eq!(code, Some(0), "{log}");
-    assert!(took < Duration::from_secs(6), "SIGTERM took {took:?}: {log}");
+    assert!(took < Duration::from_secs(3), "SIGTERM took {took:?}: {log}");
     eprintln!("SIGTERM with 200 stalled connections: exit after {took:?}");
 }
 
@@ -847,7 +848,7 @@ fn requests_addressed_to_another_host_or_from_another_origin_are_refused() {
 #[test]
 fn abandoned_queries_are_dropped_and_a_fresh_one_is_answered_at_once() {
     let Some(f) = fixture() else { return };
-    let server = Server::start(&f.index, &["--timeout-s", "1", "--max-queued-texts", "600"]);
+    let server = Server::start(&f.index, &["--timeout-s", "2", "--max-queued-texts", "600"]);
     // Four floods of distinct long texts, each far more than the text tower embeds in a second.
     let floods: Vec<_> = (0..4)
         .map(|flood| {

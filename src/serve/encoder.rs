@@ -1,5 +1,5 @@
 //! Query texts to embeddings for many concurrent requests: an LRU cache in front, and one thread that runs
-//! the text tower on the texts waiting at once (a batch of 16 costs far less than 16 single calls).
+//! the text tower on the texts waiting at once (a batch of 32 costs far less than 32 single calls).
 
 use std::collections::VecDeque;
 use std::num::NonZeroUsize;
@@ -15,9 +15,10 @@ use crate::pipeline::query::{self, TextQuery};
 use super::Metrics;
 
 /// Texts run through the tower together at most. A batch cannot be stopped once it runs, so this bounds how
-/// long a new query waits behind texts whose requests have since gone: 16 texts of ~45 tokens take ~0.4 s on
-/// two cores with ViT-B/32's tower, 64 took ~1.5 s; past 16 a bigger batch gains little throughput on a CPU.
-const MAX_BATCH: usize = 16;
+/// long a new query waits behind texts whose requests have since gone: 32 texts of ~45 tokens take ~0.8 s on
+/// two cores with ViT-B/32's tower (64 took ~1.5 s, 16 ~0.4 s); under a load of 32 clients asking new texts, 32
+/// keeps within a few percent of the throughput 64 had (`bench-serve`), 16 lost about a tenth of it.
+const MAX_BATCH: usize = 32;
 
 type Reply = Result<Arc<TextQuery>, String>;
 

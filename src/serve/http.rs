@@ -9,7 +9,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::Router;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -31,19 +31,24 @@ pub fn router(state: Arc<AppState>) -> Router {
     let timeout = state.config.request_timeout;
     let concurrent = state.config.max_concurrent.max(1);
     let api = Router::new()
-        .route("/api/search", get(api::search_get).post(api::search_post))
-        .route("/api/similar/{row}", get(api::similar))
-        .route("/api/regions/{row}", get(api::region))
-        .route("/api/regions/{row}/{picture}", get(api::picture_of))
-        .route("/api/stats", get(api::stats))
-        .route("/", get(|| asset(PAGE_HTML, "text/html; charset=utf-8")))
+        .route(
+            "/api/search",
+            get(api::search_get)
+                .post(api::search_post)
+                .fallback(not_allowed("GET, HEAD, POST")),
+        )
+        .route("/api/similar/{row}", get_only(api::similar))
+        .route("/api/regions/{row}", get_only(api::region))
+        .route("/api/regions/{row}/{picture}", get_only(api::picture_of))
+        .route("/api/stats", get_only(api::stats))
+        .route("/", get_only(|| asset(PAGE_HTML, "text/html; charset=utf-8")))
         .route(
             "/assets/page.js",
-            get(|| asset(PAGE_JS, "text/javascript; charset=utf-8")),
+            get_only(|| asset(PAGE_JS, "text/javascript; charset=utf-8")),
         )
         .route(
             "/assets/page.css",
-            get(|| asset(PAGE_CSS, "text/css; charset=utf-8")),
+            get_only(|| asset(PAGE_CSS, "text/css; charset=utf-8")),
         )
         // Layers added later wrap the earlier ones: the limit, then the timeout (which counts the wait
         // for a slot), then metrics (which see the timeouts).
@@ -53,45 +58,36 @@ pub fn router(state: Arc<AppState>) -> Router {
             timeout,
         ))
         .route_layer(middleware::from_fn_with_state(state.clone(), record));
-    let app = api
+    api
         // Probes are never queued behind searches.
-        .route("/healthz", get(api::healthz))
-        .route("/metrics", get(api::metrics))
+        .route("/healthz", get_only(api::healthz))
+        .route("/metrics", get_only(api::metrics))
         .fallback(unmatched)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(middleware::from_fn_with_state(state.clone(), json_errors))
-        .with_state::<()>(state);
-    // axum adds `Allow` to a 405 after every layer of the router has run, so the message naming the allowed
-    // methods is written from outside it.
-    Router::new()
-        .fallback_service(app)
-        .layer(middleware::from_fn(name_allowed_methods))
+        .with_state(state)
 }
 
-/// A 405's message names the methods the endpoint takes (from its `Allow` header).
-async fn name_allowed_methods(req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
-    if resp.status() != StatusCode::METHOD_NOT_ALLOWED {
-        return resp;
+/// A GET endpoint whose 405 names the methods it takes.
+fn get_only<H, T>(handler: H) -> MethodRouter<Arc<AppState>>
+where
+    H: axum::handler::Handler<T, Arc<AppState>>,
+    T: 'static,
+{
+    get(handler).fallback(not_allowed("GET, HEAD"))
+}
+
+/// The answer to a method an endpoint does not take, naming those it does (axum adds the `Allow` header).
+fn not_allowed(
+    methods: &'static str,
+) -> impl Fn() -> std::future::Ready<ApiError> + Clone + Send + Sync + 'static {
+    move || {
+        std::future::ready(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("this endpoint does not take that method (it takes {methods})"),
+        ))
     }
-    let Some(allow) = resp
-        .headers()
-        .get(header::ALLOW)
-        .and_then(|v| v.to_str().ok())
-        .map(|a| a.replace(',', ", "))
-    else {
-        return resp;
-    };
-    let mut out = ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("this endpoint does not take that method (it takes {allow})"),
-    )
-    .into_response();
-    if let Some(v) = resp.headers().get(header::ALLOW) {
-        out.headers_mut().insert(header::ALLOW, v.clone());
-    }
-    out
 }
 
 async fn asset(body: &'static str, mime: &'static str) -> Response {

@@ -5,6 +5,7 @@
 
 use std::io;
 use std::pin::{pin, Pin};
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,7 +16,6 @@ use axum::extract::Request;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -88,10 +88,20 @@ pub async fn serve_connections(
             continue;
         };
         metrics.open_connections.fetch_add(1, Relaxed);
-        let service = TowerToHyperService::new(
-            app.clone()
-                .map_request(|req: Request<Incoming>| req.map(Body::new)),
-        );
+        // Requests of this connection between their head and their response: at shutdown a connection with
+        // none (idle, or still sending a head) is closed at once, the others are let finish.
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let counted = in_flight.clone();
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let _request = InFlight::enter(&counted);
+            let answer = app.clone().oneshot(req.map(Body::new));
+            async move {
+                let response = answer.await;
+                drop(_request);
+                response
+            }
+        });
         let conn = builder.serve_connection(TokioIo::new(JsonErrorIo::new(stream)), service);
         let mut closing = closing_rx.clone();
         let metrics = metrics.clone();
@@ -107,6 +117,9 @@ pub async fn serve_connections(
                         break;
                     }
                     _ = closing.wait_for(|c| *c), if !asked => {
+                        if in_flight.load(Relaxed) == 0 {
+                            break;
+                        }
                         asked = true;
                         conn.as_mut().graceful_shutdown();
                     }
@@ -123,6 +136,22 @@ pub async fn serve_connections(
     match finished {
         Ok(_) => 0,
         Err(_) => all as usize - slots.available_permits(),
+    }
+}
+
+/// One request counted as under way on its connection for as long as this lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 
@@ -161,8 +190,8 @@ fn hyper_error_message(status: u16) -> Option<String> {
 
 /// A socket whose writes are watched for the one kind of response the application never makes: hyper's own
 /// answer to a request it could not parse (400, 414, 431), which has an empty body and no content type. That
-/// response is rewritten into the API's JSON error shape; every other byte passes through untouched.
-/// Vectored writes are turned off so that hyper hands each response head over in one buffer.
+/// response is rewritten into the API's JSON error shape; every other byte passes through untouched. Such a
+/// head always arrives whole in one write (one buffer, or one filled slice of a vectored write).
 struct JsonErrorIo<T> {
     inner: T,
     /// A rewritten response not yet fully written.
@@ -275,8 +304,27 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonErrorIo<T> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        // A bare error is a head alone: one slice with bytes in it.
+        let mut filled = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(only), None) = (filled.next(), filled.next()) {
+            if let Some(rewritten) = rewrite_bare_error(only) {
+                self.pending = rewritten;
+                self.sent = 0;
+                let _ = self.poll_pending(cx)?;
+                return Poll::Ready(Ok(only.len()));
+            }
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
     fn is_write_vectored(&self) -> bool {
-        false
+        self.inner.is_write_vectored()
     }
 }
 
