@@ -816,11 +816,22 @@ fn stalled_clients_are_cut_off_capped_and_do_not_hold_a_sigterm() {
     );
     let _stalled = stall(&server.addr, 200);
     std::thread::sleep(Duration::from_millis(300));
+    // A request under way when the signal comes is answered.
+    let addr = server.addr.clone();
+    let under_way = std::thread::spawn(move || {
+        let texts: Vec<String> = (0..24).map(|i| format!("a photo of thing number {i} at dusk")).collect();
+        let body = serde_json::json!({"queries": texts, "k": 2}).to_string();
+        http_raw(&addr, "POST", b"/api/search", &[], body.as_bytes())
+    });
+    std::thread::sleep(Duration::from_millis(100));
     let t = Instant::now();
     let (code, log) = server.terminate();
     let took = t.elapsed();
     assert_eq!(code, Some(0), "{log}");
     assert!(took < Duration::from_secs(3), "SIGTERM took {took:?}: {log}");
+    let answered = under_way.join().unwrap();
+    assert_eq!(answered.status, 200, "{}", String::from_utf8_lossy(&answered.body));
+    assert_eq!(answered.json()["results"].as_array().unwrap().len(), 24);
     eprintln!("SIGTERM with 200 stalled connections: exit after {took:?}");
 }
 
