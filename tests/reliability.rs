@@ -389,6 +389,8 @@ fn every_read_command_on_empty_missing_orphaned_and_damaged_indexes_answers_with
         err.contains(victim.file_name().unwrap().to_str().unwrap()),
         "{err}"
     );
+    // The message says what to run about it.
+    assert!(err.contains("regionseek index-repair"), "{err}");
     assert_eq!(run(&["verify", &s(&damaged)]).0, 1);
     let (code, out, err) = run(&["index-repair", &s(&damaged), "--json"]);
     assert_eq!(code, 0, "{err}");
