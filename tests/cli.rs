@@ -298,7 +298,10 @@ const NESTED: &[&str] = &["weights", "eval"];
 fn readme_problems(text: &str) -> Vec<String> {
     use std::collections::HashMap;
     let lines = readme::command_lines(text, NESTED);
-    assert!(lines.len() > 20, "the README's command lines were not found: {lines:?}");
+    assert!(
+        lines.len() > 20,
+        "the README's command lines were not found: {lines:?}"
+    );
     let mut helps: HashMap<Vec<String>, Option<HashMap<String, Option<String>>>> = HashMap::new();
     let mut problems = Vec::new();
     for line in &lines {
@@ -309,12 +312,20 @@ fn readme_problems(text: &str) -> Vec<String> {
             (code == 0).then(|| readme::help_defaults(&out))
         });
         let Some(defaults) = defaults else {
-            problems.push(format!("`regionseek {}` is not a command: {}", line.words.join(" "), line.text));
+            problems.push(format!(
+                "`regionseek {}` is not a command: {}",
+                line.words.join(" "),
+                line.text
+            ));
             continue;
         };
         for flag in readme::flags(line) {
             if !defaults.contains_key(&flag) {
-                problems.push(format!("`regionseek {}` has no {flag}: {}", line.words.join(" "), line.text));
+                problems.push(format!(
+                    "`regionseek {}` has no {flag}: {}",
+                    line.words.join(" "),
+                    line.text
+                ));
             }
         }
         for (flag, value) in readme::bracketed_values(line) {
@@ -334,7 +345,11 @@ fn readme_problems(text: &str) -> Vec<String> {
 #[test]
 fn the_readme_names_only_commands_and_flags_that_exist_with_the_defaults_help_gives() {
     let problems = readme_problems(&readme::readme());
-    assert!(problems.is_empty(), "the README is wrong:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "the README is wrong:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
@@ -342,8 +357,14 @@ fn the_readme_check_finds_a_wrong_line() {
     let text = readme::readme();
     for (wrong, says) in [
         ("`regionseek index-verify INDEX_DIR`", "not a command"),
-        ("`regionseek search INDEX_DIR \"a dog\" [--kk 3]`", "has no --kk"),
-        ("`regionseek search INDEX_DIR \"a dog\" [--k 12]`", "default"),
+        (
+            "`regionseek search INDEX_DIR \"a dog\" [--kk 3]`",
+            "has no --kk",
+        ),
+        (
+            "`regionseek search INDEX_DIR \"a dog\" [--k 12]`",
+            "default",
+        ),
         ("`regionseek bench-index [--ef 64]`", "default"),
     ] {
         let problems = readme_problems(&format!("{text}\n{wrong}\n"));
@@ -357,41 +378,81 @@ fn index_mistakes_are_caught_before_any_work_and_leave_no_folder() {
     let dir = tempfile::tempdir().unwrap();
     let photos = tiny_dir();
     let boxes = dir.path().join("b.json");
-    std::fs::write(&boxes, r#"[{"image": "image.png", "box": [4, 4, 40, 40], "label": "thing"}]"#).unwrap();
+    std::fs::write(
+        &boxes,
+        r#"[{"image": "image.png", "box": [4, 4, 40, 40], "label": "thing"}]"#,
+    )
+    .unwrap();
     let out = dir.path().join("idx");
     let out_s = out.to_str().unwrap();
     // Boxes with a pipeline that needs masks: refused at once, naming the flag that fixes it.
     let t = std::time::Instant::now();
     let (code, _, err) = regionseek(&[
-        "index", photos.to_str().unwrap(), "--boxes", boxes.to_str().unwrap(), "--pipeline", "gt-masks",
-        "--out", out_s, "--model", "random:vit-b-32",
+        "index",
+        photos.to_str().unwrap(),
+        "--boxes",
+        boxes.to_str().unwrap(),
+        "--pipeline",
+        "gt-masks",
+        "--out",
+        out_s,
+        "--model",
+        "random:vit-b-32",
     ]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("--pipeline boxes"), "{err}");
-    assert!(t.elapsed() < std::time::Duration::from_secs(5), "the model was loaded first");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "the model was loaded first"
+    );
     assert!(!out.exists(), "a refused run left {out_s} behind");
     // A missing images folder.
     let (code, _, err) = regionseek(&[
-        "index", dir.path().join("nowhere").to_str().unwrap(), "--boxes", boxes.to_str().unwrap(),
-        "--out", out_s,
+        "index",
+        dir.path().join("nowhere").to_str().unwrap(),
+        "--boxes",
+        boxes.to_str().unwrap(),
+        "--out",
+        out_s,
     ]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("IMAGES_DIR") && err.contains("does not exist"), "{err}");
+    assert!(
+        err.contains("IMAGES_DIR") && err.contains("does not exist"),
+        "{err}"
+    );
     assert!(!out.exists());
     // A folder without photos.
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     std::fs::write(empty.join("notes.txt"), "not a photo").unwrap();
     let (code, _, err) = regionseek(&[
-        "index", empty.to_str().unwrap(), "--pipeline", "auto-grid", "--out", out_s,
+        "index",
+        empty.to_str().unwrap(),
+        "--pipeline",
+        "auto-grid",
+        "--out",
+        out_s,
     ]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("nothing to index") && err.contains(".jpg"), "{err}");
-    assert!(!out.exists(), "no lock file or folder is left after a failed run");
+    assert!(
+        err.contains("nothing to index") && err.contains(".jpg"),
+        "{err}"
+    );
+    assert!(
+        !out.exists(),
+        "no lock file or folder is left after a failed run"
+    );
     // Without --pipeline, boxes get the box pipeline.
     let (code, stdout, err) = regionseek(&[
-        "index", photos.to_str().unwrap(), "--boxes", boxes.to_str().unwrap(), "--out", out_s, "--model",
-        "random:vit-b-32", "--json",
+        "index",
+        photos.to_str().unwrap(),
+        "--boxes",
+        boxes.to_str().unwrap(),
+        "--out",
+        out_s,
+        "--model",
+        "random:vit-b-32",
+        "--json",
     ]);
     assert_eq!(code, 0, "{err}");
     let report = last_json(&stdout);

@@ -634,8 +634,16 @@ fn photos_outside_the_images_folder_are_refused_at_index_time_and_never_served()
     .unwrap();
     let photo = coco["images"][0].clone();
     let name = photo["file_name"].as_str().unwrap();
-    std::fs::copy(f.data.join("coco128/images").join(name), images.join("in.jpg")).unwrap();
-    std::fs::copy(f.data.join("coco128/images").join(name), secret.join("x.jpg")).unwrap();
+    std::fs::copy(
+        f.data.join("coco128/images").join(name),
+        images.join("in.jpg"),
+    )
+    .unwrap();
+    std::fs::copy(
+        f.data.join("coco128/images").join(name),
+        secret.join("x.jpg"),
+    )
+    .unwrap();
     std::os::unix::fs::symlink(secret.join("x.jpg"), images.join("link.jpg")).unwrap();
     let names = [
         "in.jpg".to_string(),
@@ -651,7 +659,8 @@ fn photos_outside_the_images_folder_are_refused_at_index_time_and_never_served()
         .take(2)
         .cloned()
         .collect();
-    let mut out = serde_json::json!({"images": [], "annotations": [], "categories": coco["categories"]});
+    let mut out =
+        serde_json::json!({"images": [], "annotations": [], "categories": coco["categories"]});
     for (i, n) in names.iter().enumerate() {
         let mut p = photo.clone();
         p["id"] = (i + 1).into();
@@ -687,7 +696,10 @@ fn photos_outside_the_images_folder_are_refused_at_index_time_and_never_served()
     assert_eq!(report["regions_added"], annotations.len(), "{report}");
     let errors = std::fs::read_to_string(index.join("errors.json")).unwrap();
     for why in ["climbs out", "absolute", "leads outside"] {
-        assert!(errors.contains(why), "errors.json should say {why:?}: {errors}");
+        assert!(
+            errors.contains(why),
+            "errors.json should say {why:?}: {errors}"
+        );
     }
 
     // An index from before the check, holding rows that name photos outside the folder: made here by
@@ -719,12 +731,20 @@ fn photos_outside_the_images_folder_are_refused_at_index_time_and_never_served()
         for picture in ["crop.png", "thumb.jpg?size=64", "overlay.jpg?size=64"] {
             let r = server.get(&format!("/api/regions/{row}/{picture}"));
             if row == 0 {
-                assert_eq!(r.status, 200, "{n} {picture}: {}", String::from_utf8_lossy(&r.body));
+                assert_eq!(
+                    r.status,
+                    200,
+                    "{n} {picture}: {}",
+                    String::from_utf8_lossy(&r.body)
+                );
                 continue;
             }
             assert_json_error(&r, 404, &format!("row {row}"));
             let body = String::from_utf8_lossy(&r.body);
-            assert!(!body.contains("secret"), "{n}: the answer names the path: {body}");
+            assert!(
+                !body.contains("secret"),
+                "{n}: the answer names the path: {body}"
+            );
         }
     }
     // `search --crop` reads photos through the same check.
@@ -751,7 +771,8 @@ fn stall(addr: &str, n: usize) -> Vec<std::net::TcpStream> {
     (0..n)
         .map(|_| {
             let mut s = std::net::TcpStream::connect(addr).unwrap();
-            s.write_all(b"GET /api/stats HTTP/1.1\r\nHost: localh").unwrap();
+            s.write_all(b"GET /api/stats HTTP/1.1\r\nHost: localh")
+                .unwrap();
             s
         })
         .collect()
@@ -787,13 +808,23 @@ fn stalled_clients_are_cut_off_capped_and_do_not_hold_a_sigterm() {
     let Some(f) = fixture() else { return };
     let server = Server::start(
         &f.index,
-        &["--idle-timeout-s", "1", "--max-connections", "60", "--shutdown-grace-s", "2"],
+        &[
+            "--idle-timeout-s",
+            "1",
+            "--max-connections",
+            "60",
+            "--shutdown-grace-s",
+            "2",
+        ],
     );
     // Half a head: closed after the head timeout.
     let mut stalled = stall(&server.addr, 50);
     let t = Instant::now();
     for s in &mut stalled {
-        assert!(closed_within(s, Duration::from_secs(5)), "a stalled connection stayed open");
+        assert!(
+            closed_within(s, Duration::from_secs(5)),
+            "a stalled connection stayed open"
+        );
     }
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     // Over the cap: answered 503 in JSON at once, while the capped ones wait.
@@ -805,21 +836,37 @@ fn stalled_clients_are_cut_off_capped_and_do_not_hold_a_sigterm() {
     assert_eq!(server.get("/healthz").status, 200);
     // An idle kept-alive connection is closed too.
     let mut idle = std::net::TcpStream::connect(&server.addr).unwrap();
-    std::io::Write::write_all(&mut idle, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    assert!(closed_within(&mut idle, Duration::from_secs(5)), "an idle connection stayed open");
+    std::io::Write::write_all(
+        &mut idle,
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .unwrap();
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(5)),
+        "an idle connection stayed open"
+    );
 
     // SIGTERM with stalled connections: none of them has a request under way, so the server is out at once
     // (not after the grace period, nor after their head timeout).
     let server = Server::start(
         &f.index,
-        &["--idle-timeout-s", "30", "--max-connections", "300", "--shutdown-grace-s", "20"],
+        &[
+            "--idle-timeout-s",
+            "30",
+            "--max-connections",
+            "300",
+            "--shutdown-grace-s",
+            "20",
+        ],
     );
     let _stalled = stall(&server.addr, 200);
     std::thread::sleep(Duration::from_millis(300));
     // A request under way when the signal comes is answered.
     let addr = server.addr.clone();
     let under_way = std::thread::spawn(move || {
-        let texts: Vec<String> = (0..24).map(|i| format!("a photo of thing number {i} at dusk")).collect();
+        let texts: Vec<String> = (0..24)
+            .map(|i| format!("a photo of thing number {i} at dusk"))
+            .collect();
         let body = serde_json::json!({"queries": texts, "k": 2}).to_string();
         http_raw(&addr, "POST", b"/api/search", &[], body.as_bytes())
     });
@@ -828,9 +875,17 @@ fn stalled_clients_are_cut_off_capped_and_do_not_hold_a_sigterm() {
     let (code, log) = server.terminate();
     let took = t.elapsed();
     assert_eq!(code, Some(0), "{log}");
-    assert!(took < Duration::from_secs(3), "SIGTERM took {took:?}: {log}");
+    assert!(
+        took < Duration::from_secs(3),
+        "SIGTERM took {took:?}: {log}"
+    );
     let answered = under_way.join().unwrap();
-    assert_eq!(answered.status, 200, "{}", String::from_utf8_lossy(&answered.body));
+    assert_eq!(
+        answered.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answered.body)
+    );
     assert_eq!(answered.json()["results"].as_array().unwrap().len(), 24);
     eprintln!("SIGTERM with 200 stalled connections: exit after {took:?}");
 }
@@ -839,11 +894,18 @@ fn stalled_clients_are_cut_off_capped_and_do_not_hold_a_sigterm() {
 fn requests_addressed_to_another_host_or_from_another_origin_are_refused() {
     let Some(f) = fixture() else { return };
     let server = Server::start(&f.index, &["--allow-host", "photos.example"]);
-    let with = |headers: &[(&str, &str)]| http_raw(&server.addr, "GET", b"/api/stats", headers, b"");
+    let with =
+        |headers: &[(&str, &str)]| http_raw(&server.addr, "GET", b"/api/stats", headers, b"");
     assert_json_error(&with(&[("Host", "evil.example")]), 421, "evil.example");
     assert_json_error(&with(&[("Host", "evil.example:8080")]), 421, "evil.example");
     // The absolute form of a request target names the host as well.
-    let foreign = http_raw(&server.addr, "GET", b"http://evil.example/api/stats", &[], b"");
+    let foreign = http_raw(
+        &server.addr,
+        "GET",
+        b"http://evil.example/api/stats",
+        &[],
+        b"",
+    );
     assert_json_error(&foreign, 421, "evil.example");
     assert_json_error(&with(&[("Origin", "http://evil.example")]), 421, "Origin");
     assert_json_error(&with(&[("Origin", "null")]), 421, "Origin");
@@ -866,24 +928,47 @@ fn abandoned_queries_are_dropped_and_a_fresh_one_is_answered_at_once() {
             let addr = server.addr.clone();
             std::thread::spawn(move || {
                 let queries: Vec<String> = (0..256)
-                    .map(|i| format!("flood {flood} text {i}: {}", "a photo of many things ".repeat(8)))
+                    .map(|i| {
+                        format!(
+                            "flood {flood} text {i}: {}",
+                            "a photo of many things ".repeat(8)
+                        )
+                    })
                     .collect();
                 let body = serde_json::json!({"queries": queries, "k": 1}).to_string();
-                http_raw(&addr, "POST", b"/api/search", &[("Content-Type", "application/json")], body.as_bytes())
+                http_raw(
+                    &addr,
+                    "POST",
+                    b"/api/search",
+                    &[("Content-Type", "application/json")],
+                    body.as_bytes(),
+                )
             })
         })
         .collect();
     let answers: Vec<HttpResponse> = floods.into_iter().map(|t| t.join().unwrap()).collect();
     let timed_out = answers.iter().filter(|r| r.status == 408).count();
-    assert!(timed_out >= 1, "{:?}", answers.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert!(
+        timed_out >= 1,
+        "{:?}",
+        answers.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
     for r in answers.iter().filter(|r| r.status == 408) {
         assert_json_error(r, 408, "--timeout-s");
     }
     let t = Instant::now();
     let fresh = server.get("/api/search?q=a+red+bicycle&k=3");
     let took = t.elapsed();
-    assert_eq!(fresh.status, 200, "{}", String::from_utf8_lossy(&fresh.body));
-    assert!(took < Duration::from_secs(2), "a fresh query took {took:?} after the flood");
+    assert_eq!(
+        fresh.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&fresh.body)
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "a fresh query took {took:?} after the flood"
+    );
     eprintln!("fresh query after 4 timed-out floods of 256 texts: {took:?}");
     let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
     let abandoned: f64 = metrics
@@ -905,7 +990,11 @@ fn answers_stay_small_metrics_stay_closed_and_hyper_errors_are_json() {
     assert_json_error(&r, 400, "at most 5000");
     // Unknown fields are refused in a POST as in a query string.
     let body = serde_json::json!({"queries": ["a dog"], "kk": 3}).to_string();
-    assert_json_error(&http_raw(&server.addr, "POST", b"/api/search", &[], body.as_bytes()), 400, "\"kk\"");
+    assert_json_error(
+        &http_raw(&server.addr, "POST", b"/api/search", &[], body.as_bytes()),
+        400,
+        "\"kk\"",
+    );
     let body = serde_json::json!({"queries": [{"q": "a dog", "exactly": true}]}).to_string();
     let r = http_raw(&server.addr, "POST", b"/api/search", &[], body.as_bytes());
     assert_eq!(r.status, 200);
@@ -916,11 +1005,20 @@ fn answers_stay_small_metrics_stay_closed_and_hyper_errors_are_json() {
         assert_json_error(&r, 405, "GET");
     }
     let metrics = String::from_utf8(server.get("/metrics").body).unwrap();
-    assert!(!metrics.contains("FOO") && !metrics.contains("BAZ"), "{metrics}");
+    assert!(
+        !metrics.contains("FOO") && !metrics.contains("BAZ"),
+        "{metrics}"
+    );
     assert!(metrics.contains("method=\"other\""), "{metrics}");
     // What hyper answers by itself: JSON as well.
     let long_header = "x".repeat(200 * 1024);
-    let r = http_raw(&server.addr, "GET", b"/healthz", &[("X-Long", &long_header)], b"");
+    let r = http_raw(
+        &server.addr,
+        "GET",
+        b"/healthz",
+        &[("X-Long", &long_header)],
+        b"",
+    );
     assert_json_error(&r, 431, "headers are too large");
     let r = http_raw(&server.addr, "GET", b"/he lthz", &[], b"");
     assert_json_error(&r, 400, "not valid HTTP");
@@ -934,14 +1032,21 @@ fn answers_stay_small_metrics_stay_closed_and_hyper_errors_are_json() {
 #[test]
 fn a_token_is_found_whatever_the_scheme_case_or_a_stale_cookie_beside_it() {
     let Some(f) = fixture() else { return };
-    for bad in ["semi;colon-token", "amp&ersand-token", "hash#token-xxxx", "short"] {
+    for bad in [
+        "semi;colon-token",
+        "amp&ersand-token",
+        "hash#token-xxxx",
+        "short",
+    ] {
         let (code, _, err) = run_regionseek(&["serve", f.index.to_str().unwrap(), "--token", bad]);
         assert_eq!(code, 1, "{bad}");
         assert!(err.contains("at least 8 characters"), "{err}");
     }
     let token = "Good_token-0123.~";
     let server = Server::start(&f.index, &["--token", token]);
-    let ok = |headers: &[(&str, &str)]| http_raw(&server.addr, "GET", b"/api/stats", headers, b"").status;
+    let ok = |headers: &[(&str, &str)]| {
+        http_raw(&server.addr, "GET", b"/api/stats", headers, b"").status
+    };
     assert_eq!(ok(&[("Authorization", &format!("bearer {token}"))]), 200);
     assert_eq!(ok(&[("Authorization", &format!("BEARER  {token}"))]), 200);
     let cookies = format!("regionseek_token=stale-old-token; regionseek_token={token}");
@@ -964,7 +1069,12 @@ fn a_served_index_truncated_or_replaced_under_the_server_keeps_answering() {
         .collect();
     assert!(!vectors.is_empty(), "the fixture index has a graph dump");
     for v in &vectors {
-        std::fs::OpenOptions::new().write(true).open(v).unwrap().set_len(100).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(v)
+            .unwrap()
+            .set_len(100)
+            .unwrap();
     }
     // Exact (every vector read) and graph searches, and a similar-region lookup, after the truncation.
     let after = server.get("/api/search?q=a+dog&k=5&exact=true");
@@ -976,7 +1086,12 @@ fn a_served_index_truncated_or_replaced_under_the_server_keeps_answering() {
     copy_dir(&f.index, &index);
     assert_eq!(server.get("/api/search?q=a+dog&k=5&exact=true").status, 200);
     for v in &vectors {
-        std::fs::OpenOptions::new().write(true).open(v).unwrap().set_len(100).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(v)
+            .unwrap()
+            .set_len(100)
+            .unwrap();
     }
     // `verify` names the damage.
     let (code, out, err) = run_regionseek(&["verify", index.to_str().unwrap(), "--json"]);
@@ -998,7 +1113,14 @@ fn every_json_field_the_readme_names_is_in_the_answers() {
     let text = readme::readme();
     let server = Server::start(&f.index, &[]);
     let search = server.get("/api/search?q=a+dog&k=3").json();
-    let (code, out, err) = run_regionseek(&["search", f.index.to_str().unwrap(), "a dog", "--k", "3", "--json"]);
+    let (code, out, err) = run_regionseek(&[
+        "search",
+        f.index.to_str().unwrap(),
+        "a dog",
+        "--k",
+        "3",
+        "--json",
+    ]);
     assert_eq!(code, 0, "{err}");
     let cli = last_json(&out);
     let mut checked = 0;
@@ -1007,7 +1129,10 @@ fn every_json_field_the_readme_names_is_in_the_answers() {
         assert!(fields.len() >= 3, "{anchor}: {fields:?}");
         for v in answers {
             for field in &fields {
-                assert!(has_field(v, field), "the README names {field} after {anchor:?}, but {v} has none");
+                assert!(
+                    has_field(v, field),
+                    "the README names {field} after {anchor:?}, but {v} has none"
+                );
                 checked += 1;
             }
         }

@@ -129,12 +129,19 @@ impl LoadedVectors {
         let bytes = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) };
         file.read_exact(bytes).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                IndexError::corrupt(path, "shorter than when it was opened (changed while being read)")
+                IndexError::corrupt(
+                    path,
+                    "shorter than when it was opened (changed while being read)",
+                )
             } else {
                 IndexError::io(path)(e)
             }
         })?;
-        Ok(Self { words, len, rows: 0 })
+        Ok(Self {
+            words,
+            len,
+            rows: 0,
+        })
     }
 
     fn bytes(&self) -> &[u8] {

@@ -125,7 +125,12 @@ impl Rle {
                     let y0 = if x == first_col { start % h } else { 0 };
                     let y1 = if x == last_col { (end - 1) % h + 1 } else { h };
                     let k0 = rows.partition_point(|&y| y < y0);
-                    for (k, _) in rows.iter().enumerate().skip(k0).take_while(|(_, &y)| y < y1) {
+                    for (k, _) in rows
+                        .iter()
+                        .enumerate()
+                        .skip(k0)
+                        .take_while(|(_, &y)| y < y1)
+                    {
                         data[k * sw + cell] = 1;
                     }
                 }
@@ -418,7 +423,11 @@ mod tests {
                 for y in 0..got.height {
                     for x in 0..got.width {
                         let (fx, fy) = ((x * s + s / 2).min(w - 1), (y * s + s / 2).min(h - 1));
-                        assert_eq!(got.get(x, y), full.get(fx, fy), "{w}x{h} step {step} at {x},{y}");
+                        assert_eq!(
+                            got.get(x, y),
+                            full.get(fx, fy),
+                            "{w}x{h} step {step} at {x},{y}"
+                        );
                     }
                 }
             }

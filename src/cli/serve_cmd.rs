@@ -77,9 +77,15 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(a.timeout_s > 0, "--timeout-s must be at least 1");
     anyhow::ensure!(a.reload_ms > 0, "--reload-ms must be at least 1");
     anyhow::ensure!(a.idle_timeout_s > 0, "--idle-timeout-s must be at least 1");
-    anyhow::ensure!(a.max_connections > 0, "--max-connections must be at least 1");
+    anyhow::ensure!(
+        a.max_connections > 0,
+        "--max-connections must be at least 1"
+    );
     anyhow::ensure!(a.max_hits > 0, "--max-hits must be at least 1");
-    anyhow::ensure!(a.max_queued_texts > 0, "--max-queued-texts must be at least 1");
+    anyhow::ensure!(
+        a.max_queued_texts > 0,
+        "--max-queued-texts must be at least 1"
+    );
     let mut config = ServeConfig::new(a.index);
     config.images = a.images;
     config.addr = a.addr;

@@ -113,7 +113,9 @@ pub fn decode_reduced(
     check(head.width, head.height)?;
     if reduce > 1 {
         if !matches!(reduce, 2 | 4 | 8) {
-            return Err(format!("a JPEG can be decoded at 1/2, 1/4 or 1/8, not 1/{reduce}"));
+            return Err(format!(
+                "a JPEG can be decoded at 1/2, 1/4 or 1/8, not 1/{reduce}"
+            ));
         }
         let factor = tj::tjscalingfactor {
             num: 1,
@@ -129,7 +131,11 @@ pub fn decode_reduced(
 }
 
 /// The pixels at the size `head` says (the header's, or the scaled size set on the handle).
-fn decode_pixels(h: &mut Handle, data: &[u8], head: JpegHeader) -> Result<(u32, u32, Vec<u8>), String> {
+fn decode_pixels(
+    h: &mut Handle,
+    data: &[u8],
+    head: JpegHeader,
+) -> Result<(u32, u32, Vec<u8>), String> {
     let (w, hgt) = (head.width as usize, head.height as usize);
     let cmyk = head.colorspace == tj::TJCS_TJCS_CMYK as c_int
         || head.colorspace == tj::TJCS_TJCS_YCCK as c_int;

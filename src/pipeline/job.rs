@@ -46,7 +46,9 @@ pub struct NeedsRegions {
 pub enum JobError {
     #[error("the images folder {0} does not exist")]
     NoImagesFolder(PathBuf),
-    #[error("{0} is not a folder: give the folder the photos are in (their names are relative to it)")]
+    #[error(
+        "{0} is not a folder: give the folder the photos are in (their names are relative to it)"
+    )]
     ImagesNotAFolder(PathBuf),
     #[error(
         "pipeline {pipeline} embeds the masks it is given, and a boxes file gives boxes only: use the boxes \
@@ -277,7 +279,9 @@ fn nothing_found(regions: &RegionSource, images: &std::path::Path) -> String {
         RegionSource::FindThem => format!(
             "no photo under {} (searched recursively for {})",
             images.display(),
-            super::inputs::PHOTO_EXTENSIONS.map(|e| format!(".{e}")).join(" ")
+            super::inputs::PHOTO_EXTENSIONS
+                .map(|e| format!(".{e}"))
+                .join(" ")
         ),
     }
 }

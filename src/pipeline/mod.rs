@@ -14,9 +14,7 @@ pub use inputs::{
     from_boxes, from_coco, from_mask_dir, from_photo_folder, ImageInput, InputIssue, RegionInput,
     RegionShape,
 };
-pub use job::{
-    default_pipeline, IndexJob, JobError, NeedsRegions, RegionSource, SamSetup, Shard,
-};
+pub use job::{default_pipeline, IndexJob, JobError, NeedsRegions, RegionSource, SamSetup, Shard};
 pub use run::{IndexRun, IndexRunReport, ItemFailure};
 pub use spec::{EmbedStage, MaskStage, PipelineSpec, SpecError, Stage};
 

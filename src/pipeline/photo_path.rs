@@ -12,7 +12,9 @@ pub enum PhotoPathError {
     Empty,
     #[error("the photo name {0:?} is absolute; names are relative to the images folder")]
     Absolute(String),
-    #[error("the photo name {0:?} climbs out of the images folder (`..`); names are relative to it")]
+    #[error(
+        "the photo name {0:?} climbs out of the images folder (`..`); names are relative to it"
+    )]
     ClimbsOut(String),
     #[error("the photo name {0:?} holds a NUL byte")]
     Nul(String),
@@ -36,7 +38,8 @@ pub fn check_photo_name(name: &str) -> Result<(), PhotoPathError> {
         return Err(PhotoPathError::Nul(name.to_string()));
     }
     // A leading backslash or a drive letter is absolute on Windows even where Path does not say so.
-    let drive = name.len() >= 2 && name.as_bytes()[1] == b':' && name.as_bytes()[0].is_ascii_alphabetic();
+    let drive =
+        name.len() >= 2 && name.as_bytes()[1] == b':' && name.as_bytes()[0].is_ascii_alphabetic();
     if name.starts_with('/') || name.starts_with('\\') || drive {
         return Err(PhotoPathError::Absolute(name.to_string()));
     }
@@ -91,7 +94,14 @@ mod tests {
 
     #[test]
     fn names_that_leave_the_folder_are_refused() {
-        for bad in ["/etc/passwd", "../secret/x.jpg", "a/../../x.jpg", "a\\..\\x.jpg", "C:x.jpg", "\\x"] {
+        for bad in [
+            "/etc/passwd",
+            "../secret/x.jpg",
+            "a/../../x.jpg",
+            "a\\..\\x.jpg",
+            "C:x.jpg",
+            "\\x",
+        ] {
             assert!(check_photo_name(bad).is_err(), "{bad} should be refused");
         }
         for good in ["a.jpg", "sub/b.jpg", "./c.jpg", "a..b.jpg", "..hidden.jpg"] {

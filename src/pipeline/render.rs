@@ -81,9 +81,8 @@ pub fn region_cutout_sized(
     hit: &Hit,
     max_side: u32,
 ) -> anyhow::Result<RgbaImage> {
-    let Scene { img, mask, .. } = scene(images_root, hit, |_| {
-        reduction_for(box_side(hit), max_side)
-    })?;
+    let Scene { img, mask, .. } =
+        scene(images_root, hit, |_| reduction_for(box_side(hit), max_side))?;
     let [x0, y0, x1, y1] = mask_box(&mask);
     let (w, h) = ((x1 - x0).max(1) as u32, (y1 - y0).max(1) as u32);
     let cut = RgbaImage::from_fn(w, h, |x, y| {
@@ -170,7 +169,9 @@ pub fn region_overlay(images_root: &Path, hit: &Hit, max_side: u32) -> anyhow::R
     let (w, h) = (mask.width, mask.height);
     let t = stroke(w, h);
     let edge = outline(&mask, t);
-    let b = hit.bbox.map(|v| (v / reduce as f32).max(0.0).round() as usize);
+    let b = hit
+        .bbox
+        .map(|v| (v / reduce as f32).max(0.0).round() as usize);
     let (bx0, by0) = (b[0].min(w.saturating_sub(1)), b[1].min(h.saturating_sub(1)));
     let (bx1, by1) = (b[2].clamp(bx0 + 1, w), b[3].clamp(by0 + 1, h));
     let on_box = |x: usize, y: usize| {

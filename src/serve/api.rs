@@ -565,7 +565,10 @@ async fn picture(
     let (bytes, mime) = blocking(move || {
         let _slot = slot;
         if work.abandoned() {
-            return Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "the client has gone"));
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "the client has gone",
+            ));
         }
         resolve_photo(&root, &hit.image).map_err(|e| unavailable_photo(row, &hit.image, e))?;
         let drawn = |e: anyhow::Error| {

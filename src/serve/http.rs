@@ -41,7 +41,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/regions/{row}", get_only(api::region))
         .route("/api/regions/{row}/{picture}", get_only(api::picture_of))
         .route("/api/stats", get_only(api::stats))
-        .route("/", get_only(|| asset(PAGE_HTML, "text/html; charset=utf-8")))
+        .route(
+            "/",
+            get_only(|| asset(PAGE_HTML, "text/html; charset=utf-8")),
+        )
         .route(
             "/assets/page.js",
             get_only(|| asset(PAGE_JS, "text/javascript; charset=utf-8")),

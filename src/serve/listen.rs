@@ -183,7 +183,9 @@ fn hyper_error_message(status: u16) -> Option<String> {
     Some(match status {
         400 => "the request is not valid HTTP/1.1 (a malformed request line or header)".to_string(),
         414 => "the request target is too long".to_string(),
-        431 => format!("the request's headers are too large (at most {MAX_HEAD_BYTES} bytes are read)"),
+        431 => {
+            format!("the request's headers are too large (at most {MAX_HEAD_BYTES} bytes are read)")
+        }
         _ => return None,
     })
 }
@@ -227,9 +229,9 @@ fn rewrite_bare_error(buf: &[u8]) -> Option<Vec<u8>> {
     if headers.iter().any(|h| named(h, "content-type")) {
         return None;
     }
-    let empty = headers
-        .iter()
-        .any(|h| named(h, "content-length") && h.split_once(':').is_some_and(|(_, v)| v.trim() == "0"));
+    let empty = headers.iter().any(|h| {
+        named(h, "content-length") && h.split_once(':').is_some_and(|(_, v)| v.trim() == "0")
+    });
     if !empty || end + 4 != buf.len() {
         return None;
     }
@@ -255,7 +257,9 @@ fn rewrite_bare_error(buf: &[u8]) -> Option<Vec<u8>> {
 impl<T: AsyncWrite + Unpin> JsonErrorIo<T> {
     fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.sent < self.pending.len() {
-            let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.sent..]))?;
+            let n = std::task::ready!(
+                Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.sent..])
+            )?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -334,7 +338,8 @@ mod tests {
 
     #[test]
     fn hypers_bare_errors_get_a_json_body_and_nothing_else_changes() {
-        let bare = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        let bare =
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
         let out = String::from_utf8(rewrite_bare_error(bare).unwrap()).unwrap();
         let (head, body) = out.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 431 "));
@@ -342,7 +347,10 @@ mod tests {
         assert!(head.contains(&format!("content-length: {}", body.len())));
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["status"], 431);
-        assert!(v["error"].as_str().unwrap().contains("headers are too large"));
+        assert!(v["error"]
+            .as_str()
+            .unwrap()
+            .contains("headers are too large"));
         // The application's own errors already carry a type; success is never touched.
         let ours = b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n";
         assert!(rewrite_bare_error(ours).is_none());

@@ -102,7 +102,9 @@ impl ServeConfig {
         }
         for h in &self.allowed_hosts {
             anyhow::ensure!(
-                !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b)),
+                !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b)),
                 "--allow-host {h:?}: give a host name or address, without scheme, port or path"
             );
         }

@@ -48,7 +48,8 @@ pub fn command_lines(text: &str, subcommands_with_children: &[&str]) -> Vec<Comm
     let mut out = Vec::new();
     for span in code_spans(text) {
         for command in span.split("&&").flat_map(|c| c.split("; ")) {
-            let rest = if let Some((before, after)) = command.split_once("cargo run --release -- ") {
+            let rest = if let Some((before, after)) = command.split_once("cargo run --release -- ")
+            {
                 let _ = before;
                 Some(after)
             } else {
@@ -59,7 +60,9 @@ pub fn command_lines(text: &str, subcommands_with_children: &[&str]) -> Vec<Comm
                 continue;
             }
             let tokens: Vec<String> = rest.split_whitespace().map(str::to_string).collect();
-            let Some(first) = tokens.first() else { continue };
+            let Some(first) = tokens.first() else {
+                continue;
+            };
             // A word, not a flag or a placeholder: `regionseek` alone in prose-like code is no command line.
             if !first.chars().next().is_some_and(|c| c.is_ascii_lowercase()) {
                 continue;
