@@ -916,6 +916,21 @@ fn requests_addressed_to_another_host_or_from_another_origin_are_refused() {
     assert_eq!(with(&[("Host", "[::1]:8080")]).status, 200);
     assert_eq!(with(&[("Host", "app.localhost")]).status, 200);
     assert_json_error(&with(&[("Host", "10.1.2.3")]), 421, "10.1.2.3");
+    assert_json_error(&with(&[("Host", "[::1]evil.example")]), 421, "Host");
+    // Every value of a repeated header is checked, not just the first.
+    assert_json_error(
+        &with(&[("Host", "localhost"), ("Host", "evil.example")]),
+        421,
+        "evil.example",
+    );
+    assert_json_error(
+        &with(&[
+            ("Origin", "http://localhost"),
+            ("Origin", "http://evil.example"),
+        ]),
+        421,
+        "evil.example",
+    );
 }
 
 #[test]
@@ -931,7 +946,7 @@ fn abandoned_queries_are_dropped_and_a_fresh_one_is_answered_at_once() {
                     .map(|i| {
                         format!(
                             "flood {flood} text {i}: {}",
-                            "a photo of many things ".repeat(8)
+                            "a photo of many things ".repeat(3)
                         )
                     })
                     .collect();
@@ -988,6 +1003,17 @@ fn answers_stay_small_metrics_stay_closed_and_hyper_errors_are_json() {
     let body = serde_json::json!({"queries": vec!["a dog"; 256], "k": 1000}).to_string();
     let r = http_raw(&server.addr, "POST", b"/api/search", &[], body.as_bytes());
     assert_json_error(&r, 400, "at most 5000");
+    // A body declared over the limit is refused at once, not after the timeout.
+    let t = Instant::now();
+    let r = http_raw(
+        &server.addr,
+        "POST",
+        b"/api/search",
+        &[("Content-Length", "99999999999")],
+        b"",
+    );
+    assert_json_error(&r, 413, "bytes");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     // Unknown fields are refused in a POST as in a query string.
     let body = serde_json::json!({"queries": ["a dog"], "kk": 3}).to_string();
     assert_json_error(
@@ -1148,4 +1174,52 @@ fn every_json_field_the_readme_names_is_in_the_answers() {
     check("`GET /api/stats`: ", &[&server.get("/api/stats").json()]);
     check("`GET /healthz` (", &[&server.get("/healthz").json()]);
     assert!(checked > 40, "{checked}");
+}
+
+#[test]
+fn slow_bodies_do_not_hold_slots_and_every_endpoint_keeps_to_the_hit_budget() {
+    use std::io::Write;
+    let Some(f) = fixture() else { return };
+    let server = Server::start(
+        &f.index,
+        &[
+            "--max-concurrent",
+            "2",
+            "--idle-timeout-s",
+            "1",
+            "--max-hits",
+            "5",
+        ],
+    );
+    // Four POSTs that declare a body and send one byte of it: more than the two handler slots.
+    let mut slow: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&server.addr).unwrap();
+            s.write_all(
+                b"POST /api/search HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{",
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    assert_eq!(server.get("/api/stats").status, 200);
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "slots were held: {:?}",
+        t.elapsed()
+    );
+    for s in &mut slow {
+        let mut raw = Vec::new();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = std::io::Read::read_to_end(s, &mut raw);
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("--idle-timeout-s"), "{text}");
+    }
+    // GET endpoints keep to --max-hits as POST batches do.
+    assert_json_error(&server.get("/api/search?q=a+dog&k=30"), 400, "--max-hits");
+    assert_json_error(&server.get("/api/similar/0?k=30"), 400, "--max-hits");
+    assert_eq!(server.get("/api/search?q=a+dog&k=5").status, 200);
 }

@@ -57,8 +57,9 @@ pub struct ServeArgs {
     /// Connections open at once; more are answered 503 and closed.
     #[arg(long, default_value_t = 512)]
     max_connections: usize,
-    /// Seconds a client has to send a complete request head; also how long an idle kept-alive connection
-    /// stays open.
+    /// Seconds a client has to send a complete request head, and then its body; also how long an idle
+    /// kept-alive connection stays open, and how long a response may stay blocked by a client that does not
+    /// read it.
     #[arg(long, default_value_t = 10)]
     idle_timeout_s: u64,
     /// Seconds requests under way are given to finish after SIGINT/SIGTERM; connections still open then are

@@ -140,22 +140,20 @@ pub fn load_rgb_with(path: &Path, options: &DecodeOptions) -> Result<RgbImage, D
     decode_rgb(&bytes, path, options)
 }
 
-/// A photo at 1/`reduce` of its size (1, 2, 4 or 8; each side `ceil(side / reduce)`, in the frame `options`
-/// asks for), for pictures shown to people: a JPEG is decoded at that size by libjpeg-turbo itself, other
-/// formats are decoded whole and shrunk. Never for embeddings, whose pixels must be Pillow's full-size ones.
-pub fn load_rgb_reduced(
-    path: &Path,
+/// A photo held in memory at 1/`reduce` of its size (1, 2, 4 or 8; each side `ceil(side / reduce)`, in the
+/// frame `options` asks for), for pictures shown to people: a JPEG is decoded at that size by libjpeg-turbo
+/// itself, other formats are decoded whole and shrunk. Never for embeddings, whose pixels must be Pillow's
+/// full-size ones.
+pub fn decode_rgb_reduced(
+    bytes: &[u8],
+    name: &Path,
     options: &DecodeOptions,
     reduce: u32,
 ) -> Result<RgbImage, DecodeError> {
-    let bytes = std::fs::read(path).map_err(|e| DecodeError {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let img = decode_rgb_reduced(&bytes, path, options, reduce)?;
+    let img = decode_rgb_at(bytes, name, options, reduce)?;
     let reduce = reduce.max(1);
     let (w, h) = img.dimensions();
-    if reduce == 1 || sniff(&bytes) == Ok(PhotoFormat::Jpeg) {
+    if reduce == 1 || sniff(bytes) == Ok(PhotoFormat::Jpeg) {
         return Ok(img);
     }
     Ok(image::imageops::resize(
@@ -172,11 +170,11 @@ pub fn decode_rgb(
     name: &Path,
     options: &DecodeOptions,
 ) -> Result<RgbImage, DecodeError> {
-    decode_rgb_reduced(bytes, name, options, 1)
+    decode_rgb_at(bytes, name, options, 1)
 }
 
-/// [`decode_rgb`], with a JPEG's pixels made at 1/`reduce` of its size (see [`load_rgb_reduced`]).
-fn decode_rgb_reduced(
+/// [`decode_rgb`], with a JPEG's pixels made at 1/`reduce` of its size (see [`decode_rgb_reduced`]).
+fn decode_rgb_at(
     bytes: &[u8],
     name: &Path,
     options: &DecodeOptions,

@@ -69,6 +69,63 @@ pub fn resolve_photo(root: &Path, name: &str) -> Result<PathBuf, PhotoPathError>
     resolve_under_canonical(&root, name)
 }
 
+/// The photo a name stands for under `root`, opened: [`resolve_photo`], then the opened file itself checked,
+/// so that a folder on the way swapped for a symlink between the check and the open (a race a local user can
+/// win) still cannot make a reader return a file from elsewhere. Opened without blocking, so that a FIFO put
+/// in its place cannot hang the reader; only a regular file is returned.
+pub fn open_photo(root: &Path, name: &str) -> Result<std::fs::File, PhotoPathError> {
+    let path = resolve_photo(root, name)?;
+    let root = root
+        .canonicalize()
+        .map_err(|e| PhotoPathError::Root(e.kind().to_string()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options
+        .open(&path)
+        .map_err(|_| PhotoPathError::Missing(name.to_string()))?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(PhotoPathError::NotAFile(name.to_string()));
+    }
+    if !opened_under(&file, &path, &root) {
+        return Err(PhotoPathError::LeavesRoot(name.to_string()));
+    }
+    Ok(file)
+}
+
+/// Whether an opened file lies under `root`: by the kernel's own record of what was opened where there is one
+/// (Linux), else by the path resolved again and compared with the open file's identity.
+fn opened_under(file: &std::fs::File, path: &Path, root: &Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        if let Ok(real) = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
+            return real.starts_with(root);
+        }
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let again = path.canonicalize();
+        let (Ok(opened), Ok(again)) = (file.metadata(), again) else {
+            return false;
+        };
+        let Ok(now) = again.metadata() else {
+            return false;
+        };
+        again.starts_with(root) && (opened.dev(), opened.ino()) == (now.dev(), now.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        path.canonicalize().is_ok_and(|p| p.starts_with(root))
+    }
+}
+
 /// [`resolve_photo`] for a root already canonicalised (a folder walk resolves many names under one root).
 pub fn resolve_under_canonical(root: &Path, name: &str) -> Result<PathBuf, PhotoPathError> {
     check_photo_name(name)?;
@@ -129,6 +186,30 @@ mod tests {
         assert_eq!(
             resolve_photo(&root, "gone.jpg"),
             Err(PhotoPathError::Missing("gone.jpg".into()))
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_opened_photo_is_checked_for_where_it_really_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("images");
+        std::fs::create_dir(&root).unwrap();
+        let root = root.canonicalize().unwrap();
+        let outside = dir.path().join("elsewhere.jpg");
+        std::fs::write(&outside, b"x").unwrap();
+        std::fs::write(root.join("in.jpg"), b"x").unwrap();
+        assert!(open_photo(&root, "in.jpg").is_ok());
+        // What a swap between the check and the open would leave: a handle on a file outside the root.
+        let opened = std::fs::File::open(&outside).unwrap();
+        assert!(!opened_under(&opened, &root.join("in.jpg"), &root));
+        // A FIFO is refused, without waiting for a writer.
+        let fifo = root.join("pipe.jpg");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert_eq!(
+            open_photo(&root, "pipe.jpg").unwrap_err(),
+            PhotoPathError::NotAFile("pipe.jpg".into())
         );
     }
 }

@@ -43,7 +43,10 @@ fn scene(
     hit: &Hit,
     reduce_for: impl FnOnce(&Rle) -> u32,
 ) -> anyhow::Result<Scene> {
-    let path = super::photo_path::resolve_photo(images_root, &hit.image)?;
+    let mut file = super::photo_path::open_photo(images_root, &hit.image)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes)
+        .map_err(|e| anyhow::anyhow!("cannot read the photo {}: {}", hit.image, e.kind()))?;
     let rle = Rle::from_coco(&hit.mask_rle)?;
     let reduce = reduce_for(&rle);
     // The photo in the frame its region was indexed in, or the mask would not line up.
@@ -52,7 +55,7 @@ fn scene(
         ..Default::default()
     };
     // Errors name the photo as the index does, never by where the server keeps it.
-    let img = crate::decode::load_rgb_reduced(&path, &options, reduce)
+    let img = crate::decode::decode_rgb_reduced(&bytes, Path::new(&hit.image), &options, reduce)
         .map_err(|e| anyhow::anyhow!("cannot decode the photo {}: {}", hit.image, e.message))?;
     let mask = rle.decode_sampled(reduce);
     anyhow::ensure!(

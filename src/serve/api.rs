@@ -123,6 +123,16 @@ impl Params {
     }
 }
 
+/// A GET's k against the server's budget of hits per request (`serve --max-hits`).
+fn within_budget(k: usize, max_hits: usize) -> ApiResult<usize> {
+    if k > max_hits {
+        return Err(ApiError::bad(format!(
+            "k = {k} is over this server's {max_hits} hits per request (serve --max-hits)"
+        )));
+    }
+    Ok(k)
+}
+
 fn number_in(name: &str, parsed: Option<u64>, raw: &str, lo: usize, hi: usize) -> ApiResult<usize> {
     match parsed {
         Some(n) if n >= lo as u64 && n <= hi as u64 => Ok(n as usize),
@@ -205,12 +215,12 @@ fn check_text(text: &str) -> ApiResult<()> {
 }
 
 impl SearchRequest {
-    fn from_params(p: &Params) -> ApiResult<Self> {
+    fn from_params(p: &Params, max_hits: usize) -> ApiResult<Self> {
         let text = p.get("q").unwrap_or("").to_string();
         check_text(&text)?;
         Ok(Self {
             text,
-            k: p.number("k", 10, 1, MAX_K)?,
+            k: within_budget(p.number("k", 10, 1, MAX_K)?, max_hits)?,
             filter: filter_from(p),
             mode: mode_from_params(p)?,
         })
@@ -363,7 +373,7 @@ pub async fn search_get(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
     let p = Params::parse(raw.as_deref(), SEARCH_PARAMS)?;
-    let req = SearchRequest::from_params(&p)?;
+    let req = SearchRequest::from_params(&p, state.config.max_hits_per_request)?;
     let mut answers = run_searches(&state, vec![req]).await;
     answers.remove(0).map(Json)
 }
@@ -442,7 +452,10 @@ pub async fn similar(
     let p = Params::parse(raw.as_deref(), SIMILAR_PARAMS)?;
     let live = state.index();
     let row = parse_row(&row, &live)?;
-    let k = p.number("k", 10, 1, MAX_K)?;
+    let k = within_budget(
+        p.number("k", 10, 1, MAX_K)?,
+        state.config.max_hits_per_request,
+    )?;
     let filter = filter_from(&p);
     let mode = mode_from_params(&p)?;
     blocking(move || {
@@ -466,6 +479,14 @@ pub async fn similar(
     .await
 }
 
+fn public_method(method: &crate::index::MethodInfo) -> Value {
+    let mut info = serde_json::to_value(method).unwrap_or(Value::Null);
+    if let Some(Value::String(id)) = info.get_mut("model_id") {
+        *id = public_model_id(id);
+    }
+    info
+}
+
 fn region_json(live: &LiveIndex, row: usize) -> Value {
     let m = &live.index.rows()[row];
     json!({
@@ -477,7 +498,7 @@ fn region_json(live: &LiveIndex, row: usize) -> Value {
         "mask_rle": m.mask,
         "area": crate::masks::Rle::from_coco(&m.mask).map(|r| r.area()).ok(),
         "method": m.method.name,
-        "method_info": m.method,
+        "method_info": public_method(&m.method),
         "source": m.source,
         "label": m.label,
         "created_at_ms": m.created_at_ms,
@@ -643,6 +664,17 @@ fn counts<'a>(items: impl Iterator<Item = &'a str>, top: usize) -> Value {
     })
 }
 
+/// A model as clients see it: a model folder by its name, never by where the server keeps it.
+pub fn public_model_id(id: &str) -> String {
+    let path = std::path::Path::new(id);
+    if path.is_absolute() {
+        if let Some(name) = path.file_name() {
+            return name.to_string_lossy().into_owned();
+        }
+    }
+    id.to_string()
+}
+
 /// What the index holds, computed once per commit.
 pub fn index_summary(live: &LiveIndex) -> Value {
     let rows = live.index.rows();
@@ -653,7 +685,7 @@ pub fn index_summary(live: &LiveIndex) -> Value {
         "rows": rows.len(),
         "images": images.len(),
         "dim": m.dim,
-        "model": m.model_id,
+        "model": public_model_id(&m.model_id),
         "generation": m.generation,
         "methods": counts(rows.iter().map(|r| r.method.name.as_str()), 50),
         "labels": counts(rows.iter().filter_map(|r| r.label.as_deref()), 500),
@@ -681,7 +713,7 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>>
         "photos_served": state.config.images.is_some(),
         "opened_at_ms": opened,
         "uptime_s": state.started.elapsed().as_secs_f64(),
-        "text_model": state.model_id,
+        "text_model": public_model_id(&state.model_id),
         "cache_entries": state.encoder.cached_entries(),
         "reloads": state.metrics.reloads.load(std::sync::atomic::Ordering::Relaxed),
     })))
@@ -732,4 +764,23 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint (the API: /api/search, /api/similar/{row}, /api/regions/{row}, /api/stats, /healthz, /metrics)")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_model_folder_is_named_without_its_path() {
+        assert_eq!(
+            super::public_model_id("/srv/models/clip-vit-b-16"),
+            "clip-vit-b-16"
+        );
+        assert_eq!(
+            super::public_model_id("random:vit-b-32:0"),
+            "random:vit-b-32:0"
+        );
+        assert_eq!(
+            super::public_model_id("openai/clip-vit-base-patch16"),
+            "openai/clip-vit-base-patch16"
+        );
+    }
 }

@@ -67,6 +67,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get_only(api::metrics))
         .fallback(unmatched)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            read_body_first,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(middleware::from_fn_with_state(state.clone(), json_errors))
         .with_state(state)
@@ -171,7 +175,18 @@ fn bearer(req: &Request) -> Option<&str> {
 fn host_name(authority: &str) -> String {
     let a = authority.trim();
     let host = if let Some(rest) = a.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
+        // `[v6]` or `[v6]:port`, nothing else after the bracket (`[::1]evil` names no host).
+        match rest.split_once(']') {
+            Some((inside, "")) => inside,
+            Some((inside, port))
+                if port.len() > 1
+                    && port.starts_with(':')
+                    && port[1..].bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                inside
+            }
+            _ => return String::new(),
+        }
     } else {
         match a.rsplit_once(':') {
             Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
@@ -205,13 +220,14 @@ fn misdirected(config: &super::ServeConfig, req: &Request) -> Option<String> {
             return Some(format!("Host {:?}", authority.as_str()));
         }
     }
-    if let Some(host) = req.headers().get(header::HOST) {
+    // Every value: a second `Host` or `Origin` behind an allowed one must not slip through.
+    for host in req.headers().get_all(header::HOST) {
         let host = host.to_str().unwrap_or("");
         if !host_allowed(config, host) {
             return Some(format!("Host {host:?}"));
         }
     }
-    if let Some(origin) = req.headers().get(header::ORIGIN) {
+    for origin in req.headers().get_all(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
         let authority = origin
             .strip_prefix("http://")
@@ -270,6 +286,13 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
                 None => rest.push(pair),
             }
         }
+        // A client may percent-encode the value (`~` as `%7E`).
+        let given = given.and_then(|t| {
+            percent_encoding::percent_decode_str(&t)
+                .decode_utf8()
+                .ok()
+                .map(|t| t.into_owned())
+        });
         if given.is_some_and(|t| same(&t, token)) {
             let location = if rest.is_empty() {
                 "/".to_string()
@@ -298,6 +321,52 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
     resp.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     resp
+}
+
+/// Reads a request's body before it waits for a handler slot, within the idle timeout and the size limit: a
+/// client that declares a body and sends it slowly, or never, would otherwise hold one of the
+/// `--max-concurrent` slots for the whole `--timeout-s`; a declared length over the limit is refused at once.
+async fn read_body_first(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    use axum::body::HttpBody;
+    if req.body().size_hint().exact() == Some(0) {
+        return next.run(req).await;
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over {MAX_BODY} bytes"),
+        )
+        .into_response()
+    };
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return too_large();
+    }
+    let (parts, body) = req.into_parts();
+    let wait = state.config.connections.head_timeout;
+    match tokio::time::timeout(wait, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        // Past the limit without a declared length (chunked), or a body that broke off.
+        Ok(Err(_)) if declared.is_none() => too_large(),
+        Ok(Err(_)) => {
+            ApiError::bad("the request body ended before its declared length").into_response()
+        }
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s (serve --idle-timeout-s)",
+                wait.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// Errors produced outside the handlers (timeouts, body limits, wrong methods, extractor rejections) come

@@ -3,6 +3,7 @@
 //! asked. `axum::serve` has none of these knobs, and a client that opens connections and sends half a head
 //! would otherwise hold them, and a SIGTERM, forever.
 
+use std::future::Future;
 use std::io;
 use std::pin::{pin, Pin};
 use std::sync::atomic::AtomicUsize;
@@ -30,7 +31,8 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Time a client has to send a complete request head, counted from when the server starts waiting for
     /// it: for a new connection, and again between requests on a kept-alive one (so it is also the idle
-    /// timeout).
+    /// timeout). The same time bounds reading a request's body and a write blocked by a client that does not
+    /// read its responses.
     pub head_timeout: Duration,
     /// Time connections are given to finish once shutdown is asked; those still open are then closed.
     pub shutdown_grace: Duration,
@@ -102,7 +104,8 @@ pub async fn serve_connections(
                 response
             }
         });
-        let conn = builder.serve_connection(TokioIo::new(JsonErrorIo::new(stream)), service);
+        let io = WriteDeadline::new(JsonErrorIo::new(stream), limits.head_timeout);
+        let conn = builder.serve_connection(TokioIo::new(io), service);
         let mut closing = closing_rx.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
@@ -184,7 +187,10 @@ fn hyper_error_message(status: u16) -> Option<String> {
         400 => "the request is not valid HTTP/1.1 (a malformed request line or header)".to_string(),
         414 => "the request target is too long".to_string(),
         431 => {
-            format!("the request's headers are too large (at most {MAX_HEAD_BYTES} bytes are read)")
+            format!(
+                "the request's headers are too large or too many (at most {MAX_HEAD_BYTES} bytes and 100 \
+                 headers)"
+            )
         }
         _ => return None,
     })
@@ -332,9 +338,127 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonErrorIo<T> {
     }
 }
 
+/// A socket whose writes must make progress: a client that stops reading its responses (its receive window
+/// full) would otherwise hold the connection, and a slot under `--max-connections`, for ever. A write that
+/// stays blocked for the deadline fails the connection.
+struct WriteDeadline<T> {
+    inner: T,
+    deadline: Duration,
+    blocked: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> WriteDeadline<T> {
+    fn new(inner: T, deadline: Duration) -> Self {
+        Self {
+            inner,
+            deadline,
+            blocked: None,
+        }
+    }
+
+    /// Passes a write's outcome through, timing how long it has been blocked.
+    fn watch<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        outcome: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if outcome.is_ready() {
+            self.blocked = None;
+            return outcome;
+        }
+        let deadline = self.deadline;
+        let blocked = self
+            .blocked
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(deadline)));
+        match blocked.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading its responses",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteDeadline<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let outcome = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, outcome)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let outcome = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, outcome)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let outcome = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, outcome)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let outcome = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, outcome)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_write_blocked_past_its_deadline_fails_the_connection() {
+        use tokio::io::AsyncWriteExt;
+        // The peer never reads: 64 bytes of buffer fill, and the rest of the write blocks.
+        let (ours, _peer) = tokio::io::duplex(64);
+        let mut io = WriteDeadline::new(ours, Duration::from_millis(200));
+        let t = std::time::Instant::now();
+        let err = io.write_all(&[0u8; 4096]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        // A peer that reads keeps the connection alive however long the whole write takes.
+        let (ours, mut peer) = tokio::io::duplex(64);
+        let reader = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut sink = Vec::new();
+            let mut buf = [0u8; 16];
+            while let Ok(n) = peer.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                sink.extend_from_slice(&buf[..n]);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            sink.len()
+        });
+        let mut io = WriteDeadline::new(ours, Duration::from_millis(200));
+        io.write_all(&[1u8; 4096]).await.unwrap();
+        io.shutdown().await.unwrap();
+        drop(io);
+        assert_eq!(reader.await.unwrap(), 4096);
+    }
 
     #[test]
     fn hypers_bare_errors_get_a_json_body_and_nothing_else_changes() {

@@ -137,7 +137,10 @@ pub fn http_raw(
     for (k, v) in headers {
         req.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
     }
-    if !body.is_empty() || method == "POST" {
+    let given_length = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-length"));
+    if (!body.is_empty() || method == "POST") && !given_length {
         req.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
     }
     req.extend_from_slice(b"\r\n");
