@@ -112,21 +112,47 @@ fn spec(dir: &Path, batch: usize) -> PathBuf {
 }
 
 fn index_args(data: &Path, spec: &Path, out: &Path, limit: usize) -> Vec<String> {
-    vec![
-        "index".into(),
-        data.join("coco128/images").display().to_string(),
-        "--coco".into(),
-        data.join("coco128/instances.json").display().to_string(),
-        "--pipeline".into(),
-        spec.display().to_string(),
-        "--model".into(),
-        "random:vit-b-32".into(),
-        "--out".into(),
-        out.display().to_string(),
-        "--limit".into(),
-        limit.to_string(),
-        "--json".into(),
+    let mut args = coco_index_args(
+        &data.join("coco128/images"),
+        &data.join("coco128/instances.json"),
+        spec,
+        out,
+    );
+    args.extend(["--limit".into(), limit.to_string()]);
+    args
+}
+
+/// `regionseek index IMAGES --coco COCO` with the random ViT-B/32 and a spec, reporting in JSON.
+fn coco_index_args(images: &Path, coco: &Path, spec: &Path, out: &Path) -> Vec<String> {
+    [
+        "index",
+        &images.display().to_string(),
+        "--coco",
+        &coco.display().to_string(),
+        "--pipeline",
+        &spec.display().to_string(),
+        "--model",
+        "random:vit-b-32",
+        "--out",
+        &out.display().to_string(),
+        "--json",
     ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// `regionseek search INDEX TEXT --k K --json`: its JSON.
+fn cli_search(index: &Path, text: &str, k: usize) -> Value {
+    let (code, out, err) = run_regionseek(&[
+        "search",
+        index.to_str().unwrap(),
+        text,
+        "--k",
+        &k.to_string(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    last_json(&out)
 }
 
 fn build_index(data: &Path, dir: &Path, limit: usize, batch: usize) -> PathBuf {
@@ -214,16 +240,7 @@ fn the_api_answers_like_the_cli_filters_and_refuses_bad_input_as_json() {
     assert_eq!(v["cached"], false);
     let hits = v["hits"].as_array().unwrap();
     assert_eq!(hits.len(), 5);
-    let (code, out, err) = run_regionseek(&[
-        "search",
-        f.index.to_str().unwrap(),
-        "a dog on the grass",
-        "--k",
-        "5",
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let cli = last_json(&out);
+    let cli = cli_search(&f.index, "a dog on the grass", 5);
     for (h, c) in hits.iter().zip(cli["hits"].as_array().unwrap()) {
         assert_eq!(h["row"], c["row"]);
         assert_eq!(h["image"], c["image"]);
@@ -677,19 +694,8 @@ fn photos_outside_the_images_folder_are_refused_at_index_time_and_never_served()
     std::fs::write(&coco_path, out.to_string()).unwrap();
     let index = dir.join("idx");
     let spec = spec(&dir, 8);
-    let (code, stdout, err) = run_regionseek(&[
-        "index",
-        images.to_str().unwrap(),
-        "--coco",
-        coco_path.to_str().unwrap(),
-        "--pipeline",
-        spec.to_str().unwrap(),
-        "--model",
-        "random:vit-b-32",
-        "--out",
-        index.to_str().unwrap(),
-        "--json",
-    ]);
+    let args = coco_index_args(&images, &coco_path, &spec, &index);
+    let (code, stdout, err) = run_regionseek(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(code, 0, "{err}");
     let report = last_json(&stdout);
     assert_eq!(report["input_issues"], 3, "{report}");
@@ -1139,16 +1145,7 @@ fn every_json_field_the_readme_names_is_in_the_answers() {
     let text = readme::readme();
     let server = Server::start(&f.index, &[]);
     let search = server.get("/api/search?q=a+dog&k=3").json();
-    let (code, out, err) = run_regionseek(&[
-        "search",
-        f.index.to_str().unwrap(),
-        "a dog",
-        "--k",
-        "3",
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let cli = last_json(&out);
+    let cli = cli_search(&f.index, "a dog", 3);
     let mut checked = 0;
     let mut check = |anchor: &str, answers: &[&Value]| {
         let fields = readme::fields_after(&text, anchor);
