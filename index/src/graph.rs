@@ -111,8 +111,8 @@ struct VectorStore {
 /// A dumped vectors file, read into memory (8-byte words, so that every f32 row is aligned). Not a memory
 /// map: a map turns a file truncated or rewritten under a serving process (`cp` over the folder, a full disk)
 /// into SIGBUS at the next search, while a copy keeps answering from what was committed. The cost is one
-/// sequential read at open (measured in the README: about the disk's read speed) and the rows' size in RSS,
-/// which searching a mapped file would bring into memory anyway.
+/// sequential read at open and the rows' size as memory of the process's own (a map's pages were page cache
+/// the kernel could reclaim); while a server opens a new commit beside the one it serves, both copies are held.
 struct LoadedVectors {
     words: Vec<u64>,
     len: usize,
@@ -271,8 +271,8 @@ impl GraphEngine {
         self.codec
     }
 
-    /// Bytes per vector that searching needs in memory: the code and the links (the exact vectors are read
-    /// from the mapped file only for the final ranking).
+    /// Bytes per vector of the graph itself: the code and the links (the exact f32 vectors, read into memory
+    /// at open and used for the final ranking and exact scans, are not counted).
     pub fn graph_bytes_per_vector(&self) -> f64 {
         let n = self.len().max(1);
         let links = (self.level0.len() + self.upper.len()) * 4 + self.upper_at.len() * 8;

@@ -78,7 +78,19 @@ impl WriterLock {
         let mut announced = false;
         loop {
             match file.try_lock() {
-                Ok(()) => break,
+                Ok(()) if still_at(&file, &path) => break,
+                // The holder removed the lock file before letting go (a run that failed before its first
+                // commit removes the folder it made): lock the file the path names now instead.
+                Ok(()) => {
+                    std::fs::create_dir_all(dir).map_err(IndexError::io(dir))?;
+                    file = OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(&path)
+                        .map_err(IndexError::io(&path))?;
+                }
                 Err(TryLockError::WouldBlock) => {
                     let holder = holder_text(&mut file);
                     let give_up = match wait {
@@ -143,6 +155,12 @@ impl WriterLock {
         &self.path
     }
 
+    /// Removes the lock file while still holding it, then lets go: a waiter then finds the path gone and
+    /// locks a new file (see [`still_at`]), so that no two writers ever hold locks on different files.
+    pub fn remove(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+
     /// The index directory this lock guards.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -187,6 +205,23 @@ mod tests {
         assert!(!waiter.is_finished(), "the waiter must wait for the holder");
         drop(first);
         waiter.join().unwrap().unwrap();
+    }
+}
+
+/// Whether the file a lock was taken on is still the one at its path.
+fn still_at(file: &std::fs::File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), std::fs::metadata(path)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        true
     }
 }
 

@@ -199,8 +199,8 @@ pub fn checksum(path: &Path) -> Result<(u64, u32), IndexError> {
 
 /// Fails with a message naming the file when it is missing, truncated or altered.
 /// The cheap half of [`verify`]: the file is there with the size the manifest recorded. For the graph's
-/// vectors at open time, whose CRC would read gigabytes that searching mostly never touches
-/// (`regionseek verify` checks it in full; damage there can only skew scores, never memory safety).
+/// vectors at open time: they are read whole then, but a CRC over gigabytes would still double the open's CPU
+/// time (`regionseek verify` checks it in full; damage there can only skew scores, never memory safety).
 pub fn verify_size(dir: &Path, entry: &FileEntry) -> Result<(), IndexError> {
     let path = dir.join(&entry.file);
     let bytes = match std::fs::metadata(&path) {

@@ -77,10 +77,21 @@ pub struct ServeArgs {
 pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(a.timeout_s > 0, "--timeout-s must be at least 1");
     anyhow::ensure!(a.reload_ms > 0, "--reload-ms must be at least 1");
+    const DAY_S: u64 = 86_400;
+    for (flag, value) in [
+        ("--timeout-s", a.timeout_s),
+        ("--idle-timeout-s", a.idle_timeout_s),
+        ("--shutdown-grace-s", a.shutdown_grace_s),
+    ] {
+        anyhow::ensure!(
+            value <= DAY_S,
+            "{flag} is at most {DAY_S} (a day), not {value}"
+        );
+    }
     anyhow::ensure!(a.idle_timeout_s > 0, "--idle-timeout-s must be at least 1");
     anyhow::ensure!(
-        a.max_connections > 0,
-        "--max-connections must be at least 1"
+        (1..=1 << 20).contains(&a.max_connections),
+        "--max-connections must be from 1 to 1048576"
     );
     anyhow::ensure!(a.max_hits > 0, "--max-hits must be at least 1");
     anyhow::ensure!(

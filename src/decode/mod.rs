@@ -164,6 +164,12 @@ pub fn decode_rgb_reduced(
     ))
 }
 
+/// The size a JPEG's header declares, in its stored frame (None for other formats or a header not found):
+/// what a picture drawn from a reduced decode checks its mask against, at full precision.
+pub fn stored_jpeg_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    formats::jpeg_frame_size(bytes)
+}
+
 /// Decodes a photo held in memory; `name` is what errors call it.
 pub fn decode_rgb(
     bytes: &[u8],

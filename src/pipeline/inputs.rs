@@ -82,8 +82,15 @@ impl ImagesRoot {
         match &self.canonical {
             Some(root) => match resolve_under_canonical(root, name) {
                 Ok(p) => Ok(p),
-                Err(PhotoPathError::Missing(_)) | Err(PhotoPathError::NotAFile(_)) => {
+                // Absent for now: the decode stage says so for this photo. A dangling symlink is not
+                // absent, and could come to point anywhere: refused.
+                Err(PhotoPathError::Missing(_))
+                    if std::fs::symlink_metadata(self.given.join(name)).is_err() =>
+                {
                     Ok(self.given.join(name))
+                }
+                Err(PhotoPathError::Missing(_)) => {
+                    Err(PhotoPathError::LeavesRoot(name.to_string()))
                 }
                 Err(e) => Err(e),
             },

@@ -163,7 +163,12 @@ impl IndexJob {
         let spec = PipelineSpec::load(&self.pipeline)?;
         self.check_request(&spec)?;
         let out = self.out.clone();
-        let created = !out.exists();
+        // Made by this run (never by a concurrent one: only one `create_dir` of a path succeeds).
+        let parent_ready = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => std::fs::create_dir_all(p).is_ok(),
+            _ => true,
+        };
+        let created = parent_ready && std::fs::create_dir(&out).is_ok();
         let result = self.run_locked(&spec, load_model);
         if result.is_err() && created {
             remove_unused_index_folder(&out);
@@ -289,12 +294,15 @@ fn nothing_found(regions: &RegionSource, images: &std::path::Path) -> String {
 /// A run that failed before it committed anything leaves no folder behind that looks like an index: the
 /// lock file (and the error log) it made go, and the folder too once empty. Only for folders this run made.
 fn remove_unused_index_folder(out: &std::path::Path) {
+    // Under the lock, so that nobody who has started writing there since loses the file they lock.
+    let Ok(lock) = WriterLock::acquire(out, LockWait::No) else {
+        return;
+    };
     if out.join("manifest.json").exists() {
         return;
     }
-    for name in [crate::index::LOCK_FILE, "errors.json"] {
-        let _ = std::fs::remove_file(out.join(name));
-    }
+    let _ = std::fs::remove_file(out.join("errors.json"));
+    lock.remove();
     let _ = std::fs::remove_dir(out);
 }
 

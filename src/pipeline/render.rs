@@ -57,6 +57,18 @@ fn scene(
     // Errors name the photo as the index does, never by where the server keeps it.
     let img = crate::decode::decode_rgb_reduced(&bytes, Path::new(&hit.image), &options, reduce)
         .map_err(|e| anyhow::anyhow!("cannot decode the photo {}: {}", hit.image, e.message))?;
+    // A reduced decode hides a change of a few pixels in the photo's size: compare the header's own size.
+    if let Some((w, h)) = crate::decode::stored_jpeg_size(&bytes) {
+        let full = (rle.width, rle.height);
+        let fits = (w, h) == full || (hit.exif_rotated && (h, w) == full);
+        anyhow::ensure!(
+            fits,
+            "{}: the photo is {w}x{h}, its indexed mask {}x{} (the file changed since indexing)",
+            hit.image,
+            rle.width,
+            rle.height
+        );
+    }
     let mask = rle.decode_sampled(reduce);
     anyhow::ensure!(
         mask.width == img.width() as usize && mask.height == img.height() as usize,

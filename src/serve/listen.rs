@@ -34,7 +34,8 @@ pub struct ConnectionLimits {
     /// timeout). The same time bounds reading a request's body and a write blocked by a client that does not
     /// read its responses.
     pub head_timeout: Duration,
-    /// Time connections are given to finish once shutdown is asked; those still open are then closed.
+    /// Time connections are given to finish once shutdown is asked; [`serve_connections`] then returns, and
+    /// the caller closes what is left by shutting its runtime down (`serve::run` and `serve::spawn` do).
     pub shutdown_grace: Duration,
 }
 
@@ -47,6 +48,9 @@ impl Default for ConnectionLimits {
         }
     }
 }
+
+/// Connections over the cap answered 503 at once; more are closed without an answer.
+const MAX_REFUSING: usize = 64;
 
 /// Largest request head accepted (hyper's default buffer is 400 kB; a query string is at most 8 kB here, and a
 /// request target past hyper's own 64 kB limit is answered 414 before this one applies).
@@ -62,6 +66,7 @@ pub async fn serve_connections(
     stop: impl std::future::Future<Output = ()>,
 ) -> usize {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSING));
     let (closing_tx, closing_rx) = watch::channel(false);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -86,22 +91,30 @@ pub async fn serve_connections(
         let _ = stream.set_nodelay(true);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             metrics.refused_connections.fetch_add(1, Relaxed);
-            tokio::spawn(refuse(stream, limits.max_connections));
+            // The refusals themselves are bounded: past that, a flood's connections are just closed.
+            if let Ok(refusing) = refusals.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse(stream, limits.max_connections).await;
+                    drop(refusing);
+                });
+            }
             continue;
         };
         metrics.open_connections.fetch_add(1, Relaxed);
         // Requests of this connection between their head and their response: at shutdown a connection with
-        // none (idle, or still sending a head) is closed at once, the others are let finish.
+        // none (idle, or still sending a head) is closed at once, the others are let finish. A request counts
+        // until the last byte of its response's body is handed to hyper.
         let in_flight = Arc::new(AtomicUsize::new(0));
         let counted = in_flight.clone();
         let app = app.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let _request = InFlight::enter(&counted);
+            let request = InFlight::enter(&counted);
             let answer = app.clone().oneshot(req.map(Body::new));
             async move {
-                let response = answer.await;
-                drop(_request);
-                response
+                let response = answer.await?;
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| CountedBody { body, request }),
+                )
             }
         });
         let io = WriteDeadline::new(JsonErrorIo::new(stream), limits.head_timeout);
@@ -155,6 +168,33 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A response body that keeps its request counted as under way until it has been sent whole.
+struct CountedBody {
+    body: Body,
+    #[allow(dead_code)] // held for its Drop
+    request: InFlight,
+}
+
+impl hyper::body::Body for CountedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
