@@ -206,6 +206,25 @@ mod tests {
         drop(first);
         waiter.join().unwrap().unwrap();
     }
+
+    #[test]
+    fn a_lock_file_removed_by_its_holder_is_never_held_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = WriterLock::acquire(dir.path(), LockWait::No).unwrap();
+        let path = dir.path().to_path_buf();
+        // The waiter has the old file open and blocks on it.
+        let waiter = std::thread::spawn(move || WriterLock::acquire(&path, LockWait::Forever));
+        std::thread::sleep(Duration::from_millis(300));
+        first.remove();
+        let second = waiter.join().unwrap().unwrap();
+        // The waiter now holds the file at the path, so a newcomer is refused rather than let in beside it.
+        assert!(matches!(
+            WriterLock::acquire(dir.path(), LockWait::No),
+            Err(IndexError::Locked { .. })
+        ));
+        drop(second);
+        assert!(WriterLock::acquire(dir.path(), LockWait::No).is_ok());
+    }
 }
 
 /// Whether the file a lock was taken on is still the one at its path.
