@@ -65,15 +65,8 @@ fn pid_in(text: &str) -> Option<u32> {
 impl WriterLock {
     /// Takes the writer lock of `dir`, creating the directory if needed.
     pub fn acquire(dir: &Path, wait: LockWait) -> Result<Self, IndexError> {
-        std::fs::create_dir_all(dir).map_err(IndexError::io(dir))?;
         let path = dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(IndexError::io(&path))?;
+        let mut file = open_lock_file(dir, &path)?;
         let started = Instant::now();
         let mut announced = false;
         loop {
@@ -81,16 +74,7 @@ impl WriterLock {
                 Ok(()) if still_at(&file, &path) => break,
                 // The holder removed the lock file before letting go (a run that failed before its first
                 // commit removes the folder it made): lock the file the path names now instead.
-                Ok(()) => {
-                    std::fs::create_dir_all(dir).map_err(IndexError::io(dir))?;
-                    file = OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .truncate(false)
-                        .open(&path)
-                        .map_err(IndexError::io(&path))?;
-                }
+                Ok(()) => file = open_lock_file(dir, &path)?,
                 Err(TryLockError::WouldBlock) => {
                     let holder = holder_text(&mut file);
                     let give_up = match wait {
@@ -225,6 +209,18 @@ mod tests {
         drop(second);
         assert!(WriterLock::acquire(dir.path(), LockWait::No).is_ok());
     }
+}
+
+/// The lock file of `dir`, made (with the folder) if absent; its content is kept for the busy message.
+fn open_lock_file(dir: &Path, path: &Path) -> Result<std::fs::File, IndexError> {
+    std::fs::create_dir_all(dir).map_err(IndexError::io(dir))?;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(IndexError::io(path))
 }
 
 /// Whether the file a lock was taken on is still the one at its path.

@@ -62,11 +62,12 @@ pub fn check_photo_name(name: &str) -> Result<(), PhotoPathError> {
 /// The file a photo name stands for under `root`, after following every symlink; refused unless it is a
 /// file inside `root`.
 pub fn resolve_photo(root: &Path, name: &str) -> Result<PathBuf, PhotoPathError> {
-    check_photo_name(name)?;
-    let root = root
-        .canonicalize()
-        .map_err(|e| PhotoPathError::Root(e.kind().to_string()))?;
-    resolve_under_canonical(&root, name)
+    resolve_under_canonical(&canonical_root(root)?, name)
+}
+
+fn canonical_root(root: &Path) -> Result<PathBuf, PhotoPathError> {
+    root.canonicalize()
+        .map_err(|e| PhotoPathError::Root(e.kind().to_string()))
 }
 
 /// The photo a name stands for under `root`, opened: [`resolve_photo`], then the opened file itself checked,
@@ -74,10 +75,8 @@ pub fn resolve_photo(root: &Path, name: &str) -> Result<PathBuf, PhotoPathError>
 /// win) still cannot make a reader return a file from elsewhere. Opened without blocking, so that a FIFO put
 /// in its place cannot hang the reader; only a regular file is returned.
 pub fn open_photo(root: &Path, name: &str) -> Result<std::fs::File, PhotoPathError> {
-    let path = resolve_photo(root, name)?;
-    let root = root
-        .canonicalize()
-        .map_err(|e| PhotoPathError::Root(e.kind().to_string()))?;
+    let root = canonical_root(root)?;
+    let path = resolve_under_canonical(&root, name)?;
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     #[cfg(unix)]

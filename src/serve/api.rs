@@ -13,7 +13,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::index::{Filter, Hit, SearchMode};
-use crate::pipeline::photo_path::{resolve_photo, PhotoPathError};
+use crate::pipeline::photo_path::PhotoPathError;
 use crate::pipeline::{query, render};
 
 use super::encoder::EncodeError;
@@ -591,10 +591,13 @@ async fn picture(
                 "the client has gone",
             ));
         }
-        resolve_photo(&root, &hit.image).map_err(|e| unavailable_photo(row, &hit.image, e))?;
-        let drawn = |e: anyhow::Error| {
-            tracing::warn!("drawing row {row}: {e:#}");
-            ApiError::internal(format!("cannot draw row {row}: {e:#}"))
+        // A photo that cannot be read where it should be is the client's 404; anything else failed here.
+        let drawn = |e: anyhow::Error| match e.downcast::<PhotoPathError>() {
+            Ok(unreadable) => unavailable_photo(row, &hit.image, unreadable),
+            Err(e) => {
+                tracing::warn!("drawing row {row}: {e:#}");
+                ApiError::internal(format!("cannot draw row {row}: {e:#}"))
+            }
         };
         let gone = || ApiError::new(StatusCode::REQUEST_TIMEOUT, "the client has gone");
         // Checked again before encoding, the other costly step.
