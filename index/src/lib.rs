@@ -14,6 +14,7 @@ mod record;
 mod region_index;
 mod repair;
 mod store;
+mod tiers;
 
 pub use engine::{AnnEngine, HnswParams, Keep, DEFAULT_CODEC};
 pub use error::IndexError;
@@ -27,4 +28,5 @@ pub use region_index::{
     AppendReport, IndexSpec, RegionIndex, SearchMode, SearchRun, DEFAULT_EF, EXACT_BELOW,
 };
 pub use regionseek_masks::CocoRle;
+pub use tiers::{tier_rank, REFINED_METHOD};
 pub use repair::{repair, verify, FileProblem, RepairReport, VerifyReport};

@@ -12,6 +12,7 @@ use crate::manifest::{
     FORMAT,
 };
 use crate::record::{Filter, Hit, RegionMeta, RegionRecord};
+use crate::tiers::Liveness;
 use crate::{store, IndexError};
 
 /// What an index is for: one embedding space. Appending vectors or querying from another model is refused.
@@ -71,6 +72,8 @@ pub struct RegionIndex {
     keys: OnceLock<HashSet<(String, String, String)>>,
     /// (image content hash, method) of every row: whether a photo has been through a method at all.
     images: OnceLock<HashMap<(String, String), bool>>,
+    /// Which rows searches return: one per region, the best tier (see `tiers`).
+    liveness: Liveness,
     engine: Box<dyn AnnEngine>,
     /// Held by writers for their whole life; None for readers.
     lock: Option<WriterLock>,
@@ -188,6 +191,7 @@ impl RegionIndex {
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
+            liveness: Liveness::of(&meta),
             meta,
             keys: OnceLock::new(),
             images: OnceLock::new(),
@@ -236,6 +240,7 @@ impl RegionIndex {
             engine: Box::new(GraphEngine::new(spec.dim, spec.hnsw)),
             manifest,
             meta: Vec::new(),
+            liveness: Liveness::default(),
             keys: OnceLock::new(),
             images: OnceLock::new(),
             lock: None,
@@ -433,6 +438,7 @@ impl RegionIndex {
                     r.meta.exif_rotated,
                 );
             }
+            self.liveness.push(self.meta.len(), &r.meta);
             self.meta.push(r.meta);
         }
         let unsaved = self.manifest.rows - self.graph_rows();
@@ -560,13 +566,35 @@ impl RegionIndex {
         Ok(())
     }
 
-    /// How many rows `filter` keeps.
+    /// How many rows `filter` keeps: live rows only (one per region, its best tier), unless the filter names
+    /// a method, which reaches every row of that method.
     pub fn count_matching(&self, filter: &Filter) -> usize {
         if filter.is_empty() {
-            self.meta.len()
+            self.meta.len() - self.liveness.superseded()
         } else {
-            self.meta.iter().filter(|m| filter.matches(m)).count()
+            (0..self.meta.len()).filter(|&id| self.keeps(id, filter)).count()
         }
+    }
+
+    /// Rows a better tier of the same region replaced (kept in the table, passed over by searches).
+    pub fn superseded_rows(&self) -> usize {
+        self.liveness.superseded()
+    }
+
+    /// Whether row `id` is the one a search returns for its region (see [`crate::tier_rank`]).
+    pub fn is_live(&self, id: usize) -> bool {
+        self.liveness.is_live(id)
+    }
+
+    fn keeps(&self, id: usize, filter: &Filter) -> bool {
+        self.meta.get(id).is_some_and(|m| {
+            filter.matches(m) && (filter.method.is_some() || self.liveness.is_live(id))
+        })
+    }
+
+    /// Whether a search needs a row test at all.
+    fn keeps_all(&self, filter: &Filter) -> bool {
+        filter.is_empty() && self.liveness.superseded() == 0
     }
 
     /// The `k` regions most similar to `query` (any scale; normalised here) among those `filter` keeps.
@@ -619,10 +647,10 @@ impl RegionIndex {
         }
         let found = if exact {
             self.exact(&q, k, filter)
-        } else if filter.is_empty() {
+        } else if self.keeps_all(filter) {
             self.engine.search(&q, k, ef, None)
         } else {
-            let accepts = |id: usize| self.meta.get(id).is_some_and(|m| filter.matches(m));
+            let accepts = |id: usize| self.keeps(id, filter);
             let keep = Keep {
                 accepts: &accepts,
                 count: candidates,
@@ -668,8 +696,8 @@ impl RegionIndex {
     }
 
     fn exact(&self, q: &[f32], k: usize, filter: &Filter) -> Vec<(usize, f32)> {
-        let keep =
-            |id: usize| filter.is_empty() || self.meta.get(id).is_some_and(|m| filter.matches(m));
+        let all = self.keeps_all(filter);
+        let keep = |id: usize| all || self.keeps(id, filter);
         let vector = |id: usize| self.engine.vector(id).unwrap_or(&[]);
         exact_top_k(self.engine.len(), &vector, q, k, &keep)
     }

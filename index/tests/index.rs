@@ -549,3 +549,53 @@ fn the_region_table_is_readable_by_pyarrow_and_duckdb() {
     assert_eq!(v["first_image"], "img0.jpg");
     assert_eq!(v["mask_height"], 4);
 }
+
+/// `record(i)` embedded again by `method`, with its vector nudged so that both rows are near any query.
+fn retiered(i: usize, method: &str) -> RegionRecord {
+    let mut r = record(i);
+    r.meta.method.name = method.into();
+    r.embedding[(i + 1) % DIM] += 0.05;
+    r
+}
+
+#[test]
+fn a_region_embedded_by_several_methods_is_found_once_with_its_best_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut index = RegionIndex::create(dir.path(), &spec()).unwrap();
+    // Region 1 (a "crop" row) gets a quick tier, then MaskInversion; region 2 (a MaskInversion row) gets a
+    // quick row that must not displace it.
+    index.append((0..10).map(record).collect()).unwrap();
+    index.append(vec![retiered(1, "mask-pool")]).unwrap();
+    index.append(vec![retiered(1, "maskinversion")]).unwrap();
+    index.append(vec![retiered(2, "mask-pool")]).unwrap();
+    assert_eq!(index.len(), 13);
+    assert_eq!(index.superseded_rows(), 3);
+    let check = |index: &RegionIndex| {
+        for mode in [SearchMode::Exact, SearchMode::Approximate { ef: 64 }] {
+            for i in [1usize, 2] {
+                let hits = index
+                    .search(&record(i).embedding, 13, &Filter::default(), mode)
+                    .unwrap();
+                let of_region: Vec<&str> = hits
+                    .iter()
+                    .filter(|h| h.image == record(i).meta.image && h.region_id == record(i).meta.region_id)
+                    .map(|h| h.method.as_str())
+                    .collect();
+                assert_eq!(of_region, ["maskinversion"], "region {i}, {mode:?}");
+                assert_eq!(hits.len(), 10, "one hit per region, {mode:?}");
+            }
+            // A method filter reaches the rows a better tier replaced.
+            let quick = Filter {
+                method: Some("mask-pool".into()),
+                ..Default::default()
+            };
+            let hits = index.search(&record(1).embedding, 5, &quick, mode).unwrap();
+            assert_eq!(hits.len(), 2, "{mode:?}");
+        }
+        assert_eq!(index.count_matching(&Filter::default()), 10);
+    };
+    check(&index);
+    index.save_graph().unwrap();
+    drop(index);
+    check(&RegionIndex::open(dir.path()).unwrap());
+}
