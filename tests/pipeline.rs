@@ -613,3 +613,230 @@ fn a_phone_photo_is_indexed_in_its_stored_frame_or_upright_never_both() {
     let img = image::open(&crop).unwrap();
     assert_eq!((img.width(), img.height()), (38, 38), "{}", crop.display());
 }
+
+/// A small library spec: the shipped `library` with MaskInversion at 64 px and 3 steps, for the tiny model.
+fn small_library_spec(dir: &Path) -> PathBuf {
+    let shipped = std::fs::read_to_string(root().join("pipelines/library.toml")).unwrap();
+    let text = shipped
+        .replace("size = 448", "size = 64")
+        .replace("steps = 10", "steps = 3")
+        .replace("name = \"library\"", "name = \"small-library\"");
+    let p = dir.join("small-library.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let n = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (n(a) * n(b))
+}
+
+/// The first embedding of `regionseek invert IMAGE --mask MASK ... --json`.
+fn cli_embedding(image: &Path, mask: &Path, extra: &[&str]) -> Vec<f32> {
+    let mut args = vec![
+        "invert",
+        image.to_str().unwrap(),
+        "--mask",
+        mask.to_str().unwrap(),
+        "--model",
+        "random:tiny",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let (code, stdout, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    let row: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    row["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+#[test]
+fn a_plain_folder_becomes_a_library_searchable_first_then_refined_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("library");
+    let nested = photos.join("2024/summer");
+    std::fs::create_dir_all(&nested).unwrap();
+    let shipped: Vec<PathBuf> = {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("examples/photos"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+            .collect();
+        v.sort();
+        v.truncate(4);
+        v
+    };
+    for (i, p) in shipped.iter().enumerate() {
+        let to = if i % 2 == 0 { &photos } else { &nested };
+        std::fs::copy(p, to.join(p.file_name().unwrap())).unwrap();
+    }
+    // What a real folder also holds: sidecars, a video, a hidden file, a damaged photo, a way out.
+    std::fs::write(photos.join("notes.txt"), "not a photo").unwrap();
+    std::fs::write(nested.join("clip.mp4"), b"\x00\x00\x00\x18ftypmp42").unwrap();
+    std::fs::copy(&shipped[0], photos.join(".thumbnail.jpg")).unwrap();
+    std::fs::write(nested.join("damaged.jpg"), b"\xff\xd8\xff\xe0 truncated").unwrap();
+    let outside = tmp.path().join("elsewhere.jpg");
+    std::fs::copy(&shipped[1], &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, photos.join("link.jpg")).unwrap();
+
+    let spec = small_library_spec(tmp.path());
+    let out = tmp.path().join("index");
+    let index_args = [
+        "index",
+        photos.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--pipeline",
+        spec.to_str().unwrap(),
+        "--model",
+        "random:tiny",
+        "--json",
+    ];
+    let (code, stdout, err) = run(&index_args);
+    assert_eq!(code, 2, "the damaged photo fails, the rest goes on: {err}");
+    let report = json(&stdout);
+    let tiers = &report["tiers"];
+    assert_eq!(report["images"], 5, "{report}");
+    assert_eq!(report["failures"], 1, "{report}");
+    assert_eq!(report["input_issues"], 1, "the symlink out: {report}");
+    assert_eq!(report["skipped"]["non_photos"], 2, "{report}");
+    assert_eq!(report["skipped"]["hidden"], 1, "{report}");
+    assert_eq!(report["random_model"], true);
+    assert_eq!(tiers["quick_photos"], 4, "{report}");
+    assert_eq!(tiers["searchable_photos"], 4, "{report}");
+    let quick = tiers["quick_regions"].as_u64().unwrap();
+    assert!((4..=4 * 24).contains(&quick), "{report}");
+    assert_eq!(tiers["refined_regions"].as_u64().unwrap(), quick, "{report}");
+    assert_eq!(tiers["regions_to_refine"], 0, "{report}");
+    let log: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("errors.json")).unwrap()).unwrap();
+    let failed: Vec<&str> = log["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["image"].as_str().unwrap())
+        .collect();
+    assert!(failed.iter().any(|f| f.ends_with("damaged.jpg")), "{log}");
+    assert!(failed.iter().any(|f| f.ends_with("link.jpg")), "{log}");
+
+    // Searches see each region once, with its best tier, and say which.
+    let (code, stdout, err) = run(&[
+        "search",
+        out.to_str().unwrap(),
+        "a dog",
+        "-k",
+        "500",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let hits = json(&stdout)["hits"].as_array().unwrap().clone();
+    assert_eq!(hits.len() as u64, quick + 4, "every region and photo once");
+    let mut seen = std::collections::HashSet::new();
+    for h in &hits {
+        let key = (h["image"].to_string(), h["region_id"].to_string());
+        assert!(seen.insert(key), "{h} returned twice");
+        let method = h["method"].as_str().unwrap();
+        match h["region_id"].as_str().unwrap() {
+            "image" => assert_eq!(method, "image", "{h}"),
+            _ => assert_eq!(method, "maskinversion", "{h}"),
+        }
+    }
+
+    // The refined tier is MaskInversion itself, and the quick tier mask pooling itself.
+    let index = regionseek::index::RegionIndex::open(&out).unwrap();
+    let row = (0..index.len())
+        .find(|&r| index.rows()[r].method.name == "maskinversion")
+        .unwrap();
+    let meta = index.rows()[row].clone();
+    let quick_row = (0..index.len())
+        .find(|&r| {
+            let m = &index.rows()[r];
+            m.method.name == "mask-pool" && m.region_id == meta.region_id && m.image_hash == meta.image_hash
+        })
+        .unwrap();
+    let mask = regionseek::masks::Rle::from_coco(&meta.mask).unwrap().decode();
+    let mask_png = tmp.path().join("region.png");
+    image::GrayImage::from_raw(
+        mask.width as u32,
+        mask.height as u32,
+        mask.data.iter().map(|&v| v * 255).collect(),
+    )
+    .unwrap()
+    .save(&mask_png)
+    .unwrap();
+    let photo = photos.join(&meta.image);
+    let refined = cli_embedding(&photo, &mask_png, &["--size", "64", "--steps", "3"]);
+    let stored = index.embedding(row).unwrap();
+    assert!(cosine(&refined, &stored) > 0.999_999, "{}", cosine(&refined, &stored));
+    let pooled = cli_embedding(&photo, &mask_png, &["--method", "mask-pool"]);
+    let stored = index.embedding(quick_row).unwrap();
+    assert!(cosine(&pooled, &stored) > 0.999_99, "{}", cosine(&pooled, &stored));
+    drop(index);
+
+    // A rerun on a fully refined library does nothing.
+    let (_, stdout, _) = run(&index_args);
+    let again = json(&stdout);
+    assert_eq!(again["regions_added"], 0, "{again}");
+    assert_eq!(again["images_processed"], 0, "{again}");
+    assert_eq!(again["tiers"]["refined_regions"], 0, "{again}");
+}
+
+#[test]
+fn a_library_run_stopped_part_way_continues_where_it_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("library");
+    std::fs::create_dir_all(&photos).unwrap();
+    let mut shipped: Vec<PathBuf> = std::fs::read_dir(root().join("examples/photos"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    shipped.sort();
+    for p in shipped.iter().take(3) {
+        std::fs::copy(p, photos.join(p.file_name().unwrap())).unwrap();
+    }
+    let spec = small_library_spec(tmp.path());
+    let out = tmp.path().join("index");
+    let args = |limit: Option<&'static str>| {
+        let mut a: Vec<String> = [
+            "index",
+            photos.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--pipeline",
+            spec.to_str().unwrap(),
+            "--model",
+            "random:tiny",
+            "--json",
+        ]
+        .map(String::from)
+        .to_vec();
+        if let Some(n) = limit {
+            a.extend(["--limit".to_string(), n.to_string()]);
+        }
+        a
+    };
+    let argv = |a: &Vec<String>| a.iter().map(String::as_str).collect::<Vec<_>>();
+    let (code, stdout, err) = run(&argv(&args(Some("1"))));
+    assert_eq!(code, 0, "{err}");
+    let first = json(&stdout);
+    let (code, stdout, err) = run(&argv(&args(None)));
+    assert_eq!(code, 0, "{err}");
+    let rest = json(&stdout);
+    assert_eq!(rest["images_skipped"], 1, "{rest}");
+    assert_eq!(rest["tiers"]["quick_photos"], 2, "{rest}");
+    assert_eq!(
+        rest["tiers"]["refined_regions"], rest["tiers"]["quick_regions"],
+        "only the new photos' regions are refined: {rest}"
+    );
+    let index = regionseek::index::RegionIndex::open(&out).unwrap();
+    let total_regions = first["tiers"]["quick_regions"].as_u64().unwrap()
+        + rest["tiers"]["quick_regions"].as_u64().unwrap();
+    assert_eq!(index.len() as u64, 3 + 2 * total_regions);
+    assert_eq!(index.superseded_rows() as u64, total_regions);
+}

@@ -114,7 +114,7 @@ def index_dataset(
     boxes: Optional[str] = None,
     masks: Optional[str] = None,
     pipeline: str = "gt-masks",
-    model: str = "random:vit-b-16",
+    model: str = "clip-vit-b-16",
     device: str = "cpu",
     precision: str = "fp32",
     gpu_memory: float = 16.0,
@@ -346,7 +346,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     group.add_argument("--boxes")
     group.add_argument("--masks")
     ix.add_argument("--pipeline", default="gt-masks")
-    ix.add_argument("--model", default="random:vit-b-16")
+    ix.add_argument("--model", default="clip-vit-b-16")
     ix.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ix.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16", "bf16-jacobian"])
     ix.add_argument("--gpu-memory", type=float, default=16.0)

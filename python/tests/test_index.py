@@ -90,8 +90,11 @@ def test_index_photos_refuses_what_it_cannot_run(tmp_path, coco128):
     with pytest.raises(ValueError, match="at most one"):
         regionseek.index_photos(coco128 / "images", coco=coco128 / "instances.json",
                                 boxes=tmp_path / "b.json", out=tmp_path / "x")
-    with pytest.raises(regionseek.RegionseekError, match="gt-masks"):
+    # A plain folder is a library; with no model named, the paper's ViT-B/16 is looked for, and where it is
+    # absent the error says what to pass instead (random weights only when named).
+    with pytest.raises(regionseek.RegionseekError, match="random:vit-b-16"):
         regionseek.index_photos(coco128 / "images", out=tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()
     # Boxes with a pipeline that needs masks: refused before any model is loaded, naming the fix; no folder
     # is left behind.
     (tmp_path / "b.json").write_text('[{"image": "000000000009.jpg", "box": [1, 2, 30, 40]}]')

@@ -185,20 +185,25 @@ pub fn embed_regions(
         Baseline::MaskPool => {
             let pixels = preprocess::squash(img, size, norm, dev)?;
             let tokens = model.vision.value_path_patch_tokens(&pixels)?.squeeze(0)?; // [g², C]
-            let grid = (size as usize) / model.config.vision.patch_size;
-            let mut pooled = Vec::with_capacity(masks.len());
-            for m in masks {
-                let w = patch_weights(m, grid);
-                let total: f32 = w.iter().sum::<f32>().max(1e-6);
-                let w = Tensor::from_vec(
-                    w.iter().map(|v| v / total).collect::<Vec<_>>(),
-                    (1, grid * grid),
-                    dev,
-                )?;
-                pooled.push(w.matmul(&tokens)?);
-            }
-            let pooled = Tensor::cat(&pooled, 0)?;
-            model.vision.project_tokens(&pooled)?.to_vec2::<f32>()
+            mask_pool(model, &tokens, masks)
         }
     }
+}
+
+/// Mask pooling: per mask, the value-path patch tokens `[g², C]` of its (squashed) photo averaged with the
+/// share of each patch the mask covers, projected into the embedding space (unnormalised `[d]` each).
+pub fn mask_pool(model: &ClipModel, tokens: &Tensor, masks: &[BinaryMask]) -> Result<Vec<Vec<f32>>> {
+    if masks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let grid = (tokens.dim(0)? as f64).sqrt().round() as usize;
+    let mut weights = Vec::with_capacity(masks.len() * grid * grid);
+    for m in masks {
+        let w = patch_weights(m, grid);
+        let total: f32 = w.iter().sum::<f32>().max(1e-6);
+        weights.extend(w.iter().map(|v| v / total));
+    }
+    let weights = Tensor::from_vec(weights, (masks.len(), grid * grid), tokens.device())?;
+    let pooled = weights.matmul(&tokens.to_dtype(candle_core::DType::F32)?)?;
+    model.vision.project_tokens(&pooled)?.to_vec2::<f32>()
 }

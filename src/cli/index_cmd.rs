@@ -14,8 +14,8 @@ use super::sam_cmd::SamModelArgs;
 #[derive(clap::Args)]
 #[command(group = clap::ArgGroup::new("regions").required(false).args(["coco", "boxes", "masks"]))]
 pub struct IndexArgs {
-    /// The folder the photos' paths are relative to. With a pipeline that finds regions itself (auto-sam,
-    /// auto-grid) and no annotation file: every photo under it, recursively.
+    /// The folder the photos' paths are relative to. Without --coco, --boxes or --masks: a photo library,
+    /// every photo under it, recursively (hidden files and non-photos passed over and counted).
     images: PathBuf,
     /// COCO instances JSON: its annotations (polygons/RLE, boxes, categories) are the regions.
     #[arg(long)]
@@ -27,7 +27,9 @@ pub struct IndexArgs {
     #[arg(long)]
     masks: Option<PathBuf>,
     /// A pipeline name (pipelines/NAME.toml) or a path to a spec file. Default: the one that fits the
-    /// regions given: `boxes` for --boxes (`boxes-sam` when --sam is given too), else `gt-masks`.
+    /// regions given: `boxes` for --boxes (`boxes-sam` when --sam is given too), `gt-masks` for --coco or
+    /// --masks, and `library` for a plain folder (searchable at once, refined by MaskInversion; with --sam its
+    /// regions are SAM's automatic masks).
     #[arg(long)]
     pipeline: Option<String>,
     /// The index directory (created if absent; rerunning resumes it).
@@ -93,8 +95,9 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
     let report = job.run(|| Ok(Arc::new(a.model.load()?))).map_err(|e| {
         if let Some(n) = e.downcast_ref::<NeedsRegions>() {
             return anyhow::anyhow!(
-                "pipeline {} takes its regions from --coco, --boxes or --masks; for a plain photo folder use \
-                 --pipeline auto-sam (with --sam DIR) or --pipeline auto-grid",
+                "pipeline {} takes its regions from --coco, --boxes or --masks; for a plain photo folder leave \
+                 --pipeline out (the library pipeline), or use --pipeline auto-sam (with --sam DIR) or \
+                 --pipeline auto-grid",
                 n.pipeline
             );
         }
@@ -135,6 +138,34 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
                 .map(|u| format!(", GPU utilisation {:.0}%", u.mean_percent))
                 .unwrap_or_default(),
         );
+        if let Some(t) = &report.tiers {
+            println!(
+                "library: {} photos searchable ({} new: {} regions from {} in {:.1} s, {:.1} photos/s); {} regions \
+                 refined by MaskInversion ({} photos, {:.1} s, {:.2} regions/s), {} left to refine{}; passed over: \
+                 {} non-photo files, {} hidden",
+                t.searchable_photos,
+                t.quick_photos,
+                t.quick_regions,
+                t.regions_from,
+                t.quick_seconds,
+                t.quick_photos_per_second,
+                t.refined_regions,
+                t.refined_photos,
+                t.refine_seconds,
+                t.refined_regions_per_second,
+                t.regions_to_refine,
+                if report.interrupted { " (interrupted: rerun to continue)" } else { "" },
+                report.skipped.non_photos,
+                report.skipped.hidden,
+            );
+        }
+        if report.random_model {
+            println!(
+                "note: the model's weights are random ({}): scores and hits mean nothing; pass --model DIR for a \
+                 real one",
+                a.model.model
+            );
+        }
         if report.failures + report.input_issues > 0 {
             if let Some(log) = &report.error_log {
                 println!("failures are listed in {}", log.display());

@@ -155,6 +155,8 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
         struct Answer<'a> {
             query: &'a str,
             model: String,
+            /// Random weights: the scores carry no meaning.
+            random_model: bool,
             ms: f64,
             mode: &'static str,
             ef: Option<usize>,
@@ -168,6 +170,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_string(&Answer {
                 query: &a.text,
                 model: model.id(),
+                random_model: model.is_random(),
                 ms,
                 mode: answer.run.mode,
                 ef: answer.run.ef,
@@ -196,7 +199,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
             );
         }
         eprintln!(
-            "{} hits in {ms:.1} ms ({}{}, model {})",
+            "{} hits in {ms:.1} ms ({}{}, model {}{})",
             hits.len(),
             answer.run.mode,
             answer
@@ -204,7 +207,12 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
                 .ef
                 .map(|e| format!(" ef {e}"))
                 .unwrap_or_default(),
-            model.id()
+            model.id(),
+            if model.is_random() {
+                ": random weights, the scores carry no meaning"
+            } else {
+                ""
+            }
         );
     }
     Ok(ExitCode::SUCCESS)

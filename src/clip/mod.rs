@@ -26,8 +26,10 @@ pub use tokenizer::Tokenizer;
 pub use vision::{ImageTaps, VisionTransformer};
 pub use weights::{ModelFiles, ModelSource, WeightsError};
 
-/// The model a front door uses when none is named: random ViT-B/16 weights, for trials (scores mean nothing).
-pub const DEFAULT_MODEL: &str = "random:vit-b-16";
+/// The model a front door uses when none is named: the paper's backbone, OpenAI's CLIP ViT-B/16, from a local
+/// copy or the hub cache (`regionseek weights fetch clip-vit-b-16`); offline and without one, loading it says
+/// what to pass instead. Random weights are used only when named (`random:ARCH`).
+pub const DEFAULT_MODEL: &str = "clip-vit-b-16";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClipError {

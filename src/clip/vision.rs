@@ -249,6 +249,33 @@ impl VisionTransformer {
             .collect()
     }
 
+    /// The library's quick tier, from one pass through the first blocks: per image its CLS embedding `[B, d]`
+    /// (the full last block) and its value-path patch tokens `[B, g², C]` (see
+    /// [`Self::value_path_patch_tokens`]); the last block runs twice, the other blocks once.
+    pub fn forward_cls_and_patch_tokens(&self, pixels: &Tensor) -> Result<(Tensor, Tensor)> {
+        let mut x = self.embed(pixels)?;
+        let (last, rest) = self
+            .blocks
+            .split_last()
+            .expect("a ViT has at least one block");
+        for block in rest {
+            x = block.forward(&x, None)?;
+        }
+        let out = last.forward(&x, None)?;
+        let cls = self.project(&out.narrow(1, 0, 1)?.squeeze(1)?)?;
+        Ok((cls, self.value_path_from(last, &x)?))
+    }
+
+    fn value_path_from(&self, last: &ResidualBlock, x: &Tensor) -> Result<Tensor> {
+        let (wv, bv) = last.value_projection()?;
+        let v = matmul_t(&last.ln_1().forward(x)?, &wv)?.broadcast_add(&bv)?;
+        let attn_out = last.out_proj().forward(&v)?;
+        let x_mid = (x + attn_out)?;
+        let y = (&x_mid + last.mlp_forward(&last.ln_2().forward(&x_mid)?)?)?;
+        let n = y.dim(1)?;
+        y.narrow(1, 1, n - 1)
+    }
+
     /// MaskCLIP-style dense features: each patch token taken through the last block's value path only
     /// (no attention mixing), residual and MLP kept, before ln_post `[B, g², C]`. Pool them inside a mask
     /// and pass the pooled token to [`Self::project_tokens`].
@@ -261,13 +288,7 @@ impl VisionTransformer {
         for block in rest {
             x = block.forward(&x, None)?;
         }
-        let (wv, bv) = last.value_projection()?;
-        let v = matmul_t(&last.ln_1().forward(&x)?, &wv)?.broadcast_add(&bv)?;
-        let attn_out = last.out_proj().forward(&v)?;
-        let x_mid = (&x + attn_out)?;
-        let y = (&x_mid + last.mlp_forward(&last.ln_2().forward(&x_mid)?)?)?;
-        let n = y.dim(1)?;
-        y.narrow(1, 1, n - 1)
+        self.value_path_from(last, &x)
     }
 
     /// `ln_post(x) @ proj` for tokens `[..., C]`.

@@ -29,6 +29,18 @@ pub enum WeightsError {
     Tensor { path: PathBuf, message: String },
     #[error("unknown model `{0}`: give a model directory, `random:<arch>[:seed]` or a name from `regionseek weights list` (architectures: vit-b-32, vit-b-16, vit-l-14, vit-h-14, and tiny for tests at 32-64 px: at the pipelines' 448 px it is slower than vit-b-32)")]
     UnknownModel(String),
+    #[error(
+        "model `{name}` ({what}) is not on this machine (looked in {looked}). Fetch it once with `regionseek \
+         weights fetch {name}` (needs a connection to the Hugging Face hub), or pass --model DIR (a CLIP \
+         model folder) or --model random:{arch} (random weights of the same architecture: a demo whose scores \
+         mean nothing)"
+    )]
+    NotFetched {
+        name: String,
+        what: String,
+        arch: String,
+        looked: String,
+    },
     #[error("cannot download `{name}` ({message}). Without a connection, download it elsewhere and put the files in {dir} (see weights/README.md), or pass --model DIR")]
     Offline {
         name: String,
@@ -60,7 +72,13 @@ impl ModelSource {
             };
             return Ok(ModelSource::Random { arch, seed });
         }
-        Ok(ModelSource::Dir(PathBuf::from(spec)))
+        let path = PathBuf::from(spec);
+        if !path.exists() {
+            if let Some(entry) = super::manifest::find(spec) {
+                return resolve_named(&entry).map(ModelSource::Dir);
+            }
+        }
+        Ok(ModelSource::Dir(path))
     }
 
     /// A stable identifier recorded next to every embedding (random models are labelled as such).
@@ -70,6 +88,54 @@ impl ModelSource {
             ModelSource::Random { arch, seed } => format!("random:{}:{seed}", arch.name()),
         }
     }
+}
+
+/// Where a model known by name is looked for, in order: `$REGIONSEEK_WEIGHTS/NAME`, `weights/NAME` in the
+/// current folder (where `weights fetch` puts it), the source tree's `weights/NAME`, and the Hugging Face hub
+/// cache's snapshots of its repository (`$HF_HOME/hub`, else `~/.cache/huggingface/hub`).
+pub fn named_model_places(entry: &super::manifest::ManifestEntry) -> Vec<PathBuf> {
+    let mut places = Vec::new();
+    if let Some(root) = std::env::var_os("REGIONSEEK_WEIGHTS") {
+        places.push(PathBuf::from(root).join(&entry.name));
+    }
+    places.push(PathBuf::from("weights").join(&entry.name));
+    places.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("weights").join(&entry.name));
+    let hub = std::env::var_os("HF_HOME")
+        .map(|h| PathBuf::from(h).join("hub"))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub")));
+    if let Some(hub) = hub {
+        let snapshots = hub
+            .join(format!("models--{}", entry.repo.replace('/', "--")))
+            .join("snapshots");
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&snapshots)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        found.sort();
+        places.extend(found);
+        if places.last().is_none_or(|p| !p.starts_with(&snapshots)) {
+            places.push(snapshots);
+        }
+    }
+    places
+}
+
+/// The first of [`named_model_places`] that holds all of the model's files.
+fn resolve_named(entry: &super::manifest::ManifestEntry) -> Result<PathBuf, WeightsError> {
+    let places = named_model_places(entry);
+    places
+        .iter()
+        .find(|dir| entry.files.iter().all(|f| dir.join(f).is_file()))
+        .cloned()
+        .ok_or_else(|| WeightsError::NotFetched {
+            name: entry.name.clone(),
+            what: format!("{} weights from {}", entry.arch, entry.repo),
+            arch: entry.arch.clone(),
+            looked: places
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
 /// A resolved model directory: its config, the tensor file and its naming.

@@ -285,13 +285,32 @@ fn leaves(root: Option<&Path>, file: &Path) -> bool {
     }
 }
 
+/// What a folder scan passed over without it being a failure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SkippedFiles {
+    /// Files that are not photos by their extension (videos, text, sidecars, ...).
+    pub non_photos: usize,
+    /// Hidden files and folders (names starting with a dot), not entered.
+    pub hidden: usize,
+}
+
 /// Every photo under a folder, recursively (sorted, symlinked folders not followed), each with no regions: for
-/// pipelines whose mask stage finds the regions (`auto-sam`, `auto-grid`). Names are relative to the folder.
+/// pipelines whose mask stage finds the regions (`library`, `auto-sam`, `auto-grid`). Names are relative to the
+/// folder.
 pub fn from_photo_folder(
     images_dir: &Path,
 ) -> Result<(Vec<ImageInput>, Vec<InputIssue>), InputError> {
+    scan_photo_folder(images_dir).map(|(images, issues, _)| (images, issues))
+}
+
+/// [`from_photo_folder`], also counting what it passed over: hidden entries (not entered) and files that are
+/// not photos. A symlink leading out of the folder is an issue, never followed.
+pub fn scan_photo_folder(
+    images_dir: &Path,
+) -> Result<(Vec<ImageInput>, Vec<InputIssue>, SkippedFiles), InputError> {
     let mut found = Vec::new();
     let mut issues = Vec::new();
+    let mut skipped = SkippedFiles::default();
     let root = images_dir.canonicalize().ok();
     let mut stack = vec![images_dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -308,6 +327,10 @@ pub fn from_photo_folder(
         };
         for e in entries.flatten() {
             let p = e.path();
+            if e.file_name().to_string_lossy().starts_with('.') {
+                skipped.hidden += 1;
+                continue;
+            }
             match e.file_type() {
                 Ok(t) if t.is_dir() => stack.push(p),
                 Ok(t) if t.is_symlink() && p.is_file() && is_photo(&p) => {
@@ -320,6 +343,7 @@ pub fn from_photo_folder(
                     }
                 }
                 Ok(_) if p.is_file() && is_photo(&p) => found.push(p),
+                Ok(t) if t.is_file() => skipped.non_photos += 1,
                 _ => {}
             }
         }
@@ -341,7 +365,7 @@ pub fn from_photo_folder(
             }
         })
         .collect();
-    Ok((images, issues))
+    Ok((images, issues, skipped))
 }
 
 /// A folder of mask PNGs named `<image stem>_<region id>.png` (what `regionseek sam --out` writes), for the

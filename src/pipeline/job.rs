@@ -5,15 +5,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
-
 use crate::cancel::Cancel;
 use crate::clip::ClipModel;
 use crate::decode::DecodeOptions;
 use crate::index::{LockWait, WriterLock};
 use crate::sam::{SamDevice, SamModel};
 
-use super::inputs::{from_boxes, from_coco, from_mask_dir, from_photo_folder};
+use super::inputs::{from_boxes, from_coco, from_mask_dir, scan_photo_folder, SkippedFiles};
 use super::run::{IndexRun, IndexRunReport};
 use super::spec::PipelineSpec;
 
@@ -35,7 +33,7 @@ pub enum RegionSource {
 #[derive(Debug, thiserror::Error)]
 #[error(
     "pipeline {pipeline} takes its regions from a COCO file, a boxes file or a mask folder; for a plain photo \
-     folder use the auto-sam pipeline (with a SAM model) or auto-grid"
+     folder use the library pipeline (the default without those), auto-sam (with a SAM model) or auto-grid"
 )]
 pub struct NeedsRegions {
     pub pipeline: String,
@@ -64,6 +62,7 @@ pub fn default_pipeline(regions: &RegionSource, has_sam: bool) -> &'static str {
     match regions {
         RegionSource::Boxes(_) if has_sam => "boxes-sam",
         RegionSource::Boxes(_) => "boxes",
+        RegionSource::FindThem => "library",
         _ => "gt-masks",
     }
 }
@@ -199,12 +198,15 @@ impl IndexJob {
         load_model: impl FnOnce() -> anyhow::Result<Arc<ClipModel>>,
     ) -> anyhow::Result<IndexRunReport> {
         let lock = WriterLock::acquire(&self.out, self.wait)?;
+        let mut skipped = SkippedFiles::default();
         let (mut images, issues) = match &self.regions {
             RegionSource::Coco(c) => from_coco(&self.images, c)?,
             RegionSource::Boxes(b) => from_boxes(&self.images, b)?,
             RegionSource::MaskDir(m) => from_mask_dir(&self.images, m)?,
             RegionSource::FindThem if spec.mask_stage().finds_regions() => {
-                from_photo_folder(&self.images)?
+                let (images, issues, passed_over) = scan_photo_folder(&self.images)?;
+                skipped = passed_over;
+                (images, issues)
             }
             RegionSource::FindThem => {
                 return Err(NeedsRegions {
@@ -244,16 +246,16 @@ impl IndexJob {
         for i in &issues {
             eprintln!("skipped {}: {}", i.item, i.message);
         }
-        let sam = if spec.mask_stage().needs_sam() {
-            let dir = self.sam.dir.as_ref().with_context(|| {
-                format!(
-                    "pipeline {} needs a SAM model: a folder with encoder.onnx + decoder.onnx",
-                    spec.name
-                )
-            })?;
-            Some(SamModel::load_dir(dir, self.sam.device, self.sam.threads)?)
-        } else {
-            None
+        // The library uses SAM's masks when given a SAM model and proposes boxes otherwise.
+        let sam = match &self.sam.dir {
+            Some(dir) if spec.mask_stage().uses_sam() => {
+                Some(SamModel::load_dir(dir, self.sam.device, self.sam.threads)?)
+            }
+            None if spec.mask_stage().needs_sam() => anyhow::bail!(
+                "pipeline {} needs a SAM model: a folder with encoder.onnx + decoder.onnx",
+                spec.name
+            ),
+            _ => None,
         };
         let model = load_model()?;
         IndexRun {
@@ -266,6 +268,7 @@ impl IndexJob {
             lock: Some(lock),
             decode: self.decode,
             cancel: self.cancel,
+            skipped,
         }
         .run(images, issues)
     }

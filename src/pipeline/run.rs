@@ -32,7 +32,7 @@ pub struct ItemFailure {
 }
 
 impl ItemFailure {
-    fn photo(image: &str, stage: &'static str, error: String) -> Self {
+    pub(super) fn photo(image: &str, stage: &'static str, error: String) -> Self {
         Self {
             image: image.to_string(),
             region_id: None,
@@ -71,6 +71,12 @@ pub struct IndexRunReport {
     pub model_busy_fraction: f64,
     /// With `--device cuda`: the GPU's utilisation over the run from NVML (None where NVML is missing).
     pub gpu_utilisation: Option<crate::device::GpuUtilisation>,
+    /// The model's weights are random (`random:ARCH`): scores and hits mean nothing, for trials only.
+    pub random_model: bool,
+    /// What the folder scan passed over without it being a failure (plain folders only).
+    pub skipped: super::inputs::SkippedFiles,
+    /// The library pipeline's tiers (None for the other pipelines).
+    pub tiers: Option<super::library::TierReport>,
 }
 
 /// The identity of a model's weights recorded in the index: the id for built-in random models, the sha256
@@ -272,7 +278,7 @@ pub fn make_masks(
             .iter()
             .map(|r| need_box(r).and_then(|b| box_mask(b, w, h).map_err(|e| e.to_string())))
             .collect(),
-        MaskStage::AutoSam | MaskStage::AutoGrid => regions
+        MaskStage::AutoSam | MaskStage::AutoGrid | MaskStage::Propose => regions
             .iter()
             .map(|_| Err("this mask stage finds its own regions (find_regions)".to_string()))
             .collect(),
@@ -402,6 +408,8 @@ pub struct IndexRun<'a> {
     pub decode: DecodeOptions,
     /// Set from elsewhere to stop after the photo being embedded (committed, resumable).
     pub cancel: crate::cancel::Cancel,
+    /// What the folder scan passed over (reported as it is).
+    pub skipped: super::inputs::SkippedFiles,
 }
 
 /// A photo whose masks are made, waiting for its embedding pass.
@@ -592,7 +600,7 @@ fn stage_and_decode(
         .collect()
 }
 
-fn frame_conflict(indexed_upright: bool) -> String {
+pub(super) fn frame_conflict(indexed_upright: bool) -> String {
     if indexed_upright {
         "this photo's regions are already indexed turned upright by its EXIF orientation (--exif-rotate); \
          rerun with --exif-rotate, or index into another --out"
@@ -620,11 +628,11 @@ pub fn clip_box(b: [f32; 4], width: u32, height: u32) -> [f32; 4] {
     [c(b[0], w), c(b[1], h), c(b[2], w), c(b[3], h)]
 }
 
-fn file_hash(path: &Path) -> Result<String, String> {
+pub(super) fn file_hash(path: &Path) -> Result<String, String> {
     crate::clip::manifest::sha256_file(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn peak_rss_mb() -> Option<f64> {
+pub(super) fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -632,11 +640,44 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 impl IndexRun<'_> {
+    /// Opens (or creates) the index for this model, with the lock taken earlier if any; also the weights'
+    /// fingerprint recorded with every row.
+    pub(super) fn open_index(&mut self) -> anyhow::Result<(RegionIndex, String)> {
+        let weights_hash = weights_fingerprint(self.model.dir.as_deref(), &self.model.id());
+        let spec = IndexSpec {
+            dim: self.model.config.embed_dim,
+            model_id: self.model.id(),
+            weights_hash: weights_hash.clone(),
+            hnsw: Default::default(),
+        };
+        let index = match self.lock.take() {
+            Some(lock) => RegionIndex::open_or_create_holding(&self.out, &spec, lock)?,
+            None => RegionIndex::open_or_create_with(&self.out, &spec, self.wait)?,
+        };
+        Ok((index, weights_hash))
+    }
+
+    /// Writes `errors.json`: every failed item of the run, input issues first.
+    pub(super) fn write_error_log(&self, failures: &mut [ItemFailure]) -> anyhow::Result<PathBuf> {
+        for f in failures.iter_mut() {
+            f.error = f.error.trim().to_string();
+        }
+        let log = self.out.join("errors.json");
+        let body = serde_json::to_vec_pretty(
+            &serde_json::json!({"pipeline": self.spec.name, "failures": failures}),
+        )?;
+        crate::pipeline::write_atomic(&log, &body)?;
+        Ok(log)
+    }
+
     pub fn run(
         mut self,
         images: Vec<ImageInput>,
         issues: Vec<InputIssue>,
     ) -> anyhow::Result<IndexRunReport> {
+        if self.spec.mask_stage() == super::spec::MaskStage::Propose {
+            return super::library::run(self, images, issues);
+        }
         let started = Instant::now();
         let utilisation = crate::device::UtilisationSampler::start(&self.model.device);
         let cfg = InversionConfig {
@@ -648,18 +689,8 @@ impl IndexRun<'_> {
         let sam_options = SamOptions {
             multimask: self.spec.sam.as_ref().is_some_and(|s| s.multimask),
         };
-        let weights_hash = weights_fingerprint(self.model.dir.as_deref(), &self.model.id());
+        let (index, weights_hash) = self.open_index()?;
         let method = method_info(self.model, &weights_hash, embed_stage, &cfg);
-        let spec = IndexSpec {
-            dim: self.model.config.embed_dim,
-            model_id: self.model.id(),
-            weights_hash: weights_hash.clone(),
-            hnsw: Default::default(),
-        };
-        let index = match self.lock.take() {
-            Some(lock) => RegionIndex::open_or_create_holding(&self.out, &spec, lock)?,
-            None => RegionIndex::open_or_create_with(&self.out, &spec, self.wait)?,
-        };
         let source = mask_stage.source();
         let mut report = IndexRunReport {
             pipeline: self.spec.name.clone(),
@@ -881,15 +912,9 @@ impl IndexRun<'_> {
         report.peak_rss_mb = peak_rss_mb();
         report.model_busy_fraction = embed_seconds / report.seconds.max(1e-9);
         report.gpu_utilisation = utilisation.and_then(|u| u.finish());
-        for f in &mut failures {
-            f.error = f.error.trim().to_string();
-        }
-        let log = self.out.join("errors.json");
-        let body = serde_json::to_vec_pretty(
-            &serde_json::json!({"pipeline": self.spec.name, "failures": failures}),
-        )?;
-        crate::pipeline::write_atomic(&log, &body)?;
-        report.error_log = Some(log);
+        report.random_model = self.model.is_random();
+        report.skipped = self.skipped;
+        report.error_log = Some(self.write_error_log(&mut failures)?);
         Ok(report)
     }
 }

@@ -24,6 +24,10 @@ pub enum Stage {
     AutoSam,
     /// Multi-scale sliding boxes as masks, for machines without a SAM model (`[auto_grid]`).
     AutoGrid,
+    /// The library's regions (`[propose]`): scored, non-redundant boxes from each photo's quick forward, or
+    /// SAM's automatic masks filtered to the same budget when a SAM model is given. Runs in tiers: every photo
+    /// searchable first (a whole-photo row and mask-pooled regions), then each region refined by `invert`.
+    Propose,
     /// MaskInversion: one CLIP forward per photo, all its masks inverted together.
     Invert,
     /// A baseline embedding (`[embed] method`).
@@ -142,6 +146,8 @@ pub struct PipelineSpec {
     #[serde(default)]
     pub auto_grid: Option<AutoGridParams>,
     #[serde(default)]
+    pub propose: Option<super::propose::ProposeParams>,
+    #[serde(default)]
     pub invert: Option<InvertParams>,
     #[serde(default)]
     pub embed: Option<EmbedParams>,
@@ -171,16 +177,26 @@ pub enum MaskStage {
     /// Regions found in the photo itself; the input lists photos only.
     AutoSam,
     AutoGrid,
+    /// The library's tiered regions (SAM optional).
+    Propose,
 }
 
 impl MaskStage {
     /// Whether the stage finds the regions itself (the input is a plain photo folder).
     pub fn finds_regions(self) -> bool {
-        matches!(self, MaskStage::AutoSam | MaskStage::AutoGrid)
+        matches!(
+            self,
+            MaskStage::AutoSam | MaskStage::AutoGrid | MaskStage::Propose
+        )
     }
 
     pub fn needs_sam(self) -> bool {
         matches!(self, MaskStage::Sam | MaskStage::AutoSam)
+    }
+
+    /// Whether the stage uses a SAM model when one is given (and does without otherwise).
+    pub fn uses_sam(self) -> bool {
+        self.needs_sam() || self == MaskStage::Propose
     }
 
     /// The `source` column of the rows it makes.
@@ -191,6 +207,7 @@ impl MaskStage {
             MaskStage::Box => "box",
             MaskStage::AutoSam => "auto-sam",
             MaskStage::AutoGrid => "auto-grid",
+            MaskStage::Propose => "auto-box",
         }
     }
 }
@@ -241,7 +258,12 @@ impl PipelineSpec {
             .filter(|x| {
                 matches!(
                     x,
-                    Stage::Masks | Stage::Sam | Stage::BoxMask | Stage::AutoSam | Stage::AutoGrid
+                    Stage::Masks
+                        | Stage::Sam
+                        | Stage::BoxMask
+                        | Stage::AutoSam
+                        | Stage::AutoGrid
+                        | Stage::Propose
                 )
             })
             .count();
@@ -251,8 +273,8 @@ impl PipelineSpec {
             .count();
         if masks != 1 || embeds != 1 || s.len() != 4 {
             return Err(
-                "stages are decode, one mask stage (masks | sam | box-mask | auto-sam | auto-grid), one \
-                 embedding stage (invert | embed), index"
+                "stages are decode, one mask stage (masks | sam | box-mask | auto-sam | auto-grid | propose), \
+                 one embedding stage (invert | embed), index"
                     .into(),
             );
         }
@@ -264,6 +286,12 @@ impl PipelineSpec {
         }
         if let Some(p) = &self.auto_sam {
             p.validate().map_err(|m| format!("[auto_sam] {m}"))?;
+        }
+        if s[1] == Stage::Propose && s[2] != Stage::Invert {
+            return Err("stage \"propose\" refines its quick tier with \"invert\"".into());
+        }
+        if let Some(p) = &self.propose {
+            p.validate().map_err(|m| format!("[propose] {m}"))?;
         }
         if let Some(g) = &self.auto_grid {
             if g.scales.is_empty()
@@ -300,6 +328,7 @@ impl PipelineSpec {
             Stage::BoxMask => MaskStage::Box,
             Stage::AutoSam => MaskStage::AutoSam,
             Stage::AutoGrid => MaskStage::AutoGrid,
+            Stage::Propose => MaskStage::Propose,
             _ => MaskStage::Given,
         }
     }
@@ -375,6 +404,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("boxes", include_str!("../../pipelines/boxes.toml")),
     ("boxes-sam", include_str!("../../pipelines/boxes-sam.toml")),
     ("gt-masks", include_str!("../../pipelines/gt-masks.toml")),
+    ("library", include_str!("../../pipelines/library.toml")),
     (
         "masked-crop",
         include_str!("../../pipelines/masked-crop.toml"),
@@ -449,6 +479,7 @@ mod tests {
             "masked-crop",
             "auto-sam",
             "auto-grid",
+            "library",
         ] {
             assert!(names.iter().any(|n| n == want), "{names:?}");
         }
