@@ -711,7 +711,11 @@ fn a_plain_folder_becomes_a_library_searchable_first_then_refined_once() {
     assert_eq!(tiers["searchable_photos"], 4, "{report}");
     let quick = tiers["quick_regions"].as_u64().unwrap();
     assert!((4..=4 * 24).contains(&quick), "{report}");
-    assert_eq!(tiers["refined_regions"].as_u64().unwrap(), quick, "{report}");
+    assert_eq!(
+        tiers["refined_regions"].as_u64().unwrap(),
+        quick,
+        "{report}"
+    );
     assert_eq!(tiers["regions_to_refine"], 0, "{report}");
     let log: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("errors.json")).unwrap()).unwrap();
@@ -729,7 +733,7 @@ fn a_plain_folder_becomes_a_library_searchable_first_then_refined_once() {
         "search",
         out.to_str().unwrap(),
         "a dog",
-        "-k",
+        "--k",
         "500",
         "--json",
     ]);
@@ -756,10 +760,14 @@ fn a_plain_folder_becomes_a_library_searchable_first_then_refined_once() {
     let quick_row = (0..index.len())
         .find(|&r| {
             let m = &index.rows()[r];
-            m.method.name == "mask-pool" && m.region_id == meta.region_id && m.image_hash == meta.image_hash
+            m.method.name == "mask-pool"
+                && m.region_id == meta.region_id
+                && m.image_hash == meta.image_hash
         })
         .unwrap();
-    let mask = regionseek::masks::Rle::from_coco(&meta.mask).unwrap().decode();
+    let mask = regionseek::masks::Rle::from_coco(&meta.mask)
+        .unwrap()
+        .decode();
     let mask_png = tmp.path().join("region.png");
     image::GrayImage::from_raw(
         mask.width as u32,
@@ -772,10 +780,18 @@ fn a_plain_folder_becomes_a_library_searchable_first_then_refined_once() {
     let photo = photos.join(&meta.image);
     let refined = cli_embedding(&photo, &mask_png, &["--size", "64", "--steps", "3"]);
     let stored = index.embedding(row).unwrap();
-    assert!(cosine(&refined, &stored) > 0.999_999, "{}", cosine(&refined, &stored));
+    assert!(
+        cosine(&refined, &stored) > 0.999_999,
+        "{}",
+        cosine(&refined, &stored)
+    );
     let pooled = cli_embedding(&photo, &mask_png, &["--method", "mask-pool"]);
     let stored = index.embedding(quick_row).unwrap();
-    assert!(cosine(&pooled, &stored) > 0.999_99, "{}", cosine(&pooled, &stored));
+    assert!(
+        cosine(&pooled, &stored) > 0.999_99,
+        "{}",
+        cosine(&pooled, &stored)
+    );
     drop(index);
 
     // A rerun on a fully refined library does nothing.
@@ -821,7 +837,9 @@ fn a_library_run_stopped_part_way_continues_where_it_stopped() {
         }
         a
     };
-    let argv = |a: &Vec<String>| a.iter().map(String::as_str).collect::<Vec<_>>();
+    fn argv(a: &[String]) -> Vec<&str> {
+        a.iter().map(String::as_str).collect()
+    }
     let (code, stdout, err) = run(&argv(&args(Some("1"))));
     assert_eq!(code, 0, "{err}");
     let first = json(&stdout);

@@ -28,5 +28,5 @@ pub use region_index::{
     AppendReport, IndexSpec, RegionIndex, SearchMode, SearchRun, DEFAULT_EF, EXACT_BELOW,
 };
 pub use regionseek_masks::CocoRle;
-pub use tiers::{tier_rank, REFINED_METHOD};
 pub use repair::{repair, verify, FileProblem, RepairReport, VerifyReport};
+pub use tiers::{tier_rank, REFINED_METHOD};

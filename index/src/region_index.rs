@@ -572,7 +572,9 @@ impl RegionIndex {
         if filter.is_empty() {
             self.meta.len() - self.liveness.superseded()
         } else {
-            (0..self.meta.len()).filter(|&id| self.keeps(id, filter)).count()
+            (0..self.meta.len())
+                .filter(|&id| self.keeps(id, filter))
+                .count()
         }
     }
 

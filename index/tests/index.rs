@@ -578,7 +578,9 @@ fn a_region_embedded_by_several_methods_is_found_once_with_its_best_tier() {
                     .unwrap();
                 let of_region: Vec<&str> = hits
                     .iter()
-                    .filter(|h| h.image == record(i).meta.image && h.region_id == record(i).meta.region_id)
+                    .filter(|h| {
+                        h.image == record(i).meta.image && h.region_id == record(i).meta.region_id
+                    })
                     .map(|h| h.method.as_str())
                     .collect();
                 assert_eq!(of_region, ["maskinversion"], "region {i}, {mode:?}");

@@ -192,7 +192,11 @@ pub fn embed_regions(
 
 /// Mask pooling: per mask, the value-path patch tokens `[g², C]` of its (squashed) photo averaged with the
 /// share of each patch the mask covers, projected into the embedding space (unnormalised `[d]` each).
-pub fn mask_pool(model: &ClipModel, tokens: &Tensor, masks: &[BinaryMask]) -> Result<Vec<Vec<f32>>> {
+pub fn mask_pool(
+    model: &ClipModel,
+    tokens: &Tensor,
+    masks: &[BinaryMask],
+) -> Result<Vec<Vec<f32>>> {
     if masks.is_empty() {
         return Ok(Vec::new());
     }

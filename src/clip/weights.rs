@@ -99,10 +99,16 @@ pub fn named_model_places(entry: &super::manifest::ManifestEntry) -> Vec<PathBuf
         places.push(PathBuf::from(root).join(&entry.name));
     }
     places.push(PathBuf::from("weights").join(&entry.name));
-    places.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("weights").join(&entry.name));
+    places.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("weights")
+            .join(&entry.name),
+    );
     let hub = std::env::var_os("HF_HOME")
         .map(|h| PathBuf::from(h).join("hub"))
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub")));
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
+        });
     if let Some(hub) = hub {
         let snapshots = hub
             .join(format!("models--{}", entry.repo.replace('/', "--")))

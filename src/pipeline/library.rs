@@ -177,15 +177,30 @@ pub(super) fn run(
         ..Default::default()
     };
     let mut embed_seconds = 0.0;
-    let photos = lib.quick_pass(&mut index, images, &mut report, &mut tiers, &mut embed_seconds)?;
+    let photos = lib.quick_pass(
+        &mut index,
+        images,
+        &mut report,
+        &mut tiers,
+        &mut embed_seconds,
+    )?;
     tiers.searchable_photos = photos
         .keys()
         .filter(|h| index.has_image(h, IMAGE_METHOD))
         .count();
     if !report.interrupted {
-        lib.refine_pass(&mut index, &photos, &mut report, &mut tiers, &mut embed_seconds)?;
+        lib.refine_pass(
+            &mut index,
+            &photos,
+            &mut report,
+            &mut tiers,
+            &mut embed_seconds,
+        )?;
     }
-    tiers.regions_to_refine = pending_refinements(&index, &photos).iter().map(|p| p.rows.len()).sum();
+    tiers.regions_to_refine = pending_refinements(&index, &photos)
+        .iter()
+        .map(|p| p.rows.len())
+        .sum();
     index.save_graph()?;
     lib.bar.finish_and_clear();
     let mut failures = std::mem::take(&mut lib.failures);
@@ -227,7 +242,12 @@ fn pending_refinements(
             Pending { name, path, rows }
         })
         .collect();
-    pending.sort_by(|a, b| b.rows.len().cmp(&a.rows.len()).then_with(|| a.name.cmp(&b.name)));
+    pending.sort_by(|a, b| {
+        b.rows
+            .len()
+            .cmp(&a.rows.len())
+            .then_with(|| a.name.cmp(&b.name))
+    });
     pending
 }
 
@@ -265,7 +285,8 @@ impl Library<'_, '_> {
                 let hash = match hash {
                     Ok(h) => h,
                     Err(e) => {
-                        self.failures.push(ItemFailure::photo(&input.name, "decode", e));
+                        self.failures
+                            .push(ItemFailure::photo(&input.name, "decode", e));
                         continue;
                     }
                 };
@@ -288,8 +309,8 @@ impl Library<'_, '_> {
             let decoded: Vec<(&ImageInput, String, Result<RgbImage, String>)> = todo
                 .into_par_iter()
                 .map(|(input, hash)| {
-                    let image =
-                        crate::decode::load_rgb_with(&input.path, &decode).map_err(|e| e.to_string());
+                    let image = crate::decode::load_rgb_with(&input.path, &decode)
+                        .map_err(|e| e.to_string());
                     (input, hash, image)
                 })
                 .collect();
@@ -301,7 +322,9 @@ impl Library<'_, '_> {
                         hash,
                         image,
                     }),
-                    Err(e) => self.failures.push(ItemFailure::photo(&input.name, "decode", e)),
+                    Err(e) => self
+                        .failures
+                        .push(ItemFailure::photo(&input.name, "decode", e)),
                 }
             }
             if batch.is_empty() {
@@ -319,13 +342,16 @@ impl Library<'_, '_> {
                         tiers.quick_regions += r.len() - 1;
                         rows.extend(r);
                     }
-                    Err(e) => self.failures.push(ItemFailure::photo(&photo.name, "embed", e)),
+                    Err(e) => self
+                        .failures
+                        .push(ItemFailure::photo(&photo.name, "embed", e)),
                 }
             }
             let added = index.append(rows)?;
             report.regions_added += added.added;
             report.regions_already_indexed += added.duplicates;
-            self.bar.set_message(format!("{} regions", tiers.quick_regions));
+            self.bar
+                .set_message(format!("{} regions", tiers.quick_regions));
         }
         tiers.quick_seconds = started.elapsed().as_secs_f64();
         tiers.quick_photos_per_second = tiers.quick_photos as f64 / tiers.quick_seconds.max(1e-9);
@@ -368,9 +394,14 @@ impl Library<'_, '_> {
                 let pooled = baselines::mask_pool(self.run.model, &tokens, &masks)
                     .map_err(|e| e.to_string())?;
                 let (w, h) = (photo.image.width(), photo.image.height());
-                let whole = BinaryMask::from_box(w as usize, h as usize, 0.0, 0.0, w as f64, h as f64);
+                let whole =
+                    BinaryMask::from_box(w as usize, h as usize, 0.0, 0.0, w as f64, h as f64);
                 let created_at_ms = now_ms();
-                let row = |region_id: &str, mask: &BinaryMask, source: &str, method: &MethodInfo, embedding| {
+                let row = |region_id: &str,
+                           mask: &BinaryMask,
+                           source: &str,
+                           method: &MethodInfo,
+                           embedding| {
                     let bbox = mask.bbox().map_or([0.0; 4], |b| b.map(|v| v as f32));
                     RegionRecord {
                         meta: RegionMeta {
@@ -414,7 +445,8 @@ impl Library<'_, '_> {
         let (w, h) = (image.width() as usize, image.height() as usize);
         if let Some(sam) = self.run.sam.as_mut() {
             let params = self.run.spec.auto_sam.unwrap_or_default();
-            let (found, _) = crate::sam::auto::generate(sam, image, &params).map_err(|e| e.to_string())?;
+            let (found, _) =
+                crate::sam::auto::generate(sam, image, &params).map_err(|e| e.to_string())?;
             return Ok((sam_regions(found, w, h, &self.params), SAM_SOURCE));
         }
         let grid = (patches.len() / cls.len().max(1)) as f64;
@@ -468,7 +500,8 @@ impl Library<'_, '_> {
             let loaded: Vec<(&Pending, Result<(RgbImage, Vec<BinaryMask>), String>)> = group
                 .par_iter()
                 .map(|p| {
-                    let image = crate::decode::load_rgb_with(&p.path, &decode).map_err(|e| e.to_string());
+                    let image =
+                        crate::decode::load_rgb_with(&p.path, &decode).map_err(|e| e.to_string());
                     let masks = image.and_then(|image| {
                         let masks = p
                             .rows
@@ -494,10 +527,14 @@ impl Library<'_, '_> {
             let pairs: Vec<(&RgbImage, &[BinaryMask])> =
                 ready.iter().map(|(_, (i, m))| (i, m.as_slice())).collect();
             let t = Instant::now();
-            let outcomes: Vec<Result<_, String>> = match invert_images(self.run.model, &pairs, &self.cfg) {
-                Ok(o) => o.into_iter().map(|r| r.map_err(|e| e.to_string())).collect(),
-                Err(e) => pairs.iter().map(|_| Err(e.to_string())).collect(),
-            };
+            let outcomes: Vec<Result<_, String>> =
+                match invert_images(self.run.model, &pairs, &self.cfg) {
+                    Ok(o) => o
+                        .into_iter()
+                        .map(|r| r.map_err(|e| e.to_string()))
+                        .collect(),
+                    Err(e) => pairs.iter().map(|_| Err(e.to_string())).collect(),
+                };
             *embed_seconds += t.elapsed().as_secs_f64();
             let cut_short = self.run.cancel.is_cancelled();
             for ((p, _), outcome) in ready.iter().zip(outcomes) {

@@ -13,8 +13,8 @@ pub mod run;
 pub mod spec;
 
 pub use inputs::{
-    from_boxes, from_coco, from_mask_dir, from_photo_folder, scan_photo_folder, ImageInput, InputIssue,
-    RegionInput, RegionShape, SkippedFiles,
+    from_boxes, from_coco, from_mask_dir, from_photo_folder, scan_photo_folder, ImageInput,
+    InputIssue, RegionInput, RegionShape, SkippedFiles,
 };
 pub use job::{default_pipeline, IndexJob, JobError, NeedsRegions, RegionSource, SamSetup, Shard};
 pub use run::{IndexRun, IndexRunReport, ItemFailure};

@@ -208,8 +208,7 @@ pub fn propose_boxes(
                         (1.0 - cosine(&inside, &band)).max(0.0)
                     };
                     saliency.rect(cells, &mut mass);
-                    let concentration =
-                        (mass[0] / total_weight) / (area / (grid * grid) as f64);
+                    let concentration = (mass[0] / total_weight) / (area / (grid * grid) as f64);
                     let score = coherence * contrast * concentration;
                     scored.push(GridBox {
                         cells,
@@ -255,7 +254,16 @@ mod tests {
                 let v: Vec<f32> = if object {
                     vec![0.0, 0.0, 0.0, 0.0, 1.0, 0.9, 0.1, 0.0]
                 } else {
-                    vec![1.0, 0.3 * x as f32 / g as f32, 0.3 * y as f32 / g as f32, 0.2, 0.0, 0.0, 0.0, 0.1]
+                    vec![
+                        1.0,
+                        0.3 * x as f32 / g as f32,
+                        0.3 * y as f32 / g as f32,
+                        0.2,
+                        0.0,
+                        0.0,
+                        0.0,
+                        0.1,
+                    ]
                 };
                 patches.extend(v);
             }
@@ -297,7 +305,10 @@ mod tests {
             score: 1.0,
         };
         let p = tiny.pixels(7, 5, 5);
-        assert!(p[0] < p[2] && p[1] < p[3] && p[2] <= 5 && p[3] <= 5, "{p:?}");
+        assert!(
+            p[0] < p[2] && p[1] < p[3] && p[2] <= 5 && p[3] <= 5,
+            "{p:?}"
+        );
     }
 
     #[test]
