@@ -36,6 +36,7 @@ fn main() -> anyhow::Result<()> {
         lock: None,
         decode: Default::default(),
         cancel: Default::default(),
+        skipped: Default::default(),
     }
     .run(images, issues)?;
     println!(

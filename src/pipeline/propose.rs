@@ -246,7 +246,7 @@ mod tests {
     /// A 10×10 grid of background vectors (slowly varying) with one object of identical vectors at
     /// cells [3, 2, 7, 5), and a CLS embedding that points at the object.
     fn scene() -> (Vec<f32>, Vec<f32>, usize) {
-        let (g, d) = (10, 8);
+        let g = 10;
         let mut patches = Vec::new();
         for y in 0..g {
             for x in 0..g {

@@ -686,6 +686,8 @@ pub fn index_summary(live: &LiveIndex) -> Value {
         rows.iter().map(|r| r.image_hash.as_str()).collect();
     json!({
         "rows": rows.len(),
+        // What a search can return: one row per region, its best tier (the rest were superseded).
+        "regions": rows.len() - live.index.superseded_rows(),
         "images": images.len(),
         "dim": m.dim,
         "model": public_model_id(&m.model_id),

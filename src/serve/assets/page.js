@@ -139,7 +139,7 @@ window.addEventListener("popstate", run);
     photos = s.photos_served;
     fillSelect($("method"), s.index.methods.top, p.method);
     fillSelect($("label"), s.index.labels.top, p.label);
-    $("about").textContent = `${s.index.rows} regions of ${s.index.images} photos · ${s.index.model}` +
+    $("about").textContent = `${s.index.regions} regions of ${s.index.images} photos · ${s.index.model}` +
       (s.index.model.startsWith("random:") ? " (random weights: scores carry no meaning)" : "");
   } catch (e) {
     setStatus(`cannot read the index: ${e.message}`, "error");
