@@ -6,7 +6,7 @@
 #
 # Rows (bench/results/cpu-DATE.jsonl): the cores' AVX-512 FMA peak (bench/cpu_peak.c, one thread per core),
 # `regionseek bench` B/32 and B/16 at 224 and 448 with 10 masks (`--grad auto`: the path it picks), each with the
-# GFLOP/s of its steps (the operations it counts for its path over the steps' seconds), then
+# GFLOP/s of its steps (2 × the multiply-adds it counts for its path, over the steps' seconds), then
 # bench/reference_cpu.py for the same shapes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +27,8 @@ import json, sys
 for line in sys.stdin:
     r = json.loads(line)
     flop = r["estimate_direct_gflop"] if r["grad"] == "direct" else r["estimate_jacobian_gflop"]
-    r["steps_gflop_per_s"] = flop / (r["steps_s"] + r["jacobian_s"]) if flop else None
+    # `estimate_*_gflop` counts multiply-adds: two operations each.
+    r["steps_gflop_per_s"] = 2 * flop / (r["steps_s"] + r["jacobian_s"]) if flop else None
     print(json.dumps({"row": "regionseek", **r}))'
   "$py" bench/reference_cpu.py ViT-B-32,ViT-B-16 224,448 10 2>/dev/null |
     python3 -c 'import json,sys; [print(json.dumps({"row": "official", **json.loads(l)})) for l in sys.stdin]'
