@@ -30,7 +30,8 @@ for line in sys.stdin:
     # `estimate_*_gflop` counts multiply-adds: two operations each.
     r["steps_gflop_per_s"] = 2 * flop / (r["steps_s"] + r["jacobian_s"]) if flop else None
     print(json.dumps({"row": "regionseek", **r}))'
-  "$py" bench/reference_cpu.py ViT-B-32,ViT-B-16 224,448 10 2>/dev/null |
+  # The reference's imports print warnings on stdout: only its JSON lines are rows.
+  "$py" bench/reference_cpu.py ViT-B-32,ViT-B-16 224,448 10 2>/dev/null | grep '^{' |
     python3 -c 'import json,sys; [print(json.dumps({"row": "official", **json.loads(l)})) for l in sys.stdin]'
 } | tee "$out"
 echo "written to $out" >&2

@@ -626,6 +626,23 @@ fn small_library_spec(dir: &Path) -> PathBuf {
     p
 }
 
+/// `regionseek index PHOTOS --out OUT --pipeline SPEC --model random:tiny --json`.
+fn library_index_args(photos: &Path, out: &Path, spec: &Path) -> Vec<String> {
+    [
+        "index",
+        photos.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--pipeline",
+        spec.to_str().unwrap(),
+        "--model",
+        "random:tiny",
+        "--json",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
     let n = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
@@ -684,19 +701,9 @@ fn a_plain_folder_becomes_a_library_searchable_first_then_refined_once() {
     std::fs::copy(&shipped[1], &outside).unwrap();
     std::os::unix::fs::symlink(&outside, photos.join("link.jpg")).unwrap();
 
-    let spec = small_library_spec(tmp.path());
     let out = tmp.path().join("index");
-    let index_args = [
-        "index",
-        photos.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--pipeline",
-        spec.to_str().unwrap(),
-        "--model",
-        "random:tiny",
-        "--json",
-    ];
+    let index_args = library_index_args(&photos, &out, &small_library_spec(tmp.path()));
+    let index_args: Vec<&str> = index_args.iter().map(String::as_str).collect();
     let (code, stdout, err) = run(&index_args);
     assert_eq!(code, 2, "the damaged photo fails, the rest goes on: {err}");
     let report = json(&stdout);
@@ -819,19 +826,7 @@ fn a_library_run_stopped_part_way_continues_where_it_stopped() {
     let spec = small_library_spec(tmp.path());
     let out = tmp.path().join("index");
     let args = |limit: Option<&'static str>| {
-        let mut a: Vec<String> = [
-            "index",
-            photos.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--pipeline",
-            spec.to_str().unwrap(),
-            "--model",
-            "random:tiny",
-            "--json",
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut a = library_index_args(&photos, &out, &spec);
         if let Some(n) = limit {
             a.extend(["--limit".to_string(), n.to_string()]);
         }

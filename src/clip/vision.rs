@@ -213,14 +213,7 @@ impl VisionTransformer {
     /// `[d]` and its last block's taps.
     pub fn forward_with_taps_batch(&self, pixels: &Tensor) -> Result<Vec<(Tensor, ImageTaps)>> {
         let grid = self.grid_of(pixels)?;
-        let mut x = self.embed(pixels)?;
-        let (last, rest) = self
-            .blocks
-            .split_last()
-            .expect("a ViT has at least one block");
-        for block in rest {
-            x = block.forward(&x, None)?;
-        }
+        let (x, last) = self.up_to_last_block(pixels)?;
         let (x_out, block_taps) = last.forward_with_taps(&x)?;
         block_taps
             .into_iter()
@@ -253,6 +246,14 @@ impl VisionTransformer {
     /// (the full last block) and its value-path patch tokens `[B, g², C]` (see
     /// [`Self::value_path_patch_tokens`]); the last block runs twice, the other blocks once.
     pub fn forward_cls_and_patch_tokens(&self, pixels: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (x, last) = self.up_to_last_block(pixels)?;
+        let out = last.forward(&x, None)?;
+        let cls = self.project(&out.narrow(1, 0, 1)?.squeeze(1)?)?;
+        Ok((cls, self.value_path_from(last, &x)?))
+    }
+
+    /// The tokens entering the last block `[B, N, C]`, and that block.
+    fn up_to_last_block(&self, pixels: &Tensor) -> Result<(Tensor, &ResidualBlock)> {
         let mut x = self.embed(pixels)?;
         let (last, rest) = self
             .blocks
@@ -261,9 +262,7 @@ impl VisionTransformer {
         for block in rest {
             x = block.forward(&x, None)?;
         }
-        let out = last.forward(&x, None)?;
-        let cls = self.project(&out.narrow(1, 0, 1)?.squeeze(1)?)?;
-        Ok((cls, self.value_path_from(last, &x)?))
+        Ok((x, last))
     }
 
     fn value_path_from(&self, last: &ResidualBlock, x: &Tensor) -> Result<Tensor> {
@@ -280,14 +279,7 @@ impl VisionTransformer {
     /// (no attention mixing), residual and MLP kept, before ln_post `[B, g², C]`. Pool them inside a mask
     /// and pass the pooled token to [`Self::project_tokens`].
     pub fn value_path_patch_tokens(&self, pixels: &Tensor) -> Result<Tensor> {
-        let mut x = self.embed(pixels)?;
-        let (last, rest) = self
-            .blocks
-            .split_last()
-            .expect("a ViT has at least one block");
-        for block in rest {
-            x = block.forward(&x, None)?;
-        }
+        let (x, last) = self.up_to_last_block(pixels)?;
         self.value_path_from(last, &x)
     }
 

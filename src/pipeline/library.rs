@@ -145,20 +145,8 @@ pub(super) fn run(
         forward_batch: run.spec.forward_batch(&run.model.device).max(1),
         ..Default::default()
     };
-    let failures = issues
-        .iter()
-        .map(|i| ItemFailure {
-            image: i.item.clone(),
-            region_id: None,
-            stage: "input",
-            error: i.message.clone(),
-        })
-        .collect();
-    let bar = if run.progress {
-        indicatif::ProgressBar::new(images.len() as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let failures = issues.iter().map(ItemFailure::input).collect();
+    let bar = run.progress_bar(images.len());
     let params = run.spec.propose.clone().unwrap_or_default();
     let mut lib = Library {
         run: &mut run,

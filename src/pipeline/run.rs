@@ -32,6 +32,16 @@ pub struct ItemFailure {
 }
 
 impl ItemFailure {
+    /// An item of the input refused before any work (listed first in `errors.json`).
+    pub(super) fn input(issue: &InputIssue) -> Self {
+        Self {
+            image: issue.item.clone(),
+            region_id: None,
+            stage: "input",
+            error: issue.message.clone(),
+        }
+    }
+
     pub(super) fn photo(image: &str, stage: &'static str, error: String) -> Self {
         Self {
             image: image.to_string(),
@@ -657,6 +667,15 @@ impl IndexRun<'_> {
         Ok((index, weights_hash))
     }
 
+    /// A progress bar over `len` items, hidden unless the run draws one.
+    pub(super) fn progress_bar(&self, len: usize) -> indicatif::ProgressBar {
+        if self.progress {
+            indicatif::ProgressBar::new(len as u64)
+        } else {
+            indicatif::ProgressBar::hidden()
+        }
+    }
+
     /// Writes `errors.json`: every failed item of the run, input issues first.
     pub(super) fn write_error_log(&self, failures: &mut [ItemFailure]) -> anyhow::Result<PathBuf> {
         for f in failures.iter_mut() {
@@ -698,21 +717,9 @@ impl IndexRun<'_> {
             input_issues: issues.len(),
             ..Default::default()
         };
-        let mut failures: Vec<ItemFailure> = issues
-            .iter()
-            .map(|i| ItemFailure {
-                image: i.item.clone(),
-                region_id: None,
-                stage: "input",
-                error: i.message.clone(),
-            })
-            .collect();
+        let mut failures: Vec<ItemFailure> = issues.iter().map(ItemFailure::input).collect();
         let total_regions: usize = images.iter().map(|i| i.regions.len()).sum();
-        let bar = if self.progress {
-            indicatif::ProgressBar::new(images.len() as u64)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
+        let bar = self.progress_bar(images.len());
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} photos ({per_sec}) {msg}",
