@@ -208,3 +208,79 @@ fn auto_grid_needs_no_model_and_a_boxless_pipeline_says_what_to_use() {
     assert_eq!(code, 1);
     assert!(err.contains("--pipeline auto-sam"), "{err}");
 }
+
+#[test]
+fn the_library_with_sam_takes_its_regions_from_the_automatic_masks() {
+    let Some(sam) = sam_fixture() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = photo_folder(tmp.path());
+    let spec = tmp.path().join("library-sam.toml");
+    std::fs::write(
+        &spec,
+        std::fs::read_to_string(common::root().join("pipelines/library.toml"))
+            .unwrap()
+            .replace("size = 448", "size = 64")
+            .replace("steps = 10", "steps = 2")
+            + "\n[auto_sam]\npoints_per_side = 4\npred_iou_thresh = 0.3\nstability_score_thresh = 0.2\n",
+    )
+    .unwrap();
+    let index = tmp.path().join("idx");
+    let sam_auto = sam.join("auto");
+    let (code, out, err) = run(&[
+        "index",
+        photos.to_str().unwrap(),
+        "--pipeline",
+        spec.to_str().unwrap(),
+        "--sam",
+        sam_auto.to_str().unwrap(),
+        "--model",
+        "random:tiny",
+        "--out",
+        index.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r = json(&out);
+    assert_eq!(r["tiers"]["regions_from"], "auto-sam", "{r}");
+    assert_eq!(r["tiers"]["searchable_photos"], 2, "{r}");
+    assert_eq!(r["tiers"]["regions_to_refine"], 0, "{r}");
+    let hits = rows(&index);
+    let regions: Vec<&Value> = hits.iter().filter(|h| h["source"] == "auto-sam").collect();
+    assert_eq!(
+        regions.len() as u64,
+        r["tiers"]["quick_regions"].as_u64().unwrap()
+    );
+    assert!(!regions.is_empty());
+    assert!(regions.iter().all(|h| h["method"] == "maskinversion"));
+
+    // The same masks as `sam --auto` with the same parameters, under the generator's ids.
+    let masks_dir = tmp.path().join("masks");
+    let (code, _, err) = run(&[
+        "sam",
+        photos.join("trip/landscape.png").to_str().unwrap(),
+        "--auto",
+        "--points-per-side",
+        "4",
+        "--pred-iou-thresh",
+        "0.3",
+        "--stability-score-thresh",
+        "0.2",
+        "--sam",
+        sam_auto.to_str().unwrap(),
+        "--out",
+        masks_dir.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let records: Vec<Value> = serde_json::from_str(
+        &std::fs::read_to_string(masks_dir.join("landscape_auto.json")).unwrap(),
+    )
+    .unwrap();
+    for h in regions
+        .iter()
+        .filter(|h| h["image"] == "trip/landscape.png")
+    {
+        let i: usize = h["region_id"].as_str().unwrap()[5..].parse().unwrap();
+        assert_eq!(h["mask_rle"], records[i]["segmentation"], "region {i}");
+    }
+}

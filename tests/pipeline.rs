@@ -853,3 +853,92 @@ fn a_library_run_stopped_part_way_continues_where_it_stopped() {
     assert_eq!(index.len() as u64, 3 + 2 * total_regions);
     assert_eq!(index.superseded_rows() as u64, total_regions);
 }
+
+/// The committed row count of an index (0 before its first commit).
+fn committed_rows(index: &Path) -> u64 {
+    std::fs::read_to_string(index.join("manifest.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|m| m["rows"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_library_run_killed_while_refining_is_finished_by_the_next_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Four shipped photos, refined at 224 px with B/32 and committed photo by photo: slow enough to be killed
+    // between two commits of the refining pass.
+    let spec = tmp.path().join("refine-often.toml");
+    std::fs::write(
+        &spec,
+        std::fs::read_to_string(root().join("pipelines/library.toml"))
+            .unwrap()
+            .replace("size = 448", "size = 224")
+            .replace("batch_images = 8", "batch_images = 1"),
+    )
+    .unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    let mut shipped: Vec<PathBuf> = std::fs::read_dir(root().join("examples/photos"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    shipped.sort();
+    for p in shipped.iter().take(4) {
+        std::fs::copy(p, photos.join(p.file_name().unwrap())).unwrap();
+    }
+    let out = tmp.path().join("index");
+    let mut args = library_index_args(&photos, &out, &spec);
+    let model_at = args.len() - 2;
+    args[model_at] = "random:vit-b-32".into();
+    let mut child = bin()
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let quick_rows = loop {
+        let rows = committed_rows(&out);
+        if rows > 0 {
+            break rows;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no quick tier"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    while committed_rows(&out) == quick_rows {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "nothing refined"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let refined_before = committed_rows(&out) - quick_rows;
+    let regions = quick_rows - 4;
+    assert!(
+        refined_before < regions,
+        "the run finished before it was killed"
+    );
+
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, stdout, err) = run(&argv);
+    assert_eq!(code, 0, "{err}");
+    let again = json(&stdout);
+    assert_eq!(again["tiers"]["quick_photos"], 0, "{again}");
+    assert_eq!(again["images_skipped"], 4, "{again}");
+    assert_eq!(
+        again["tiers"]["refined_regions"].as_u64().unwrap(),
+        regions - refined_before,
+        "only what the killed run had not committed: {again}"
+    );
+    assert_eq!(again["tiers"]["regions_to_refine"], 0, "{again}");
+    let index = regionseek::index::RegionIndex::open(&out).unwrap();
+    assert_eq!(index.len() as u64, 4 + 2 * regions);
+    assert_eq!(index.superseded_rows() as u64, regions);
+}
