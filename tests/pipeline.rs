@@ -626,6 +626,22 @@ fn small_library_spec(dir: &Path) -> PathBuf {
     p
 }
 
+/// The first `n` photos shipped in examples/photos, copied into `dir` (created).
+fn copy_shipped_photos(dir: &Path, n: usize) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut shipped: Vec<PathBuf> = std::fs::read_dir(root().join("examples/photos"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    shipped.sort();
+    shipped.truncate(n);
+    for p in &shipped {
+        std::fs::copy(p, dir.join(p.file_name().unwrap())).unwrap();
+    }
+    shipped
+}
+
 /// `regionseek index PHOTOS --out OUT --pipeline SPEC --model random:tiny --json`.
 fn library_index_args(photos: &Path, out: &Path, spec: &Path) -> Vec<String> {
     [
@@ -677,21 +693,13 @@ fn a_plain_folder_becomes_a_library_searchable_first_then_refined_once() {
     let tmp = tempfile::tempdir().unwrap();
     let photos = tmp.path().join("library");
     let nested = photos.join("2024/summer");
-    std::fs::create_dir_all(&nested).unwrap();
-    let shipped: Vec<PathBuf> = {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("examples/photos"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-            .collect();
-        v.sort();
-        v.truncate(4);
-        v
-    };
-    for (i, p) in shipped.iter().enumerate() {
-        let to = if i % 2 == 0 { &photos } else { &nested };
-        std::fs::copy(p, to.join(p.file_name().unwrap())).unwrap();
+    let shipped = copy_shipped_photos(&photos, 2);
+    let mut deeper = copy_shipped_photos(&nested, 4);
+    // Two photos at the top, the next two in a nested folder.
+    for p in deeper.drain(..2) {
+        std::fs::remove_file(nested.join(p.file_name().unwrap())).unwrap();
     }
+    let shipped: Vec<PathBuf> = shipped.into_iter().chain(deeper).collect();
     // What a real folder also holds: sidecars, a video, a hidden file, a damaged photo, a way out.
     std::fs::write(photos.join("notes.txt"), "not a photo").unwrap();
     std::fs::write(nested.join("clip.mp4"), b"\x00\x00\x00\x18ftypmp42").unwrap();
@@ -813,16 +821,7 @@ fn a_plain_folder_becomes_a_library_searchable_first_then_refined_once() {
 fn a_library_run_stopped_part_way_continues_where_it_stopped() {
     let tmp = tempfile::tempdir().unwrap();
     let photos = tmp.path().join("library");
-    std::fs::create_dir_all(&photos).unwrap();
-    let mut shipped: Vec<PathBuf> = std::fs::read_dir(root().join("examples/photos"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-        .collect();
-    shipped.sort();
-    for p in shipped.iter().take(3) {
-        std::fs::copy(p, photos.join(p.file_name().unwrap())).unwrap();
-    }
+    copy_shipped_photos(&photos, 3);
     let spec = small_library_spec(tmp.path());
     let out = tmp.path().join("index");
     let args = |limit: Option<&'static str>| {
@@ -878,16 +877,7 @@ fn a_library_run_killed_while_refining_is_finished_by_the_next_run() {
     )
     .unwrap();
     let photos = tmp.path().join("photos");
-    std::fs::create_dir(&photos).unwrap();
-    let mut shipped: Vec<PathBuf> = std::fs::read_dir(root().join("examples/photos"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-        .collect();
-    shipped.sort();
-    for p in shipped.iter().take(4) {
-        std::fs::copy(p, photos.join(p.file_name().unwrap())).unwrap();
-    }
+    copy_shipped_photos(&photos, 4);
     let out = tmp.path().join("index");
     let mut args = library_index_args(&photos, &out, &spec);
     let model_at = args.len() - 2;

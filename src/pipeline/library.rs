@@ -29,9 +29,7 @@ use crate::sam::box_mask;
 
 use super::inputs::{ImageInput, InputIssue};
 use super::propose::{propose_boxes, ProposeParams};
-use super::run::{
-    file_hash, frame_conflict, method_info, peak_rss_mb, IndexRun, IndexRunReport, ItemFailure,
-};
+use super::run::{file_hash, frame_conflict, method_info, IndexRun, IndexRunReport, ItemFailure};
 use super::spec::EmbedStage;
 
 /// The region id and method of a photo's whole-photo row.
@@ -194,11 +192,7 @@ pub(super) fn run(
     let mut failures = std::mem::take(&mut lib.failures);
     report.failures = failures.len() - issues.len();
     report.rows_total = index.len();
-    report.seconds = started.elapsed().as_secs_f64();
-    report.images_per_second = report.images_processed as f64 / report.seconds.max(1e-9);
-    report.regions_per_second = report.regions_added as f64 / report.seconds.max(1e-9);
-    report.peak_rss_mb = peak_rss_mb();
-    report.model_busy_fraction = embed_seconds / report.seconds.max(1e-9);
+    report.finish_timing(started, embed_seconds);
     report.random_model = run.model.is_random();
     report.skipped = run.skipped;
     report.tiers = Some(tiers);

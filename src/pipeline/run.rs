@@ -89,6 +89,18 @@ pub struct IndexRunReport {
     pub tiers: Option<super::library::TierReport>,
 }
 
+impl IndexRunReport {
+    /// The run's wall time and the rates, memory and model share that follow from it and the counts.
+    pub(super) fn finish_timing(&mut self, started: Instant, embed_seconds: f64) {
+        self.seconds = started.elapsed().as_secs_f64();
+        let seconds = self.seconds.max(1e-9);
+        self.images_per_second = self.images_processed as f64 / seconds;
+        self.regions_per_second = self.regions_added as f64 / seconds;
+        self.peak_rss_mb = peak_rss_mb();
+        self.model_busy_fraction = embed_seconds / seconds;
+    }
+}
+
 /// The identity of a model's weights recorded in the index: the id for built-in random models, the sha256
 /// of the tensor file for real ones.
 /// The per-file digests of a weights folder, kept beside the weights so that opening a model does not
@@ -642,7 +654,7 @@ pub(super) fn file_hash(path: &Path) -> Result<String, String> {
     crate::clip::manifest::sha256_file(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-pub(super) fn peak_rss_mb() -> Option<f64> {
+fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -913,11 +925,7 @@ impl IndexRun<'_> {
         bar.finish_and_clear();
         report.failures = failures.len() - issues.len();
         report.rows_total = index.len();
-        report.seconds = started.elapsed().as_secs_f64();
-        report.images_per_second = report.images_processed as f64 / report.seconds.max(1e-9);
-        report.regions_per_second = report.regions_added as f64 / report.seconds.max(1e-9);
-        report.peak_rss_mb = peak_rss_mb();
-        report.model_busy_fraction = embed_seconds / report.seconds.max(1e-9);
+        report.finish_timing(started, embed_seconds);
         report.gpu_utilisation = utilisation.and_then(|u| u.finish());
         report.random_model = self.model.is_random();
         report.skipped = self.skipped;
