@@ -61,6 +61,35 @@ fn rows(index: &Path) -> Vec<Value> {
     json(&out)["hits"].as_array().unwrap().clone()
 }
 
+/// `regionseek sam PHOTO --auto` with the loosened thresholds the tests index with (4 points per side, predicted
+/// IoU 0.3, stability 0.2): the number of masks and their records (`<stem>_auto.json` in `out`).
+fn loose_auto_masks(photo: &Path, sam: &Path, out: &Path) -> (u64, Vec<Value>) {
+    let (code, stdout, err) = run(&[
+        "sam",
+        photo.to_str().unwrap(),
+        "--auto",
+        "--points-per-side",
+        "4",
+        "--pred-iou-thresh",
+        "0.3",
+        "--stability-score-thresh",
+        "0.2",
+        "--sam",
+        sam.join("auto").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let n = json(&stdout)["masks"].as_u64().unwrap();
+    let stem = photo.file_stem().unwrap().to_str().unwrap();
+    let records = serde_json::from_str(
+        &std::fs::read_to_string(out.join(format!("{stem}_auto.json"))).unwrap(),
+    )
+    .unwrap();
+    (n, records)
+}
+
 #[test]
 fn a_plain_folder_is_indexed_by_automatic_sam_masks_and_resumes() {
     let Some(sam) = sam_fixture() else { return };
@@ -114,32 +143,9 @@ fn a_plain_folder_is_indexed_by_automatic_sam_masks_and_resumes() {
 
     // `sam --auto` gives the same masks for the same parameters.
     let masks_dir = tmp.path().join("masks");
-    let photo = photos.join("trip/landscape.png");
-    let (code, out, err) = run(&[
-        "sam",
-        photo.to_str().unwrap(),
-        "--auto",
-        "--points-per-side",
-        "4",
-        "--pred-iou-thresh",
-        "0.3",
-        "--stability-score-thresh",
-        "0.2",
-        "--sam",
-        sam.join("auto").to_str().unwrap(),
-        "--out",
-        masks_dir.to_str().unwrap(),
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let r = json(&out);
-    let n = r["masks"].as_u64().unwrap();
+    let (n, records) = loose_auto_masks(&photos.join("trip/landscape.png"), &sam, &masks_dir);
     let indexed = hits.iter().filter(|h| h["image"] == "trip/landscape.png");
     assert_eq!(indexed.clone().count() as u64, n);
-    let records: Vec<Value> = serde_json::from_str(
-        &std::fs::read_to_string(masks_dir.join("landscape_auto.json")).unwrap(),
-    )
-    .unwrap();
     assert_eq!(records.len() as u64, n);
     for h in indexed {
         let i: usize = h["region_id"].as_str().unwrap()[5..].parse().unwrap();
@@ -255,27 +261,7 @@ fn the_library_with_sam_takes_its_regions_from_the_automatic_masks() {
 
     // The same masks as `sam --auto` with the same parameters, under the generator's ids.
     let masks_dir = tmp.path().join("masks");
-    let (code, _, err) = run(&[
-        "sam",
-        photos.join("trip/landscape.png").to_str().unwrap(),
-        "--auto",
-        "--points-per-side",
-        "4",
-        "--pred-iou-thresh",
-        "0.3",
-        "--stability-score-thresh",
-        "0.2",
-        "--sam",
-        sam_auto.to_str().unwrap(),
-        "--out",
-        masks_dir.to_str().unwrap(),
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let records: Vec<Value> = serde_json::from_str(
-        &std::fs::read_to_string(masks_dir.join("landscape_auto.json")).unwrap(),
-    )
-    .unwrap();
+    let (_, records) = loose_auto_masks(&photos.join("trip/landscape.png"), &sam, &masks_dir);
     for h in regions
         .iter()
         .filter(|h| h["image"] == "trip/landscape.png")
