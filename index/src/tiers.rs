@@ -1,4 +1,5 @@
-//! One live row per region. A region (photo content, region id) can be embedded by several methods — the
+//! One live row per region. A region (photo content, where it came from, region id) can be embedded by several
+//! methods — the
 //! library pipeline commits a quick embedding first and MaskInversion's later — and a search must return the
 //! region once, with the best embedding there is. Superseded rows stay in the table (an append-only store);
 //! searches without a method filter pass them over, a method filter still reaches every row of that method.
@@ -23,8 +24,9 @@ pub fn tier_rank(method: &str) -> u8 {
 /// Which rows are live, kept up to date as rows are appended.
 #[derive(Debug, Default)]
 pub(crate) struct Liveness {
-    /// (photo content hash, region id) → (its live row, that row's rank).
-    best: HashMap<(String, String), (usize, u8)>,
+    /// (photo content hash, source, region id) → (its live row, that row's rank). The source is part of the
+    /// region: ids of different inputs (a boxes file's "0", a mask folder's "0") are different regions.
+    best: HashMap<(String, String, String), (usize, u8)>,
     live: Vec<bool>,
     superseded: usize,
 }
@@ -43,7 +45,11 @@ impl Liveness {
         debug_assert_eq!(row, self.live.len(), "rows are registered in order");
         self.live.push(true);
         let rank = tier_rank(&meta.method.name);
-        let key = (meta.image_hash.clone(), meta.region_id.clone());
+        let key = (
+            meta.image_hash.clone(),
+            meta.source.clone(),
+            meta.region_id.clone(),
+        );
         match self.best.get_mut(&key) {
             None => {
                 self.best.insert(key, (row, rank));

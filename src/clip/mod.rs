@@ -128,7 +128,7 @@ impl ClipModel {
                     precision,
                 )?)
             }
-            ModelSource::Dir(dir) => {
+            ModelSource::Dir(dir) | ModelSource::Named { dir, .. } => {
                 let files = ModelFiles::resolve(dir)?;
                 let vb = files.var_builder(device)?;
                 build(
@@ -285,7 +285,7 @@ impl TextModel {
                 let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
                 (vb, Naming::OpenClip, config, None)
             }
-            ModelSource::Dir(dir) => {
+            ModelSource::Dir(dir) | ModelSource::Named { dir, .. } => {
                 let files = ModelFiles::resolve(dir)?;
                 (
                     files.var_builder(device)?,

@@ -53,7 +53,16 @@ pub enum WeightsError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelSource {
     Dir(PathBuf),
-    Random { arch: Arch, seed: u64 },
+    /// A model known by name (`weights list`), found in `dir`: recorded by its name, so that an index built
+    /// with it resumes and searches from any folder and whichever copy of the files is found.
+    Named {
+        name: String,
+        dir: PathBuf,
+    },
+    Random {
+        arch: Arch,
+        seed: u64,
+    },
 }
 
 impl ModelSource {
@@ -72,19 +81,26 @@ impl ModelSource {
             };
             return Ok(ModelSource::Random { arch, seed });
         }
-        let path = PathBuf::from(spec);
-        if !path.exists() {
+        // A bare name is a name even if a file of that name sits in the current folder (an index folder
+        // `--out clip-vit-b-16`, say); `./clip-vit-b-16` is a folder.
+        let written_as_path = spec.contains('/') || spec.starts_with('.');
+        if !written_as_path {
             if let Some(entry) = super::manifest::find(spec) {
-                return resolve_named(&entry).map(ModelSource::Dir);
+                let dir = resolve_named(&entry)?;
+                return Ok(ModelSource::Named {
+                    name: entry.name,
+                    dir,
+                });
             }
         }
-        Ok(ModelSource::Dir(path))
+        Ok(ModelSource::Dir(PathBuf::from(spec)))
     }
 
     /// A stable identifier recorded next to every embedding (random models are labelled as such).
     pub fn id(&self) -> String {
         match self {
             ModelSource::Dir(p) => p.display().to_string(),
+            ModelSource::Named { name, .. } => name.clone(),
             ModelSource::Random { arch, seed } => format!("random:{}:{seed}", arch.name()),
         }
     }
@@ -92,7 +108,7 @@ impl ModelSource {
 
 /// Where a model known by name is looked for, in order: `$REGIONSEEK_WEIGHTS/NAME`, `weights/NAME` in the
 /// current folder (where `weights fetch` puts it), the source tree's `weights/NAME`, and the Hugging Face hub
-/// cache's snapshots of its repository (`$HF_HOME/hub`, else `~/.cache/huggingface/hub`).
+/// cache's snapshots of its repository (`$HF_HUB_CACHE`, `$HF_HOME/hub`, else `~/.cache/huggingface/hub`).
 pub fn named_model_places(entry: &super::manifest::ManifestEntry) -> Vec<PathBuf> {
     let mut places = Vec::new();
     if let Some(root) = std::env::var_os("REGIONSEEK_WEIGHTS") {
@@ -104,8 +120,9 @@ pub fn named_model_places(entry: &super::manifest::ManifestEntry) -> Vec<PathBuf
             .join("weights")
             .join(&entry.name),
     );
-    let hub = std::env::var_os("HF_HOME")
-        .map(|h| PathBuf::from(h).join("hub"))
+    let hub = std::env::var_os("HF_HUB_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HF_HOME").map(|h| PathBuf::from(h).join("hub")))
         .or_else(|| {
             std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
         });

@@ -74,6 +74,11 @@ struct Pending {
     rows: Vec<RegionMeta>,
 }
 
+/// Whether the index will take an embedding (it refuses a whole batch for one zero or non-finite vector).
+fn usable(embedding: &[f32]) -> bool {
+    embedding.iter().all(|v| v.is_finite()) && embedding.iter().any(|v| *v != 0.0)
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -277,16 +282,20 @@ impl Library<'_, '_> {
                     report.images_skipped += 1;
                     continue;
                 }
-                photos.insert(hash.clone(), (input.name.clone(), input.path.clone()));
                 match index.image_frame(&hash, IMAGE_METHOD) {
-                    Some(frame) if frame != rotate => self.failures.push(ItemFailure::photo(
-                        &input.name,
-                        "frame",
-                        frame_conflict(frame),
-                    )),
+                    // Left out of `photos` too: its regions are in the other frame, never refined in this one.
+                    Some(frame) if frame != rotate => {
+                        self.failures.push(ItemFailure::photo(
+                            &input.name,
+                            "frame",
+                            frame_conflict(frame),
+                        ));
+                        continue;
+                    }
                     Some(_) => report.images_skipped += 1,
-                    None => todo.push((input, hash)),
+                    None => todo.push((input, hash.clone())),
                 }
+                photos.insert(hash, (input.name.clone(), input.path.clone()));
             }
             let decoded: Vec<(&ImageInput, String, Result<RgbImage, String>)> = todo
                 .into_par_iter()
@@ -401,6 +410,9 @@ impl Library<'_, '_> {
                         embedding,
                     }
                 };
+                if !usable(&cls[i]) {
+                    return Err("the model gave this photo a zero or non-finite embedding".into());
+                }
                 let mut records = vec![row(
                     IMAGE_REGION,
                     &whole,
@@ -409,7 +421,16 @@ impl Library<'_, '_> {
                     cls[i].clone(),
                 )];
                 for ((id, mask), embedding) in regions.iter().zip(pooled) {
-                    records.push(row(id, mask, source, &self.methods.quick, embedding));
+                    if usable(&embedding) {
+                        records.push(row(id, mask, source, &self.methods.quick, embedding));
+                    } else {
+                        self.failures.push(ItemFailure {
+                            image: photo.name.clone(),
+                            region_id: Some(id.clone()),
+                            stage: "embed",
+                            error: "a zero or non-finite embedding".into(),
+                        });
+                    }
                 }
                 Ok(records)
             })
@@ -433,12 +454,18 @@ impl Library<'_, '_> {
         }
         let grid = (patches.len() / cls.len().max(1)) as f64;
         let grid = grid.sqrt().round() as usize;
+        // On a photo smaller than the grid several boxes land on the same pixels: each counts once.
+        let mut seen = std::collections::HashSet::new();
         let regions = propose_boxes(patches, cls, grid, &self.params)
             .into_iter()
             .filter_map(|b| {
                 let [x0, y0, x1, y1] = b.pixels(grid, w, h);
+                let id = format!("box-{}x{}+{x0}+{y0}", x1 - x0, y1 - y0);
+                if !seen.insert(id.clone()) {
+                    return None;
+                }
                 let mask = box_mask([x0 as f32, y0 as f32, x1 as f32, y1 as f32], w, h).ok()?;
-                Some((format!("box-{}x{}+{x0}+{y0}", x1 - x0, y1 - y0), mask))
+                Some((id, mask))
             })
             .collect();
         Ok((regions, BOX_SOURCE))
@@ -503,7 +530,10 @@ impl Library<'_, '_> {
             for (p, l) in loaded {
                 match l {
                     Ok(l) => ready.push((p, l)),
-                    Err(e) => self.failures.push(ItemFailure::photo(&p.name, "decode", e)),
+                    Err(e) => {
+                        self.failures.push(ItemFailure::photo(&p.name, "decode", e));
+                        self.bar.inc(p.rows.len() as u64);
+                    }
                 }
             }
             let pairs: Vec<(&RgbImage, &[BinaryMask])> =
@@ -526,12 +556,20 @@ impl Library<'_, '_> {
                     Err(_) if cut_short => continue,
                     Err(e) => {
                         self.failures.push(ItemFailure::photo(&p.name, "embed", e));
+                        self.bar.inc(p.rows.len() as u64);
                         continue;
                     }
                 };
                 let created_at_ms = now_ms();
                 let mut refined = 0;
                 for (meta, m) in p.rows.iter().zip(masks) {
+                    let m = m.and_then(|m| {
+                        if usable(&m.embedding) {
+                            Ok(m)
+                        } else {
+                            Err("a zero or non-finite embedding".to_string())
+                        }
+                    });
                     match m {
                         Ok(m) => {
                             refined += 1;

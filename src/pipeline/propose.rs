@@ -63,13 +63,15 @@ impl GridBox {
     /// The box in pixels of a `width`×`height` photo squashed onto the grid.
     pub fn pixels(&self, grid: usize, width: usize, height: usize) -> [usize; 4] {
         let at = |cell: usize, len: usize| (cell * len + grid / 2) / grid;
+        // At least one pixel wide and inside the photo, however small the photo is against the grid.
+        let span = |c0: usize, c1: usize, len: usize| {
+            let start = at(c0, len).min(len.saturating_sub(1));
+            (start, at(c1, len).clamp(start + 1, len.max(1)))
+        };
         let [x0, y0, x1, y1] = self.cells;
-        [
-            at(x0, width),
-            at(y0, height),
-            at(x1, width).max(at(x0, width) + 1),
-            at(y1, height).max(at(y0, height) + 1),
-        ]
+        let (px0, px1) = span(x0, x1, width);
+        let (py0, py1) = span(y0, y1, height);
+        [px0, py0, px1, py1]
     }
 }
 
@@ -300,15 +302,15 @@ mod tests {
             score: 1.0,
         };
         assert_eq!(b.pixels(7, 640, 480), [0, 206, 640, 480]);
-        let tiny = GridBox {
-            cells: [6, 6, 7, 7],
-            score: 1.0,
-        };
-        let p = tiny.pixels(7, 5, 5);
-        assert!(
-            p[0] < p[2] && p[1] < p[3] && p[2] <= 5 && p[3] <= 5,
-            "{p:?}"
-        );
+        for (w, h) in [(5, 5), (1, 1), (2, 3), (640, 1)] {
+            for cells in [[6, 6, 7, 7], [0, 0, 1, 1], [3, 2, 7, 5]] {
+                let p = GridBox { cells, score: 1.0 }.pixels(7, w, h);
+                assert!(
+                    p[0] < p[2] && p[1] < p[3] && p[2] <= w && p[3] <= h,
+                    "{cells:?} on {w}x{h}: {p:?}"
+                );
+            }
+        }
     }
 
     #[test]
