@@ -144,7 +144,13 @@ pub fn named_model_places(entry: &super::manifest::ManifestEntry) -> Vec<PathBuf
 
 /// The first of [`named_model_places`] that holds all of the model's files.
 fn resolve_named(entry: &super::manifest::ManifestEntry) -> Result<PathBuf, WeightsError> {
-    let places = named_model_places(entry);
+    resolve_in(entry, &named_model_places(entry))
+}
+
+fn resolve_in(
+    entry: &super::manifest::ManifestEntry,
+    places: &[PathBuf],
+) -> Result<PathBuf, WeightsError> {
     places
         .iter()
         .find(|dir| entry.files.iter().all(|f| dir.join(f).is_file()))
@@ -639,4 +645,42 @@ pub fn random_state_dict(
             Ok((name, Tensor::from_vec(data, shape, device)?))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod named_model_tests {
+    use super::*;
+
+    #[test]
+    fn a_named_model_is_found_where_its_files_are_and_recorded_by_its_name() {
+        let entry = super::super::manifest::find("clip-vit-b-16").expect("in the manifest");
+        let tmp = tempfile::tempdir().unwrap();
+        let (empty, full) = (tmp.path().join("empty"), tmp.path().join("full"));
+        std::fs::create_dir_all(&empty).unwrap();
+        std::fs::create_dir_all(&full).unwrap();
+        for f in &entry.files {
+            std::fs::write(full.join(f), b"").unwrap();
+        }
+        let places = [tmp.path().join("absent"), empty.clone(), full.clone()];
+        assert_eq!(resolve_in(&entry, &places).unwrap(), full);
+        let e = resolve_in(&entry, &places[..2]).unwrap_err().to_string();
+        for says in [
+            "regionseek weights fetch clip-vit-b-16",
+            "--model DIR",
+            "--model random:vit-b-16",
+            empty.to_str().unwrap(),
+        ] {
+            assert!(e.contains(says), "{e}");
+        }
+        let named = ModelSource::Named {
+            name: entry.name.clone(),
+            dir: full,
+        };
+        assert_eq!(named.id(), "clip-vit-b-16");
+        // Written as a path, the same name is a folder.
+        assert_eq!(
+            ModelSource::parse("./clip-vit-b-16").unwrap(),
+            ModelSource::Dir(PathBuf::from("./clip-vit-b-16"))
+        );
+    }
 }
