@@ -862,10 +862,25 @@ fn committed_rows(index: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits until the index at `out` has committed more than `rows` rows; returns how many it has.
+fn wait_for_rows_beyond(out: &Path, rows: u64, started: Instant) -> u64 {
+    loop {
+        let now = committed_rows(out);
+        if now > rows {
+            return now;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no commit beyond {rows} rows"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
-fn a_library_run_killed_while_refining_is_finished_by_the_next_run() {
+fn a_library_run_stopped_by_ctrl_c_or_killed_while_refining_is_finished_by_the_next_run() {
     let tmp = tempfile::tempdir().unwrap();
-    // Four shipped photos, refined at 224 px with B/32 and committed photo by photo: slow enough to be killed
+    // Four shipped photos, refined at 224 px with B/32 and committed photo by photo: slow enough to be stopped
     // between two commits of the refining pass.
     let spec = tmp.path().join("refine-often.toml");
     std::fs::write(
@@ -882,35 +897,39 @@ fn a_library_run_killed_while_refining_is_finished_by_the_next_run() {
     let mut args = library_index_args(&photos, &out, &spec);
     let model_at = args.len() - 2;
     args[model_at] = "random:vit-b-32".into();
-    let mut child = bin()
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let quick_rows = loop {
-        let rows = committed_rows(&out);
-        if rows > 0 {
-            break rows;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no quick tier"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    let spawn = || {
+        bin()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
     };
-    while committed_rows(&out) == quick_rows {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "nothing refined"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+
+    // Ctrl-C after the first refined commit: the run stops at a safe point, commits and reports (exit 130).
+    let started = Instant::now();
+    let child = spawn();
+    let quick_rows = wait_for_rows_beyond(&out, 0, started);
+    wait_for_rows_beyond(&out, quick_rows, started);
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let stopped = child.wait_with_output().unwrap();
+    assert_eq!(stopped.status.code(), Some(130));
+    let report = json(&String::from_utf8_lossy(&stopped.stdout));
+    assert_eq!(report["interrupted"], true, "{report}");
+    let regions = quick_rows - 4;
+    let refined_first = report["tiers"]["refined_regions"].as_u64().unwrap();
+    assert!(refined_first > 0 && refined_first < regions, "{report}");
+    assert_eq!(committed_rows(&out), quick_rows + refined_first);
+
+    // kill -9 after the next refined commit: what was committed stays.
+    let mut child = spawn();
+    wait_for_rows_beyond(&out, quick_rows + refined_first, Instant::now());
     child.kill().unwrap();
     child.wait().unwrap();
     let refined_before = committed_rows(&out) - quick_rows;
-    let regions = quick_rows - 4;
     assert!(
         refined_before < regions,
         "the run finished before it was killed"
@@ -925,7 +944,7 @@ fn a_library_run_killed_while_refining_is_finished_by_the_next_run() {
     assert_eq!(
         again["tiers"]["refined_regions"].as_u64().unwrap(),
         regions - refined_before,
-        "only what the killed run had not committed: {again}"
+        "only what the stopped runs had not committed: {again}"
     );
     assert_eq!(again["tiers"]["regions_to_refine"], 0, "{again}");
     let index = regionseek::index::RegionIndex::open(&out).unwrap();

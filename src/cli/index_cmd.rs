@@ -90,7 +90,7 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
             threads: a.sam.sam_threads,
         },
         progress: !a.json,
-        cancel: Default::default(),
+        cancel: stop_on_signal(),
     };
     let report = job.run(|| Ok(Arc::new(a.model.load()?))).map_err(|e| {
         if let Some(n) = e.downcast_ref::<NeedsRegions>() {
@@ -172,9 +172,30 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if report.failures == 0 {
+    Ok(if report.interrupted {
+        ExitCode::from(130)
+    } else if report.failures == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
     })
+}
+
+/// A cancel flag that the first Ctrl-C (or SIGTERM) sets: the run stops after the photos under way, commits
+/// what was embedded and prints its report (exit 130); a second signal quits at once (what was committed
+/// stays, and a rerun resumes after it).
+fn stop_on_signal() -> regionseek::cancel::Cancel {
+    let cancel = regionseek::cancel::Cancel::default();
+    let on_signal = cancel.clone();
+    let installed = ctrlc::set_handler(move || {
+        if on_signal.is_cancelled() {
+            std::process::exit(130);
+        }
+        on_signal.cancel();
+        eprintln!("stopping after the photos under way (Ctrl-C again to quit at once)");
+    });
+    if let Err(e) = installed {
+        tracing::debug!("no signal handler ({e}): Ctrl-C ends the run at once");
+    }
+    cancel
 }
