@@ -179,19 +179,19 @@ pub(super) fn run(
         .keys()
         .filter(|h| index.has_image(h, IMAGE_METHOD))
         .count();
+    let pending = pending_refinements(&index, &photos);
     if !report.interrupted {
         lib.refine_pass(
             &mut index,
-            &photos,
+            &pending,
             &mut report,
             &mut tiers,
             &mut embed_seconds,
         )?;
     }
-    tiers.regions_to_refine = pending_refinements(&index, &photos)
-        .iter()
-        .map(|p| p.rows.len())
-        .sum();
+    // Every refined row added was one of these regions' (refined ones are never pending).
+    tiers.regions_to_refine =
+        pending.iter().map(|p| p.rows.len()).sum::<usize>() - tiers.refined_regions;
     index.save_graph()?;
     lib.bar.finish_and_clear();
     let mut failures = std::mem::take(&mut lib.failures);
@@ -477,13 +477,12 @@ impl Library<'_, '_> {
     fn refine_pass(
         &mut self,
         index: &mut RegionIndex,
-        photos: &HashMap<String, (String, PathBuf)>,
+        pending: &[Pending],
         report: &mut IndexRunReport,
         tiers: &mut TierReport,
         embed_seconds: &mut f64,
     ) -> anyhow::Result<()> {
         let started = Instant::now();
-        let pending = pending_refinements(index, photos);
         let total: usize = pending.iter().map(|p| p.rows.len()).sum();
         if total == 0 {
             return Ok(());
