@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
         model: &model,
         sam: None,
         out: out.clone(),
-        progress: true,
+        reporter: Default::default(),
         wait: regionseek::index::LockWait::Forever,
         lock: None,
         decode: Default::default(),

@@ -32,7 +32,7 @@ pub fn parse(name: &str) -> Result<Device, DeviceError> {
 pub const DEFAULT_GPU_MEMORY_GIB: f64 = 16.0;
 
 /// Arithmetic of the image forward and of the Jacobian build (the step loop always runs in f32).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Full f32 everywhere: the parity-checked default.
@@ -46,25 +46,15 @@ pub enum Precision {
     Bf16,
     /// The forward in f32, only the Jacobian built and kept in bfloat16: half its memory for little parity
     /// cost (README "Precision").
-    #[value(name = "bf16-jacobian")]
     #[serde(rename = "bf16-jacobian")]
     Bf16Jacobian,
 }
 
+crate::choice::named_choice!(Precision, "precision", {
+    Fp32 => "fp32", Tf32 => "tf32", Bf16 => "bf16", Bf16Jacobian => "bf16-jacobian",
+});
+
 impl Precision {
-    pub fn parse(name: &str) -> Option<Self> {
-        <Self as clap::ValueEnum>::from_str(name, false).ok()
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::Fp32 => "fp32",
-            Precision::Tf32 => "tf32",
-            Precision::Bf16 => "bf16",
-            Precision::Bf16Jacobian => "bf16-jacobian",
-        }
-    }
-
     /// The dtype the image tower's products run in (its weights are kept in it).
     pub fn weights_dtype(self) -> candle_core::DType {
         match self {

@@ -5,6 +5,7 @@
 
 pub mod baselines;
 pub mod cancel;
+pub mod choice;
 pub mod clip;
 pub mod decode;
 pub mod device;
@@ -15,6 +16,7 @@ pub mod masks;
 pub mod pipeline;
 pub mod resample;
 pub mod sam;
+#[cfg(feature = "serve")]
 pub mod serve;
 
 /// The region index (its own crate: no model dependency).

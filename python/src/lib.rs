@@ -232,7 +232,7 @@ impl Model {
     ) -> PyResult<Self> {
         let device =
             regionseek::device::parse(device).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let precision = Precision::parse(precision).ok_or_else(|| {
+        let precision = <Precision as regionseek::choice::NamedChoice>::from_name(precision).ok_or_else(|| {
             PyValueError::new_err(format!(
                 "precision must be 'fp32', 'tf32', 'bf16' or 'bf16-jacobian', not {precision:?}"
             ))
@@ -792,7 +792,9 @@ fn index_photos<'py>(
             dir: sam,
             ..Default::default()
         },
-        progress,
+        reporter: regionseek::pipeline::SharedReporter::new(
+            regionseek::pipeline::bar::Bar::new(progress),
+        ),
         cancel: cancel.clone(),
     };
     let report = interruptible(py, &cancel, move || {

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::clip::{preprocess, ClipModel};
 use crate::masks::BinaryMask;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Baseline {
     /// The whole image's CLS embedding (the same for every region).
@@ -26,18 +26,10 @@ pub enum Baseline {
     Blur,
 }
 
-impl Baseline {
-    pub fn name(self) -> &'static str {
-        match self {
-            Baseline::Cls => "cls",
-            Baseline::Crop => "crop",
-            Baseline::MaskedCrop => "masked-crop",
-            Baseline::MaskPool => "mask-pool",
-            Baseline::RedCircle => "red-circle",
-            Baseline::Blur => "blur",
-        }
-    }
-}
+crate::choice::named_choice!(Baseline, "method", {
+    Cls => "cls", Crop => "crop", MaskedCrop => "masked-crop", MaskPool => "mask-pool",
+    RedCircle => "red-circle", Blur => "blur",
+});
 
 fn mean_colour(model: &ClipModel) -> Rgb<u8> {
     let m = model.config.normalization.mean;

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use candle_core::Tensor;
 use regionseek::clip::ClipModel;
 use regionseek::device::Precision;
+
+use super::choice::choice;
 use regionseek::invert::{
     invert_pixels, CostBasis, GradChoice, InversionConfig, InversionOutput, MapKernel, StepLoop,
 };
@@ -36,20 +38,20 @@ pub struct BenchArgs {
     /// Rows of `auto` show the estimates it chose by: operation counts on a CPU (`estimate_direct_gflop`,
     /// `estimate_jacobian_gflop`), seconds measured on the device on a GPU (`estimate_direct_s`,
     /// `estimate_jacobian_s`).
-    #[arg(long, value_enum, default_value_t = CostBasis::Auto)]
+    #[arg(long, value_parser = choice::<CostBasis>(), default_value_t = CostBasis::Auto)]
     auto_costs: CostBasis,
     /// Timed repetitions per configuration (the fastest is reported, after one warm-up run).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
     #[arg(long, default_value = "cpu")]
     device: String,
-    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    #[arg(long, value_parser = choice::<Precision>(), default_value_t = Precision::Fp32)]
     precision: Precision,
     /// GiB of GPU memory an inversion may use, weights included (see `invert --gpu-memory`).
     #[arg(long, default_value_t = regionseek::device::DEFAULT_GPU_MEMORY_GIB)]
     gpu_memory: f64,
     /// How the map's products are evaluated (comma-separated to compare): generic, fused.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "generic")]
+    #[arg(long, value_parser = choice::<MapKernel>(), value_delimiter = ',', default_value = "generic")]
     map_kernel: Vec<MapKernel>,
     /// Where the step loop runs (comma-separated to compare): auto, host, device.
     #[arg(long, value_delimiter = ',', default_value = "auto")]

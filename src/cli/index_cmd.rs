@@ -5,10 +5,13 @@ use std::process::ExitCode;
 
 use std::sync::Arc;
 
-use regionseek::pipeline::{IndexJob, JobError, NeedsRegions, RegionSource, SamSetup};
+use regionseek::pipeline::{
+    IndexJob, JobError, NeedsRegions, RegionSource, SamSetup, SharedReporter,
+};
 use serde_json::json;
 
 use super::output::{print_json, ModelArgs};
+use regionseek::pipeline::bar::Bar;
 use super::sam_cmd::SamModelArgs;
 
 #[derive(clap::Args)]
@@ -89,7 +92,7 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
             device: a.sam.sam_device,
             threads: a.sam.sam_threads,
         },
-        progress: !a.json,
+        reporter: SharedReporter::new(Bar::new(!a.json)),
         cancel: stop_on_signal(),
     };
     let report = job.run(|| Ok(Arc::new(a.model.load()?))).map_err(|e| {

@@ -11,6 +11,7 @@ use regionseek::masks::BinaryMask;
 use regionseek::pipeline::query;
 use serde_json::json;
 
+use super::choice::choice;
 use super::output::{print_json, write_atomic, InversionArgs, ModelArgs};
 
 /// `maskinversion` (None) or one of the baselines.
@@ -21,7 +22,7 @@ pub fn parse_method(s: &str) -> Result<MethodChoice, String> {
     if s == "maskinversion" {
         return Ok(MethodChoice(None));
     }
-    <Baseline as clap::ValueEnum>::from_str(s, false)
+    s.parse::<Baseline>()
         .map(|b| MethodChoice(Some(b)))
         .map_err(|_| format!("unknown method `{s}` (maskinversion, cls, crop, masked-crop, mask-pool, red-circle, blur)"))
 }
@@ -37,7 +38,7 @@ pub struct InvertArgs {
     #[command(flatten)]
     inversion: InversionArgs,
     /// Gradient path: auto picks the cheaper of the cached Jacobian and the direct chain.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = choice::<GradChoice>(), default_value = "auto")]
     grad: GradChoice,
     /// maskinversion, or a baseline: cls, crop, masked-crop, mask-pool, red-circle, blur.
     #[arg(long, value_parser = parse_method, default_value = "maskinversion")]

@@ -4,6 +4,7 @@ mod bench;
 mod bench_decode;
 mod bench_index;
 mod bench_serve;
+mod choice;
 mod embed;
 mod eval_cmd;
 mod index_cmd;

@@ -4,6 +4,8 @@ use candle_core::Device;
 use regionseek::clip::ClipModel;
 use regionseek::device::Precision;
 
+use super::choice::choice;
+
 #[derive(clap::Args, Clone, Debug)]
 pub struct ModelArgs {
     /// A model directory (Hugging Face CLIPModel or OpenCLIP layout) or `random:<arch>[:seed]`.
@@ -15,7 +17,7 @@ pub struct ModelArgs {
     /// Arithmetic of the image forward and the Jacobian build: fp32 (exact), tf32 (GPU tensor cores), bf16
     /// (bfloat16 products) or bf16-jacobian (only the Jacobian, half its memory). README "Precision" gives
     /// each one's parity cost.
-    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    #[arg(long, value_parser = choice::<Precision>(), default_value_t = Precision::Fp32)]
     pub precision: Precision,
     /// GiB of GPU memory an inversion may use in all, weights included (with `--device cuda`): the
     /// Jacobian and the mask chunks are sized to fit.

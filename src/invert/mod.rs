@@ -28,7 +28,7 @@ pub enum InvertError {
 }
 
 /// Where the per-step map, Dice and AdamW arithmetic runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StepLoop {
     /// On the device for a GPU model, on the host for a CPU model.
@@ -40,7 +40,7 @@ pub enum StepLoop {
 }
 
 /// Which gradient path to use; `Auto` picks the cheaper one for M·K evaluations (see [`CostBasis`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GradChoice {
     Auto,
@@ -49,7 +49,7 @@ pub enum GradChoice {
 }
 
 /// How the map and its Dice are computed in each step (README "Fused kernels").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MapKernel {
     /// Generic tensor ops: the per-head products `U_h V_hᵀ` materialised (H·M·N² values per step, three
@@ -63,8 +63,14 @@ pub enum MapKernel {
     Fused,
 }
 
+crate::choice::named_choice!(StepLoop, "step loop", { Auto => "auto", Host => "host", Device => "device" });
+crate::choice::named_choice!(GradChoice, "gradient path", {
+    Auto => "auto", Jacobian => "jacobian", Direct => "direct",
+});
+crate::choice::named_choice!(MapKernel, "map kernel", { Generic => "generic", Fused => "fused" });
+
 /// What [`GradChoice::Auto`] compares the two gradient paths by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CostBasis {
     /// Measured on a GPU, counted on the CPU. On a CPU both paths are the same kind of f32 products at
@@ -78,6 +84,10 @@ pub enum CostBasis {
     /// Multiply-accumulates counted from the model's sizes.
     Counted,
 }
+
+crate::choice::named_choice!(CostBasis, "cost basis", {
+    Auto => "auto", Measured => "measured", Counted => "counted",
+});
 
 #[derive(Debug, Clone, Serialize)]
 pub struct InversionConfig {

@@ -146,8 +146,8 @@ pub struct IndexJob {
     pub wait: LockWait,
     pub decode: DecodeOptions,
     pub sam: SamSetup,
-    /// Draw a progress bar on stderr.
-    pub progress: bool,
+    /// Told how far the run has come and what was passed over.
+    pub reporter: super::SharedReporter,
     pub cancel: Cancel,
 }
 
@@ -244,7 +244,7 @@ impl IndexJob {
             None => (images, issues),
         };
         for i in &issues {
-            eprintln!("skipped {}: {}", i.item, i.message);
+            self.reporter.skipped(&i.item, &i.message);
         }
         // The library uses SAM's masks when given a SAM model and proposes boxes otherwise.
         let sam = match &self.sam.dir {
@@ -263,7 +263,7 @@ impl IndexJob {
             model: &model,
             sam,
             out: self.out.clone(),
-            progress: self.progress,
+            reporter: self.reporter.clone(),
             wait: self.wait,
             lock: Some(lock),
             decode: self.decode,

@@ -126,7 +126,6 @@ struct Library<'r, 'a> {
     methods: Methods,
     cfg: InversionConfig,
     failures: Vec<ItemFailure>,
-    bar: indicatif::ProgressBar,
 }
 
 pub(super) fn run(
@@ -149,7 +148,6 @@ pub(super) fn run(
         ..Default::default()
     };
     let failures = issues.iter().map(ItemFailure::input).collect();
-    let bar = run.progress_bar(images.len());
     let params = run.spec.propose.clone().unwrap_or_default();
     let mut lib = Library {
         run: &mut run,
@@ -157,7 +155,6 @@ pub(super) fn run(
         methods,
         cfg,
         failures,
-        bar,
     };
     let mut tiers = TierReport {
         regions_from: if lib.run.sam.is_some() {
@@ -193,7 +190,7 @@ pub(super) fn run(
     tiers.regions_to_refine =
         pending.iter().map(|p| p.rows.len()).sum::<usize>() - tiers.refined_regions;
     index.save_graph()?;
-    lib.bar.finish_and_clear();
+    lib.run.reporter.finish();
     let mut failures = std::mem::take(&mut lib.failures);
     report.failures = failures.len() - issues.len();
     report.rows_total = index.len();
@@ -252,12 +249,7 @@ impl Library<'_, '_> {
         let started = Instant::now();
         let rotate = self.run.decode.exif_rotate;
         let decode = self.run.decode;
-        self.bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} photos searchable ({per_sec}) {msg}",
-            )
-            .expect("static template"),
-        );
+        self.run.reporter.phase("photos searchable", images.len() as u64);
         let mut photos: HashMap<String, (String, PathBuf)> = HashMap::new();
         for chunk in images.chunks(QUICK_BATCH) {
             if self.run.cancel.is_cancelled() {
@@ -268,7 +260,7 @@ impl Library<'_, '_> {
                 chunk.par_iter().map(|i| file_hash(&i.path)).collect();
             let mut todo = Vec::new();
             for (input, hash) in chunk.iter().zip(hashes) {
-                self.bar.inc(1);
+                self.run.reporter.advance(1);
                 let hash = match hash {
                     Ok(h) => h,
                     Err(e) => {
@@ -341,8 +333,9 @@ impl Library<'_, '_> {
             let added = index.append(rows)?;
             report.regions_added += added.added;
             report.regions_already_indexed += added.duplicates;
-            self.bar
-                .set_message(format!("{} regions", tiers.quick_regions));
+            self.run
+                .reporter
+                .status(format!("{} regions", tiers.quick_regions));
         }
         tiers.quick_seconds = started.elapsed().as_secs_f64();
         tiers.quick_photos_per_second = tiers.quick_photos as f64 / tiers.quick_seconds.max(1e-9);
@@ -487,14 +480,7 @@ impl Library<'_, '_> {
         if total == 0 {
             return Ok(());
         }
-        self.bar.reset();
-        self.bar.set_length(total as u64);
-        self.bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} regions refined ({per_sec}) {msg}",
-            )
-            .expect("static template"),
-        );
+        self.run.reporter.phase("regions refined", total as u64);
         let forward_batch = self.run.spec.forward_batch(&self.run.model.device).max(1);
         let commit_photos = self.run.spec.batch_images().max(1);
         let decode = self.run.decode;
@@ -531,7 +517,7 @@ impl Library<'_, '_> {
                     Ok(l) => ready.push((p, l)),
                     Err(e) => {
                         self.failures.push(ItemFailure::photo(&p.name, "decode", e));
-                        self.bar.inc(p.rows.len() as u64);
+                        self.run.reporter.advance(p.rows.len() as u64);
                     }
                 }
             }
@@ -555,7 +541,7 @@ impl Library<'_, '_> {
                     Err(_) if cut_short => continue,
                     Err(e) => {
                         self.failures.push(ItemFailure::photo(&p.name, "embed", e));
-                        self.bar.inc(p.rows.len() as u64);
+                        self.run.reporter.advance(p.rows.len() as u64);
                         continue;
                     }
                 };
@@ -594,7 +580,7 @@ impl Library<'_, '_> {
                     tiers.refined_photos += 1;
                     photos_waiting += 1;
                 }
-                self.bar.inc(p.rows.len() as u64);
+                self.run.reporter.advance(p.rows.len() as u64);
             }
             if cut_short {
                 report.interrupted = true;
@@ -631,8 +617,9 @@ impl Library<'_, '_> {
         report.regions_added += added.added;
         report.regions_already_indexed += added.duplicates;
         tiers.refined_regions += added.added;
-        self.bar
-            .set_message(format!("{} committed", tiers.refined_regions));
+        self.run
+            .reporter
+            .status(format!("{} committed", tiers.refined_regions));
         Ok(())
     }
 }

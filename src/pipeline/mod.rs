@@ -8,7 +8,10 @@ pub mod library;
 pub mod photo_path;
 pub mod propose;
 pub mod query;
+#[cfg(feature = "progress-bar")]
+pub mod bar;
 pub mod render;
+pub mod report;
 pub mod run;
 pub mod spec;
 
@@ -17,6 +20,7 @@ pub use inputs::{
     InputIssue, RegionInput, RegionShape, SkippedFiles,
 };
 pub use job::{default_pipeline, IndexJob, JobError, NeedsRegions, RegionSource, SamSetup, Shard};
+pub use report::{Quiet, Reporter, SharedReporter};
 pub use run::{IndexRun, IndexRunReport, ItemFailure};
 pub use spec::{EmbedStage, MaskStage, PipelineSpec, SpecError, Stage};
 

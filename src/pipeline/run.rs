@@ -422,7 +422,8 @@ pub struct IndexRun<'a> {
     pub model: &'a ClipModel,
     pub sam: Option<SamModel>,
     pub out: PathBuf,
-    pub progress: bool,
+    /// Told how far the run has come (a bar in the CLI; [`super::Quiet`] by default).
+    pub reporter: super::SharedReporter,
     /// What to do when another process is writing the same index.
     pub wait: LockWait,
     /// The index's writer lock, when the caller took it before loading models; else taken per `wait`.
@@ -679,15 +680,6 @@ impl IndexRun<'_> {
         Ok((index, weights_hash))
     }
 
-    /// A progress bar over `len` items, hidden unless the run draws one.
-    pub(super) fn progress_bar(&self, len: usize) -> indicatif::ProgressBar {
-        if self.progress {
-            indicatif::ProgressBar::new(len as u64)
-        } else {
-            indicatif::ProgressBar::hidden()
-        }
-    }
-
     /// Writes `errors.json`: every failed item of the run, input issues first.
     pub(super) fn write_error_log(&self, failures: &mut [ItemFailure]) -> anyhow::Result<PathBuf> {
         for f in failures.iter_mut() {
@@ -731,13 +723,8 @@ impl IndexRun<'_> {
         };
         let mut failures: Vec<ItemFailure> = issues.iter().map(ItemFailure::input).collect();
         let total_regions: usize = images.iter().map(|i| i.regions.len()).sum();
-        let bar = self.progress_bar(images.len());
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} photos ({per_sec}) {msg}",
-            )
-            .expect("static template"),
-        );
+        let reporter = self.reporter.clone();
+        reporter.phase("photos", images.len() as u64);
         let batch = self.spec.batch_images().max(1);
         let finds_regions = mask_stage.finds_regions();
         let decode = self.decode;
@@ -810,7 +797,7 @@ impl IndexRun<'_> {
                     }
                 }
                 photos_since_commit += 1;
-                bar.inc(1);
+                reporter.advance(1);
                 // Regions embedded so far: committed by the writer, or on their way to it.
                 let regions_done =
                     added.load(std::sync::atomic::Ordering::Relaxed) + sink.records.len();
@@ -820,7 +807,7 @@ impl IndexRun<'_> {
                 } else {
                     String::new() // found in the photos as they come
                 };
-                bar.set_message(format!(
+                reporter.status(format!(
                     "{regions_done}{of_total} regions ({:.2} regions/s)",
                     regions_done as f64 / secs
                 ));
@@ -922,7 +909,7 @@ impl IndexRun<'_> {
         report.regions_already_indexed += duplicates.into_inner();
         let mut index = index.into_inner().unwrap_or_else(|e| e.into_inner());
         index.save_graph()?;
-        bar.finish_and_clear();
+        reporter.finish();
         report.failures = failures.len() - issues.len();
         report.rows_total = index.len();
         report.finish_timing(started, embed_seconds);
