@@ -6,8 +6,9 @@
 use std::path::PathBuf;
 
 use regionseek::clip::ClipModel;
-use regionseek::index::{Filter, RegionIndex, SearchMode};
-use regionseek::pipeline::{self, query, IndexRun, PipelineSpec};
+use regionseek::index::RegionIndex;
+use regionseek::pipeline::query::{SearchOptions, Searcher};
+use regionseek::pipeline::{self, IndexRun, PipelineSpec};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -48,23 +49,18 @@ fn main() -> anyhow::Result<()> {
         out.display()
     );
 
-    let index = RegionIndex::open(&out)?;
+    let searcher = Searcher::with_model(RegionIndex::open(&out)?, std::sync::Arc::new(model))?;
+    let top3 = SearchOptions {
+        k: 3,
+        ..Default::default()
+    };
     for text in [
         "a dog on a sofa",
         "a red car",
         "a person holding an umbrella",
     ] {
         println!("\n{text}");
-        for h in query::search_text(
-            &index,
-            &model,
-            text,
-            3,
-            &Filter::default(),
-            SearchMode::Auto,
-        )?
-        .hits
-        {
+        for h in searcher.search(text, &top3)?.hits {
             println!(
                 "  {:.4}  {} region {} ({})",
                 h.score,

@@ -77,8 +77,6 @@ pub(crate) use named_choice;
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[derive(Debug, Clone, Copy, PartialEq)]
     enum Speed {
         Slow,

@@ -4,9 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use regionseek::clip::ClipModel;
-use regionseek::index::{Filter, RegionIndex, SearchMode};
-use regionseek::pipeline::query;
+use regionseek::index::Filter;
+use regionseek::pipeline::query::{self, SearchOptions, Searcher};
 use serde_json::json;
 
 use super::output::write_atomic;
@@ -21,7 +20,7 @@ pub enum ExportFormat {
 pub struct SearchArgs {
     index: PathBuf,
     text: String,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = query::DEFAULT_K)]
     k: usize,
     /// Only regions of this photo (its path as indexed, or its content hash).
     #[arg(long)]
@@ -32,6 +31,9 @@ pub struct SearchArgs {
     /// Only regions with this label (e.g. a COCO category).
     #[arg(long)]
     label: Option<String>,
+    /// Only regions from this source (e.g. `coco`, `auto-box`, `auto-sam`, `image` for whole photos).
+    #[arg(long)]
+    source: Option<String>,
     /// Scan every candidate region (exact). Default: exact up to 200k candidates, HNSW beyond.
     #[arg(long, conflicts_with = "ef")]
     exact: bool,
@@ -59,44 +61,31 @@ pub struct SearchArgs {
 }
 
 pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(a.k > 0, "--k must be at least 1");
-    anyhow::ensure!(a.ef != Some(0), "--ef must be at least 1");
-    let index = RegionIndex::open(&a.index)?;
-    let spec = a
-        .model
-        .clone()
-        .unwrap_or_else(|| index.manifest().model_id.clone());
-    let device = regionseek::device::parse(&a.device)?;
-    let model = ClipModel::load_spec(&spec, &device).with_context(|| {
-        format!("loading the index's model {spec} (pass --model DIR if it moved)")
-    })?;
     let filter = Filter {
         image: a.image.clone(),
         method: a.method.clone(),
-        source: None,
+        source: a.source.clone(),
         label: a.label.clone(),
     };
-    if let Some(why) = query::explain_empty_filter(&index, &filter) {
-        anyhow::bail!("nothing to search in {}: {why}", a.index.display());
-    }
-    if index.is_empty() {
+    let options = SearchOptions::new(a.k, filter, a.exact, a.ef)?;
+    let device = regionseek::device::parse(&a.device)?;
+    let searcher = Searcher::open(&a.index, a.model.as_deref(), &device)
+        .with_context(|| format!("searching {}", a.index.display()))?;
+    if searcher.index().is_empty() {
         eprintln!(
             "{} holds no regions yet (an index run may still be starting)",
             a.index.display()
         );
     }
-    let mode = match (a.exact, a.ef) {
-        (true, _) => SearchMode::Exact,
-        (false, Some(ef)) => SearchMode::Approximate { ef },
-        (false, None) => SearchMode::Auto,
-    };
+    let model = searcher.model();
     let t = std::time::Instant::now();
-    let answer = query::search_text(&index, &model, &a.text, a.k, &filter, mode)?;
+    let answer = searcher.search(&a.text, &options)?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
     if answer.truncated {
         eprintln!(
             "warning: the query is {} tokens; the model reads the first {} (the rest is ignored)",
-            answer.query_tokens, model.config.text.context_length
+            answer.query_tokens,
+            model.config().text.context_length
         );
     }
     let hits = &answer.hits;

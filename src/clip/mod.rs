@@ -227,6 +227,8 @@ pub trait TextEncoder {
     fn id(&self) -> String;
     /// The folder the weights came from (None for built-in random models).
     fn weights_dir(&self) -> Option<&Path>;
+    /// Built-in random weights: embeddings and scores carry no meaning.
+    fn is_random(&self) -> bool;
 }
 
 fn encode_with(
@@ -259,6 +261,9 @@ impl TextEncoder for ClipModel {
     }
     fn weights_dir(&self) -> Option<&Path> {
         self.dir.as_deref()
+    }
+    fn is_random(&self) -> bool {
+        matches!(self.source, ModelSource::Random { .. })
     }
 }
 
@@ -334,5 +339,8 @@ impl TextEncoder for TextModel {
     }
     fn weights_dir(&self) -> Option<&Path> {
         self.dir.as_deref()
+    }
+    fn is_random(&self) -> bool {
+        matches!(self.source, ModelSource::Random { .. })
     }
 }

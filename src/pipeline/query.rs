@@ -2,9 +2,11 @@
 //! class-retrieval evaluation (each object mask against "a photo of a {}." of every category).
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
-use crate::clip::{ClipModel, TextEncoder};
+use crate::clip::{ClipModel, TextEncoder, TextModel};
 use crate::index::{Filter, Hit, RegionIndex, SearchMode, SearchRun};
 use crate::invert::InversionConfig;
 use crate::masks::BinaryMask;
@@ -50,18 +52,114 @@ pub struct SearchAnswer {
     pub truncated: bool,
 }
 
+/// Hits a search returns unless asked for another number.
+pub const DEFAULT_K: usize = 10;
+/// The widest graph beam a front door accepts (beyond it a search is slower than scanning).
+pub const MAX_EF: usize = 100_000;
+
+/// Why a query cannot run, in words a user of any front door understands.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("k must be at least 1")]
+    NoHitsAsked,
+    #[error("ef must be at least 1")]
+    NoBeam,
+    #[error("ef is at most {MAX_EF}")]
+    BeamTooWide,
+    #[error("give exact or ef, not both")]
+    ExactAndBeam,
+    #[error("the query text is empty")]
+    EmptyText,
+    #[error("{given} numbers were given as a query vector, but the index holds {dim}-d embeddings")]
+    WrongDimension { given: usize, dim: usize },
+    #[error("the query vector has NaN or infinite values")]
+    NotFinite,
+    /// A filter that keeps no row: the user's mistake, said with what the index holds.
+    #[error("nothing to search: {0}")]
+    NothingToSearch(String),
+    /// The index's model is not where it was (or the one given is not the index's space).
+    #[error("loading the index's model {spec}: {message} (if its files moved, give their folder as the model)")]
+    Model { spec: String, message: String },
+    #[error("{0}")]
+    Index(#[from] crate::index::IndexError),
+    #[error("embedding the query failed: {0}")]
+    Embed(String),
+}
+
+/// How a search runs, the same for every front door: how many hits, which rows, exact or through the graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchOptions {
+    pub k: usize,
+    pub filter: Filter,
+    pub mode: SearchMode,
+}
+
+impl Default for SearchOptions {
+    fn default() -> Self {
+        Self {
+            k: DEFAULT_K,
+            filter: Filter::default(),
+            mode: SearchMode::Auto,
+        }
+    }
+}
+
+impl SearchOptions {
+    /// From the words every front door takes: `k`, `exact` (scan every candidate) or `ef` (the graph's
+    /// beam), and the filters.
+    pub fn new(
+        k: usize,
+        filter: Filter,
+        exact: bool,
+        ef: Option<usize>,
+    ) -> Result<Self, QueryError> {
+        if k == 0 {
+            return Err(QueryError::NoHitsAsked);
+        }
+        let mode = match (exact, ef) {
+            (true, Some(_)) => return Err(QueryError::ExactAndBeam),
+            (_, Some(0)) => return Err(QueryError::NoBeam),
+            (_, Some(ef)) if ef > MAX_EF => return Err(QueryError::BeamTooWide),
+            (true, None) => SearchMode::Exact,
+            (false, Some(ef)) => SearchMode::Approximate { ef },
+            (false, None) => SearchMode::Auto,
+        };
+        Ok(Self { k, filter, mode })
+    }
+}
+
+/// The text tower an index's queries are embedded with: its own model unless `model` names another, which
+/// must embed into the same space. Only the text tower is read.
+pub fn load_text_model(
+    index: &RegionIndex,
+    model: Option<&str>,
+    device: &candle_core::Device,
+) -> Result<TextModel, QueryError> {
+    let spec = model.map_or_else(|| index.manifest().model_id.clone(), str::to_string);
+    let loaded = TextModel::load_spec(&spec, device).map_err(|e| QueryError::Model {
+        spec: spec.clone(),
+        message: e.to_string(),
+    })?;
+    check_model(index, &loaded).map_err(|e| QueryError::Model {
+        spec,
+        message: format!("{e:#}"),
+    })?;
+    Ok(loaded)
+}
+
 /// The regions of an index closest to a text query. The model must be the one the index was built with.
 pub fn search_text(
     index: &RegionIndex,
     model: &(impl TextEncoder + ?Sized),
     text: &str,
-    k: usize,
-    filter: &Filter,
-    mode: SearchMode,
-) -> anyhow::Result<SearchAnswer> {
-    check_model(index, model)?;
+    options: &SearchOptions,
+) -> Result<SearchAnswer, QueryError> {
+    check_model(index, model).map_err(|e| QueryError::Model {
+        spec: model.id(),
+        message: format!("{e:#}"),
+    })?;
     let query = embed_query(model, text)?;
-    search_query(index, &query, k, filter, mode)
+    search_query(index, &query, options)
 }
 
 /// Refuses a model whose embedding space is not the index's.
@@ -82,8 +180,32 @@ pub struct TextQuery {
     pub truncated: bool,
 }
 
+impl TextQuery {
+    /// A query that is a vector already (a region's embedding, one computed elsewhere): checked and made
+    /// unit length.
+    pub fn from_vector(vector: &[f32], dim: usize) -> Result<Self, QueryError> {
+        if vector.len() != dim {
+            return Err(QueryError::WrongDimension {
+                given: vector.len(),
+                dim,
+            });
+        }
+        if vector.iter().any(|v| !v.is_finite()) {
+            return Err(QueryError::NotFinite);
+        }
+        Ok(Self {
+            embedding: unit(vector),
+            query_tokens: 0,
+            truncated: false,
+        })
+    }
+}
+
 /// Embeds one query text (see [`embed_queries`]).
-pub fn embed_query(model: &(impl TextEncoder + ?Sized), text: &str) -> anyhow::Result<TextQuery> {
+pub fn embed_query(
+    model: &(impl TextEncoder + ?Sized),
+    text: &str,
+) -> Result<TextQuery, QueryError> {
     Ok(embed_queries(model, &[text.to_string()])?.remove(0))
 }
 
@@ -92,14 +214,21 @@ pub fn embed_query(model: &(impl TextEncoder + ?Sized), text: &str) -> anyhow::R
 pub fn embed_queries(
     model: &(impl TextEncoder + ?Sized),
     texts: &[String],
-) -> anyhow::Result<Vec<TextQuery>> {
+) -> Result<Vec<TextQuery>, QueryError> {
     let context = model.config().text.context_length;
     let mut counts = Vec::with_capacity(texts.len());
     for t in texts {
-        anyhow::ensure!(!t.trim().is_empty(), "the query text is empty");
-        counts.push(model.token_count(t)?);
+        if t.trim().is_empty() {
+            return Err(QueryError::EmptyText);
+        }
+        counts.push(
+            model
+                .token_count(t)
+                .map_err(|e| QueryError::Embed(e.to_string()))?,
+        );
     }
-    let embeddings = text_embeddings(model, texts)?;
+    let embeddings =
+        text_embeddings(model, texts).map_err(|e| QueryError::Embed(format!("{e:#}")))?;
     Ok(embeddings
         .into_iter()
         .zip(counts)
@@ -111,21 +240,105 @@ pub fn embed_queries(
         .collect())
 }
 
-/// Searches an index with an embedded query.
+/// Searches an index with an embedded query. A filter that keeps no row is refused with what the index
+/// holds (asked only when the search found no candidate, so that a good filter is not scanned twice).
 pub fn search_query(
     index: &RegionIndex,
     query: &TextQuery,
-    k: usize,
-    filter: &Filter,
-    mode: SearchMode,
-) -> anyhow::Result<SearchAnswer> {
-    let (hits, run) = index.search_explained(&query.embedding, k, filter, mode)?;
+    options: &SearchOptions,
+) -> Result<SearchAnswer, QueryError> {
+    let (hits, run) =
+        index.search_explained(&query.embedding, options.k, &options.filter, options.mode)?;
+    if run.candidates == 0 {
+        if let Some(why) = explain_empty_filter(index, &options.filter) {
+            return Err(QueryError::NothingToSearch(why));
+        }
+    }
     Ok(SearchAnswer {
         hits,
         run,
         query_tokens: query.query_tokens,
         truncated: query.truncated,
     })
+}
+
+/// The regions most like an indexed one (itself left out); None when the row has no stored embedding.
+pub fn search_similar(
+    index: &RegionIndex,
+    row: usize,
+    options: &SearchOptions,
+) -> Result<Option<(Vec<Hit>, SearchRun)>, QueryError> {
+    let Some((hits, run)) = index.similar(row, options.k, &options.filter, options.mode)? else {
+        return Ok(None);
+    };
+    if run.candidates == 0 {
+        if let Some(why) = explain_empty_filter(index, &options.filter) {
+            return Err(QueryError::NothingToSearch(why));
+        }
+    }
+    Ok(Some((hits, run)))
+}
+
+/// An index opened for text queries, with the text tower of its model: what the CLI and Python search with.
+/// (`serve` shares every piece but holds them apart: it swaps in new commits of the index under a text
+/// tower that batches queries from many requests.)
+pub struct Searcher {
+    index: RegionIndex,
+    model: Arc<dyn TextEncoder + Send + Sync>,
+}
+
+impl Searcher {
+    /// Opens the index and its text tower (`model` overrides the one its manifest names).
+    pub fn open(
+        dir: &Path,
+        model: Option<&str>,
+        device: &candle_core::Device,
+    ) -> Result<Self, QueryError> {
+        let index = RegionIndex::open(dir)?;
+        let model = load_text_model(&index, model, device)?;
+        Ok(Self {
+            index,
+            model: Arc::new(model),
+        })
+    }
+
+    /// An opened index with a model already loaded (checked to embed into the index's space).
+    pub fn with_model(
+        index: RegionIndex,
+        model: Arc<dyn TextEncoder + Send + Sync>,
+    ) -> Result<Self, QueryError> {
+        check_model(&index, model.as_ref()).map_err(|e| QueryError::Model {
+            spec: model.id(),
+            message: format!("{e:#}"),
+        })?;
+        Ok(Self { index, model })
+    }
+
+    pub fn index(&self) -> &RegionIndex {
+        &self.index
+    }
+
+    pub fn model(&self) -> &(dyn TextEncoder + Send + Sync) {
+        self.model.as_ref()
+    }
+
+    pub fn search(&self, text: &str, options: &SearchOptions) -> Result<SearchAnswer, QueryError> {
+        let query = embed_query(self.model.as_ref(), text)?;
+        search_query(&self.index, &query, options)
+    }
+
+    /// Searches with a vector (any scale: it is normalised).
+    pub fn search_vector(
+        &self,
+        vector: &[f32],
+        options: &SearchOptions,
+    ) -> Result<SearchAnswer, QueryError> {
+        search_query(
+            &self.index,
+            &TextQuery::from_vector(vector, self.index.dim())?,
+            options,
+        )
+    }
 }
 
 /// Why a filter keeps no row of an index, in the words of the flags that set it; None when it keeps some

@@ -12,8 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::index::{Filter, Hit, SearchMode};
+use crate::index::{Filter, Hit};
 use crate::pipeline::photo_path::PhotoPathError;
+use crate::pipeline::query::{QueryError, SearchOptions};
 use crate::pipeline::{query, render};
 
 use super::encoder::EncodeError;
@@ -146,9 +147,7 @@ fn number_in(name: &str, parsed: Option<u64>, raw: &str, lo: usize, hi: usize) -
 #[derive(Debug, Clone)]
 struct SearchRequest {
     text: String,
-    k: usize,
-    filter: Filter,
-    mode: SearchMode,
+    options: SearchOptions,
 }
 
 const SEARCH_PARAMS: &[&str] = &[
@@ -183,21 +182,22 @@ fn filter_from(p: &Params) -> Filter {
     }
 }
 
-/// `exact=true` or `ef=N` of a query string.
-fn mode_from_params(p: &Params) -> ApiResult<SearchMode> {
+/// `k`, `exact=true` or `ef=N` and the filters of a query string, checked as every front door checks them.
+fn options_from_params(p: &Params, max_hits: usize) -> ApiResult<SearchOptions> {
+    let k = within_budget(p.number("k", query::DEFAULT_K, 1, MAX_K)?, max_hits)?;
     let ef = match p.text("ef") {
         None => None,
-        Some(_) => Some(p.number("ef", 0, 1, 100_000)?),
+        Some(_) => Some(p.number("ef", 0, 1, query::MAX_EF)?),
     };
-    mode_from(p.flag("exact")?, ef)
+    SearchOptions::new(k, filter_from(p), p.flag("exact")?, ef).map_err(query_error)
 }
 
-fn mode_from(exact: bool, ef: Option<usize>) -> ApiResult<SearchMode> {
-    match (exact, ef) {
-        (true, Some(_)) => Err(ApiError::bad("give exact or ef, not both")),
-        (true, None) => Ok(SearchMode::Exact),
-        (false, Some(ef)) => Ok(SearchMode::Approximate { ef }),
-        (false, None) => Ok(SearchMode::Auto),
+/// A query that cannot run: the client's mistake (400) unless the index failed.
+fn query_error(e: QueryError) -> ApiError {
+    match e {
+        QueryError::Index(e) => index_error(e.into()),
+        QueryError::Embed(e) => ApiError::internal(format!("cannot embed the query: {e}")),
+        other => ApiError::bad(other.to_string()),
     }
 }
 
@@ -220,9 +220,7 @@ impl SearchRequest {
         check_text(&text)?;
         Ok(Self {
             text,
-            k: within_budget(p.number("k", 10, 1, MAX_K)?, max_hits)?,
-            filter: filter_from(p),
-            mode: mode_from_params(p)?,
+            options: options_from_params(p, max_hits)?,
         })
     }
 
@@ -270,31 +268,19 @@ impl SearchRequest {
         };
         let ef = match field("ef") {
             None | Some(Value::Null) => None,
-            Some(_) => Some(number("ef", 0, 1, 100_000)?),
+            Some(_) => Some(number("ef", 0, 1, query::MAX_EF)?),
+        };
+        let filter = Filter {
+            image: string("image")?,
+            method: string("method")?,
+            source: string("source")?,
+            label: string("label")?,
         };
         Ok(Self {
             text,
-            k: number("k", 10, 1, MAX_K)?,
-            filter: Filter {
-                image: string("image")?,
-                method: string("method")?,
-                source: string("source")?,
-                label: string("label")?,
-            },
-            mode: mode_from(exact, ef)?,
+            options: SearchOptions::new(number("k", query::DEFAULT_K, 1, MAX_K)?, filter, exact, ef)
+                .map_err(query_error)?,
         })
-    }
-}
-
-/// A filter that keeps no row is the client's mistake, said in its own words. Asked only after a search
-/// found no candidates, so that a good filter is not scanned twice.
-fn refuse_empty_filter(live: &LiveIndex, filter: &Filter, candidates: usize) -> ApiResult<()> {
-    if candidates > 0 {
-        return Ok(());
-    }
-    match query::explain_empty_filter(&live.index, filter) {
-        Some(why) => Err(ApiError::bad(format!("nothing to search: {why}"))),
-        None => Ok(()),
     }
 }
 
@@ -345,12 +331,11 @@ async fn run_searches(
         };
         let live = live.clone();
         let answer = blocking(move || {
-            let a = query::search_query(&live.index, &enc.query, req.k, &req.filter, req.mode)
-                .map_err(index_error)?;
-            refuse_empty_filter(&live, &req.filter, a.run.candidates)?;
+            let a =
+                query::search_query(&live.index, &enc.query, &req.options).map_err(query_error)?;
             Ok(json!({
                 "query": req.text,
-                "k": req.k,
+                "k": req.options.k,
                 "mode": a.run.mode,
                 "ef": a.run.ef,
                 "candidates": a.run.candidates,
@@ -405,7 +390,7 @@ pub async fn search_post(
         .collect();
     // The answer's size is bounded before any work: 256 queries at k = 1000 would be a quarter of a million
     // hits (over 100 MB of JSON) for a 2 kB request.
-    let asked: usize = good.iter().map(|r| r.k).sum();
+    let asked: usize = good.iter().map(|r| r.options.k).sum();
     let limit = state.config.max_hits_per_request;
     if asked > limit {
         return Err(ApiError::bad(format!(
@@ -452,22 +437,14 @@ pub async fn similar(
     let p = Params::parse(raw.as_deref(), SIMILAR_PARAMS)?;
     let live = state.index();
     let row = parse_row(&row, &live)?;
-    let k = within_budget(
-        p.number("k", 10, 1, MAX_K)?,
-        state.config.max_hits_per_request,
-    )?;
-    let filter = filter_from(&p);
-    let mode = mode_from_params(&p)?;
+    let options = options_from_params(&p, state.config.max_hits_per_request)?;
     blocking(move || {
-        let (hits, run) = live
-            .index
-            .similar(row, k, &filter, mode)
-            .map_err(|e| index_error(e.into()))?
+        let (hits, run) = query::search_similar(&live.index, row, &options)
+            .map_err(query_error)?
             .ok_or_else(|| ApiError::not_found(format!("row {row} has no stored embedding")))?;
-        refuse_empty_filter(&live, &filter, run.candidates)?;
         Ok(Json(json!({
             "row": row,
-            "k": k,
+            "k": options.k,
             "mode": run.mode,
             "ef": run.ef,
             "candidates": run.candidates,

@@ -238,13 +238,13 @@ fn encode_loop(
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("the text tower failed (panic)")))
         };
-        let results: Vec<Reply> = match guarded(&|| query::embed_queries(&model, &texts)) {
+        let results: Vec<Reply> = match guarded(&|| Ok(query::embed_queries(&model, &texts)?)) {
             Ok(qs) => qs.into_iter().map(|q| Ok(Arc::new(q))).collect(),
             // One bad text fails a batch: each alone then, so the others still get their answer.
             Err(_) => texts
                 .iter()
                 .map(|t| {
-                    guarded(&|| query::embed_queries(&model, std::slice::from_ref(t)))
+                    guarded(&|| Ok(query::embed_queries(&model, std::slice::from_ref(t))?))
                         .map(|mut q| Arc::new(q.remove(0)))
                         .map_err(|e| format!("{e:#}"))
                 })
