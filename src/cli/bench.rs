@@ -15,7 +15,8 @@ use regionseek::invert::{
 use regionseek::masks::BinaryMask;
 use serde_json::json;
 
-use super::output::{write_atomic, ModelArgs};
+use super::args::ModelArgs;
+use super::output::write_atomic;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {

@@ -7,7 +7,8 @@ use anyhow::Context;
 use regionseek::clip::preprocess;
 use serde_json::json;
 
-use super::output::{print_json, ModelArgs};
+use super::args::ModelArgs;
+use super::output::print_json;
 
 #[derive(clap::Args)]
 pub struct EmbedImageArgs {

@@ -11,7 +11,8 @@ use regionseek::sam::MaskFrom;
 use serde_json::json;
 
 use super::invert_cmd::MethodChoice;
-use super::output::{print_json, write_atomic, InversionArgs, ModelArgs};
+use super::args::{InversionArgs, ModelArgs};
+use super::output::{print_json, write_atomic};
 use super::sam_cmd::{parse_box, SamModelArgs};
 
 fn stage(m: MethodChoice) -> EmbedStage {

@@ -10,7 +10,8 @@ use regionseek::pipeline::{
 };
 use serde_json::json;
 
-use super::output::{print_json, ModelArgs};
+use super::args::ModelArgs;
+use super::output::print_json;
 use regionseek::pipeline::bar::Bar;
 use super::sam_cmd::SamModelArgs;
 

@@ -12,7 +12,8 @@ use regionseek::pipeline::query;
 use serde_json::json;
 
 use super::choice::choice;
-use super::output::{print_json, write_atomic, InversionArgs, ModelArgs};
+use super::args::{InversionArgs, ModelArgs};
+use super::output::{print_json, write_atomic};
 
 /// `maskinversion` (None) or one of the baselines.
 #[derive(Clone, Copy, Debug)]

@@ -1,5 +1,6 @@
 //! Argument parsing and output formatting; the work happens in the library.
 
+mod args;
 mod bench;
 mod bench_decode;
 mod bench_index;

@@ -202,7 +202,7 @@ impl ResidualBlock {
         let probs = self.attention_probs(&q, &k, None)?;
         let o = Self::merge_heads(&self.product(&probs, &v)?)?;
         let x_mid = (x + self.out_proj.forward(&o)?)?;
-        let (ln2_normalized, ln2_std) = normalize_rows(&x_mid.reshape((b * n, c))?, self.eps)?;
+        let (ln2_normalized, ln2_std) = standardize_rows(&x_mid.reshape((b * n, c))?, self.eps)?;
         let pre = self.fc1.forward(&self.ln_2.forward(&x_mid)?)?;
         let x_out = (&x_mid + self.mlp(&pre)?)?;
         let taps = (0..b)
@@ -261,7 +261,7 @@ impl ResidualBlock {
 
 /// LayerNorm's normalisation without the affine part: `((x − μ)/σ, σ)` over the last dimension of a
 /// `[rows, C]` tensor, biased variance as torch.
-pub fn normalize_rows(x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+pub fn standardize_rows(x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
     let x = x.to_dtype(DType::F32)?;
     let mean = x.mean_keepdim(D::Minus1)?;
     let centered = x.broadcast_sub(&mean)?;

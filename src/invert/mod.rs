@@ -117,12 +117,18 @@ pub struct InversionConfig {
     pub cancel: crate::cancel::Cancel,
 }
 
+/// The reference's example run (`maskinversion_torch`'s demo: 448 px, 10 steps, lr 0.5), which every front
+/// door and pipeline spec defaults to.
+pub const DEFAULT_SIZE: usize = 448;
+pub const DEFAULT_STEPS: usize = 10;
+pub const DEFAULT_LR: f64 = 0.5;
+
 impl Default for InversionConfig {
     fn default() -> Self {
         Self {
-            size: 448,
-            steps: 10,
-            lr: 0.5,
+            size: DEFAULT_SIZE,
+            steps: DEFAULT_STEPS,
+            lr: DEFAULT_LR,
             alpha: 0.0,
             beta1: 0.9,
             beta2: 0.999,
@@ -241,7 +247,7 @@ fn prepare_masks(masks: &[&BinaryMask], s: usize) -> (Vec<PreparedMask>, Vec<f32
     (prepared, rho)
 }
 
-fn normalize_rows(x: &[f32], d: usize) -> (Vec<f32>, Vec<f32>) {
+fn unit_rows(x: &[f32], d: usize) -> (Vec<f32>, Vec<f32>) {
     let mut out = vec![0f32; x.len()];
     let mut norms = Vec::with_capacity(x.len() / d);
     for (row, o) in x.chunks(d).zip(out.chunks_mut(d)) {
@@ -622,7 +628,7 @@ fn invert_chunk(
     let mc = masks.len();
     let (prepared, rho) = prepare_masks(&masks, s);
 
-    let (cls_unit, _) = normalize_rows(cls, d);
+    let (cls_unit, _) = unit_rows(cls, d);
     let mut token: Vec<f32> = cls.repeat(mc);
     let mut m1 = vec![0f32; mc * d];
     let mut m2 = vec![0f32; mc * d];
@@ -633,7 +639,7 @@ fn invert_chunk(
         if cfg.cancel.is_cancelled() {
             return Err(InvertError::Cancelled);
         }
-        let (t_hat, norms) = normalize_rows(&token, d);
+        let (t_hat, norms) = unit_rows(&token, d);
         let t_hat_t = Tensor::from_vec(t_hat.clone(), (mc, d), device)?;
         let (grads, maps) = maps_of(rel, path, up, &t_hat_t)?;
         let per_mask: Vec<(f32, Vec<f32>)> = maps
@@ -686,7 +692,7 @@ fn invert_chunk(
     }
 
     // The final tokens' maps: the loss they reach, and the maps to show.
-    let (t_hat, _) = normalize_rows(&token, d);
+    let (t_hat, _) = unit_rows(&token, d);
     let (_, maps) = maps_of(rel, path, up, &Tensor::from_vec(t_hat, (mc, d), device)?)?;
     let results = (0..mc)
         .into_par_iter()
@@ -717,7 +723,7 @@ fn invert_chunk(
 /// The LeGrad map of one token `[d]` (normalised inside) at S×S, min-max normalised, as the reference's
 /// `compute_legrad` for the image behind `taps`.
 pub fn legrad_map(rel: &Relevance, token: &[f32], path: GradPath) -> candle_core::Result<Vec<f32>> {
-    let (t_hat, _) = normalize_rows(token, token.len());
+    let (t_hat, _) = unit_rows(token, token.len());
     let up = PatchUpsample::new(rel.grid, rel.patch);
     let (_, maps) = maps_of(
         rel,

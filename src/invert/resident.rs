@@ -85,7 +85,7 @@ struct DeviceMaps {
     valid: Tensor,
 }
 
-fn normalize_rows(x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+fn unit_rows(x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
     let norms = x.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
     Ok((x.broadcast_div(&norms)?, norms))
 }
@@ -247,7 +247,7 @@ pub(super) fn invert_chunk(
         fused_consts,
     } = ChunkMasks::new(&prepared, rho_host, s, rel.fused_maps(), device)?;
     let cls_t = Tensor::from_slice(cls, (1, d), device)?;
-    let (cls_unit, _) = normalize_rows(&cls_t)?;
+    let (cls_unit, _) = unit_rows(&cls_t)?;
     let scale = 1.0 / total_masks as f64;
 
     let mut token = cls_t.broadcast_as((mc, d))?.contiguous()?;
@@ -259,7 +259,7 @@ pub(super) fn invert_chunk(
         if cfg.cancel.is_cancelled() {
             return Err(InvertError::Cancelled);
         }
-        let (t_hat, norms) = normalize_rows(&token)?;
+        let (t_hat, norms) = unit_rows(&token)?;
         let (grads, d_rel) = match &fused_consts {
             Some(consts) => {
                 let (grads, r) = relevance_of(rel, path, &t_hat)?;
@@ -299,7 +299,7 @@ pub(super) fn invert_chunk(
     }
 
     // One transfer out: tokens, the losses of every step, and the final maps' losses and flatness.
-    let (t_hat, _) = normalize_rows(&token)?;
+    let (t_hat, _) = unit_rows(&token)?;
     // The maps themselves are only ever needed here, when kept: then the generic path makes them.
     let (final_loss, valid, final_maps) = match &fused_consts {
         Some(consts) if !cfg.keep_maps => {

@@ -65,13 +65,13 @@ pub struct InvertParams {
 }
 
 fn default_size() -> usize {
-    448
+    crate::invert::DEFAULT_SIZE
 }
 fn default_steps() -> usize {
-    10
+    crate::invert::DEFAULT_STEPS
 }
 fn default_lr() -> f64 {
-    0.5
+    crate::invert::DEFAULT_LR
 }
 
 impl Default for InvertParams {
