@@ -8,7 +8,8 @@ use crate::kernels::dot;
 use serde::Serialize;
 
 use crate::engine::{exact_top_k, AnnEngine, HnswParams, Keep};
-use crate::graph::{graph_files, GraphEngine};
+use crate::files::graph_files;
+use crate::graph::GraphEngine;
 use crate::kernels::simd_backend;
 use crate::manifest::checksum;
 use crate::IndexError;

@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use crate::engine::{AnnEngine, HnswParams, Keep};
+use crate::files;
 use crate::kernels::{dot, Codec, Quantizer};
 use crate::IndexError;
 
@@ -557,7 +558,7 @@ impl GraphEngine {
         head.extend_from_slice(&q.scale.to_le_bytes());
         head.resize(HEADER, 0);
 
-        let path = dir.join(format!("{basename}.links"));
+        let path = dir.join(files::graph_links(basename));
         let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
         w.write_all(&head)?;
         w.write_all(&self.levels)?;
@@ -576,7 +577,7 @@ impl GraphEngine {
         head.extend_from_slice(&(n as u64).to_le_bytes());
         head.push(self.codec.id());
         head.resize(HEADER, 0);
-        let path = dir.join(format!("{basename}.vectors"));
+        let path = dir.join(files::graph_vectors(basename));
         let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
         w.write_all(&head)?;
         for id in 0..n {
@@ -594,7 +595,7 @@ impl GraphEngine {
     /// Opens a graph written by [`AnnEngine::dump`]: the links are read, the vectors read. `rows` is what
     /// the manifest says the graph holds.
     pub fn load(dir: &Path, basename: &str, rows: usize) -> Result<Self, IndexError> {
-        let path = dir.join(format!("{basename}.links"));
+        let path = dir.join(files::graph_links(basename));
         let bytes = std::fs::read(&path).map_err(IndexError::io(&path))?;
         let bad = |what: &str| IndexError::corrupt(&path, what);
         if bytes.len() < HEADER || &bytes[..8] != LINKS_MAGIC {
@@ -699,7 +700,7 @@ impl GraphEngine {
         g.quantizer = Some(Quantizer { codec, scale });
         g.locks = (0..n).map(|_| Mutex::new(())).collect();
 
-        let path = dir.join(format!("{basename}.vectors"));
+        let path = dir.join(files::graph_vectors(basename));
         let mut vectors = LoadedVectors::read(&path)?;
         let code_len = g.store.code_len;
         let map = vectors.bytes();
@@ -842,13 +843,8 @@ impl AnnEngine for GraphEngine {
     }
 
     fn files(&self, basename: &str) -> [String; 2] {
-        graph_files(basename)
+        files::graph_files(basename)
     }
-}
-
-/// The two files of a graph dump: the links, then the vectors.
-pub fn graph_files(basename: &str) -> [String; 2] {
-    [format!("{basename}.links"), format!("{basename}.vectors")]
 }
 
 #[cfg(test)]

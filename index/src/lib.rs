@@ -5,6 +5,7 @@
 pub mod bench;
 mod engine;
 mod error;
+mod files;
 pub mod graph;
 pub mod kernels;
 mod lock;
@@ -18,9 +19,10 @@ mod tiers;
 
 pub use engine::{AnnEngine, HnswParams, Keep, DEFAULT_CODEC};
 pub use error::IndexError;
+pub use files::LOCK as LOCK_FILE;
 pub use graph::GraphEngine;
 pub use kernels::Codec;
-pub use lock::{LockWait, WriterLock, LOCK_FILE};
+pub use lock::{LockWait, WriterLock};
 pub use manifest::Manifest;
 pub use merge::{find_sources, merge, MergeReport};
 pub use record::{Filter, Hit, MethodInfo, RegionMeta, RegionRecord};

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::engine::{exact_top_k, AnnEngine, HnswParams, Keep};
+use crate::files::{self, MANIFEST};
 use crate::graph::{GraphEngine, ENGINE_NAME};
 use crate::lock::{LockWait, WriterLock};
 use crate::manifest::{
-    self, checksum, generation_of, sync_dir, verify, verify_size, FileEntry, GraphEntry, Manifest,
-    FORMAT,
+    checksum, sync_dir, verify, verify_size, FileEntry, GraphEntry, Manifest, FORMAT,
 };
 use crate::record::{Filter, Hit, RegionMeta, RegionRecord};
 use crate::tiers::Liveness;
@@ -210,11 +210,11 @@ impl RegionIndex {
     }
 
     fn create_locked(dir: &Path, spec: &IndexSpec) -> Result<Self, IndexError> {
-        if dir.join(manifest::MANIFEST).exists() {
+        if dir.join(MANIFEST).exists() {
             return Err(IndexError::Exists(dir.to_path_buf()));
         }
         // Segments without a manifest are someone's data: never start over on top of them.
-        if manifest::holds_index_files(dir) {
+        if files::holds_index_files(dir) {
             return Err(IndexError::Orphaned(dir.to_path_buf()));
         }
         if spec.dim == 0 {
@@ -406,9 +406,9 @@ impl RegionIndex {
             return Ok(report);
         }
         let generation = self.manifest.generation + 1;
-        let file = format!("regions-{generation:08}.parquet");
+        let file = files::segment(generation);
         let path = self.dir.join(&file);
-        let tmp = self.dir.join(format!(".{file}.part"));
+        let tmp = self.dir.join(files::partial(&file));
         store::write_segment(&tmp, &fresh, self.manifest.dim)?;
         std::fs::rename(&tmp, &path).map_err(IndexError::io(&path))?;
         let (bytes, crc32) = checksum(&path)?;
@@ -456,8 +456,8 @@ impl RegionIndex {
             return Ok(());
         }
         let generation = self.manifest.generation + 1;
-        let basename = format!("graph-{generation:08}");
-        let staging = self.dir.join(format!(".{basename}.tmp"));
+        let basename = files::graph_basename(generation);
+        let staging = self.dir.join(files::staging(&basename));
         std::fs::create_dir_all(&staging).map_err(IndexError::io(&staging))?;
         let dumped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.engine.dump(&staging, &basename)
@@ -538,15 +538,15 @@ impl RegionIndex {
             if keep.contains(&name) {
                 continue;
             }
-            let temp = name.starts_with('.') && (name.ends_with(".part") || name.ends_with(".tmp"));
-            let generation = generation_of(&name);
+            let temp = files::is_unfinished(&name);
+            let generation = files::generation_of(&name);
             let uncommitted = generation.is_some_and(|g| g > committed);
-            let old_graph = (name.starts_with("hnsw-") || name.starts_with("graph-"))
-                && generation.is_some_and(|g| g <= committed);
+            let old_graph =
+                files::is_any_graph_dump(&name) && generation.is_some_and(|g| g <= committed);
             if !(temp || uncommitted || old_graph) {
-                if manifest::is_segment_name(&name) {
+                if files::is_segment(&name) {
                     tracing::warn!(
-                        "{} is not part of the index (manifest.json does not name it); left as it is",
+                        "{} is not part of the index ({MANIFEST} does not name it); left as it is",
                         entry.path().display()
                     );
                 }
