@@ -153,6 +153,7 @@ unsafe fn cast<T>(bytes: &[u8]) -> &[T] {
 }
 
 /// Which SIMD back end the kernels run on here (for benchmark reports).
+#[cfg(any(test, feature = "bench"))]
 pub fn simd_backend() -> &'static str {
     use simsimd::capabilities as c;
     if c::uses_sapphire() || c::uses_genoa() || c::uses_ice() || c::uses_skylake() {

@@ -2,12 +2,16 @@
 //! an HNSW graph (our own, see `graph`; cosine on L2-normalised vectors) beside it, committed atomically through a
 //! manifest. No model code: records arrive as plain data.
 
+// The `regionseek bench-index` command's measurements: they need the graph's internals, which stay private,
+// so they live here, compiled only for that command (and for the tests, which share its data generators).
+#[cfg(any(test, feature = "bench"))]
+#[doc(hidden)]
 pub mod bench;
 mod engine;
 mod error;
 mod files;
 pub mod graph;
-pub mod kernels;
+mod kernels;
 mod lock;
 mod manifest;
 mod merge;
@@ -17,10 +21,9 @@ mod repair;
 mod store;
 mod tiers;
 
-pub use engine::{AnnEngine, HnswParams, Keep, DEFAULT_CODEC};
+pub use engine::{HnswParams, DEFAULT_CODEC};
 pub use error::IndexError;
 pub use files::LOCK as LOCK_FILE;
-pub use graph::GraphEngine;
 pub use kernels::Codec;
 pub use lock::{LockWait, WriterLock};
 pub use manifest::Manifest;

@@ -4,9 +4,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::engine::{exact_top_k, AnnEngine, HnswParams, Keep};
+use crate::engine::{exact_top_k, HnswParams, Keep};
 use crate::files::{self, MANIFEST};
-use crate::graph::{GraphEngine, ENGINE_NAME};
+use crate::graph::{FrozenGraph, GraphBuilder, ENGINE_NAME};
 use crate::lock::{LockWait, WriterLock};
 use crate::manifest::{
     checksum, sync_dir, verify, verify_size, FileEntry, GraphEntry, Manifest, FORMAT,
@@ -74,7 +74,7 @@ pub struct RegionIndex {
     images: OnceLock<HashMap<(String, String), bool>>,
     /// Which rows searches return: one per region, the best tier (see `tiers`).
     liveness: Liveness,
-    engine: Box<dyn AnnEngine>,
+    graph: IndexGraph,
     /// Held by writers for their whole life; None for readers.
     lock: Option<WriterLock>,
 }
@@ -86,6 +86,74 @@ impl std::fmt::Debug for RegionIndex {
             .field("rows", &self.manifest.rows)
             .field("dim", &self.manifest.dim)
             .finish()
+    }
+}
+
+/// The graph in the form its holder needs: frozen for a reader, open to inserts for a writer.
+enum IndexGraph {
+    Frozen(FrozenGraph),
+    Growing(GraphBuilder),
+}
+
+impl IndexGraph {
+    fn frozen(self) -> Self {
+        match self {
+            Self::Growing(b) => Self::Frozen(b.freeze()),
+            frozen => frozen,
+        }
+    }
+
+    fn growing(self) -> Self {
+        match self {
+            Self::Frozen(f) => Self::Growing(f.thaw()),
+            growing => growing,
+        }
+    }
+
+    /// The graph open to inserts, thawed first if it is frozen.
+    fn builder(&mut self) -> &mut GraphBuilder {
+        if let Self::Frozen(f) = self {
+            let placeholder = GraphBuilder::new(0, HnswParams::default()).freeze();
+            *self = Self::Growing(std::mem::replace(f, placeholder).thaw());
+        }
+        match self {
+            Self::Growing(b) => b,
+            Self::Frozen(_) => unreachable!("thawed above"),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Frozen(f) => f.len(),
+            Self::Growing(b) => b.len(),
+        }
+    }
+
+    fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        keep: Option<Keep<'_>>,
+    ) -> Vec<(usize, f32)> {
+        match self {
+            Self::Frozen(f) => f.search(query, k, ef, keep),
+            Self::Growing(b) => b.search(query, k, ef, keep),
+        }
+    }
+
+    fn vector(&self, id: usize) -> Option<&[f32]> {
+        match self {
+            Self::Frozen(f) => f.vector(id),
+            Self::Growing(b) => b.vector(id),
+        }
+    }
+
+    fn dump(&self, dir: &Path, basename: &str) -> Result<(), IndexError> {
+        match self {
+            Self::Frozen(f) => f.dump(dir, basename),
+            Self::Growing(b) => b.dump(dir, basename),
+        }
     }
 }
 
@@ -107,7 +175,10 @@ impl RegionIndex {
         loop {
             let manifest = Manifest::read(dir)?;
             match Self::load(dir, manifest.clone()) {
-                Ok(index) => return Ok(index),
+                Ok(mut index) => {
+                    index.graph = index.graph.frozen();
+                    return Ok(index);
+                }
                 Err(e) => {
                     attempt += 1;
                     let moved = Manifest::read(dir).map_or(true, |now| now != manifest);
@@ -131,6 +202,7 @@ impl RegionIndex {
         let lock = WriterLock::acquire(dir, wait)?;
         let mut index = Self::load(dir, Manifest::read(dir)?)?;
         index.lock = Some(lock);
+        index.graph = index.graph.growing();
         index.collect_garbage()?;
         Ok(index)
     }
@@ -143,6 +215,7 @@ impl RegionIndex {
     ) -> Result<Self, IndexError> {
         let mut index = Self::load(dir, manifest)?;
         index.lock = Some(lock);
+        index.graph = index.graph.growing();
         Ok(index)
     }
 
@@ -151,12 +224,12 @@ impl RegionIndex {
         for seg in &manifest.segments {
             verify(dir, seg)?;
         }
-        let (mut engine, graph_rows): (Box<dyn AnnEngine>, u64) = match &manifest.graph {
+        let (mut graph, graph_rows) = match &manifest.graph {
             Some(g) if g.engine == ENGINE_NAME => {
                 verify(dir, &g.graph)?;
                 verify_size(dir, &g.data)?;
-                let graph = GraphEngine::load(dir, &g.basename, g.rows as usize)?;
-                (Box::new(graph), g.rows)
+                let graph = FrozenGraph::load(dir, &g.basename, g.rows as usize)?;
+                (IndexGraph::Frozen(graph), g.rows)
             }
             Some(g) => {
                 tracing::info!(
@@ -164,9 +237,15 @@ impl RegionIndex {
                     dir.display(),
                     g.engine
                 );
-                (Box::new(GraphEngine::new(dim, manifest.hnsw)), 0)
+                (
+                    IndexGraph::Growing(GraphBuilder::new(dim, manifest.hnsw)),
+                    0,
+                )
             }
-            None => (Box::new(GraphEngine::new(dim, manifest.hnsw)), 0),
+            None => (
+                IndexGraph::Growing(GraphBuilder::new(dim, manifest.hnsw)),
+                0,
+            ),
         };
         let mut meta = Vec::with_capacity(manifest.rows as usize);
         for seg in &manifest.segments {
@@ -184,7 +263,7 @@ impl RegionIndex {
             if need_vectors {
                 let skip = graph_rows.saturating_sub(first) as usize;
                 let items: Vec<&[f32]> = vectors.chunks_exact(dim).skip(skip).collect();
-                engine.insert(&items);
+                graph.builder().insert(&items);
             }
             meta.extend(rows);
         }
@@ -195,7 +274,7 @@ impl RegionIndex {
             meta,
             keys: OnceLock::new(),
             images: OnceLock::new(),
-            engine,
+            graph,
             lock: None,
         })
     }
@@ -206,6 +285,7 @@ impl RegionIndex {
         let lock = WriterLock::acquire(dir, LockWait::No)?;
         let mut index = Self::create_locked(dir, spec)?;
         index.lock = Some(lock);
+        index.graph = index.graph.growing();
         Ok(index)
     }
 
@@ -237,7 +317,7 @@ impl RegionIndex {
         manifest.write(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            engine: Box::new(GraphEngine::new(spec.dim, spec.hnsw)),
+            graph: IndexGraph::Growing(GraphBuilder::new(spec.dim, spec.hnsw)),
             manifest,
             meta: Vec::new(),
             liveness: Liveness::default(),
@@ -289,6 +369,7 @@ impl RegionIndex {
             Err(e) => return Err(e),
         };
         index.lock = Some(lock);
+        index.graph = index.graph.growing();
         index.collect_garbage()?;
         Ok(index)
     }
@@ -425,7 +506,7 @@ impl RegionIndex {
         self.manifest = next;
 
         let items: Vec<&[f32]> = fresh.iter().map(|r| r.embedding.as_slice()).collect();
-        self.engine.insert(&items);
+        self.graph.builder().insert(&items);
         report.added = fresh.len();
         // Sets not built yet are built from `meta` when first asked, these rows included.
         for r in fresh {
@@ -460,14 +541,14 @@ impl RegionIndex {
         let staging = self.dir.join(files::staging(&basename));
         std::fs::create_dir_all(&staging).map_err(IndexError::io(&staging))?;
         let dumped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.engine.dump(&staging, &basename)
+            self.graph.dump(&staging, &basename)
         }))
         .map_err(|_| {
             IndexError::Engine(format!("the HNSW dump into {} failed", staging.display()))
         })?;
         dumped?;
         let mut entries = Vec::new();
-        for name in self.engine.files(&basename) {
+        for name in files::graph_files(&basename) {
             let from = staging.join(&name);
             std::fs::File::open(&from)
                 .and_then(|f| f.sync_all())
@@ -644,20 +725,20 @@ impl RegionIndex {
             ef: (!exact).then_some(ef),
             candidates,
         };
-        if candidates == 0 || k == 0 || self.engine.is_empty() {
+        if candidates == 0 || k == 0 || self.graph.len() == 0 {
             return Ok((Vec::new(), run));
         }
         let found = if exact {
             self.exact(&q, k, filter)
         } else if self.keeps_all(filter) {
-            self.engine.search(&q, k, ef, None)
+            self.graph.search(&q, k, ef, None)
         } else {
             let accepts = |id: usize| self.keeps(id, filter);
             let keep = Keep {
                 accepts: &accepts,
                 count: candidates,
             };
-            self.engine.search(&q, k, ef, Some(keep))
+            self.graph.search(&q, k, ef, Some(keep))
         };
         let hits = found
             .into_iter()
@@ -672,7 +753,7 @@ impl RegionIndex {
         if row >= self.meta.len() {
             return None;
         }
-        self.engine.vector(row).map(<[f32]>::to_vec)
+        self.graph.vector(row).map(<[f32]>::to_vec)
     }
 
     /// A row as a hit (score 1: the region itself).
@@ -700,8 +781,8 @@ impl RegionIndex {
     fn exact(&self, q: &[f32], k: usize, filter: &Filter) -> Vec<(usize, f32)> {
         let all = self.keeps_all(filter);
         let keep = |id: usize| all || self.keeps(id, filter);
-        let vector = |id: usize| self.engine.vector(id).unwrap_or(&[]);
-        exact_top_k(self.engine.len(), &vector, q, k, &keep)
+        let vector = |id: usize| self.graph.vector(id).unwrap_or(&[]);
+        exact_top_k(self.graph.len(), &vector, q, k, &keep)
     }
 
     fn hit(&self, id: usize, score: f32) -> Hit {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::files::{self, generation_of, QUARANTINE};
-use crate::graph::{GraphEngine, ENGINE_NAME};
+use crate::graph::{FrozenGraph, ENGINE_NAME};
 use crate::lock::{LockWait, WriterLock};
 use crate::manifest::{checksum, verify as verify_file, FileEntry, Manifest, FORMAT};
 use crate::record::{RegionMeta, RegionRecord};
@@ -143,7 +143,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, IndexError> {
                 .map_err(|e| (&g.graph.file, e))
                 .and_then(|_| verify_file(dir, &g.data).map_err(|e| (&g.data.file, e)))
                 .and_then(|_| {
-                    GraphEngine::load(dir, &g.basename, g.rows as usize)
+                    FrozenGraph::load(dir, &g.basename, g.rows as usize)
                         .map(drop)
                         .map_err(|e| (&g.graph.file, e))
                 });
@@ -240,7 +240,7 @@ pub fn repair(dir: &Path, wait: LockWait) -> Result<RepairReport, IndexError> {
                 graph_usable = g.engine == ENGINE_NAME
                     && verify_file(dir, &g.graph).is_ok()
                     && verify_file(dir, &g.data).is_ok()
-                    && GraphEngine::load(dir, &g.basename, g.rows as usize).is_ok();
+                    && FrozenGraph::load(dir, &g.basename, g.rows as usize).is_ok();
             }
             (dim, model_id, weights_hash, hnsw) =
                 (m.dim, m.model_id.clone(), m.weights_hash.clone(), m.hnsw);
