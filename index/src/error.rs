@@ -28,8 +28,6 @@ pub enum IndexError {
         "{dir} is being written by another process ({holder}); wait for it (`--wait`) or stop it first"
     )]
     Locked { dir: PathBuf, holder: String },
-    #[error("{0} was opened for reading; appending needs the writer lock (open it as a writer)")]
-    ReadOnly(PathBuf),
     #[error("{0}")]
     Engine(String),
 }

@@ -11,7 +11,7 @@ mod engine;
 mod error;
 mod files;
 pub mod graph;
-mod kernels;
+pub mod kernels;
 mod lock;
 mod manifest;
 mod merge;
@@ -30,7 +30,8 @@ pub use manifest::Manifest;
 pub use merge::{find_sources, merge, MergeReport};
 pub use record::{Filter, Hit, MethodInfo, RegionMeta, RegionRecord};
 pub use region_index::{
-    AppendReport, IndexSpec, RegionIndex, SearchMode, SearchRun, DEFAULT_EF, EXACT_BELOW,
+    AppendReport, IndexSpec, IndexWriter, RegionIndex, SearchMode, SearchRun, DEFAULT_EF,
+    EXACT_BELOW,
 };
 pub use regionseek_masks::CocoRle;
 pub use repair::{repair, verify, FileProblem, RepairReport, VerifyReport};

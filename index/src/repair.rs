@@ -12,7 +12,7 @@ use crate::graph::{FrozenGraph, ENGINE_NAME};
 use crate::lock::{LockWait, WriterLock};
 use crate::manifest::{checksum, verify as verify_file, FileEntry, Manifest, FORMAT};
 use crate::record::{RegionMeta, RegionRecord};
-use crate::region_index::RegionIndex;
+use crate::region_index::IndexWriter;
 use crate::{store, IndexError};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -417,7 +417,7 @@ pub fn repair(dir: &Path, wait: LockWait) -> Result<RepairReport, IndexError> {
         let _ = std::fs::remove_file(dir.join(file));
     }
     // The graph is derived data: rebuilt from the stored embeddings by opening the table, then dumped.
-    let mut index = RegionIndex::from_repair(dir, next, lock)?;
+    let mut index = IndexWriter::from_repair(dir, next, lock)?;
     if rows > 0 {
         index.save_graph()?;
         report.graph = "rebuilt".into();

@@ -1,19 +1,20 @@
-//! The index directory: segments + graph dump + manifest, opened, appended to and searched.
+//! The index directory: segments + graph dump + manifest, opened and searched by [`RegionIndex`], appended
+//! to by [`IndexWriter`].
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::engine::{exact_top_k, HnswParams, Keep};
-use crate::files::{self, MANIFEST};
 use crate::graph::{FrozenGraph, GraphBuilder, ENGINE_NAME};
-use crate::lock::{LockWait, WriterLock};
-use crate::manifest::{
-    checksum, sync_dir, verify, verify_size, FileEntry, GraphEntry, Manifest, FORMAT,
-};
-use crate::record::{Filter, Hit, RegionMeta, RegionRecord};
+use crate::manifest::{verify, verify_size, Manifest};
+use crate::record::{Filter, Hit, RegionMeta};
 use crate::tiers::Liveness;
 use crate::{store, IndexError};
+
+mod writer;
+
+pub use writer::{AppendReport, IndexWriter};
 
 /// What an index is for: one embedding space. Appending vectors or querying from another model is refused.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,13 +47,6 @@ pub struct SearchRun {
     pub candidates: usize,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct AppendReport {
-    pub added: usize,
-    /// Regions already in the index (same image content, region id and method): skipped, never duplicated.
-    pub duplicates: usize,
-}
-
 /// Up to this many candidate rows `Auto` scans them all: exact, and tens of milliseconds on two cores.
 pub const EXACT_BELOW: usize = 200_000;
 /// `Auto`'s beam beyond [`EXACT_BELOW`]: wide, because region embeddings of one class are near-ties and a
@@ -60,9 +54,15 @@ pub const EXACT_BELOW: usize = 200_000;
 pub const DEFAULT_EF: usize = 512;
 /// How often a reader re-reads a manifest that moved while it was opening the files it named.
 const READ_RETRIES: usize = 3;
-/// Re-dump the graph once this share of the rows is not in the last dump (reopening re-inserts them).
-const REDUMP_FRACTION: f64 = 0.25;
 
+/// An index opened for reading: the last committed state when it was opened, searched by any number of
+/// threads. It cannot be written (see [`IndexWriter`]), so this does not compile:
+///
+/// ```compile_fail
+/// # fn f(reader: &mut regionseek_index::RegionIndex) {
+/// reader.append(Vec::new());
+/// # }
+/// ```
 pub struct RegionIndex {
     dir: PathBuf,
     manifest: Manifest,
@@ -75,8 +75,6 @@ pub struct RegionIndex {
     /// Which rows searches return: one per region, the best tier (see `tiers`).
     liveness: Liveness,
     graph: IndexGraph,
-    /// Held by writers for their whole life; None for readers.
-    lock: Option<WriterLock>,
 }
 
 impl std::fmt::Debug for RegionIndex {
@@ -194,31 +192,7 @@ impl RegionIndex {
         }
     }
 
-    /// Opens an existing index as its one writer (see [`WriterLock`]).
-    pub fn open_writer(dir: &Path, wait: LockWait) -> Result<Self, IndexError> {
-        if !dir.is_dir() {
-            return Err(IndexError::NotFound(dir.to_path_buf()));
-        }
-        let lock = WriterLock::acquire(dir, wait)?;
-        let mut index = Self::load(dir, Manifest::read(dir)?)?;
-        index.lock = Some(lock);
-        index.graph = index.graph.growing();
-        index.collect_garbage()?;
-        Ok(index)
-    }
-
-    /// The writer `repair` continues with once it has committed a consistent manifest.
-    pub(crate) fn from_repair(
-        dir: &Path,
-        manifest: Manifest,
-        lock: WriterLock,
-    ) -> Result<Self, IndexError> {
-        let mut index = Self::load(dir, manifest)?;
-        index.lock = Some(lock);
-        index.graph = index.graph.growing();
-        Ok(index)
-    }
-
+    /// The state `manifest` commits, its graph in whichever form reading it left it.
     fn load(dir: &Path, manifest: Manifest) -> Result<Self, IndexError> {
         let dim = manifest.dim;
         for seg in &manifest.segments {
@@ -275,107 +249,7 @@ impl RegionIndex {
             keys: OnceLock::new(),
             images: OnceLock::new(),
             graph,
-            lock: None,
         })
-    }
-
-    /// Creates an empty index as its writer (the directory may exist but must hold no index).
-    pub fn create(dir: &Path, spec: &IndexSpec) -> Result<Self, IndexError> {
-        std::fs::create_dir_all(dir).map_err(IndexError::io(dir))?;
-        let lock = WriterLock::acquire(dir, LockWait::No)?;
-        let mut index = Self::create_locked(dir, spec)?;
-        index.lock = Some(lock);
-        index.graph = index.graph.growing();
-        Ok(index)
-    }
-
-    fn create_locked(dir: &Path, spec: &IndexSpec) -> Result<Self, IndexError> {
-        if dir.join(MANIFEST).exists() {
-            return Err(IndexError::Exists(dir.to_path_buf()));
-        }
-        // Segments without a manifest are someone's data: never start over on top of them.
-        if files::holds_index_files(dir) {
-            return Err(IndexError::Orphaned(dir.to_path_buf()));
-        }
-        if spec.dim == 0 {
-            return Err(IndexError::Mismatch(
-                "embedding dimension must be positive".into(),
-            ));
-        }
-        let manifest = Manifest {
-            format: FORMAT.into(),
-            dim: spec.dim,
-            model_id: spec.model_id.clone(),
-            weights_hash: spec.weights_hash.clone(),
-            metric: "cosine".into(),
-            rows: 0,
-            generation: 0,
-            segments: Vec::new(),
-            graph: None,
-            hnsw: spec.hnsw,
-        };
-        manifest.write(dir)?;
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            graph: IndexGraph::Growing(GraphBuilder::new(spec.dim, spec.hnsw)),
-            manifest,
-            meta: Vec::new(),
-            liveness: Liveness::default(),
-            keys: OnceLock::new(),
-            images: OnceLock::new(),
-            lock: None,
-        })
-    }
-
-    /// [`Self::open_or_create_with`] that refuses at once when another writer holds the index.
-    pub fn open_or_create(dir: &Path, spec: &IndexSpec) -> Result<Self, IndexError> {
-        Self::open_or_create_with(dir, spec, LockWait::No)
-    }
-
-    /// Opens the index at `dir` as its writer if there is one (refusing another embedding space), otherwise
-    /// creates it, then removes leftovers of interrupted writes. The writer lock is taken first, so the
-    /// state opened is the one the previous writer committed last.
-    pub fn open_or_create_with(
-        dir: &Path,
-        spec: &IndexSpec,
-        wait: LockWait,
-    ) -> Result<Self, IndexError> {
-        std::fs::create_dir_all(dir).map_err(IndexError::io(dir))?;
-        let lock = WriterLock::acquire(dir, wait)?;
-        Self::open_or_create_holding(dir, spec, lock)
-    }
-
-    /// [`Self::open_or_create_with`] with a lock the caller took earlier (e.g. before loading a model, so
-    /// that a second writer is told at once rather than after minutes of loading).
-    pub fn open_or_create_holding(
-        dir: &Path,
-        spec: &IndexSpec,
-        lock: WriterLock,
-    ) -> Result<Self, IndexError> {
-        if lock.dir() != dir {
-            return Err(IndexError::Mismatch(format!(
-                "the writer lock held is for {}, not {}",
-                lock.dir().display(),
-                dir.display()
-            )));
-        }
-        let mut index = match Manifest::read(dir) {
-            Ok(m) => {
-                let index = Self::load(dir, m)?;
-                index.check_space(spec.dim, &spec.model_id, &spec.weights_hash)?;
-                index
-            }
-            Err(IndexError::NotFound(_)) => Self::create_locked(dir, spec)?,
-            Err(e) => return Err(e),
-        };
-        index.lock = Some(lock);
-        index.graph = index.graph.growing();
-        index.collect_garbage()?;
-        Ok(index)
-    }
-
-    pub fn is_writer(&self) -> bool {
-        self.lock.is_some()
     }
 
     pub fn check_space(
@@ -444,207 +318,6 @@ impl RegionIndex {
             region_id.to_string(),
             method.to_string(),
         ))
-    }
-
-    /// Appends a batch as one new segment and commits it. Regions already present are skipped; invalid
-    /// records (wrong dimension, another model, a zero or non-finite vector) refuse the whole batch before
-    /// anything is written.
-    pub fn append(&mut self, records: Vec<RegionRecord>) -> Result<AppendReport, IndexError> {
-        self.require_writer()?;
-        let mut report = AppendReport::default();
-        let mut fresh = Vec::with_capacity(records.len());
-        let mut batch_keys = HashSet::new();
-        for mut r in records {
-            let key = r.meta.key();
-            let label = format!(
-                "{}#{} ({})",
-                r.meta.image, r.meta.region_id, r.meta.method.name
-            );
-            if r.embedding.len() != self.manifest.dim {
-                return Err(IndexError::Mismatch(format!(
-                    "region {label}: a {}-d embedding for an index of {}-d embeddings",
-                    r.embedding.len(),
-                    self.manifest.dim
-                )));
-            }
-            if r.meta.method.model_id != self.manifest.model_id {
-                return Err(IndexError::Mismatch(format!(
-                    "region {label}: made with model {}, the index holds {}",
-                    r.meta.method.model_id, self.manifest.model_id
-                )));
-            }
-            r.embedding = normalized(&r.embedding).ok_or_else(|| IndexError::InvalidRecord {
-                key: label.clone(),
-                message: "the embedding is zero or not finite".into(),
-            })?;
-            if self.key_set().contains(&key) || !batch_keys.insert(key) {
-                report.duplicates += 1;
-                continue;
-            }
-            fresh.push(r);
-        }
-        if fresh.is_empty() {
-            return Ok(report);
-        }
-        let generation = self.manifest.generation + 1;
-        let file = files::segment(generation);
-        let path = self.dir.join(&file);
-        let tmp = self.dir.join(files::partial(&file));
-        store::write_segment(&tmp, &fresh, self.manifest.dim)?;
-        std::fs::rename(&tmp, &path).map_err(IndexError::io(&path))?;
-        let (bytes, crc32) = checksum(&path)?;
-        let mut next = self.manifest.clone();
-        next.generation = generation;
-        next.rows += fresh.len() as u64;
-        next.segments.push(FileEntry {
-            file,
-            rows: fresh.len() as u64,
-            bytes,
-            crc32,
-        });
-        next.write(&self.dir)?;
-        self.manifest = next;
-
-        let items: Vec<&[f32]> = fresh.iter().map(|r| r.embedding.as_slice()).collect();
-        self.graph.builder().insert(&items);
-        report.added = fresh.len();
-        // Sets not built yet are built from `meta` when first asked, these rows included.
-        for r in fresh {
-            if let Some(keys) = self.keys.get_mut() {
-                keys.insert(r.meta.key());
-            }
-            if let Some(images) = self.images.get_mut() {
-                images.insert(
-                    (r.meta.image_hash.clone(), r.meta.method.name.clone()),
-                    r.meta.exif_rotated,
-                );
-            }
-            self.liveness.push(self.meta.len(), &r.meta);
-            self.meta.push(r.meta);
-        }
-        let unsaved = self.manifest.rows - self.graph_rows();
-        if unsaved as f64 > REDUMP_FRACTION * self.manifest.rows as f64 && unsaved >= 50_000 {
-            self.save_graph()?;
-        }
-        Ok(report)
-    }
-
-    /// Dumps the graph so that reopening does not re-insert; commits it in the manifest.
-    pub fn save_graph(&mut self) -> Result<(), IndexError> {
-        self.require_writer()?;
-        let rows = self.manifest.rows;
-        if self.graph_rows() == rows || rows == 0 {
-            return Ok(());
-        }
-        let generation = self.manifest.generation + 1;
-        let basename = files::graph_basename(generation);
-        let staging = self.dir.join(files::staging(&basename));
-        std::fs::create_dir_all(&staging).map_err(IndexError::io(&staging))?;
-        let dumped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.graph.dump(&staging, &basename)
-        }))
-        .map_err(|_| {
-            IndexError::Engine(format!("the HNSW dump into {} failed", staging.display()))
-        })?;
-        dumped?;
-        let mut entries = Vec::new();
-        for name in files::graph_files(&basename) {
-            let from = staging.join(&name);
-            std::fs::File::open(&from)
-                .and_then(|f| f.sync_all())
-                .map_err(IndexError::io(&from))?;
-            let to = self.dir.join(&name);
-            std::fs::rename(&from, &to).map_err(IndexError::io(&to))?;
-            let (bytes, crc32) = checksum(&to)?;
-            entries.push(FileEntry {
-                file: name,
-                rows,
-                bytes,
-                crc32,
-            });
-        }
-        let _ = std::fs::remove_dir_all(&staging);
-        sync_dir(&self.dir)?;
-        let data = entries.pop().expect("two entries");
-        let graph = entries.pop().expect("two entries");
-        let mut next = self.manifest.clone();
-        next.generation = generation;
-        next.graph = Some(GraphEntry {
-            engine: ENGINE_NAME.into(),
-            basename,
-            rows,
-            graph,
-            data,
-        });
-        next.write(&self.dir)?;
-        self.manifest = next;
-        self.collect_garbage()
-    }
-
-    /// Rows the committed graph dump covers (none for a dump this build does not read).
-    fn graph_rows(&self) -> u64 {
-        self.manifest
-            .graph
-            .as_ref()
-            .filter(|g| g.engine == ENGINE_NAME)
-            .map_or(0, |g| g.rows)
-    }
-
-    fn require_writer(&self) -> Result<(), IndexError> {
-        match self.lock {
-            Some(_) => Ok(()),
-            None => Err(IndexError::ReadOnly(self.dir.clone())),
-        }
-    }
-
-    /// Removes what interrupted writes of this index left: temp files, segments and graph dumps of
-    /// generations after the last commit, and graph dumps the last commit superseded. A segment that the
-    /// manifest does not name but that predates its generation was not left by an interrupted write (a
-    /// manifest restored from a backup, a file copied in): it is kept and reported, never deleted.
-    fn collect_garbage(&self) -> Result<(), IndexError> {
-        let mut keep: HashSet<String> = self
-            .manifest
-            .segments
-            .iter()
-            .map(|s| s.file.clone())
-            .collect();
-        if let Some(g) = &self.manifest.graph {
-            keep.insert(g.graph.file.clone());
-            keep.insert(g.data.file.clone());
-        }
-        let committed = self.manifest.generation;
-        let entries = std::fs::read_dir(&self.dir).map_err(IndexError::io(&self.dir))?;
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if keep.contains(&name) {
-                continue;
-            }
-            let temp = files::is_unfinished(&name);
-            let generation = files::generation_of(&name);
-            let uncommitted = generation.is_some_and(|g| g > committed);
-            let old_graph =
-                files::is_any_graph_dump(&name) && generation.is_some_and(|g| g <= committed);
-            if !(temp || uncommitted || old_graph) {
-                if files::is_segment(&name) {
-                    tracing::warn!(
-                        "{} is not part of the index ({MANIFEST} does not name it); left as it is",
-                        entry.path().display()
-                    );
-                }
-                continue;
-            }
-            let path = entry.path();
-            let removed = if path.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            match removed {
-                Ok(()) => tracing::debug!("removed leftover {}", path.display()),
-                Err(e) => tracing::warn!("could not remove leftover {}: {e}", path.display()),
-            }
-        }
-        Ok(())
     }
 
     /// How many rows `filter` keeps: live rows only (one per region, its best tier), unless the filter names
