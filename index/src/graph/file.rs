@@ -116,7 +116,11 @@ pub(super) fn load(
     if n != rows {
         return Err(bad(&format!("holds {n} vectors, the manifest says {rows}")));
     }
-    if dim == 0 || m < 2 || m > MAX_M || top > MAX_LEVEL {
+    // Sizes derived from a damaged header must not overflow: the vectors file's size is computed up front.
+    let vectors_size = dim
+        .checked_mul(4 + codec.bytes_per_dim())
+        .and_then(|row| row.checked_mul(n)?.checked_add(HEADER_LEN));
+    if dim == 0 || m < 2 || m > MAX_M || top > MAX_LEVEL || vectors_size.is_none() {
         return Err(bad("implausible parameters"));
     }
     let params = HnswParams {
@@ -126,8 +130,9 @@ pub(super) fn load(
     };
     let mut g = Graph::<u32>::new(dim, params);
     let w0 = g.links.level0_width();
-    let expect = HEADER_LEN
-        .checked_add(pad8(n))
+    let expect = n
+        .checked_next_multiple_of(8)
+        .and_then(|levels| HEADER_LEN.checked_add(levels))
         .and_then(|x| x.checked_add(n.checked_mul(8)?))
         .and_then(|x| x.checked_add(n.checked_mul(w0)?.checked_add(upper_len)?.checked_mul(4)?));
     if expect != Some(bytes.len()) {
@@ -168,8 +173,9 @@ pub(super) fn load(
     let path = dir.join(files::graph_vectors(basename));
     let vectors = LoadedVectors::read(&path)?;
     let file = vectors.bytes();
-    let size = HEADER_LEN + n * (dim * 4 + g.store.code_len());
-    if file.len() != size || !VectorsHeader::matches(file, dim as u64, n as u64, codec.id()) {
+    if Some(file.len()) != vectors_size
+        || !VectorsHeader::matches(file, dim as u64, n as u64, codec.id())
+    {
         return Err(IndexError::corrupt(&path, "does not match its graph"));
     }
     g.store.attach(vectors, n);

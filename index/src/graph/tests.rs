@@ -181,3 +181,20 @@ fn a_damaged_graph_file_is_refused_not_trusted() {
     std::fs::write(&vectors, &v[..v.len() - 1]).unwrap();
     assert!(FrozenGraph::load(dir.path(), "g", 300).is_err());
 }
+
+#[test]
+fn a_header_whose_sizes_overflow_is_refused_not_trusted() {
+    let dim = 16;
+    let data = clustered(50, dim, 5, 0.6, 9);
+    let g = build(&data, dim, Codec::F32, 50);
+    let dir = tempfile::tempdir().unwrap();
+    g.dump(dir.path(), "g").unwrap();
+    let links = dir.path().join("g.links");
+    let mut bad = std::fs::read(&links).unwrap();
+    bad[8..16].copy_from_slice(&(u64::MAX / 3).to_le_bytes());
+    std::fs::write(&links, &bad).unwrap();
+    let err = FrozenGraph::load(dir.path(), "g", 50)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("implausible"), "{err}");
+}

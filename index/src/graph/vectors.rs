@@ -74,6 +74,7 @@ impl VectorStore {
         }
     }
 
+    #[cfg(any(test, feature = "bench"))]
     pub fn code_len(&self) -> usize {
         self.code_len
     }
