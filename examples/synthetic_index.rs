@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Context;
 use regionseek::index::bench::clustered;
 use regionseek::index::{
-    CocoRle, HnswParams, IndexSpec, MethodInfo, RegionIndex, RegionMeta, RegionRecord,
+    CocoRle, HnswParams, IndexSpec, IndexWriter, LockWait, MethodInfo, RegionMeta, RegionRecord,
 };
 
 fn main() -> anyhow::Result<()> {
@@ -55,7 +55,7 @@ fn main() -> anyhow::Result<()> {
         weights_hash: model.into(),
         hnsw: HnswParams::default(),
     };
-    let mut index = RegionIndex::open_or_create(&dir, &spec)?;
+    let mut index = IndexWriter::open_or_create(&dir, &spec, LockWait::No)?;
     let t = Instant::now();
     let mut made = index.len();
     while made < rows {

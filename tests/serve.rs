@@ -719,7 +719,7 @@ fn photos_outside_the_images_folder_are_refused_at_index_time_and_never_served()
         weights_hash: m.weights_hash.clone(),
         hnsw: m.hnsw,
     };
-    let mut w = regionseek::index::RegionIndex::create(&crafted, &spec).unwrap();
+    let mut w = regionseek::index::IndexWriter::create(&crafted, &spec).unwrap();
     let mut records = Vec::new();
     for (i, n) in names.iter().enumerate() {
         let mut meta = good.rows()[0].clone();

@@ -7,8 +7,9 @@ use std::time::Instant;
 use crate::kernels::dot;
 use serde::Serialize;
 
-use crate::engine::{exact_top_k, AnnEngine, HnswParams, Keep};
-use crate::graph::{graph_files, GraphEngine};
+use crate::engine::{exact_top_k, HnswParams, Keep};
+use crate::files::graph_files;
+use crate::graph::{FrozenGraph, GraphBuilder};
 use crate::kernels::simd_backend;
 use crate::manifest::checksum;
 use crate::IndexError;
@@ -241,14 +242,15 @@ pub fn run(setup: &BenchSetup<'_>) -> Result<Vec<IndexBenchResult>, IndexError> 
     let data = setup.dataset.generate(n, dim, clusters, 7);
     let qs = setup.dataset.generate(queries, dim, clusters, 7 ^ 0xABCD);
     let rss0 = rss_bytes();
-    let mut engine = GraphEngine::new(dim, params);
+    let mut builder = GraphBuilder::new(dim, params);
     let t = Instant::now();
     // Batches as an index receives them from a long run (the pipeline commits every few thousand regions).
     for slab in data.chunks(dim * 10_000) {
         let rows: Vec<&[f32]> = slab.chunks_exact(dim).collect();
-        engine.insert(&rows);
+        builder.insert(&rows);
     }
     let build_s = t.elapsed().as_secs_f64();
+    let engine = builder.freeze();
     let rss1 = rss_bytes();
     let graph_bytes_per_vector = engine.graph_bytes_per_vector();
     let row = |i: usize| &data[i * dim..(i + 1) * dim];
@@ -284,7 +286,7 @@ pub fn run(setup: &BenchSetup<'_>) -> Result<Vec<IndexBenchResult>, IndexError> 
         std::fs::write(dir.join("setup.json"), about.to_string()).map_err(IndexError::io(dir))?;
     }
     let mut per_ef = Vec::new();
-    let measure = |engine: &GraphEngine,
+    let measure = |engine: &FrozenGraph,
                    ef: usize,
                    keep: Option<Keep<'_>>,
                    truths: &[std::collections::HashSet<usize>]| {
@@ -357,7 +359,7 @@ pub fn run(setup: &BenchSetup<'_>) -> Result<Vec<IndexBenchResult>, IndexError> 
     let reload_checksum_s = t.elapsed().as_secs_f64();
     let anon_before = status_bytes("RssAnon:");
     let t = Instant::now();
-    let reloaded = GraphEngine::load(scratch, "bench", n)?;
+    let reloaded = FrozenGraph::load(scratch, "bench", n)?;
     let reload_s = t.elapsed().as_secs_f64();
     // The reloaded graph must be the same graph.
     for (q, before) in qs.chunks_exact(dim).zip(&probe) {

@@ -1,13 +1,9 @@
-//! The approximate-nearest-neighbour engine behind a trait, so that a corpus beyond one machine's RAM can be
-//! served by another engine without touching the table or the CLI.
-
-use std::path::Path;
+//! What the index asks of its nearest-neighbour search, whichever way it runs: the graph's parameters, the
+//! filter a search takes, and the exact scan the graph approximates.
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::kernels::dot;
-use crate::kernels::Codec;
-use crate::IndexError;
+use crate::kernels::{dot, Codec};
 
 /// The `k` best of rows `0..rows` by dot product with `q` among the ids `keep` accepts, best first (ties by
 /// id): a parallel scan, the exact answer the graph approximates.
@@ -82,27 +78,4 @@ impl Default for HnswParams {
 pub struct Keep<'a> {
     pub accepts: &'a (dyn Fn(usize) -> bool + Sync),
     pub count: usize,
-}
-
-pub trait AnnEngine: Send + Sync {
-    fn len(&self) -> usize;
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Appends vectors (unit length) as rows `len()..`, in order.
-    fn insert(&mut self, vectors: &[&[f32]]);
-    /// The `k` nearest rows with their cosine similarity, best first; `keep` restricts the rows considered.
-    fn search(
-        &self,
-        query: &[f32],
-        k: usize,
-        ef: usize,
-        keep: Option<Keep<'_>>,
-    ) -> Vec<(usize, f32)>;
-    /// A row's stored vector.
-    fn vector(&self, id: usize) -> Option<&[f32]>;
-    /// Writes the engine's files (named by [`Self::files`]) into `dir`.
-    fn dump(&self, dir: &Path, basename: &str) -> Result<(), IndexError>;
-    /// The files [`Self::dump`] writes for `basename`.
-    fn files(&self, basename: &str) -> [String; 2];
 }

@@ -14,21 +14,20 @@ pub enum IndexError {
     Mismatch(String),
     #[error("invalid region record {key}: {message}")]
     InvalidRecord { key: String, message: String },
-    #[error("no index at {0} (it has no manifest.json); build one with `regionseek index`")]
+    #[error("no index at {0} (it has no {MANIFEST}); build one with `regionseek index`", MANIFEST = crate::files::MANIFEST)]
     NotFound(PathBuf),
     #[error("an index already exists at {0}")]
     Exists(PathBuf),
     #[error(
-        "{0} holds index segments but no manifest.json (deleted or lost); nothing was changed. \
-         `regionseek index-repair {0}` rebuilds the manifest from the intact segments"
+        "{0} holds index segments but no {MANIFEST} (deleted or lost); nothing was changed. \
+         `regionseek index-repair {0}` rebuilds the manifest from the intact segments",
+        MANIFEST = crate::files::MANIFEST
     )]
     Orphaned(PathBuf),
     #[error(
         "{dir} is being written by another process ({holder}); wait for it (`--wait`) or stop it first"
     )]
     Locked { dir: PathBuf, holder: String },
-    #[error("{0} was opened for reading; appending needs the writer lock (open it as a writer)")]
-    ReadOnly(PathBuf),
     #[error("{0}")]
     Engine(String),
 }

@@ -1,4 +1,6 @@
-//! Similarity kernels and the compressed forms vectors take inside the graph.
+//! Similarity kernels and the compressed forms vectors take inside the graph. Public: the codec a graph uses
+//! and the SIMD back end the kernels run on (reported by the CLI and the Python module); the rest is the
+//! graph's.
 //!
 //! Every kernel is SimSIMD's, dispatched at run time (AVX2+FMA+F16C, AVX-512 where the CPU has it, NEON and
 //! SVE on ARM), so one binary is fast everywhere without `target-cpu=native`.
@@ -7,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use simsimd::SpatialSimilarity;
 
 /// Dot product of two equal-length f32 vectors.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     f32::dot(a, b).unwrap_or(0.0) as f32
 }
@@ -66,7 +68,7 @@ impl Codec {
 
 /// A codec with its parameters: what turns an f32 unit vector into its code and compares two codes.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Quantizer {
+pub(crate) struct Quantizer {
     pub codec: Codec,
     /// i8 only: code = round(x · scale), clamped to ±127.
     pub scale: f32,

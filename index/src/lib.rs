@@ -2,9 +2,14 @@
 //! an HNSW graph (our own, see `graph`; cosine on L2-normalised vectors) beside it, committed atomically through a
 //! manifest. No model code: records arrive as plain data.
 
+// The `regionseek bench-index` command's measurements: they need the graph's internals, which stay private,
+// so they live here, compiled only for that command (and for the tests, which share its data generators).
+#[cfg(any(test, feature = "bench"))]
+#[doc(hidden)]
 pub mod bench;
 mod engine;
 mod error;
+mod files;
 pub mod graph;
 pub mod kernels;
 mod lock;
@@ -16,16 +21,17 @@ mod repair;
 mod store;
 mod tiers;
 
-pub use engine::{AnnEngine, HnswParams, Keep, DEFAULT_CODEC};
+pub use engine::{HnswParams, DEFAULT_CODEC};
 pub use error::IndexError;
-pub use graph::GraphEngine;
+pub use files::LOCK as LOCK_FILE;
 pub use kernels::Codec;
-pub use lock::{LockWait, WriterLock, LOCK_FILE};
+pub use lock::{LockWait, WriterLock};
 pub use manifest::Manifest;
 pub use merge::{find_sources, merge, MergeReport};
 pub use record::{Filter, Hit, MethodInfo, RegionMeta, RegionRecord};
 pub use region_index::{
-    AppendReport, IndexSpec, RegionIndex, SearchMode, SearchRun, DEFAULT_EF, EXACT_BELOW,
+    AppendReport, IndexSpec, IndexWriter, RegionIndex, SearchMode, SearchRun, DEFAULT_EF,
+    EXACT_BELOW,
 };
 pub use regionseek_masks::CocoRle;
 pub use repair::{repair, verify, FileProblem, RepairReport, VerifyReport};

@@ -8,9 +8,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::IndexError;
-
-pub const LOCK_FILE: &str = "writer.lock";
+use crate::{files, IndexError};
 
 /// What a second writer does when the directory is locked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -65,7 +63,7 @@ fn pid_in(text: &str) -> Option<u32> {
 impl WriterLock {
     /// Takes the writer lock of `dir`, creating the directory if needed.
     pub fn acquire(dir: &Path, wait: LockWait) -> Result<Self, IndexError> {
-        let path = dir.join(LOCK_FILE);
+        let path = dir.join(files::LOCK);
         let mut file = open_lock_file(dir, &path)?;
         let started = Instant::now();
         let mut announced = false;

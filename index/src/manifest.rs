@@ -4,10 +4,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::HnswParams;
+use crate::files::{self, MANIFEST};
 use crate::IndexError;
 
 pub const FORMAT: &str = "regionseek-index/1";
-pub const MANIFEST: &str = "manifest.json";
 
 /// The commit point of an index directory: only files it names are part of the index, each with its size
 /// and CRC-32, so a crash leaves either the previous or the new complete state and corruption is detected.
@@ -89,7 +89,7 @@ impl Manifest {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(if holds_index_files(dir) {
+                return Err(if files::holds_index_files(dir) {
                     IndexError::Orphaned(dir.to_path_buf())
                 } else {
                     IndexError::NotFound(dir.to_path_buf())
@@ -125,46 +125,10 @@ impl Manifest {
     }
 }
 
-/// The generation number in a segment or graph file name (`regions-00000012.parquet` → 12).
-pub fn generation_of(name: &str) -> Option<u64> {
-    let rest = name
-        .strip_prefix("regions-")
-        .or_else(|| name.strip_prefix("hnsw-"))
-        .or_else(|| name.strip_prefix("graph-"))?;
-    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-    digits.parse().ok()
-}
-
-pub fn is_segment_name(name: &str) -> bool {
-    name.starts_with("regions-") && name.ends_with(".parquet") && generation_of(name).is_some()
-}
-
-/// A graph dump's file (`graph-00000012.links`, `graph-00000012.vectors`).
-pub fn is_graph_name(name: &str) -> bool {
-    name.starts_with("graph-")
-        && (name.ends_with(".links") || name.ends_with(".vectors"))
-        && generation_of(name).is_some()
-}
-
-/// Whether `dir` holds committed-looking index files (segments or graph dumps).
-pub fn holds_index_files(dir: &Path) -> bool {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten().any(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                is_segment_name(&name)
-                    || (name.starts_with("hnsw-") && name.contains(".hnsw."))
-                    || is_graph_name(&name)
-            })
-        })
-        .unwrap_or(false)
-}
-
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IndexError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.part",
-        path.file_name().unwrap_or_default().to_string_lossy()
+    let tmp = dir.join(files::partial(
+        &path.file_name().unwrap_or_default().to_string_lossy(),
     ));
     let mut f = std::fs::File::create(&tmp).map_err(IndexError::io(&tmp))?;
     f.write_all(bytes).map_err(IndexError::io(&tmp))?;
@@ -208,7 +172,7 @@ pub fn verify_size(dir: &Path, entry: &FileEntry) -> Result<(), IndexError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(IndexError::corrupt(
                 &path,
-                "listed in manifest.json but missing",
+                format!("listed in {MANIFEST} but missing"),
             ))
         }
         Err(e) => return Err(IndexError::io(&path)(e)),

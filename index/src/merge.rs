@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::manifest::Manifest;
-use crate::{IndexError, IndexSpec, LockWait, RegionIndex, RegionRecord};
+use crate::{IndexError, IndexSpec, IndexWriter, LockWait, RegionIndex, RegionRecord};
 
 /// Rows per committed segment of the output.
 const BATCH: usize = 20_000;
@@ -71,7 +71,7 @@ pub fn merge(
     for (manifest, path) in manifests.iter().zip(sources) {
         manifest.check_space(path, spec.dim, &spec.model_id, &spec.weights_hash)?;
     }
-    let mut target = RegionIndex::open_or_create_with(out, &spec, wait)?;
+    let mut target = IndexWriter::open_or_create(out, &spec, wait)?;
     let total: usize = manifests.iter().map(|m| m.rows as usize).sum();
     let mut report = MergeReport {
         sources: sources.to_vec(),

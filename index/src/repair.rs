@@ -7,18 +7,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::graph::{GraphEngine, ENGINE_NAME};
+use crate::files::{self, generation_of, QUARANTINE};
+use crate::graph::{FrozenGraph, ENGINE_NAME};
 use crate::lock::{LockWait, WriterLock};
-use crate::manifest::{
-    self, checksum, generation_of, is_segment_name, verify as verify_file, FileEntry, Manifest,
-    FORMAT,
-};
+use crate::manifest::{checksum, verify as verify_file, FileEntry, Manifest, FORMAT};
 use crate::record::{RegionMeta, RegionRecord};
-use crate::region_index::RegionIndex;
+use crate::region_index::IndexWriter;
 use crate::{store, IndexError};
-
-/// Where damaged files are moved, inside the index directory.
-pub const QUARANTINE: &str = "quarantine";
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FileProblem {
@@ -108,7 +103,7 @@ fn unlisted_segments(dir: &Path, m: &Manifest) -> Vec<String> {
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| is_segment_name(n) && !listed.contains(n.as_str()))
+                .filter(|n| files::is_segment(n) && !listed.contains(n.as_str()))
                 .collect()
         })
         .unwrap_or_default();
@@ -148,7 +143,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, IndexError> {
                 .map_err(|e| (&g.graph.file, e))
                 .and_then(|_| verify_file(dir, &g.data).map_err(|e| (&g.data.file, e)))
                 .and_then(|_| {
-                    GraphEngine::load(dir, &g.basename, g.rows as usize)
+                    FrozenGraph::load(dir, &g.basename, g.rows as usize)
                         .map(drop)
                         .map_err(|e| (&g.graph.file, e))
                 });
@@ -214,7 +209,7 @@ pub fn repair(dir: &Path, wait: LockWait) -> Result<RepairReport, IndexError> {
     let old = match Manifest::read(dir) {
         Ok(m) => Some(m),
         Err(IndexError::Orphaned(_)) => None,
-        Err(IndexError::Corrupt { path, message }) if path.ends_with(manifest::MANIFEST) => {
+        Err(IndexError::Corrupt { path, message }) if path.ends_with(files::MANIFEST) => {
             tracing::warn!(
                 "{}: {message}; rebuilding it from the segments",
                 path.display()
@@ -245,7 +240,7 @@ pub fn repair(dir: &Path, wait: LockWait) -> Result<RepairReport, IndexError> {
                 graph_usable = g.engine == ENGINE_NAME
                     && verify_file(dir, &g.graph).is_ok()
                     && verify_file(dir, &g.data).is_ok()
-                    && GraphEngine::load(dir, &g.basename, g.rows as usize).is_ok();
+                    && FrozenGraph::load(dir, &g.basename, g.rows as usize).is_ok();
             }
             (dim, model_id, weights_hash, hnsw) =
                 (m.dim, m.model_id.clone(), m.weights_hash.clone(), m.hnsw);
@@ -257,7 +252,7 @@ pub fn repair(dir: &Path, wait: LockWait) -> Result<RepairReport, IndexError> {
                 .map_err(IndexError::io(dir))?
                 .flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| is_segment_name(n))
+                .filter(|n| files::is_segment(n))
                 .collect();
             names.sort_by_key(|n| generation_of(n).unwrap_or(0));
             generation = names
@@ -377,9 +372,9 @@ pub fn repair(dir: &Path, wait: LockWait) -> Result<RepairReport, IndexError> {
             continue;
         }
         generation += 1;
-        let file = format!("regions-{generation:08}.parquet");
+        let file = files::segment(generation);
         let path = dir.join(&file);
-        let tmp = dir.join(format!(".{file}.part"));
+        let tmp = dir.join(files::partial(&file));
         store::write_segment(&tmp, &records, dim)?;
         std::fs::rename(&tmp, &path).map_err(IndexError::io(&path))?;
         let (bytes, crc32) = checksum(&path)?;
@@ -422,7 +417,7 @@ pub fn repair(dir: &Path, wait: LockWait) -> Result<RepairReport, IndexError> {
         let _ = std::fs::remove_file(dir.join(file));
     }
     // The graph is derived data: rebuilt from the stored embeddings by opening the table, then dumped.
-    let mut index = RegionIndex::from_repair(dir, next, lock)?;
+    let mut index = IndexWriter::from_repair(dir, next, lock)?;
     if rows > 0 {
         index.save_graph()?;
         report.graph = "rebuilt".into();

@@ -6,8 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use regionseek_index::{
-    CocoRle, Filter, HnswParams, IndexError, IndexSpec, MethodInfo, RegionIndex, RegionMeta,
-    RegionRecord, SearchMode,
+    CocoRle, Filter, HnswParams, IndexError, IndexSpec, IndexWriter, LockWait, MethodInfo,
+    RegionIndex, RegionMeta, RegionRecord, SearchMode,
 };
 
 const DIM: usize = 16;
@@ -58,7 +58,7 @@ fn record(i: usize) -> RegionRecord {
 #[test]
 fn round_trip_search_and_filters() {
     let dir = tempfile::tempdir().unwrap();
-    let mut index = RegionIndex::create(dir.path(), &spec()).unwrap();
+    let mut index = IndexWriter::create(dir.path(), &spec()).unwrap();
     let report = index.append((0..40).map(record).collect()).unwrap();
     assert_eq!((report.added, report.duplicates), (40, 0));
     index.append((40..60).map(record).collect()).unwrap();
@@ -125,7 +125,7 @@ fn round_trip_search_and_filters() {
 #[test]
 fn rows_not_in_the_graph_dump_are_searchable_after_reopening() {
     let dir = tempfile::tempdir().unwrap();
-    let mut index = RegionIndex::create(dir.path(), &spec()).unwrap();
+    let mut index = IndexWriter::create(dir.path(), &spec()).unwrap();
     index.append((0..30).map(record).collect()).unwrap();
     index.save_graph().unwrap();
     index.append((30..50).map(record).collect()).unwrap(); // committed, graph dump older
@@ -148,7 +148,7 @@ fn rows_not_in_the_graph_dump_are_searchable_after_reopening() {
 #[test]
 fn an_index_with_a_legacy_graph_dump_opens_searches_and_is_upgraded_by_its_next_writer() {
     let dir = tempfile::tempdir().unwrap();
-    let mut index = RegionIndex::create(dir.path(), &spec()).unwrap();
+    let mut index = IndexWriter::create(dir.path(), &spec()).unwrap();
     index.append((0..40).map(record).collect()).unwrap();
     index.save_graph().unwrap();
     drop(index);
@@ -191,7 +191,7 @@ fn an_index_with_a_legacy_graph_dump_opens_searches_and_is_upgraded_by_its_next_
     assert!(verified.ok, "a legacy graph is not damage: {verified:?}");
     drop(reader);
 
-    let mut writer = RegionIndex::open_writer(dir.path(), regionseek_index::LockWait::No).unwrap();
+    let mut writer = IndexWriter::open(dir.path(), regionseek_index::LockWait::No).unwrap();
     writer.save_graph().unwrap();
     let graph = writer.manifest().graph.clone().unwrap();
     assert_eq!(graph.engine, regionseek_index::graph::ENGINE_NAME);
@@ -220,7 +220,7 @@ fn an_index_with_a_legacy_graph_dump_opens_searches_and_is_upgraded_by_its_next_
 #[test]
 fn appending_the_same_regions_again_adds_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut index = RegionIndex::open_or_create(dir.path(), &spec()).unwrap();
+    let mut index = IndexWriter::open_or_create(dir.path(), &spec(), LockWait::No).unwrap();
     index.append((0..10).map(record).collect()).unwrap();
     let mut again: Vec<_> = (5..15).map(record).collect();
     again.push(record(14)); // twice in one batch
@@ -237,7 +237,7 @@ fn shards_merge_into_one_index_with_every_region_once_and_resume() {
     // Three shards; rows 40..45 are in two of them (a photo indexed twice by a rerun on another worker).
     for (shard, rows) in [(0, 0..45), (1, 40..80), (2, 80..120)] {
         let mut ix =
-            RegionIndex::create(&dataset.path().join(format!("shard-{shard:04}")), &spec())
+            IndexWriter::create(&dataset.path().join(format!("shard-{shard:04}")), &spec())
                 .unwrap();
         ix.append(rows.map(record).collect()).unwrap();
         ix.save_graph().unwrap();
@@ -285,7 +285,7 @@ fn shards_merge_into_one_index_with_every_region_once_and_resume() {
     let mut foreign = spec();
     foreign.model_id = "random:other".into();
     let other = dataset.path().join("shard-0003");
-    let mut ix = RegionIndex::create(&other, &foreign).unwrap();
+    let mut ix = IndexWriter::create(&other, &foreign).unwrap();
     let mut r = record(500);
     r.meta.method.model_id = "random:other".into();
     ix.append(vec![r]).unwrap();
@@ -305,7 +305,7 @@ fn shards_merge_into_one_index_with_every_region_once_and_resume() {
 #[test]
 fn another_embedding_space_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let mut index = RegionIndex::create(dir.path(), &spec()).unwrap();
+    let mut index = IndexWriter::create(dir.path(), &spec()).unwrap();
     index.append((0..5).map(record).collect()).unwrap();
 
     let mut short = record(7);
@@ -337,16 +337,18 @@ fn another_embedding_space_is_refused() {
     drop(index);
     let mut other_model = spec();
     other_model.model_id = "hf:openai/clip-vit-base-patch16".into();
-    let err = RegionIndex::open_or_create(dir.path(), &other_model).unwrap_err();
+    let err = IndexWriter::open_or_create(dir.path(), &other_model, LockWait::No).unwrap_err();
     assert!(err.to_string().contains("not comparable"), "{err}");
     let mut other_dim = spec();
     other_dim.dim = 512;
-    assert!(RegionIndex::open_or_create(dir.path(), &other_dim)
-        .unwrap_err()
-        .to_string()
-        .contains("512-d"));
+    assert!(
+        IndexWriter::open_or_create(dir.path(), &other_dim, LockWait::No)
+            .unwrap_err()
+            .to_string()
+            .contains("512-d")
+    );
     assert!(matches!(
-        RegionIndex::create(dir.path(), &spec()).unwrap_err(),
+        IndexWriter::create(dir.path(), &spec()).unwrap_err(),
         IndexError::Exists(_)
     ));
 }
@@ -363,7 +365,7 @@ fn corrupt_copy(src: &Path, dst: &Path) {
 fn corrupt_or_truncated_files_are_named_in_the_error() {
     let base = tempfile::tempdir().unwrap();
     let good = base.path().join("good");
-    let mut index = RegionIndex::create(&good, &spec()).unwrap();
+    let mut index = IndexWriter::create(&good, &spec()).unwrap();
     index.append((0..20).map(record).collect()).unwrap();
     index.save_graph().unwrap();
     let manifest = index.manifest().clone();
@@ -429,7 +431,7 @@ fn crash_child_writer() {
     let Some(dir) = std::env::var_os("REGIONSEEK_CRASH_CHILD_DIR") else {
         return;
     };
-    let mut index = RegionIndex::open_or_create(Path::new(&dir), &spec()).unwrap();
+    let mut index = IndexWriter::open_or_create(Path::new(&dir), &spec(), LockWait::No).unwrap();
     let mut i = index.len();
     loop {
         index.append((i..i + 25).map(record).collect()).unwrap();
@@ -479,7 +481,7 @@ fn killed_mid_write_then_resumed_adds_exactly_the_missing_regions() {
     );
 
     // The resumed run offers every region; only the missing ones are added.
-    let mut index = RegionIndex::open_or_create(dir.path(), &spec()).unwrap();
+    let mut index = IndexWriter::open_or_create(dir.path(), &spec(), LockWait::No).unwrap();
     let before = index.len();
     let report = index.append((0..total).map(record).collect()).unwrap();
     assert_eq!(report.added, total - before);
@@ -527,7 +529,7 @@ fn the_region_table_is_readable_by_pyarrow_and_duckdb() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut index = RegionIndex::create(dir.path(), &spec()).unwrap();
+    let mut index = IndexWriter::create(dir.path(), &spec()).unwrap();
     index.append((0..30).map(record).collect()).unwrap();
     index.append((30..45).map(record).collect()).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/readers.py");
@@ -561,7 +563,7 @@ fn retiered(i: usize, method: &str) -> RegionRecord {
 #[test]
 fn a_region_embedded_by_several_methods_is_found_once_with_its_best_tier() {
     let dir = tempfile::tempdir().unwrap();
-    let mut index = RegionIndex::create(dir.path(), &spec()).unwrap();
+    let mut index = IndexWriter::create(dir.path(), &spec()).unwrap();
     // Region 1 (a "crop" row) gets a quick tier, then MaskInversion; region 2 (a MaskInversion row) gets a
     // quick row that must not displace it.
     index.append((0..10).map(record).collect()).unwrap();

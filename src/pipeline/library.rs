@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use crate::baselines::{self, Baseline};
 use crate::clip::{preprocess, ClipModel};
-use crate::index::{MethodInfo, RegionIndex, RegionMeta, RegionRecord};
+use crate::index::{IndexWriter, MethodInfo, RegionIndex, RegionMeta, RegionRecord};
 use crate::invert::{invert_images, InversionConfig};
 use crate::masks::{BinaryMask, Rle};
 use crate::sam::box_mask;
@@ -240,7 +240,7 @@ impl Library<'_, '_> {
     /// folder's photos by content hash (the refining pass works on these).
     fn quick_pass(
         &mut self,
-        index: &mut RegionIndex,
+        index: &mut IndexWriter,
         images: Vec<ImageInput>,
         report: &mut IndexRunReport,
         tiers: &mut TierReport,
@@ -469,7 +469,7 @@ impl Library<'_, '_> {
     /// [`REFINE_COMMIT_EVERY`], whichever comes first.
     fn refine_pass(
         &mut self,
-        index: &mut RegionIndex,
+        index: &mut IndexWriter,
         pending: &[Pending],
         report: &mut IndexRunReport,
         tiers: &mut TierReport,
@@ -605,7 +605,7 @@ impl Library<'_, '_> {
 
     fn commit_refined(
         &mut self,
-        index: &mut RegionIndex,
+        index: &mut IndexWriter,
         waiting: &mut Vec<RegionRecord>,
         report: &mut IndexRunReport,
         tiers: &mut TierReport,

@@ -13,7 +13,7 @@ use crate::baselines;
 use crate::clip::ClipModel;
 use crate::decode::DecodeOptions;
 use crate::index::{
-    IndexSpec, LockWait, MethodInfo, RegionIndex, RegionMeta, RegionRecord, WriterLock,
+    IndexSpec, IndexWriter, LockWait, MethodInfo, RegionMeta, RegionRecord, WriterLock,
 };
 use crate::invert::{invert_images, validate_mask, InversionConfig};
 use crate::masks::{BinaryMask, Rle};
@@ -557,7 +557,7 @@ impl RecordSink<'_> {
 /// Hashes a batch of photos and decodes, in parallel, those with something left to do.
 fn stage_and_decode(
     chunk: Vec<ImageInput>,
-    index: &std::sync::Mutex<RegionIndex>,
+    index: &std::sync::Mutex<IndexWriter>,
     method_name: &str,
     finds_regions: bool,
     decode: &DecodeOptions,
@@ -665,7 +665,7 @@ fn peak_rss_mb() -> Option<f64> {
 impl IndexRun<'_> {
     /// Opens (or creates) the index for this model, with the lock taken earlier if any; also the weights'
     /// fingerprint recorded with every row.
-    pub(super) fn open_index(&mut self) -> anyhow::Result<(RegionIndex, String)> {
+    pub(super) fn open_index(&mut self) -> anyhow::Result<(IndexWriter, String)> {
         let weights_hash = weights_fingerprint(self.model.dir.as_deref(), &self.model.id());
         let spec = IndexSpec {
             dim: self.model.config.embed_dim,
@@ -674,8 +674,8 @@ impl IndexRun<'_> {
             hnsw: Default::default(),
         };
         let index = match self.lock.take() {
-            Some(lock) => RegionIndex::open_or_create_holding(&self.out, &spec, lock)?,
-            None => RegionIndex::open_or_create_with(&self.out, &spec, self.wait)?,
+            Some(lock) => IndexWriter::open_or_create_holding(&self.out, &spec, lock)?,
+            None => IndexWriter::open_or_create(&self.out, &spec, self.wait)?,
         };
         Ok((index, weights_hash))
     }
