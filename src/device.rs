@@ -82,6 +82,19 @@ impl Precision {
     }
 }
 
+/// A memory figure of this process in KiB from the kernel (`/proc/self/status`: `VmRSS:` now, `VmHWM:` its
+/// peak); None where there is no such file.
+pub fn process_memory_kib(field: &str) -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// Bytes in use on the device now (every allocation on the card, the CUDA context included), or None on
 /// the CPU.
 pub fn memory_in_use(device: &Device) -> Option<u64> {

@@ -109,6 +109,29 @@ pub fn holds_index_files(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Writes a file so that it is either absent or complete, also after a power cut: a temporary file beside
+/// it (named per process, so that two processes writing the same file never share one), fsync, rename, and
+/// fsync of the folder so that the rename itself is durable. Errors name the file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_and_rename(path, bytes)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
+}
+
+fn write_and_rename(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let tmp = dir.join(partial(&format!("{name}.{}", std::process::id())));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

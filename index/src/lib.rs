@@ -23,7 +23,7 @@ mod tiers;
 
 pub use engine::{HnswParams, DEFAULT_CODEC};
 pub use error::IndexError;
-pub use files::LOCK as LOCK_FILE;
+pub use files::{write_atomic, LOCK as LOCK_FILE};
 pub use kernels::Codec;
 pub use lock::{LockWait, WriterLock};
 pub use manifest::Manifest;

@@ -1,4 +1,3 @@
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -126,15 +125,7 @@ impl Manifest {
 }
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IndexError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(files::partial(
-        &path.file_name().unwrap_or_default().to_string_lossy(),
-    ));
-    let mut f = std::fs::File::create(&tmp).map_err(IndexError::io(&tmp))?;
-    f.write_all(bytes).map_err(IndexError::io(&tmp))?;
-    f.sync_all().map_err(IndexError::io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(IndexError::io(path))?;
-    sync_dir(dir)
+    files::write_atomic(path, bytes).map_err(IndexError::io(path))
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), IndexError> {

@@ -155,16 +155,7 @@ fn phase(
     }))
 }
 
-fn memory_kib(field: &str) -> Option<u64> {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()?
-        .lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
+use regionseek::device::process_memory_kib as memory_kib;
 
 pub fn run(a: BenchServeArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(

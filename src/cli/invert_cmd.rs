@@ -82,7 +82,7 @@ fn save_png(img: &RgbImage, path: &Path) -> anyhow::Result<()> {
         &mut std::io::Cursor::new(&mut bytes),
         image::ImageFormat::Png,
     )?;
-    write_atomic(path, &bytes)
+    Ok(write_atomic(path, &bytes)?)
 }
 
 pub fn run(a: InvertArgs) -> anyhow::Result<ExitCode> {

@@ -24,24 +24,6 @@ pub use report::{Quiet, Reporter, SharedReporter};
 pub use run::{IndexRun, IndexRunReport, ItemFailure};
 pub use spec::{EmbedStage, MaskStage, PipelineSpec, SpecError, Stage};
 
-/// Writes a file so that it is either absent or complete: temp file beside it, fsync, rename. Errors name
-/// the file.
-pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_atomic_inner(path, bytes)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
-}
-
-fn write_atomic_inner(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-    let tmp = dir.join(format!(".{name}.{}.part", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
+/// Writes a file so that it is either absent or complete (one implementation for every file regionseek
+/// writes: the index crate's).
+pub use crate::index::write_atomic;

@@ -656,10 +656,7 @@ pub(super) fn file_hash(path: &Path) -> Result<String, String> {
 }
 
 fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
+    crate::device::process_memory_kib("VmHWM:").map(|kib| kib as f64 / 1024.0)
 }
 
 impl IndexRun<'_> {
