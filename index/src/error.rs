@@ -25,7 +25,7 @@ pub enum IndexError {
     )]
     Orphaned(PathBuf),
     #[error(
-        "{dir} is being written by another process ({holder}); wait for it (`--wait`) or stop it first"
+        "{dir} is being written by another process ({holder}); wait for it or stop it first"
     )]
     Locked { dir: PathBuf, holder: String },
     #[error("{0}")]

@@ -114,6 +114,13 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
             Some(JobError::NoImagesFolder(p)) => {
                 anyhow::anyhow!("IMAGES_DIR {} does not exist", p.display())
             }
+            _ if matches!(
+                e.downcast_ref::<regionseek::index::IndexError>(),
+                Some(regionseek::index::IndexError::Locked { .. })
+            ) =>
+            {
+                anyhow::anyhow!("{e} (--wait starts this run once the other is done)")
+            }
             _ => e,
         }
     })?;
