@@ -1252,7 +1252,12 @@ impl SchemaCheck<'_> {
             .and_then(Value::as_object)
             .map(|p| p.keys().cloned().collect())
             .unwrap_or_default();
-        for part in schema.get("allOf").and_then(Value::as_array).into_iter().flatten() {
+        for part in schema
+            .get("allOf")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             names.extend(self.properties(part).unwrap_or_default());
         }
         (!names.is_empty()).then_some(names)
@@ -1276,7 +1281,9 @@ impl SchemaCheck<'_> {
             if n != 1 {
                 return Err(format!(
                     "{at}: fits {n} of the oneOf choices, not one: {:?}",
-                    fits.iter().filter_map(|f| f.as_ref().err()).collect::<Vec<_>>()
+                    fits.iter()
+                        .filter_map(|f| f.as_ref().err())
+                        .collect::<Vec<_>>()
                 ));
             }
         }
@@ -1323,7 +1330,12 @@ impl SchemaCheck<'_> {
             }
         }
         if let Some(fields) = v.as_object() {
-            for name in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+            for name in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let name = name.as_str().unwrap_or_default();
                 if !fields.contains_key(name) {
                     return Err(format!("{at}: the required {name:?} is missing"));
@@ -1351,7 +1363,10 @@ impl SchemaCheck<'_> {
     fn response(&self, path: &str, method: &str, status: u16) -> &Value {
         let s = &self.doc["paths"][path][method]["responses"][status.to_string()]["content"]
             ["application/json"]["schema"];
-        assert!(!s.is_null(), "the document has no JSON answer {status} for {method} {path}");
+        assert!(
+            !s.is_null(),
+            "the document has no JSON answer {status} for {method} {path}"
+        );
         s
     }
 }
@@ -1369,20 +1384,42 @@ fn the_openapi_document_describes_every_json_answer() {
     let post = |body: &str| http_raw(&server.addr, "POST", b"/api/search", &[], body.as_bytes());
     let answers = [
         ("/api/search", "get", server.get("/api/search?q=a+dog&k=3")),
-        ("/api/search", "get", server.get("/api/search?q=a+dog&k=3&label=dog&ef=8")),
+        (
+            "/api/search",
+            "get",
+            server.get("/api/search?q=a+dog&k=3&label=dog&ef=8"),
+        ),
         ("/api/search", "get", server.get("/api/search?q=")),
-        ("/api/search", "get", server.get("/api/search?q=dog&lable=x")),
+        (
+            "/api/search",
+            "get",
+            server.get("/api/search?q=dog&lable=x"),
+        ),
         (
             "/api/search",
             "post",
-            post(r#"{"queries": ["a cat", {"q": "a person", "k": 2, "exact": true}, {"q": ""}], "k": 3}"#),
+            post(
+                r#"{"queries": ["a cat", {"q": "a person", "k": 2, "exact": true}, {"q": ""}], "k": 3}"#,
+            ),
         ),
         ("/api/search", "post", post(r#"{"queries": 3}"#)),
-        ("/api/similar/{row}", "get", server.get("/api/similar/0?k=4")),
+        (
+            "/api/similar/{row}",
+            "get",
+            server.get("/api/similar/0?k=4"),
+        ),
         ("/api/similar/{row}", "get", server.get("/api/similar/abc")),
         ("/api/regions/{row}", "get", server.get("/api/regions/0")),
-        ("/api/regions/{row}", "get", server.get("/api/regions/99999999")),
-        ("/api/regions/{row}/{picture}", "get", server.get("/api/regions/0/crop.png")),
+        (
+            "/api/regions/{row}",
+            "get",
+            server.get("/api/regions/99999999"),
+        ),
+        (
+            "/api/regions/{row}/{picture}",
+            "get",
+            server.get("/api/regions/0/crop.png"),
+        ),
         ("/api/stats", "get", server.get("/api/stats")),
         ("/healthz", "get", server.get("/healthz")),
     ];
@@ -1390,7 +1427,10 @@ fn the_openapi_document_describes_every_json_answer() {
         let schema = check.response(path, method, r.status);
         let v = r.json();
         if let Err(e) = check.check(&v, schema, "$") {
-            panic!("{method} {path} answered {} off its schema: {e}\n{v}", r.status);
+            panic!(
+                "{method} {path} answered {} off its schema: {e}\n{v}",
+                r.status
+            );
         }
     }
     // The batch's per-query error is one of its results' choices.
@@ -1404,15 +1444,27 @@ fn the_openapi_document_describes_every_json_answer() {
     assert!(check.check(&good, search_schema, "$").is_ok());
     let mut wrong = good.clone();
     wrong["hits"][0]["score"] = Value::from("high");
-    assert!(check.check(&wrong, search_schema, "$").unwrap_err().contains("score"));
+    assert!(check
+        .check(&wrong, search_schema, "$")
+        .unwrap_err()
+        .contains("score"));
     let mut wrong = good.clone();
     wrong.as_object_mut().unwrap().remove("query");
-    assert!(check.check(&wrong, search_schema, "$").unwrap_err().contains("query"));
+    assert!(check
+        .check(&wrong, search_schema, "$")
+        .unwrap_err()
+        .contains("query"));
     let mut wrong = good.clone();
     wrong["hits"][0]["mask_rle"]["extra"] = Value::from(1);
-    assert!(check.check(&wrong, search_schema, "$").unwrap_err().contains("extra"));
+    assert!(check
+        .check(&wrong, search_schema, "$")
+        .unwrap_err()
+        .contains("extra"));
     let mut wrong = batch.clone();
     wrong["results"][0] = Value::from(7);
     let batch_schema = check.response("/api/search", "post", 200);
-    assert!(check.check(&wrong, batch_schema, "$").unwrap_err().contains("oneOf"));
+    assert!(check
+        .check(&wrong, batch_schema, "$")
+        .unwrap_err()
+        .contains("oneOf"));
 }

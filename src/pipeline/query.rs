@@ -109,7 +109,9 @@ pub enum QueryError {
     ExactAndBeam,
     #[error("the query text is empty")]
     EmptyText,
-    #[error("{given} numbers were given as a query vector, but the index holds {dim}-d embeddings")]
+    #[error(
+        "{given} numbers were given as a query vector, but the index holds {dim}-d embeddings"
+    )]
     WrongDimension { given: usize, dim: usize },
     #[error("the query vector has NaN or infinite values")]
     NotFinite,

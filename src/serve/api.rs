@@ -77,7 +77,13 @@ impl Given {
 }
 
 /// A parameter that is a whole number from `lo` to `hi`, or its default when absent or empty.
-fn number(name: &str, given: Option<&Given>, default: usize, lo: usize, hi: usize) -> ApiResult<usize> {
+fn number(
+    name: &str,
+    given: Option<&Given>,
+    default: usize,
+    lo: usize,
+    hi: usize,
+) -> ApiResult<usize> {
     let Some(g) = given.filter(|g| !g.is_blank()) else {
         return Ok(default);
     };
@@ -94,9 +100,8 @@ fn flag(name: &str, given: Option<&Given>) -> ApiResult<bool> {
     let Some(g) = given.filter(|g| !g.is_blank()) else {
         return Ok(false);
     };
-    g.flag().ok_or_else(|| {
-        ApiError::bad(format!("{name} must be true or false, not {:?}", g.text()))
-    })
+    g.flag()
+        .ok_or_else(|| ApiError::bad(format!("{name} must be true or false, not {:?}", g.text())))
 }
 
 /// A filter's value; empty means no filter, as a form sends it.
@@ -863,7 +868,10 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Json<StatsResponse> {
         uptime_s: state.started.elapsed().as_secs_f64(),
         text_model: public_model_id(&state.model_id),
         cache_entries: state.encoder.cached_entries(),
-        reloads: state.metrics.reloads.load(std::sync::atomic::Ordering::Relaxed),
+        reloads: state
+            .metrics
+            .reloads
+            .load(std::sync::atomic::Ordering::Relaxed),
     })
 }
 
@@ -909,8 +917,21 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "regionseek serve", description = "Search photo collections by region."),
-    paths(search_get, search_post, similar, region, picture_of, stats, healthz, metrics, openapi),
+    info(
+        title = "regionseek serve",
+        description = "Search photo collections by region."
+    ),
+    paths(
+        search_get,
+        search_post,
+        similar,
+        region,
+        picture_of,
+        stats,
+        healthz,
+        metrics,
+        openapi
+    ),
     components(schemas(ErrorBody))
 )]
 struct ApiDoc;
@@ -920,9 +941,9 @@ struct ApiDoc;
 pub async fn openapi() -> Response {
     static DOC: OnceLock<String> = OnceLock::new();
     let doc = DOC.get_or_init(|| {
-        ApiDoc::openapi()
-            .to_json()
-            .unwrap_or_else(|e| format!("{{\"error\": \"the OpenAPI document: {e}\", \"status\": 500}}"))
+        ApiDoc::openapi().to_json().unwrap_or_else(|e| {
+            format!("{{\"error\": \"the OpenAPI document: {e}\", \"status\": 500}}")
+        })
     });
     ([(header::CONTENT_TYPE, "application/json")], doc.as_str()).into_response()
 }

@@ -57,9 +57,13 @@ impl ApiError {
     pub fn from_serde(message: &str, status: StatusCode, what: Fields) -> Self {
         match unknown_field(message) {
             Some((field, takes)) => Self::bad(match what {
-                Fields::Query => format!("unknown parameter {field:?} (this endpoint takes: {takes})"),
+                Fields::Query => {
+                    format!("unknown parameter {field:?} (this endpoint takes: {takes})")
+                }
                 Fields::Body => format!("unknown field {field:?} in the body (it takes: {takes})"),
-                Fields::BatchEntry => format!("unknown field {field:?} in a query (it takes: {takes})"),
+                Fields::BatchEntry => {
+                    format!("unknown field {field:?} in a query (it takes: {takes})")
+                }
             }),
             None => Self::new(status, message),
         }
@@ -194,15 +198,24 @@ mod tests {
             StatusCode::BAD_REQUEST,
             Fields::Query,
         );
-        assert_eq!(e.message, "unknown parameter \"lable\" (this endpoint takes: q, k)");
+        assert_eq!(
+            e.message,
+            "unknown parameter \"lable\" (this endpoint takes: q, k)"
+        );
         let e = ApiError::from_serde(
             "unknown field `kk`, expected `queries` at line 1 column 9",
             StatusCode::UNPROCESSABLE_ENTITY,
             Fields::Body,
         );
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
-        assert_eq!(e.message, "unknown field \"kk\" in the body (it takes: queries)");
+        assert_eq!(
+            e.message,
+            "unknown field \"kk\" in the body (it takes: queries)"
+        );
         let e = ApiError::from_serde("invalid type", StatusCode::PAYLOAD_TOO_LARGE, Fields::Body);
-        assert_eq!((e.status, e.message.as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "invalid type"));
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, "invalid type")
+        );
     }
 }

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use metrics::{Counter, Gauge};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 /// Upper bounds (seconds) of the latency buckets: from cache hits (sub-millisecond) to cold model calls.
 const BUCKETS: [f64; 14] = [
@@ -134,7 +136,10 @@ impl Default for Metrics {
                     "regionseek_connections_refused_total",
                     "Connections answered 503 because the connection cap was reached.",
                 ),
-                reloads: count("regionseek_index_reloads_total", "New index commits picked up."),
+                reloads: count(
+                    "regionseek_index_reloads_total",
+                    "New index commits picked up.",
+                ),
                 reload_failures: count(
                     "regionseek_index_reload_failures_total",
                     "Index commits that could not be opened (the previous one kept serving).",
@@ -146,7 +151,10 @@ impl Default for Metrics {
                         "regionseek_index_generation",
                         "Generation of the served commit.",
                     ),
-                    cache_entries: gauge("regionseek_text_cache_entries", "Query embeddings cached."),
+                    cache_entries: gauge(
+                        "regionseek_text_cache_entries",
+                        "Query embeddings cached.",
+                    ),
                     uptime: gauge("regionseek_uptime_seconds", "Since the server started."),
                 },
                 handle: recorder.handle(),
