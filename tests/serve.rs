@@ -1220,3 +1220,251 @@ fn slow_bodies_do_not_hold_slots_and_every_endpoint_keeps_to_the_hit_budget() {
     assert_json_error(&server.get("/api/similar/0?k=30"), 400, "--max-hits");
     assert_eq!(server.get("/api/search?q=a+dog&k=5").status, 200);
 }
+
+/// Checks a JSON value against a schema of an OpenAPI 3.1 document, in the subset utoipa writes: `$ref`,
+/// `type` (one or several, "null" among them), `properties` and `required`, `items`, `allOf`, `oneOf`,
+/// `enum`, `minimum` and `maximum`. Stricter than JSON Schema in one way: an object may hold no property its
+/// schema does not list, so that a field the server adds without describing it is caught.
+struct SchemaCheck<'a> {
+    doc: &'a Value,
+}
+
+impl SchemaCheck<'_> {
+    fn resolve<'s>(&'s self, schema: &'s Value) -> &'s Value {
+        match schema.get("$ref").and_then(Value::as_str) {
+            Some(r) => {
+                let name = r
+                    .strip_prefix("#/components/schemas/")
+                    .unwrap_or_else(|| panic!("a $ref outside the schemas: {r}"));
+                let target = &self.doc["components"]["schemas"][name];
+                assert!(!target.is_null(), "{r} is not in the document");
+                self.resolve(target)
+            }
+            None => schema,
+        }
+    }
+
+    /// Every property name a schema lists, through `$ref` and `allOf`; None when it lists none.
+    fn properties(&self, schema: &Value) -> Option<Vec<String>> {
+        let schema = self.resolve(schema);
+        let mut names: Vec<String> = schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
+        for part in schema
+            .get("allOf")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            names.extend(self.properties(part).unwrap_or_default());
+        }
+        (!names.is_empty()).then_some(names)
+    }
+
+    fn check(&self, v: &Value, schema: &Value, at: &str) -> Result<(), String> {
+        self.check_part(v, schema, at, true)
+    }
+
+    fn check_part(&self, v: &Value, schema: &Value, at: &str, whole: bool) -> Result<(), String> {
+        let schema = self.resolve(schema);
+        if let Some(parts) = schema.get("allOf").and_then(Value::as_array) {
+            for p in parts {
+                self.check_part(v, p, at, false)?;
+            }
+        }
+        if let Some(choices) = schema.get("oneOf").and_then(Value::as_array) {
+            let fits: Vec<Result<(), String>> =
+                choices.iter().map(|c| self.check(v, c, at)).collect();
+            let n = fits.iter().filter(|f| f.is_ok()).count();
+            if n != 1 {
+                return Err(format!(
+                    "{at}: fits {n} of the oneOf choices, not one: {:?}",
+                    fits.iter()
+                        .filter_map(|f| f.as_ref().err())
+                        .collect::<Vec<_>>()
+                ));
+            }
+        }
+        if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
+            if !allowed.contains(v) {
+                return Err(format!("{at}: {v} is not one of {allowed:?}"));
+            }
+        }
+        if let Some(t) = schema.get("type") {
+            let types: Vec<&str> = match t {
+                Value::String(s) => vec![s.as_str()],
+                Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+                other => return Err(format!("{at}: a type {other} this check does not know")),
+            };
+            let fits = |t: &str| match t {
+                "null" => v.is_null(),
+                "boolean" => v.is_boolean(),
+                "string" => v.is_string(),
+                "integer" => v.is_i64() || v.is_u64(),
+                "number" => v.is_number(),
+                "array" => v.is_array(),
+                "object" => v.is_object(),
+                _ => false,
+            };
+            if !types.iter().any(|t| fits(t)) {
+                return Err(format!("{at}: {v} is not of type {types:?}"));
+            }
+        }
+        if let (Some(n), Some(lo)) = (v.as_f64(), schema.get("minimum").and_then(Value::as_f64)) {
+            if n < lo {
+                return Err(format!("{at}: {n} is under the minimum {lo}"));
+            }
+        }
+        if let (Some(n), Some(hi)) = (v.as_f64(), schema.get("maximum").and_then(Value::as_f64)) {
+            if n > hi {
+                return Err(format!("{at}: {n} is over the maximum {hi}"));
+            }
+        }
+        if let Some(items) = v.as_array() {
+            if let Some(item) = schema.get("items") {
+                for (i, x) in items.iter().enumerate() {
+                    self.check(x, item, &format!("{at}[{i}]"))?;
+                }
+            }
+        }
+        if let Some(fields) = v.as_object() {
+            for name in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let name = name.as_str().unwrap_or_default();
+                if !fields.contains_key(name) {
+                    return Err(format!("{at}: the required {name:?} is missing"));
+                }
+            }
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                for (name, sub) in props {
+                    if let Some(x) = fields.get(name) {
+                        self.check(x, sub, &format!("{at}.{name}"))?;
+                    }
+                }
+            }
+            if whole {
+                if let Some(listed) = self.properties(schema) {
+                    if let Some(extra) = fields.keys().find(|k| !listed.contains(k)) {
+                        return Err(format!("{at}: {extra:?} is not in the schema"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The schema of an endpoint's JSON answer with this status.
+    fn response(&self, path: &str, method: &str, status: u16) -> &Value {
+        let s = &self.doc["paths"][path][method]["responses"][status.to_string()]["content"]
+            ["application/json"]["schema"];
+        assert!(
+            !s.is_null(),
+            "the document has no JSON answer {status} for {method} {path}"
+        );
+        s
+    }
+}
+
+#[test]
+fn the_openapi_document_describes_every_json_answer() {
+    let Some(f) = fixture() else { return };
+    let server = Server::start(&f.index, &[]);
+    let r = server.get("/api/openapi.json");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let doc = r.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let check = SchemaCheck { doc: &doc };
+    let post = |body: &str| http_raw(&server.addr, "POST", b"/api/search", &[], body.as_bytes());
+    let answers = [
+        ("/api/search", "get", server.get("/api/search?q=a+dog&k=3")),
+        (
+            "/api/search",
+            "get",
+            server.get("/api/search?q=a+dog&k=3&label=dog&ef=8"),
+        ),
+        ("/api/search", "get", server.get("/api/search?q=")),
+        (
+            "/api/search",
+            "get",
+            server.get("/api/search?q=dog&lable=x"),
+        ),
+        (
+            "/api/search",
+            "post",
+            post(
+                r#"{"queries": ["a cat", {"q": "a person", "k": 2, "exact": true}, {"q": ""}], "k": 3}"#,
+            ),
+        ),
+        ("/api/search", "post", post(r#"{"queries": 3}"#)),
+        (
+            "/api/similar/{row}",
+            "get",
+            server.get("/api/similar/0?k=4"),
+        ),
+        ("/api/similar/{row}", "get", server.get("/api/similar/abc")),
+        ("/api/regions/{row}", "get", server.get("/api/regions/0")),
+        (
+            "/api/regions/{row}",
+            "get",
+            server.get("/api/regions/99999999"),
+        ),
+        (
+            "/api/regions/{row}/{picture}",
+            "get",
+            server.get("/api/regions/0/crop.png"),
+        ),
+        ("/api/stats", "get", server.get("/api/stats")),
+        ("/healthz", "get", server.get("/healthz")),
+    ];
+    for (path, method, r) in &answers {
+        let schema = check.response(path, method, r.status);
+        let v = r.json();
+        if let Err(e) = check.check(&v, schema, "$") {
+            panic!(
+                "{method} {path} answered {} off its schema: {e}\n{v}",
+                r.status
+            );
+        }
+    }
+    // The batch's per-query error is one of its results' choices.
+    let batch = answers[4].2.json();
+    assert_eq!(batch["results"][2]["status"], 400, "{batch}");
+
+    // The check can fail: a wrong type deep in a hit, a required field gone, a field the document does not
+    // name, and a number in a batch result that fits neither choice.
+    let search_schema = check.response("/api/search", "get", 200);
+    let good = answers[0].2.json();
+    assert!(check.check(&good, search_schema, "$").is_ok());
+    let mut wrong = good.clone();
+    wrong["hits"][0]["score"] = Value::from("high");
+    assert!(check
+        .check(&wrong, search_schema, "$")
+        .unwrap_err()
+        .contains("score"));
+    let mut wrong = good.clone();
+    wrong.as_object_mut().unwrap().remove("query");
+    assert!(check
+        .check(&wrong, search_schema, "$")
+        .unwrap_err()
+        .contains("query"));
+    let mut wrong = good.clone();
+    wrong["hits"][0]["mask_rle"]["extra"] = Value::from(1);
+    assert!(check
+        .check(&wrong, search_schema, "$")
+        .unwrap_err()
+        .contains("extra"));
+    let mut wrong = batch.clone();
+    wrong["results"][0] = Value::from(7);
+    let batch_schema = check.response("/api/search", "post", 200);
+    assert!(check
+        .check(&wrong, batch_schema, "$")
+        .unwrap_err()
+        .contains("oneOf"));
+}

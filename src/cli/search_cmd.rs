@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use regionseek::index::Filter;
-use regionseek::pipeline::query::{self, SearchOptions, Searcher};
+use regionseek::pipeline::query::{self, SearchOptions, SearchReport, Searcher};
 use serde_json::json;
 
 use super::output::write_atomic;
@@ -138,35 +138,20 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if a.json {
-        // Serialised from the structs, not through `json!`: a `Value` widens f32 to f64, and boxes would
-        // print as 334.3699951171875 instead of the 334.37 that was indexed (and that `serve` answers).
         #[derive(serde::Serialize)]
         struct Answer<'a> {
-            query: &'a str,
+            #[serde(flatten)]
+            report: &'a SearchReport,
             model: String,
             /// Random weights: the scores carry no meaning.
             random_model: bool,
-            ms: f64,
-            mode: &'static str,
-            ef: Option<usize>,
-            candidates: usize,
-            query_tokens: usize,
-            truncated: bool,
-            hits: &'a [regionseek::index::Hit],
         }
         println!(
             "{}",
             serde_json::to_string(&Answer {
-                query: &a.text,
+                report: &SearchReport::new(&a.text, answer, ms),
                 model: model.id(),
                 random_model: model.is_random(),
-                ms,
-                mode: answer.run.mode,
-                ef: answer.run.ef,
-                candidates: answer.run.candidates,
-                query_tokens: answer.query_tokens,
-                truncated: answer.truncated,
-                hits,
             })?
         );
     } else {

@@ -52,6 +52,45 @@ pub struct SearchAnswer {
     pub truncated: bool,
 }
 
+/// A text search's answer as front doors report it (the CLI's `search --json`, each answer of `serve`'s
+/// `/api/search`); each adds what only it knows beside it. Serialised from the structs, never through a
+/// `serde_json::Value`, which would widen f32 boxes and scores to f64 (334.3699951171875 for the 334.37 that
+/// was indexed).
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "serve", derive(utoipa::ToSchema))]
+pub struct SearchReport {
+    pub query: String,
+    /// Time to answer, in milliseconds.
+    pub ms: f64,
+    /// `"exact"` or `"hnsw"`.
+    pub mode: &'static str,
+    /// The graph's beam width, for `"hnsw"`.
+    pub ef: Option<usize>,
+    /// Rows the filter keeps (all rows without a filter).
+    pub candidates: usize,
+    /// Tokens of the query with its start and end tokens.
+    pub query_tokens: usize,
+    /// The query was longer than the text tower's context and was cut.
+    pub truncated: bool,
+    #[cfg_attr(feature = "serve", schema(value_type = Vec<crate::serve::schema::Hit>))]
+    pub hits: Vec<Hit>,
+}
+
+impl SearchReport {
+    pub fn new(query: &str, answer: SearchAnswer, ms: f64) -> Self {
+        Self {
+            query: query.to_string(),
+            ms,
+            mode: answer.run.mode,
+            ef: answer.run.ef,
+            candidates: answer.run.candidates,
+            query_tokens: answer.query_tokens,
+            truncated: answer.truncated,
+            hits: answer.hits,
+        }
+    }
+}
+
 /// Hits a search returns unless asked for another number.
 pub const DEFAULT_K: usize = 10;
 /// The widest graph beam a front door accepts (beyond it a search is slower than scanning).
@@ -70,7 +109,9 @@ pub enum QueryError {
     ExactAndBeam,
     #[error("the query text is empty")]
     EmptyText,
-    #[error("{given} numbers were given as a query vector, but the index holds {dim}-d embeddings")]
+    #[error(
+        "{given} numbers were given as a query vector, but the index holds {dim}-d embeddings"
+    )]
     WrongDimension { given: usize, dim: usize },
     #[error("the query vector has NaN or infinite values")]
     NotFinite,

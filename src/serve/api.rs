@@ -1,24 +1,31 @@
-//! The JSON API's handlers. Every error is `{"error": "...", "status": N}` with a 4xx status for what the
-//! client sent and 5xx for what failed here.
+//! The JSON API's handlers, their request and response types, and the OpenAPI document derived from them.
+//! Every error is `{"error": "...", "status": N}` with a 4xx status for what the client sent and 5xx for what
+//! failed here.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::index::{Filter, Hit};
+use crate::index::{Filter, Hit, MethodInfo};
+use crate::masks::CocoRle;
 use crate::pipeline::photo_path::PhotoPathError;
-use crate::pipeline::query::{QueryError, SearchOptions};
+use crate::pipeline::query::{QueryError, SearchOptions, SearchReport};
 use crate::pipeline::{query, render};
 
 use super::encoder::EncodeError;
-use super::{AppState, LiveIndex};
+use super::extract::{ApiJson, ApiPath, ApiQuery, ApiResult, ErrorBody, Fields};
+use super::metrics::AtScrape;
+use super::{schema, AppState, LiveIndex};
+
+pub use super::extract::ApiError;
 
 /// The most hits one query may ask for.
 pub const MAX_K: usize = 1000;
@@ -29,118 +36,220 @@ pub const MAX_BATCH_QUERIES: usize = 256;
 /// Longest side of a rendered picture.
 pub const MAX_PICTURE_SIDE: u32 = 2048;
 
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-}
+/// A number or a flag as the client wrote it: text in a query string, a JSON number or boolean in a body.
+/// Kept as written so that a value out of range is refused in words that name the parameter and its range,
+/// and an empty one (`k=`) means the default, as a form sends it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Given(Value);
 
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
+impl Given {
+    fn is_blank(&self) -> bool {
+        self.0.is_null() || self.0.as_str() == Some("")
+    }
+
+    fn text(&self) -> String {
+        match &self.0 {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
         }
     }
-    pub fn bad(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
+
+    fn whole_number(&self) -> Option<u64> {
+        match &self.0 {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        }
     }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, message)
-    }
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-    }
-    fn body(&self) -> Value {
-        json!({"error": self.message, "status": self.status.as_u16()})
+
+    fn flag(&self) -> Option<bool> {
+        match &self.0 {
+            Value::Bool(b) => Some(*b),
+            Value::String(s) => match s.as_str() {
+                "1" | "true" => Some(true),
+                "0" | "false" => Some(false),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+/// A parameter that is a whole number from `lo` to `hi`, or its default when absent or empty.
+fn number(
+    name: &str,
+    given: Option<&Given>,
+    default: usize,
+    lo: usize,
+    hi: usize,
+) -> ApiResult<usize> {
+    let Some(g) = given.filter(|g| !g.is_blank()) else {
+        return Ok(default);
+    };
+    match g.whole_number() {
+        Some(n) if n >= lo as u64 && n <= hi as u64 => Ok(n as usize),
+        _ => Err(ApiError::bad(format!(
+            "{name} must be a whole number from {lo} to {hi}, not {:?}",
+            g.text()
+        ))),
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
-
-/// A query string's parameters, percent-decoded; text that is not UTF-8 is refused, not replaced.
-pub struct Params(Vec<(String, String)>);
-
-fn decode_component(s: &str, what: &str) -> ApiResult<String> {
-    let spaced = s.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced)
-        .decode_utf8()
-        .map(|c| c.into_owned())
-        .map_err(|_| ApiError::bad(format!("{what} is not valid UTF-8 once percent-decoded")))
+fn flag(name: &str, given: Option<&Given>) -> ApiResult<bool> {
+    let Some(g) = given.filter(|g| !g.is_blank()) else {
+        return Ok(false);
+    };
+    g.flag()
+        .ok_or_else(|| ApiError::bad(format!("{name} must be true or false, not {:?}", g.text())))
 }
 
-impl Params {
-    pub fn parse(raw: Option<&str>, known: &[&str]) -> ApiResult<Self> {
-        let mut out = Vec::new();
-        for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let k = decode_component(k, "a parameter name")?;
-            if !known.contains(&k.as_str()) {
-                return Err(ApiError::bad(format!(
-                    "unknown parameter {k:?} (this endpoint takes: {})",
-                    known.join(", ")
-                )));
+/// A filter's value; empty means no filter, as a form sends it.
+fn filter_value(v: &Option<String>) -> Option<String> {
+    v.clone().filter(|v| !v.is_empty())
+}
+
+/// The options every search takes, as the client gave them.
+#[derive(Debug, Clone, Default)]
+struct Asked {
+    k: Option<Given>,
+    ef: Option<Given>,
+    exact: Option<Given>,
+    image: Option<String>,
+    method: Option<String>,
+    source: Option<String>,
+    label: Option<String>,
+}
+
+impl Asked {
+    /// What a query of a batch leaves out is taken from the batch.
+    fn or(self, batch: &Asked) -> Asked {
+        Asked {
+            k: self.k.or_else(|| batch.k.clone()),
+            ef: self.ef.or_else(|| batch.ef.clone()),
+            exact: self.exact.or_else(|| batch.exact.clone()),
+            image: self.image.or_else(|| batch.image.clone()),
+            method: self.method.or_else(|| batch.method.clone()),
+            source: self.source.or_else(|| batch.source.clone()),
+            label: self.label.or_else(|| batch.label.clone()),
+        }
+    }
+
+    /// `k`, `exact` or `ef` and the filters, checked as every front door checks them.
+    fn options(&self) -> ApiResult<SearchOptions> {
+        let k = number("k", self.k.as_ref(), query::DEFAULT_K, 1, MAX_K)?;
+        let ef = match self.ef.as_ref().filter(|g| !g.is_blank()) {
+            None => None,
+            Some(g) => Some(number("ef", Some(g), 0, 1, query::MAX_EF)?),
+        };
+        let filter = Filter {
+            image: filter_value(&self.image),
+            method: filter_value(&self.method),
+            source: filter_value(&self.source),
+            label: filter_value(&self.label),
+        };
+        SearchOptions::new(k, filter, flag("exact", self.exact.as_ref())?, ef).map_err(query_error)
+    }
+}
+
+/// Declares a request type with the options every search takes beside its own fields (serde's
+/// `deny_unknown_fields` does not combine with `flatten`, so they are spelt out in each).
+macro_rules! with_search_options {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Default, Deserialize, IntoParams, ToSchema)]
+        #[serde(deny_unknown_fields)]
+        #[into_params(parameter_in = Query)]
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty,)*
+            /// Hits to return (default 10; at most `serve --max-hits` in all).
+            #[param(value_type = Option<u64>, minimum = 1, maximum = 1000)]
+            #[schema(value_type = Option<u64>, minimum = 1, maximum = 1000)]
+            pub k: Option<Given>,
+            /// Only regions embedded with this method.
+            pub method: Option<String>,
+            /// Only regions with this label.
+            pub label: Option<String>,
+            /// Only regions of this photo (its path as indexed, or its sha256).
+            pub image: Option<String>,
+            /// Only regions from this source.
+            pub source: Option<String>,
+            /// Scan every candidate (not with `ef`).
+            #[param(value_type = Option<bool>)]
+            #[schema(value_type = Option<bool>)]
+            pub exact: Option<Given>,
+            /// Search the HNSW graph with this beam width.
+            #[param(value_type = Option<u64>, minimum = 1, maximum = 100000)]
+            #[schema(value_type = Option<u64>, minimum = 1, maximum = 100000)]
+            pub ef: Option<Given>,
+        }
+
+        impl $name {
+            fn asked(&self) -> Asked {
+                Asked {
+                    k: self.k.clone(),
+                    ef: self.ef.clone(),
+                    exact: self.exact.clone(),
+                    image: self.image.clone(),
+                    method: self.method.clone(),
+                    source: self.source.clone(),
+                    label: self.label.clone(),
+                }
             }
-            let v = decode_component(v, &format!("parameter {k}"))?;
-            out.push((k, v));
         }
-        Ok(Self(out))
-    }
+    };
+}
 
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+with_search_options! {
+    /// A text search: the parameters of `GET /api/search`, or one query of a batch as an object.
+    pub struct SearchParams {
+        /// The query text.
+        pub q: Option<String>,
     }
+}
 
-    /// A non-empty value, or None.
-    fn text(&self, name: &str) -> Option<String> {
-        self.get(name).filter(|v| !v.is_empty()).map(str::to_string)
-    }
+with_search_options! {
+    /// The parameters of `GET /api/similar/{row}`.
+    pub struct SimilarParams {}
+}
 
-    fn number(&self, name: &str, default: usize, lo: usize, hi: usize) -> ApiResult<usize> {
-        match self.get(name).filter(|v| !v.is_empty()) {
-            None => Ok(default),
-            Some(v) => number_in(name, v.parse::<u64>().ok(), v, lo, hi),
-        }
+with_search_options! {
+    /// `POST /api/search`: queries, and defaults for the fields each of them leaves out.
+    pub struct BatchRequest {
+        /// 1 to 256 queries. Each is read on its own, so that a bad one is answered with its error and the
+        /// others with their hits.
+        #[param(value_type = Vec<QueryEntry>)]
+        #[schema(value_type = Vec<QueryEntry>)]
+        pub queries: Vec<Value>,
     }
+}
 
-    fn flag(&self, name: &str) -> ApiResult<bool> {
-        match self.get(name) {
-            None | Some("") | Some("0") | Some("false") => Ok(false),
-            Some("1") | Some("true") => Ok(true),
-            Some(v) => Err(ApiError::bad(format!(
-                "{name} must be true or false, not {v:?}"
-            ))),
-        }
-    }
+/// One query of a batch: its text, or an object with the parameters of `GET /api/search`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum QueryEntry {
+    Text(String),
+    Object(SearchParams),
+}
+
+/// The parameter of the picture endpoints.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PictureParams {
+    /// The picture's longest side in pixels, 16 to 2048.
+    #[param(value_type = Option<u64>, minimum = 16, maximum = 2048)]
+    pub size: Option<Given>,
 }
 
 /// A GET's k against the server's budget of hits per request (`serve --max-hits`).
-fn within_budget(k: usize, max_hits: usize) -> ApiResult<usize> {
+fn within_budget(k: usize, max_hits: usize) -> ApiResult<()> {
     if k > max_hits {
         return Err(ApiError::bad(format!(
             "k = {k} is over this server's {max_hits} hits per request (serve --max-hits)"
         )));
     }
-    Ok(k)
-}
-
-fn number_in(name: &str, parsed: Option<u64>, raw: &str, lo: usize, hi: usize) -> ApiResult<usize> {
-    match parsed {
-        Some(n) if n >= lo as u64 && n <= hi as u64 => Ok(n as usize),
-        _ => Err(ApiError::bad(format!(
-            "{name} must be a whole number from {lo} to {hi}, not {raw:?}"
-        ))),
-    }
+    Ok(())
 }
 
 /// One search as asked, from a query string or one entry of a POST batch.
@@ -148,48 +257,6 @@ fn number_in(name: &str, parsed: Option<u64>, raw: &str, lo: usize, hi: usize) -
 struct SearchRequest {
     text: String,
     options: SearchOptions,
-}
-
-const SEARCH_PARAMS: &[&str] = &[
-    "q", "k", "method", "label", "image", "source", "exact", "ef",
-];
-/// A POST batch's fields: its queries, and defaults for each of them.
-const BATCH_FIELDS: &[&str] = &[
-    "queries", "k", "method", "label", "image", "source", "exact", "ef",
-];
-const SIMILAR_PARAMS: &[&str] = &["k", "method", "label", "image", "source", "exact", "ef"];
-
-/// Refuses a JSON object's fields that the endpoint does not take, as a query string's are refused.
-fn refuse_unknown_fields(v: &Value, known: &[&str], what: &str) -> ApiResult<()> {
-    let Some(o) = v.as_object() else {
-        return Ok(());
-    };
-    match o.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::bad(format!(
-            "unknown field {k:?} in {what} (it takes: {})",
-            known.join(", ")
-        ))),
-        None => Ok(()),
-    }
-}
-
-fn filter_from(p: &Params) -> Filter {
-    Filter {
-        image: p.text("image"),
-        method: p.text("method"),
-        source: p.text("source"),
-        label: p.text("label"),
-    }
-}
-
-/// `k`, `exact=true` or `ef=N` and the filters of a query string, checked as every front door checks them.
-fn options_from_params(p: &Params, max_hits: usize) -> ApiResult<SearchOptions> {
-    let k = within_budget(p.number("k", query::DEFAULT_K, 1, MAX_K)?, max_hits)?;
-    let ef = match p.text("ef") {
-        None => None,
-        Some(_) => Some(p.number("ef", 0, 1, query::MAX_EF)?),
-    };
-    SearchOptions::new(k, filter_from(p), p.flag("exact")?, ef).map_err(query_error)
 }
 
 /// A query that cannot run: the client's mistake (400) unless the index failed.
@@ -215,72 +282,32 @@ fn check_text(text: &str) -> ApiResult<()> {
 }
 
 impl SearchRequest {
-    fn from_params(p: &Params, max_hits: usize) -> ApiResult<Self> {
-        let text = p.get("q").unwrap_or("").to_string();
+    fn new(text: Option<String>, asked: &Asked) -> ApiResult<Self> {
+        let text = text.unwrap_or_default();
         check_text(&text)?;
         Ok(Self {
             text,
-            options: options_from_params(p, max_hits)?,
+            options: asked.options()?,
         })
     }
 
     /// One entry of a POST batch: a string, or an object with the GET parameters as fields.
-    fn from_json(v: &Value, defaults: &Value) -> ApiResult<Self> {
-        refuse_unknown_fields(v, SEARCH_PARAMS, "a query")?;
-        let field = |name: &str| v.get(name).or_else(|| defaults.get(name));
-        let text = match v {
-            Value::String(s) => s.clone(),
-            Value::Object(o) => match o.get("q") {
-                Some(Value::String(s)) => s.clone(),
-                _ => return Err(ApiError::bad("each query needs a text field \"q\"")),
+    fn from_entry(entry: &Value, batch: &Asked) -> ApiResult<Self> {
+        let params = match entry {
+            Value::String(s) => SearchParams {
+                q: Some(s.clone()),
+                ..Default::default()
             },
+            Value::Object(_) => SearchParams::deserialize(entry).map_err(|e| {
+                ApiError::from_serde(&e.to_string(), StatusCode::BAD_REQUEST, Fields::BatchEntry)
+            })?,
             _ => {
                 return Err(ApiError::bad(
                     "each query is a string or an object with \"q\"",
                 ))
             }
         };
-        check_text(&text)?;
-        let string = |name: &str| -> ApiResult<Option<String>> {
-            match field(name) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) if s.is_empty() => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(other) => Err(ApiError::bad(format!(
-                    "{name} must be a string, not {other}"
-                ))),
-            }
-        };
-        let number = |name: &str, default: usize, lo: usize, hi: usize| -> ApiResult<usize> {
-            match field(name) {
-                None | Some(Value::Null) => Ok(default),
-                Some(x) => number_in(name, x.as_u64(), &x.to_string(), lo, hi),
-            }
-        };
-        let exact = match field("exact") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => {
-                return Err(ApiError::bad(format!(
-                    "exact must be true or false, not {other}"
-                )))
-            }
-        };
-        let ef = match field("ef") {
-            None | Some(Value::Null) => None,
-            Some(_) => Some(number("ef", 0, 1, query::MAX_EF)?),
-        };
-        let filter = Filter {
-            image: string("image")?,
-            method: string("method")?,
-            source: string("source")?,
-            label: string("label")?,
-        };
-        Ok(Self {
-            text,
-            options: SearchOptions::new(number("k", query::DEFAULT_K, 1, MAX_K)?, filter, exact, ef)
-                .map_err(query_error)?,
-        })
+        Self::new(params.q.clone(), &params.asked().or(batch))
     }
 }
 
@@ -301,11 +328,54 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("the worker failed: {e}")))?
 }
 
+/// One answer of `GET /api/search` (and of each query of a batch).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResponse {
+    #[serde(flatten)]
+    pub report: SearchReport,
+    /// Hits asked for.
+    pub k: usize,
+    /// The query's embedding came from the cache.
+    pub cached: bool,
+    /// Regions in the served commit.
+    pub rows: usize,
+}
+
+/// One query's part of a batch's answer: its hits, or why it was not run.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum BatchResult {
+    Answer(SearchResponse),
+    Error(ErrorBody),
+}
+
+/// The answer to `POST /api/search`: one result per query, in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResponse {
+    pub results: Vec<BatchResult>,
+}
+
+/// The answer to `GET /api/similar/{row}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SimilarResponse {
+    /// The region the others are like.
+    pub row: usize,
+    pub k: usize,
+    /// `"exact"` or `"hnsw"`.
+    pub mode: &'static str,
+    pub ef: Option<usize>,
+    pub candidates: usize,
+    pub rows: usize,
+    pub ms: f64,
+    #[schema(value_type = Vec<schema::Hit>)]
+    pub hits: Vec<Hit>,
+}
+
 /// Searches for already validated requests: texts embedded together (cache first), then each searched.
 async fn run_searches(
     state: &Arc<AppState>,
     requests: Vec<SearchRequest>,
-) -> Vec<ApiResult<Value>> {
+) -> Vec<ApiResult<SearchResponse>> {
     let t = Instant::now();
     let texts: Vec<String> = requests.iter().map(|r| r.text.clone()).collect();
     let encoded = state.encoder.encode(&texts).await;
@@ -333,19 +403,12 @@ async fn run_searches(
         let answer = blocking(move || {
             let a =
                 query::search_query(&live.index, &enc.query, &req.options).map_err(query_error)?;
-            Ok(json!({
-                "query": req.text,
-                "k": req.options.k,
-                "mode": a.run.mode,
-                "ef": a.run.ef,
-                "candidates": a.run.candidates,
-                "query_tokens": a.query_tokens,
-                "truncated": a.truncated,
-                "cached": enc.cached,
-                "rows": live.index.len(),
-                "ms": t.elapsed().as_secs_f64() * 1e3,
-                "hits": a.hits,
-            }))
+            Ok(SearchResponse {
+                report: SearchReport::new(&req.text, a, t.elapsed().as_secs_f64() * 1e3),
+                k: req.options.k,
+                cached: enc.cached,
+                rows: live.index.len(),
+            })
         })
         .await;
         out.push(answer);
@@ -353,37 +416,44 @@ async fn run_searches(
     out
 }
 
+/// Search the regions for a text.
+#[utoipa::path(get, path = "/api/search", params(SearchParams), responses(
+    (status = 200, description = "The hits, best first", body = SearchResponse),
+    (status = 400, description = "A parameter the search cannot take", body = ErrorBody),
+    (status = 503, description = "The text queue is full", body = ErrorBody),
+))]
 pub async fn search_get(
     State(state): State<Arc<AppState>>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult<Json<Value>> {
-    let p = Params::parse(raw.as_deref(), SEARCH_PARAMS)?;
-    let req = SearchRequest::from_params(&p, state.config.max_hits_per_request)?;
+    ApiQuery(params): ApiQuery<SearchParams>,
+) -> ApiResult<Json<SearchResponse>> {
+    let req = SearchRequest::new(params.q.clone(), &params.asked())?;
+    within_budget(req.options.k, state.config.max_hits_per_request)?;
     let mut answers = run_searches(&state, vec![req]).await;
     answers.remove(0).map(Json)
 }
 
+/// Search for many texts at once; a query that cannot run is answered with its error, the others with
+/// their hits.
+#[utoipa::path(post, path = "/api/search", request_body = BatchRequest, responses(
+    (status = 200, description = "One result per query, in order", body = BatchResponse),
+    (status = 400, description = "A body the batch cannot take", body = ErrorBody),
+))]
 pub async fn search_post(
     State(state): State<Arc<AppState>>,
-    body: Bytes,
-) -> ApiResult<Json<Value>> {
-    let v: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad(format!("the body is not JSON: {e}")))?;
-    let queries = v.get("queries").and_then(Value::as_array).ok_or_else(|| {
-        ApiError::bad("the body is {\"queries\": [...]} (strings or objects with \"q\")")
-    })?;
-    refuse_unknown_fields(&v, BATCH_FIELDS, "the body")?;
+    ApiJson(batch): ApiJson<BatchRequest>,
+) -> ApiResult<Json<BatchResponse>> {
+    let queries = &batch.queries;
     if queries.is_empty() || queries.len() > MAX_BATCH_QUERIES {
         return Err(ApiError::bad(format!(
             "give 1 to {MAX_BATCH_QUERIES} queries, not {}",
             queries.len()
         )));
     }
-    // Fields beside "queries" are defaults for every query.
-    let mut parsed = Vec::with_capacity(queries.len());
-    for q in queries {
-        parsed.push(SearchRequest::from_json(q, &v));
-    }
+    let defaults = batch.asked();
+    let parsed: Vec<ApiResult<SearchRequest>> = queries
+        .iter()
+        .map(|q| SearchRequest::from_entry(q, &defaults))
+        .collect();
     let good: Vec<SearchRequest> = parsed
         .iter()
         .filter_map(|r| r.as_ref().ok().cloned())
@@ -399,18 +469,21 @@ pub async fn search_post(
         )));
     }
     let mut answers = run_searches(&state, good).await.into_iter();
-    let results: Vec<Value> = parsed
+    let results = parsed
         .into_iter()
-        .map(|r| match r {
-            Err(e) => e.body(),
-            Ok(_) => match answers.next() {
-                Some(Ok(v)) => v,
-                Some(Err(e)) => e.body(),
-                None => ApiError::internal("no answer").body(),
-            },
+        .map(|r| {
+            let answer = r.and_then(|_| {
+                answers
+                    .next()
+                    .unwrap_or_else(|| Err(ApiError::internal("no answer")))
+            });
+            match answer {
+                Ok(a) => BatchResult::Answer(a),
+                Err(e) => BatchResult::Error(e.body()),
+            }
         })
         .collect();
-    Ok(Json(json!({ "results": results })))
+    Ok(Json(BatchResponse { results }))
 }
 
 fn parse_row(raw: &str, live: &LiveIndex) -> ApiResult<usize> {
@@ -428,71 +501,102 @@ fn parse_row(raw: &str, live: &LiveIndex) -> ApiResult<usize> {
     Ok(row)
 }
 
+/// The regions most like an indexed one (itself left out).
+#[utoipa::path(get, path = "/api/similar/{row}", params(("row" = u64, Path, description = "A hit's row"), SimilarParams), responses(
+    (status = 200, description = "The hits, best first", body = SimilarResponse),
+    (status = 400, description = "A parameter the search cannot take", body = ErrorBody),
+    (status = 404, description = "No such row, or none stored for it", body = ErrorBody),
+))]
 pub async fn similar(
     State(state): State<Arc<AppState>>,
-    Path(row): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult<Json<Value>> {
+    ApiPath(row): ApiPath<String>,
+    ApiQuery(params): ApiQuery<SimilarParams>,
+) -> ApiResult<Json<SimilarResponse>> {
     let t = Instant::now();
-    let p = Params::parse(raw.as_deref(), SIMILAR_PARAMS)?;
     let live = state.index();
     let row = parse_row(&row, &live)?;
-    let options = options_from_params(&p, state.config.max_hits_per_request)?;
+    let options = params.asked().options()?;
+    within_budget(options.k, state.config.max_hits_per_request)?;
     blocking(move || {
         let (hits, run) = query::search_similar(&live.index, row, &options)
             .map_err(query_error)?
             .ok_or_else(|| ApiError::not_found(format!("row {row} has no stored embedding")))?;
-        Ok(Json(json!({
-            "row": row,
-            "k": options.k,
-            "mode": run.mode,
-            "ef": run.ef,
-            "candidates": run.candidates,
-            "rows": live.index.len(),
-            "ms": t.elapsed().as_secs_f64() * 1e3,
-            "hits": hits,
-        })))
+        Ok(Json(SimilarResponse {
+            row,
+            k: options.k,
+            mode: run.mode,
+            ef: run.ef,
+            candidates: run.candidates,
+            rows: live.index.len(),
+            ms: t.elapsed().as_secs_f64() * 1e3,
+            hits,
+        }))
     })
     .await
 }
 
-fn public_method(method: &crate::index::MethodInfo) -> Value {
-    let mut info = serde_json::to_value(method).unwrap_or(Value::Null);
-    if let Some(Value::String(id)) = info.get_mut("model_id") {
-        *id = public_model_id(id);
-    }
-    info
+/// Everything the index holds about one region, with the addresses of its pictures.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegionResponse {
+    pub row: usize,
+    pub image: String,
+    pub image_hash: String,
+    pub region_id: String,
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    #[schema(value_type = schema::CocoRle)]
+    pub mask_rle: CocoRle,
+    /// Pixels in the mask (absent when the stored mask cannot be read).
+    pub area: Option<u64>,
+    pub method: String,
+    #[schema(value_type = schema::MethodInfo)]
+    pub method_info: MethodInfo,
+    pub source: String,
+    pub label: Option<String>,
+    pub created_at_ms: i64,
+    pub exif_rotated: bool,
+    pub crop: String,
+    pub thumb: String,
+    pub overlay: String,
 }
 
-fn region_json(live: &LiveIndex, row: usize) -> Value {
+fn region_response(live: &LiveIndex, row: usize) -> RegionResponse {
     let m = &live.index.rows()[row];
-    json!({
-        "row": row,
-        "image": m.image,
-        "image_hash": m.image_hash,
-        "region_id": m.region_id,
-        "box": m.bbox,
-        "mask_rle": m.mask,
-        "area": crate::masks::Rle::from_coco(&m.mask).map(|r| r.area()).ok(),
-        "method": m.method.name,
-        "method_info": public_method(&m.method),
-        "source": m.source,
-        "label": m.label,
-        "created_at_ms": m.created_at_ms,
-        "exif_rotated": m.exif_rotated,
-        "crop": format!("/api/regions/{row}/crop.png"),
-        "thumb": format!("/api/regions/{row}/thumb.jpg"),
-        "overlay": format!("/api/regions/{row}/overlay.jpg"),
-    })
+    let mut method_info = m.method.clone();
+    method_info.model_id = public_model_id(&method_info.model_id);
+    RegionResponse {
+        row,
+        image: m.image.clone(),
+        image_hash: m.image_hash.clone(),
+        region_id: m.region_id.clone(),
+        bbox: m.bbox,
+        mask_rle: m.mask.clone(),
+        area: crate::masks::Rle::from_coco(&m.mask).map(|r| r.area()).ok(),
+        method: m.method.name.clone(),
+        method_info,
+        source: m.source.clone(),
+        label: m.label.clone(),
+        created_at_ms: m.created_at_ms,
+        exif_rotated: m.exif_rotated,
+        crop: format!("/api/regions/{row}/crop.png"),
+        thumb: format!("/api/regions/{row}/thumb.jpg"),
+        overlay: format!("/api/regions/{row}/overlay.jpg"),
+    }
 }
 
+/// One region of the index.
+#[utoipa::path(get, path = "/api/regions/{row}", params(("row" = u64, Path, description = "A hit's row")), responses(
+    (status = 200, description = "The region", body = RegionResponse),
+    (status = 400, description = "Not a row number", body = ErrorBody),
+    (status = 404, description = "No such row", body = ErrorBody),
+))]
 pub async fn region(
     State(state): State<Arc<AppState>>,
-    Path(row): Path<String>,
-) -> ApiResult<Json<Value>> {
+    ApiPath(row): ApiPath<String>,
+) -> ApiResult<Json<RegionResponse>> {
     let live = state.index();
     let row = parse_row(&row, &live)?;
-    Ok(Json(region_json(&live, row)))
+    Ok(Json(region_response(&live, row)))
 }
 
 /// Whether the request that queued some work is still waiting for it: the request holds one handle and the
@@ -529,10 +633,9 @@ enum Picture {
 async fn picture(
     state: Arc<AppState>,
     row: String,
-    raw: Option<String>,
+    params: PictureParams,
     kind: Picture,
 ) -> ApiResult<Response> {
-    let p = Params::parse(raw.as_deref(), &["size"])?;
     let live = state.index();
     let row = parse_row(&row, &live)?;
     let Some(root) = state.config.images.clone() else {
@@ -545,7 +648,13 @@ async fn picture(
         Picture::Thumbnail => 320,
         Picture::Overlay => 1024,
     };
-    let side = p.number("size", default_side as usize, 16, MAX_PICTURE_SIDE as usize)? as u32;
+    let side = number(
+        "size",
+        params.size.as_ref(),
+        default_side as usize,
+        16,
+        MAX_PICTURE_SIDE as usize,
+    )? as u32;
     let hit: Hit = live
         .index
         .region(row)
@@ -611,11 +720,21 @@ async fn picture(
         .into_response())
 }
 
-/// `GET /api/regions/{row}/{picture}`: `crop.png`, `thumb.jpg` or `overlay.jpg`.
+/// A picture of a region: `crop.png` (the box, the mask as alpha), `thumb.jpg` or `overlay.jpg` (the region
+/// in its photo, outlined).
+#[utoipa::path(get, path = "/api/regions/{row}/{picture}", params(
+    ("row" = u64, Path, description = "A hit's row"),
+    ("picture" = String, Path, description = "crop.png, thumb.jpg or overlay.jpg"),
+    PictureParams,
+), responses(
+    (status = 200, description = "The picture", content_type = "image/png"),
+    (status = 400, description = "A parameter the picture cannot take", body = ErrorBody),
+    (status = 404, description = "No such row, picture or photo", body = ErrorBody),
+))]
 pub async fn picture_of(
     State(state): State<Arc<AppState>>,
-    Path((row, name)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
+    ApiPath((row, name)): ApiPath<(String, String)>,
+    ApiQuery(params): ApiQuery<PictureParams>,
 ) -> ApiResult<Response> {
     let kind = match name.as_str() {
         "crop.png" => Picture::Cutout,
@@ -627,21 +746,42 @@ pub async fn picture_of(
             )))
         }
     };
-    picture(state, row, raw, kind).await
+    picture(state, row, params, kind).await
 }
 
-fn counts<'a>(items: impl Iterator<Item = &'a str>, top: usize) -> Value {
+/// How many regions have each value of a field.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Counts {
+    /// Values in all.
+    pub distinct: usize,
+    /// The commonest values, most regions first.
+    pub top: Vec<NameCount>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct NameCount {
+    pub name: String,
+    pub regions: u64,
+}
+
+fn counts<'a>(items: impl Iterator<Item = &'a str>, top: usize) -> Counts {
     let mut m: BTreeMap<&str, u64> = BTreeMap::new();
     for i in items {
         *m.entry(i).or_default() += 1;
     }
     let mut v: Vec<(&str, u64)> = m.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    let distinct = v.len();
-    json!({
-        "distinct": distinct,
-        "top": v.into_iter().take(top).map(|(k, n)| json!({"name": k, "regions": n})).collect::<Vec<_>>(),
-    })
+    Counts {
+        distinct: v.len(),
+        top: v
+            .into_iter()
+            .take(top)
+            .map(|(name, regions)| NameCount {
+                name: name.to_string(),
+                regions,
+            })
+            .collect(),
+    }
 }
 
 /// A model as clients see it: a model folder by its name, never by where the server keeps it.
@@ -655,85 +795,116 @@ pub fn public_model_id(id: &str) -> String {
     id.to_string()
 }
 
+/// What a commit of the index holds.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct IndexSummary {
+    pub rows: usize,
+    /// What a search can return: one row per region, its best tier (the rest were superseded).
+    pub regions: usize,
+    /// Distinct photos (by content).
+    pub images: usize,
+    pub dim: usize,
+    pub model: String,
+    pub generation: u64,
+    pub methods: Counts,
+    pub labels: Counts,
+    pub sources: Counts,
+}
+
 /// What the index holds, computed once per commit.
-pub fn index_summary(live: &LiveIndex) -> Value {
+pub fn index_summary(live: &LiveIndex) -> IndexSummary {
     let rows = live.index.rows();
     let m = live.index.manifest();
     let images: std::collections::HashSet<&str> =
         rows.iter().map(|r| r.image_hash.as_str()).collect();
-    json!({
-        "rows": rows.len(),
-        // What a search can return: one row per region, its best tier (the rest were superseded).
-        "regions": rows.len() - live.index.superseded_rows(),
-        "images": images.len(),
-        "dim": m.dim,
-        "model": public_model_id(&m.model_id),
-        "generation": m.generation,
-        "methods": counts(rows.iter().map(|r| r.method.name.as_str()), 50),
-        "labels": counts(rows.iter().filter_map(|r| r.label.as_deref()), 500),
-        "sources": counts(rows.iter().map(|r| r.source.as_str()), 50),
-    })
+    IndexSummary {
+        rows: rows.len(),
+        regions: rows.len() - live.index.superseded_rows(),
+        images: images.len(),
+        dim: m.dim,
+        model: public_model_id(&m.model_id),
+        generation: m.generation,
+        methods: counts(rows.iter().map(|r| r.method.name.as_str()), 50),
+        labels: counts(rows.iter().filter_map(|r| r.label.as_deref()), 500),
+        sources: counts(rows.iter().map(|r| r.source.as_str()), 50),
+    }
 }
 
-pub async fn stats(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+/// The answer to `GET /api/stats`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsResponse {
+    pub index: IndexSummary,
+    /// The index folder's name (never where the server keeps it).
+    pub index_dir: Option<String>,
+    /// The server was given `--images`, so it draws pictures.
+    pub photos_served: bool,
+    pub opened_at_ms: u64,
+    pub uptime_s: f64,
+    pub text_model: String,
+    pub cache_entries: usize,
+    /// Commits picked up since the server started.
+    pub reloads: u64,
+}
+
+/// What the served index holds and how the server fares.
+#[utoipa::path(get, path = "/api/stats", responses((status = 200, description = "The served commit", body = StatsResponse)))]
+pub async fn stats(State(state): State<Arc<AppState>>) -> Json<StatsResponse> {
     let live = state.index();
-    let summary = live.summary();
     let opened = live
         .opened_at
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    // The folder's name only: where the server keeps its files is none of a client's business.
     let index_name = state
         .config
         .index_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned());
-    Ok(Json(json!({
-        "index": summary,
-        "index_dir": index_name,
-        "photos_served": state.config.images.is_some(),
-        "opened_at_ms": opened,
-        "uptime_s": state.started.elapsed().as_secs_f64(),
-        "text_model": public_model_id(&state.model_id),
-        "cache_entries": state.encoder.cached_entries(),
-        "reloads": state.metrics.reloads.load(std::sync::atomic::Ordering::Relaxed),
-    })))
+    Json(StatsResponse {
+        index: live.summary().clone(),
+        index_dir: index_name,
+        photos_served: state.config.images.is_some(),
+        opened_at_ms: opened,
+        uptime_s: state.started.elapsed().as_secs_f64(),
+        text_model: public_model_id(&state.model_id),
+        cache_entries: state.encoder.cached_entries(),
+        reloads: state
+            .metrics
+            .reloads
+            .load(std::sync::atomic::Ordering::Relaxed),
+    })
 }
 
-pub async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
+/// The answer to `GET /healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `"ok"`: a server that answers is up.
+    pub status: &'static str,
+    pub rows: usize,
+    pub generation: u64,
+}
+
+/// The liveness probe (never behind the token).
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Up", body = Health)))]
+pub async fn healthz(State(state): State<Arc<AppState>>) -> Json<Health> {
     let live = state.index();
-    Json(json!({
-        "status": "ok",
-        "rows": live.index.len(),
-        "generation": live.index.manifest().generation,
-    }))
+    Json(Health {
+        status: "ok",
+        rows: live.index.len(),
+        generation: live.index.manifest().generation,
+    })
 }
 
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "The Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let live = state.index();
-    let text = state.metrics.render(&[
-        (
-            "regionseek_index_rows",
-            "Regions in the served commit.",
-            live.index.len() as f64,
-        ),
-        (
-            "regionseek_index_generation",
-            "Generation of the served commit.",
-            live.index.manifest().generation as f64,
-        ),
-        (
-            "regionseek_text_cache_entries",
-            "Query embeddings cached.",
-            state.encoder.cached_entries() as f64,
-        ),
-        (
-            "regionseek_uptime_seconds",
-            "Since the server started.",
-            state.started.elapsed().as_secs_f64(),
-        ),
-    ]);
+    let text = state.metrics.render(&AtScrape {
+        index_rows: live.index.len(),
+        index_generation: live.index.manifest().generation,
+        cache_entries: state.encoder.cached_entries(),
+        uptime_s: state.started.elapsed().as_secs_f64(),
+    });
     (
         [(
             header::CONTENT_TYPE,
@@ -744,8 +915,41 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "regionseek serve",
+        description = "Search photo collections by region."
+    ),
+    paths(
+        search_get,
+        search_post,
+        similar,
+        region,
+        picture_of,
+        stats,
+        healthz,
+        metrics,
+        openapi
+    ),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+/// This API's OpenAPI document.
+#[utoipa::path(get, path = "/api/openapi.json", responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json")))]
+pub async fn openapi() -> Response {
+    static DOC: OnceLock<String> = OnceLock::new();
+    let doc = DOC.get_or_init(|| {
+        ApiDoc::openapi().to_json().unwrap_or_else(|e| {
+            format!("{{\"error\": \"the OpenAPI document: {e}\", \"status\": 500}}")
+        })
+    });
+    ([(header::CONTENT_TYPE, "application/json")], doc.as_str()).into_response()
+}
+
 pub async fn not_found() -> ApiError {
-    ApiError::not_found("no such endpoint (the API: /api/search, /api/similar/{row}, /api/regions/{row}, /api/stats, /healthz, /metrics)")
+    ApiError::not_found("no such endpoint (the API: /api/search, /api/similar/{row}, /api/regions/{row}, /api/stats, /api/openapi.json, /healthz, /metrics)")
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroUsize;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Condvar, Mutex};
 
 use lru::LruCache;
@@ -73,10 +72,10 @@ impl JobQueue {
             q.jobs.retain(|j| !j.abandoned());
             self.metrics
                 .abandoned_texts
-                .fetch_add((before - q.jobs.len()) as u64, Relaxed);
+                .add((before - q.jobs.len()) as u64);
         }
         if q.jobs.len() >= self.capacity {
-            self.metrics.queue_full.fetch_add(1, Relaxed);
+            self.metrics.queue_full.add(1);
             return Err(EncodeError::Busy(self.capacity));
         }
         q.jobs.push_back(job);
@@ -93,7 +92,7 @@ impl JobQueue {
             while batch.len() < max {
                 let Some(job) = q.jobs.pop_front() else { break };
                 if job.abandoned() {
-                    self.metrics.abandoned_texts.fetch_add(1, Relaxed);
+                    self.metrics.abandoned_texts.add(1);
                 } else {
                     batch.push(job);
                 }
@@ -169,14 +168,14 @@ impl QueryEncoder {
             for text in texts {
                 match cache.get(text) {
                     Some(q) => {
-                        self.metrics.cache_hits.fetch_add(1, Relaxed);
+                        self.metrics.cache_hits.add(1);
                         answers.push(Some(Ok(Encoded {
                             query: q.clone(),
                             cached: true,
                         })));
                     }
                     None => {
-                        self.metrics.cache_misses.fetch_add(1, Relaxed);
+                        self.metrics.cache_misses.add(1);
                         let (tx, rx) = oneshot::channel();
                         let job = Job {
                             text: text.clone(),
@@ -231,8 +230,8 @@ fn encode_loop(
         let mut texts: Vec<String> = batch.iter().map(|j| j.text.clone()).collect();
         texts.sort();
         texts.dedup();
-        metrics.encoded_batches.fetch_add(1, Relaxed);
-        metrics.encoded_texts.fetch_add(texts.len() as u64, Relaxed);
+        metrics.encoded_batches.add(1);
+        metrics.encoded_texts.add(texts.len() as u64);
         // A panic in the model must not take the thread (and every later query) with it.
         let guarded = |f: &dyn Fn() -> anyhow::Result<Vec<TextQuery>>| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))

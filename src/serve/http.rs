@@ -41,6 +41,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/regions/{row}", get_only(api::region))
         .route("/api/regions/{row}/{picture}", get_only(api::picture_of))
         .route("/api/stats", get_only(api::stats))
+        .route("/api/openapi.json", get_only(api::openapi))
         .route(
             "/",
             get_only(|| asset(PAGE_HTML, "text/html; charset=utf-8")),

@@ -90,7 +90,7 @@ pub async fn serve_connections(
         };
         let _ = stream.set_nodelay(true);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics.refused_connections.fetch_add(1, Relaxed);
+            metrics.refused_connections.add(1);
             // The refusals themselves are bounded: past that, a flood's connections are just closed.
             if let Ok(refusing) = refusals.clone().try_acquire_owned() {
                 tokio::spawn(async move {
@@ -100,7 +100,7 @@ pub async fn serve_connections(
             }
             continue;
         };
-        metrics.open_connections.fetch_add(1, Relaxed);
+        metrics.open_connections.increment(1.0);
         // Requests of this connection between their head and their response: at shutdown a connection with
         // none (idle, or still sending a head) is closed at once, the others are let finish. A request counts
         // until the last byte of its response's body is handed to hyper.
@@ -141,7 +141,7 @@ pub async fn serve_connections(
                     }
                 }
             }
-            metrics.open_connections.fetch_sub(1, Relaxed);
+            metrics.open_connections.decrement(1.0);
             drop(slot);
         });
     }

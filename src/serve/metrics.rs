@@ -1,45 +1,73 @@
-//! Prometheus text exposition of the server's own counters: requests by route, method and status, latency
-//! histograms by route, the text-embedding cache, index reloads and rows.
+//! The server's Prometheus metrics: requests by route, method and status, latency histograms by route, the
+//! text-embedding cache, index reloads and connections. Recorded through the `metrics` facade into a recorder
+//! each server owns (not the process-global one: a process may run several servers, as tests and benchmarks
+//! do) and rendered by `metrics-exporter-prometheus`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::Arc;
+
+use metrics::{Counter, Gauge};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 /// Upper bounds (seconds) of the latency buckets: from cache hits (sub-millisecond) to cold model calls.
 const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+const REQUESTS: &str = "regionseek_http_requests_total";
+const DURATION: &str = "regionseek_http_request_duration_seconds";
 
-#[derive(Default, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+/// A counter exported to Prometheus whose value the server also reads back (`/api/stats`, `bench-serve`):
+/// the exporter's own counters cannot be read.
+pub struct Count {
+    value: AtomicU64,
+    exported: Counter,
 }
 
-#[derive(Default)]
-struct Requests {
-    by_status: BTreeMap<(String, String, u16), u64>,
-    latency: BTreeMap<String, Histogram>,
+impl Count {
+    pub fn add(&self, n: u64) {
+        self.value.fetch_add(n, Ordering::Relaxed);
+        self.exported.increment(n);
+    }
+
+    pub fn load(&self, order: Ordering) -> u64 {
+        self.value.load(order)
+    }
 }
 
-#[derive(Default)]
+/// Values read when Prometheus scrapes rather than counted as they change.
+pub struct AtScrape {
+    pub index_rows: usize,
+    pub index_generation: u64,
+    pub cache_entries: usize,
+    pub uptime_s: f64,
+}
+
+struct ScrapeGauges {
+    index_rows: Gauge,
+    index_generation: Gauge,
+    cache_entries: Gauge,
+    uptime: Gauge,
+}
+
 pub struct Metrics {
-    requests: Mutex<Requests>,
-    pub cache_hits: AtomicU64,
-    pub cache_misses: AtomicU64,
-    pub reloads: AtomicU64,
-    pub reload_failures: AtomicU64,
-    pub encoded_batches: AtomicU64,
-    pub encoded_texts: AtomicU64,
+    recorder: Arc<PrometheusRecorder>,
+    handle: PrometheusHandle,
+    pub cache_hits: Count,
+    pub cache_misses: Count,
+    pub reloads: Count,
+    pub reload_failures: Count,
+    pub encoded_batches: Count,
+    pub encoded_texts: Count,
     /// Texts dropped unencoded because every request waiting for them had gone.
-    pub abandoned_texts: AtomicU64,
+    pub abandoned_texts: Count,
     /// Requests refused because the text queue was full.
-    pub queue_full: AtomicU64,
-    pub open_connections: AtomicU64,
+    pub queue_full: Count,
+    pub open_connections: Gauge,
     /// Connections answered 503 because the cap was reached.
-    pub refused_connections: AtomicU64,
+    pub refused_connections: Count,
+    scrape: ScrapeGauges,
 }
 
 /// The methods metrics name; anything else a client invents is counted as `other`, so that the label set
@@ -57,131 +85,106 @@ fn method_label(method: &str) -> &'static str {
     }
 }
 
-impl Metrics {
-    pub fn observe(&self, route: &str, method: &str, status: u16, seconds: f64) {
-        let mut r = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        *r.by_status
-            .entry((route.to_string(), method_label(method).to_string(), status))
-            .or_default() += 1;
-        let h = r.latency.entry(route.to_string()).or_default();
-        for (i, le) in BUCKETS.iter().enumerate() {
-            if seconds <= *le {
-                h.counts[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += seconds;
-    }
+fn recorder() -> PrometheusRecorder {
+    // Only an empty list of buckets is refused; without buckets the exporter would send summaries instead.
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(DURATION.into()), &BUCKETS)
+        .unwrap_or_else(|_| PrometheusBuilder::new())
+        .build_recorder()
+}
 
-    /// The exposition text; `gauges` are (name, help, value) read at scrape time.
-    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
-        let mut out = String::new();
-        let r = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        out.push_str("# HELP regionseek_http_requests_total HTTP requests answered.\n");
-        out.push_str("# TYPE regionseek_http_requests_total counter\n");
-        for ((route, method, status), n) in &r.by_status {
-            let _ = writeln!(
-                out,
-                "regionseek_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{status}\"}} {n}",
-                escape(route),
-                escape(method)
-            );
-        }
-        out.push_str("# HELP regionseek_http_request_duration_seconds Time to answer a request.\n");
-        out.push_str("# TYPE regionseek_http_request_duration_seconds histogram\n");
-        for (route, h) in &r.latency {
-            let route = escape(route);
-            for (le, c) in BUCKETS.iter().zip(h.counts) {
-                let _ = writeln!(
-                    out,
-                    "regionseek_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{le}\"}} {c}"
-                );
+impl Default for Metrics {
+    fn default() -> Self {
+        let recorder = Arc::new(recorder());
+        metrics::with_local_recorder(recorder.as_ref(), || {
+            metrics::describe_counter!(REQUESTS, "HTTP requests answered.");
+            metrics::describe_histogram!(DURATION, "Time to answer a request.");
+            let count = |name: &'static str, help: &'static str| {
+                metrics::describe_counter!(name, help);
+                Count {
+                    value: AtomicU64::new(0),
+                    exported: metrics::counter!(name),
+                }
+            };
+            let gauge = |name: &'static str, help: &'static str| {
+                metrics::describe_gauge!(name, help);
+                metrics::gauge!(name)
+            };
+            Self {
+                cache_hits: count(
+                    "regionseek_text_cache_hits_total",
+                    "Query texts answered from the embedding cache.",
+                ),
+                cache_misses: count(
+                    "regionseek_text_cache_misses_total",
+                    "Query texts run through the text tower.",
+                ),
+                encoded_batches: count("regionseek_text_batches_total", "Text-tower batches run."),
+                encoded_texts: count(
+                    "regionseek_text_encoded_total",
+                    "Texts run through the text tower.",
+                ),
+                abandoned_texts: count(
+                    "regionseek_text_abandoned_total",
+                    "Texts dropped unencoded because their requests had gone.",
+                ),
+                queue_full: count(
+                    "regionseek_text_queue_full_total",
+                    "Requests refused because the text queue was full.",
+                ),
+                refused_connections: count(
+                    "regionseek_connections_refused_total",
+                    "Connections answered 503 because the connection cap was reached.",
+                ),
+                reloads: count(
+                    "regionseek_index_reloads_total",
+                    "New index commits picked up.",
+                ),
+                reload_failures: count(
+                    "regionseek_index_reload_failures_total",
+                    "Index commits that could not be opened (the previous one kept serving).",
+                ),
+                open_connections: gauge("regionseek_open_connections", "Connections open now."),
+                scrape: ScrapeGauges {
+                    index_rows: gauge("regionseek_index_rows", "Regions in the served commit."),
+                    index_generation: gauge(
+                        "regionseek_index_generation",
+                        "Generation of the served commit.",
+                    ),
+                    cache_entries: gauge(
+                        "regionseek_text_cache_entries",
+                        "Query embeddings cached.",
+                    ),
+                    uptime: gauge("regionseek_uptime_seconds", "Since the server started."),
+                },
+                handle: recorder.handle(),
+                recorder: recorder.clone(),
             }
-            let _ = writeln!(
-                out,
-                "regionseek_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "regionseek_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "regionseek_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                h.count
-            );
-        }
-        drop(r);
-        let counters = [
-            (
-                "regionseek_text_cache_hits_total",
-                "Query texts answered from the embedding cache.",
-                &self.cache_hits,
-            ),
-            (
-                "regionseek_text_cache_misses_total",
-                "Query texts run through the text tower.",
-                &self.cache_misses,
-            ),
-            (
-                "regionseek_text_batches_total",
-                "Text-tower batches run.",
-                &self.encoded_batches,
-            ),
-            (
-                "regionseek_text_encoded_total",
-                "Texts run through the text tower.",
-                &self.encoded_texts,
-            ),
-            (
-                "regionseek_text_abandoned_total",
-                "Texts dropped unencoded because their requests had gone.",
-                &self.abandoned_texts,
-            ),
-            (
-                "regionseek_text_queue_full_total",
-                "Requests refused because the text queue was full.",
-                &self.queue_full,
-            ),
-            (
-                "regionseek_connections_refused_total",
-                "Connections answered 503 because the connection cap was reached.",
-                &self.refused_connections,
-            ),
-            (
-                "regionseek_index_reloads_total",
-                "New index commits picked up.",
-                &self.reloads,
-            ),
-            (
-                "regionseek_index_reload_failures_total",
-                "Index commits that could not be opened (the previous one kept serving).",
-                &self.reload_failures,
-            ),
-        ];
-        for (name, help, v) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP regionseek_open_connections Connections open now.\n# TYPE regionseek_open_connections gauge\nregionseek_open_connections {}",
-            self.open_connections.load(Ordering::Relaxed)
-        );
-        for (name, help, v) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        }
-        out
+        })
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+impl Metrics {
+    pub fn observe(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        metrics::with_local_recorder(self.recorder.as_ref(), || {
+            metrics::counter!(
+                REQUESTS,
+                "route" => route.to_string(),
+                "method" => method_label(method),
+                "status" => status.to_string()
+            )
+            .increment(1);
+            metrics::histogram!(DURATION, "route" => route.to_string()).record(seconds);
+        });
+    }
+
+    /// The exposition text, with the values read at scrape time.
+    pub fn render(&self, now: &AtScrape) -> String {
+        let g = &self.scrape;
+        g.index_rows.set(now.index_rows as f64);
+        g.index_generation.set(now.index_generation as f64);
+        g.cache_entries.set(now.cache_entries as f64);
+        g.uptime.set(now.uptime_s);
+        self.handle.render()
+    }
 }

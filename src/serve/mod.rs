@@ -6,9 +6,11 @@
 
 mod api;
 mod encoder;
+mod extract;
 mod http;
 mod listen;
 mod metrics;
+pub mod schema;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -127,12 +129,12 @@ pub struct LiveIndex {
     pub opened_at: SystemTime,
     /// The manifest's bytes when it was opened: a different file means a new commit.
     manifest: Vec<u8>,
-    summary: std::sync::OnceLock<serde_json::Value>,
+    summary: std::sync::OnceLock<api::IndexSummary>,
 }
 
 impl LiveIndex {
     /// Counts of what the commit holds (photos, methods, labels), computed on first use.
-    pub fn summary(&self) -> &serde_json::Value {
+    pub fn summary(&self) -> &api::IndexSummary {
         self.summary.get_or_init(|| api::index_summary(self))
     }
 }
@@ -221,7 +223,6 @@ pub fn prepare(config: ServeConfig) -> anyhow::Result<Arc<AppState>> {
 /// Picks up new commits of the index: a changed manifest is opened in full beside the serving copy and
 /// swapped in, so a request sees one committed state from start to end and never a partial batch.
 pub(crate) async fn follow_commits(state: Arc<AppState>) {
-    use std::sync::atomic::Ordering::Relaxed;
     let dir = state.config.index_dir.clone();
     let mut last_seen = state.index().manifest.clone();
     let mut tick = tokio::time::interval(state.config.reload_every);
@@ -244,7 +245,7 @@ pub(crate) async fn follow_commits(state: Arc<AppState>) {
                     "could not open the new commit of {}: {e:#}; still serving the previous one",
                     dir.display()
                 );
-                state.metrics.reload_failures.fetch_add(1, Relaxed);
+                state.metrics.reload_failures.add(1);
                 continue;
             }
             Err(e) => {
@@ -265,7 +266,7 @@ pub(crate) async fn follow_commits(state: Arc<AppState>) {
                 new_space.dim,
                 state.model_id
             );
-            state.metrics.reload_failures.fetch_add(1, Relaxed);
+            state.metrics.reload_failures.add(1);
             continue;
         }
         tracing::info!(
@@ -276,7 +277,7 @@ pub(crate) async fn follow_commits(state: Arc<AppState>) {
             old.index.len()
         );
         *state.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
-        state.metrics.reloads.fetch_add(1, Relaxed);
+        state.metrics.reloads.add(1);
     }
 }
 
