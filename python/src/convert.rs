@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use numpy::{PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{
+    PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods,
+};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::Borrowed;
@@ -31,7 +33,10 @@ fn spoken_names<T: NamedChoice>() -> String {
 /// A named setting given by its name, as every front door spells it (`regionseek::choice`).
 fn named_choice<T: NamedChoice>(obj: Borrowed<'_, '_, PyAny>, keyword: &str) -> PyResult<T> {
     let name: String = obj.extract().map_err(|_| {
-        PyTypeError::new_err(format!("{keyword} must be a string: {}", spoken_names::<T>()))
+        PyTypeError::new_err(format!(
+            "{keyword} must be a string: {}",
+            spoken_names::<T>()
+        ))
     })?;
     T::from_name(&name).ok_or_else(|| {
         PyValueError::new_err(format!(
@@ -263,8 +268,12 @@ impl Masks {
         let per_mask = height * width;
         (0..self.count)
             .map(|k| {
-                BinaryMask::new(width, height, self.inside[k * per_mask..(k + 1) * per_mask].to_vec())
-                    .map_err(|e| PyValueError::new_err(e.to_string()))
+                BinaryMask::new(
+                    width,
+                    height,
+                    self.inside[k * per_mask..(k + 1) * per_mask].to_vec(),
+                )
+                .map_err(|e| PyValueError::new_err(e.to_string()))
             })
             .collect()
     }

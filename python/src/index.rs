@@ -62,7 +62,12 @@ impl Index {
     }
 
     /// As the CLI warns: a query longer than the text tower's context is cut, and the user should know.
-    fn warn_if_truncated(&self, py: Python<'_>, answer: &SearchAnswer, context: usize) -> PyResult<()> {
+    fn warn_if_truncated(
+        &self,
+        py: Python<'_>,
+        answer: &SearchAnswer,
+        context: usize,
+    ) -> PyResult<()> {
         if !answer.truncated {
             return Ok(());
         }
@@ -254,9 +259,9 @@ impl Index {
     /// The region table (every row's metadata and embedding) as a `pyarrow.Table`, read from the index's
     /// Parquet segments.
     fn to_arrow<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let parquet = py
-            .import("pyarrow.parquet")
-            .map_err(|_| PyImportError::new_err("Index.to_arrow needs pyarrow (pip install pyarrow)"))?;
+        let parquet = py.import("pyarrow.parquet").map_err(|_| {
+            PyImportError::new_err("Index.to_arrow needs pyarrow (pip install pyarrow)")
+        })?;
         let segments = self
             .segment_paths()
             .into_iter()

@@ -83,7 +83,8 @@ pub fn index_photos<'py>(
         pipeline.unwrap_or_else(|| default_pipeline(&regions, sam.is_some()).to_string());
     // A spec is loaded only once the run holds the index's lock, as the CLI does: a run refused for a held
     // lock or bad inputs does not spend the load.
-    let model = model.unwrap_or_else(|| ModelArg::Spec(regionseek::clip::DEFAULT_MODEL.to_string()));
+    let model =
+        model.unwrap_or_else(|| ModelArg::Spec(regionseek::clip::DEFAULT_MODEL.to_string()));
     let device = device.0;
     let cancel = Cancel::default();
     let job = IndexJob {

@@ -10,6 +10,7 @@ mod interrupt;
 mod jobs;
 mod masks;
 mod model;
+mod text_model;
 
 use pyo3::prelude::*;
 
@@ -17,6 +18,7 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<model::Model>()?;
+    m.add_class::<text_model::TextModel>()?;
     m.add_class::<index::Index>()?;
     m.add_function(wrap_pyfunction!(jobs::index_photos, m)?)?;
     m.add_function(wrap_pyfunction!(index::simd_backend, m)?)?;

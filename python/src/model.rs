@@ -12,11 +12,11 @@ use regionseek::cancel::Cancel;
 use regionseek::clip::{ClipError, ClipModel};
 use regionseek::device::{Precision, DEFAULT_GPU_MEMORY_GIB};
 use regionseek::invert::{invert_image, GradChoice, InversionConfig, InvertError, MaskOutcome};
-use regionseek::pipeline::query;
 
 use crate::convert::{finite, DeviceArg, GradArg, ImageLike, Masks, OnBadMasks, PrecisionArg};
-use crate::errors::{query_error, runtime_error, RegionError};
+use crate::errors::{runtime_error, RegionError};
 use crate::interrupt::interruptible;
+use crate::text_model::unit_text_rows;
 
 /// A CLIP model: a built-in random architecture (`random:vit-b-16[:seed]`, for trials and tests) or a folder
 /// of real weights (Hugging Face CLIPModel or OpenCLIP layout).
@@ -96,19 +96,7 @@ impl Model {
         py: Python<'py>,
         texts: Vec<String>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let dim = self.inner.config.embed_dim;
-        if texts.is_empty() {
-            return Ok(Array2::<f32>::zeros((0, dim)).into_pyarray(py));
-        }
-        let model = &self.inner;
-        let queries = interruptible(py, &Cancel::default(), || {
-            query::embed_queries(model.as_ref(), &texts)
-        })?
-        .map_err(query_error)?;
-        let flat: Vec<f32> = queries.into_iter().flat_map(|q| q.embedding).collect();
-        Ok(Array2::from_shape_vec((flat.len() / dim, dim), flat)
-            .map_err(runtime_error)?
-            .into_pyarray(py))
+        unit_text_rows(py, self.inner.as_ref(), texts)
     }
 
     /// MaskInversion: one localized embedding (the raw optimised token; L2-normalise it to compare) per mask.
@@ -152,9 +140,9 @@ impl Model {
         let (embeddings, reasons) = embeddings_and_reasons(out.masks, self.inner.config.embed_dim);
         let embeddings = embeddings.into_pyarray(py);
         match errors {
-            OnBadMasks::Return => {
-                Ok((embeddings, PyList::new(py, reasons)?).into_pyobject(py)?.into_any())
-            }
+            OnBadMasks::Return => Ok((embeddings, PyList::new(py, reasons)?)
+                .into_pyobject(py)?
+                .into_any()),
             OnBadMasks::Raise if reasons.iter().all(Option::is_none) => Ok(embeddings.into_any()),
             OnBadMasks::Raise => Err(region_error(py, embeddings, reasons)?),
         }
@@ -171,7 +159,9 @@ fn embeddings_and_reasons(
     for (k, result) in results.into_iter().enumerate() {
         match result {
             Ok(region) => {
-                embeddings.row_mut(k).assign(&ArrayView1::from(&region.embedding));
+                embeddings
+                    .row_mut(k)
+                    .assign(&ArrayView1::from(&region.embedding));
                 reasons.push(None);
             }
             Err(why) => reasons.push(Some(why)),
@@ -193,7 +183,10 @@ fn region_error(
         .enumerate()
         .filter_map(|(k, why)| why.map(|why| (k, why)))
         .collect();
-    let listing: Vec<String> = bad.iter().map(|(k, why)| format!("mask {k}: {why}")).collect();
+    let listing: Vec<String> = bad
+        .iter()
+        .map(|(k, why)| format!("mask {k}: {why}"))
+        .collect();
     let err = RegionError::new_err(format!(
         "{} of {total} masks could not be embedded: {}",
         bad.len(),
