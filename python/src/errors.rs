@@ -38,8 +38,7 @@ pub fn query_error(e: QueryError) -> PyErr {
     match e {
         QueryError::ExactAndBeam => PyValueError::new_err("pass either exact=True or ef, not both"),
         QueryError::Model { .. } | QueryError::Embed(_) => runtime_error(e),
-        // An index that cannot be searched was reported as the caller's problem before the split, and
-        // callers (the Ray shards) rely on catching ValueError for every search refusal.
+        // A refused search stays a ValueError as it was before the split: scripts catch it to move on.
         QueryError::NoHitsAsked
         | QueryError::NoBeam
         | QueryError::BeamTooWide
