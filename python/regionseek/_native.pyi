@@ -1,4 +1,4 @@
-"""Type stubs of regionseek's native module (python/src/lib.rs)."""
+"""Type stubs of regionseek's native module (python/src/)."""
 
 from os import PathLike
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union, overload
@@ -83,12 +83,29 @@ class Model:
         image's resolution. Bad masks raise RegionError, or with ``errors="return"`` come back as NaN rows with
         ``errors[k]`` saying why."""
 
+class TextModel:
+    """A model's text tower alone (``random:<arch>[:seed]`` or a weights folder), for processes that only embed
+    queries: the vision tower's weights are never read."""
+
+    @staticmethod
+    def load(spec: str, device: str = "cpu") -> "TextModel": ...
+    @property
+    def id(self) -> str:
+        """The model's id as indexes record it."""
+    @property
+    def embed_dim(self) -> int: ...
+    @property
+    def is_random(self) -> bool: ...
+    def embed_text(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Unit text embeddings, ``(N, embed_dim)`` float32, equal to ``Model.embed_text``'s."""
+
 class Index:
     """A region index opened for searching: a snapshot of its last commit."""
 
     @staticmethod
     def open(path: _Path, model: Union[Model, str, None] = None, device: str = "cpu") -> "Index":
-        """Opens an index folder; ``model`` for text queries defaults to the one the index was built with."""
+        """Opens an index folder; ``model`` for text queries defaults to the one the index was built with (loaded on
+        the first text search); a spec string loads only its text tower."""
     def __len__(self) -> int: ...
     @property
     def path(self) -> str: ...
@@ -105,9 +122,11 @@ class Index:
         image: Optional[str] = None,
         ef: Optional[int] = None,
         exact: bool = False,
+        source: Optional[str] = None,
     ) -> List[Hit]:
-        """The ``k`` regions closest to a text query, best first."""
-    @overload
+        """The ``k`` regions closest to a text query, best first (the text tower alone embeds it; a query longer
+        than its context is cut, with a UserWarning). Filters (``method``, ``label``, ``image``, ``source``) keep
+        rows whose field equals the value; one that keeps none raises ValueError saying what the index holds."""
     def search_vectors(
         self,
         vectors: npt.NDArray[np.floating[Any]],
@@ -117,6 +136,7 @@ class Index:
         image: Optional[str] = None,
         ef: Optional[int] = None,
         exact: bool = False,
+        source: Optional[str] = None,
     ) -> Union[List[Hit], List[List[Hit]]]:
         """A ``(d,)`` vector gives one list of hits, a ``(Q, d)`` array one list per row."""
     def embeddings(self) -> npt.NDArray[np.float32]:

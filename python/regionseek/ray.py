@@ -220,7 +220,7 @@ def merge_hits(answers: List[Optional[List[Dict[str, Any]]]], k: int) -> List[Di
 
 def build_app(dataset: str, model: Optional[str] = None, shard_timeout_s: float = 2.0, cpus_per_shard: float = 1.0):
     """The Serve application: one ``ShardSearcher`` deployment per shard (``cpus_per_shard`` CPUs reserved for
-    each, for its graph walks) and the ``SearchIngress`` in front (it only embeds the query)."""
+    each, for its graph walks) and the ``SearchIngress`` in front (it only embeds the query, with the text tower alone)."""
     from ray import serve
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -256,7 +256,8 @@ def build_app(dataset: str, model: Optional[str] = None, shard_timeout_s: float 
     @serve.deployment(max_ongoing_requests=128)
     class SearchIngress:
         def __init__(self, model_spec: str, timeout_s: float, *shards):
-            self.model = regionseek.Model.load(model_spec)
+            # Only queries are embedded here: the text tower alone, as `regionseek serve` loads it.
+            self.model = regionseek.TextModel.load(model_spec)
             self.shards = list(shards)
             self.timeout_s = timeout_s
 
@@ -279,7 +280,7 @@ def build_app(dataset: str, model: Optional[str] = None, shard_timeout_s: float 
             if not 1 <= k <= 1000:
                 return JSONResponse({"error": "k must be 1 to 1000"}, status_code=400)
             exact = p.get("exact", "false").lower() in ("1", "true", "yes")
-            filters = {key: p[key] for key in ("method", "label", "image") if key in p}
+            filters = {key: p[key] for key in ("method", "label", "image", "source") if key in p}
             filters.update(ef=ef, exact=exact)
             vector = self.model.embed_text([text])[0].tolist()
             results = await asyncio.gather(

@@ -124,3 +124,23 @@ def test_hit_masks_decode_to_their_box(coco_index):
         assert x0 - 1 <= xs.min() and xs.max() <= x1 + 1 and y0 - 1 <= ys.min() and ys.max() <= y1 + 1
     with pytest.raises(ValueError):
         regionseek.mask_from_rle({"size": [4, 4], "counts": "%%%"})
+
+
+def test_source_filter_and_the_text_tower_alone(coco_index, tiny_model):
+    out, _ = coco_index
+    ix = regionseek.Index.open(out)
+    sources = ix.to_arrow().column("source").to_pylist()
+    source = sources[0]
+    hits = ix.search("something", k=len(ix), source=source)
+    assert len(hits) == sources.count(source) and all(h["source"] == source for h in hits)
+    assert ix.search_vectors(tiny_model.embed_text(["a dog"])[0], k=3, source=source) == ix.search(
+        "a dog", k=3, source=source
+    )
+    with pytest.raises(ValueError, match="nothing to search: no region comes from source"):
+        ix.search("x", source="nowhere")
+    # A spec loads only the text tower; it embeds as the whole model does.
+    by_spec = regionseek.Index.open(out, model=str(TINY))
+    assert by_spec.search("a dog", k=3) == ix.search("a dog", k=3)
+    tower = regionseek.TextModel.load(str(TINY))
+    assert tower.id == tiny_model.id and tower.embed_dim == tiny_model.embed_dim
+    np.testing.assert_allclose(tower.embed_text(["a dog"]), tiny_model.embed_text(["a dog"]), rtol=1e-6, atol=1e-7)

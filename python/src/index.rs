@@ -1,0 +1,282 @@
+//! `Index`: a region index opened for searching, through the library's one query API
+//! (`regionseek::pipeline::query`), with the CLI's defaults, filters, checks and hints.
+
+use std::ffi::CString;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use numpy::ndarray::Array2;
+use numpy::{IntoPyArray, PyArray2};
+use pyo3::exceptions::{PyImportError, PyUserWarning, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use regionseek::cancel::Cancel;
+use regionseek::clip::TextEncoder;
+use regionseek::index::{Filter, RegionIndex};
+use regionseek::pipeline::query::{self, SearchAnswer, SearchOptions, TextQuery, DEFAULT_K};
+
+use crate::convert::{DeviceArg, ModelArg, QueryVectors};
+use crate::errors::{query_error, runtime_error, RegionseekError};
+use crate::hits::hit_list;
+use crate::interrupt::interruptible;
+
+type TextTower = Arc<dyn TextEncoder + Send + Sync>;
+
+/// A region index opened for searching (a snapshot of its last commit; writers elsewhere are not disturbed).
+#[pyclass(name = "Index", module = "regionseek", frozen)]
+pub struct Index {
+    index: RegionIndex,
+    path: PathBuf,
+    /// Loaded on the first text search: an index searched only with vectors (a Ray shard) reads no model.
+    text_tower: OnceLock<TextTower>,
+    device: candle_core::Device,
+}
+
+/// The rows a search may return: every given field must match.
+fn search_filter(
+    method: Option<String>,
+    label: Option<String>,
+    image: Option<String>,
+    source: Option<String>,
+) -> Filter {
+    Filter {
+        image,
+        method,
+        source,
+        label,
+    }
+}
+
+impl Index {
+    /// The index's own text tower unless `Index.open` was given a model.
+    fn text_tower(&self, py: Python<'_>) -> PyResult<TextTower> {
+        if let Some(tower) = self.text_tower.get() {
+            return Ok(tower.clone());
+        }
+        let loaded: TextTower = Arc::new(
+            py.detach(|| query::load_text_model(&self.index, None, &self.device))
+                .map_err(query_error)?,
+        );
+        Ok(self.text_tower.get_or_init(|| loaded).clone())
+    }
+
+    /// As the CLI warns: a query longer than the text tower's context is cut, and the user should know.
+    fn warn_if_truncated(
+        &self,
+        py: Python<'_>,
+        answer: &SearchAnswer,
+        context: usize,
+    ) -> PyResult<()> {
+        if !answer.truncated {
+            return Ok(());
+        }
+        let message = format!(
+            "the query is {} tokens; the model reads the first {context} (the rest is ignored)",
+            answer.query_tokens
+        );
+        let message = CString::new(message).map_err(runtime_error)?;
+        PyErr::warn(py, &py.get_type::<PyUserWarning>(), &message, 2)
+    }
+}
+
+#[pymethods]
+impl Index {
+    /// Opens an index folder. `model`: a `Model` or spec for text queries (default: the one the index was
+    /// built with, loaded on the first text search; a spec loads only its text tower).
+    #[staticmethod]
+    #[pyo3(signature = (path, model = None, device = DeviceArg::cpu()))]
+    fn open(
+        py: Python<'_>,
+        path: PathBuf,
+        model: Option<ModelArg>,
+        device: DeviceArg,
+    ) -> PyResult<Self> {
+        let device = device.0;
+        let index = py
+            .detach(|| RegionIndex::open(&path))
+            .map_err(|e| RegionseekError::new_err(format!("{}: {e}", path.display())))?;
+        let text_tower = OnceLock::new();
+        let given: Option<TextTower> = match model {
+            None => None,
+            Some(ModelArg::Loaded(clip)) => {
+                query::check_model(&index, clip.as_ref())
+                    .map_err(|e| PyValueError::new_err(format!("{e:#}")))?;
+                Some(clip)
+            }
+            Some(ModelArg::Spec(spec)) => Some(Arc::new(
+                py.detach(|| query::load_text_model(&index, Some(&spec), &device))
+                    .map_err(query_error)?,
+            )),
+        };
+        if let Some(tower) = given {
+            let _ = text_tower.set(tower);
+        }
+        Ok(Self {
+            index,
+            path,
+            text_tower,
+            device,
+        })
+    }
+
+    fn __len__(&self) -> usize {
+        self.index.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Index({:?}, rows={}, model={:?})",
+            self.path.display().to_string(),
+            self.index.len(),
+            self.index.manifest().model_id
+        )
+    }
+
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    #[getter]
+    fn dim(&self) -> usize {
+        self.index.dim()
+    }
+
+    /// The id of the model whose embedding space the index holds.
+    #[getter]
+    fn model_id(&self) -> String {
+        self.index.manifest().model_id.clone()
+    }
+
+    /// The regions closest to a text query, best first: a list of dicts with the CLI's hit keys (`image`,
+    /// `region_id`, `box` [x0, y0, x1, y1], `mask_rle` (COCO RLE), `score`, `method`, `source`, `label`, `row`,
+    /// `exif_rotated`). Filters keep only rows whose field equals the value; `ef` widens the graph's beam,
+    /// `exact=True` scans every candidate.
+    #[pyo3(signature = (text, k = DEFAULT_K, method = None, label = None, image = None, ef = None, exact = false, source = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn search<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        k: usize,
+        method: Option<String>,
+        label: Option<String>,
+        image: Option<String>,
+        ef: Option<usize>,
+        exact: bool,
+        source: Option<String>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let filter = search_filter(method, label, image, source);
+        let options = SearchOptions::new(k, filter, exact, ef).map_err(query_error)?;
+        let tower = self.text_tower(py)?;
+        let answer = interruptible(py, &Cancel::default(), || {
+            let query = query::embed_query(tower.as_ref(), text)?;
+            query::search_query(&self.index, &query, &options)
+        })?
+        .map_err(query_error)?;
+        self.warn_if_truncated(py, &answer, tower.config().text.context_length)?;
+        hit_list(py, &answer.hits)
+    }
+
+    /// The regions closest to embedding vectors: a `(d,)` array gives one list of hits, a `(Q, d)` array a list
+    /// per row. Vectors of any scale (normalised here); float32 or float64.
+    #[pyo3(signature = (vectors, k = DEFAULT_K, method = None, label = None, image = None, ef = None, exact = false, source = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn search_vectors<'py>(
+        &self,
+        py: Python<'py>,
+        vectors: QueryVectors,
+        k: usize,
+        method: Option<String>,
+        label: Option<String>,
+        image: Option<String>,
+        ef: Option<usize>,
+        exact: bool,
+        source: Option<String>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let filter = search_filter(method, label, image, source);
+        let options = SearchOptions::new(k, filter, exact, ef).map_err(query_error)?;
+        let queries = vectors
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                TextQuery::from_vector(row, self.index.dim()).map_err(|e| match vectors.single {
+                    true => query_error(e),
+                    false => PyValueError::new_err(format!("vector {i}: {e}")),
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let answers = py
+            .detach(|| {
+                queries
+                    .iter()
+                    .map(|q| query::search_query(&self.index, q, &options))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(query_error)?;
+        match (vectors.single, answers.first()) {
+            (true, Some(answer)) => hit_list(py, &answer.hits),
+            _ => {
+                let lists = answers
+                    .iter()
+                    .map(|a| hit_list(py, &a.hits))
+                    .collect::<PyResult<Vec<_>>>()?;
+                PyList::new(py, lists)
+            }
+        }
+    }
+
+    /// Every row's stored unit embedding, `(len, d)` float32, in row order (NaN rows for any without one).
+    fn embeddings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let (rows, dim) = (self.index.len(), self.index.dim());
+        let flat = py.detach(|| {
+            let mut flat = Vec::with_capacity(rows * dim);
+            for row in 0..rows {
+                match self.index.embedding(row) {
+                    Some(v) => flat.extend(v),
+                    None => flat.extend(std::iter::repeat_n(f32::NAN, dim)),
+                }
+            }
+            flat
+        });
+        Ok(Array2::from_shape_vec((rows, dim), flat)
+            .map_err(runtime_error)?
+            .into_pyarray(py))
+    }
+
+    /// The committed Parquet segments, in row order (the files `to_arrow` reads).
+    fn segment_paths(&self) -> Vec<PathBuf> {
+        self.index
+            .manifest()
+            .segments
+            .iter()
+            .map(|s| self.path.join(&s.file))
+            .collect()
+    }
+
+    /// The region table (every row's metadata and embedding) as a `pyarrow.Table`, read from the index's
+    /// Parquet segments.
+    fn to_arrow<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let parquet = py.import("pyarrow.parquet").map_err(|_| {
+            PyImportError::new_err("Index.to_arrow needs pyarrow (pip install pyarrow)")
+        })?;
+        let segments = self
+            .segment_paths()
+            .into_iter()
+            .map(|p| parquet.call_method1("read_table", (p,)))
+            .collect::<PyResult<Vec<_>>>()?;
+        if segments.is_empty() {
+            return Err(PyValueError::new_err("the index holds no rows yet"));
+        }
+        py.import("pyarrow")?
+            .call_method1("concat_tables", (PyList::new(py, segments)?,))
+    }
+}
+
+/// The SIMD back end the index's distance kernels run on here (e.g. "avx2+fma+f16c").
+#[pyfunction]
+pub fn simd_backend() -> String {
+    regionseek::index::kernels::simd_backend().to_string()
+}
