@@ -511,20 +511,6 @@ impl PathCosts {
             jacobian_bytes: 4.0 * n * c * d,
         }
     }
-
-    /// The cheaper path for `evaluations` token-vector evaluations (masks × steps), the Jacobian only if
-    /// it fits in `memory_budget` bytes. Counting assumes both paths run at one rate per MAC, as on a CPU;
-    /// a GPU's rates differ, and [`MeasuredCosts`] decides there.
-    pub fn choose(&self, evaluations: usize, memory_budget: f64) -> GradPath {
-        let e = evaluations as f64;
-        let direct = e * self.direct_per_eval;
-        let jac = self.jacobian_build + e * self.jacobian_per_eval;
-        if jac < direct && self.jacobian_bytes <= memory_budget {
-            GradPath::Jacobian
-        } else {
-            GradPath::Direct
-        }
-    }
 }
 
 /// Seconds the two gradient paths take on one device for one model shape, measured by
@@ -546,15 +532,5 @@ impl MeasuredCosts {
             e * self.direct_per_eval_s,
             self.jacobian_build_s + e * self.jacobian_per_eval_s,
         )
-    }
-
-    /// The faster path for `evaluations`, the Jacobian only if its `jacobian_bytes` fit in `memory_budget`.
-    pub fn choose(&self, evaluations: usize, jacobian_bytes: f64, memory_budget: f64) -> GradPath {
-        let (direct, jacobian) = self.estimate(evaluations);
-        if jacobian < direct && jacobian_bytes <= memory_budget {
-            GradPath::Jacobian
-        } else {
-            GradPath::Direct
-        }
     }
 }

@@ -14,7 +14,10 @@ use crate::clip::{preprocess, ClipModel};
 use crate::explain::{GradPath, MapProducts, MapResize, PatchUpsample, Relevance};
 use crate::masks::BinaryMask;
 
+use plan::{InversionPlan, JACOBIAN_TOKEN_CHUNK};
+
 pub mod fused_dice;
+mod plan;
 mod resident;
 
 #[derive(Debug, thiserror::Error)]
@@ -201,10 +204,6 @@ pub struct InversionOutput {
     pub masks: Vec<MaskOutcome>,
     pub report: InversionReport,
 }
-
-/// Device memory kept out of an inversion's budget: the CUDA context, cuBLAS's workspace and the forward's
-/// transient activations.
-const DEVICE_RESERVE_BYTES: u64 = 768 << 20;
 
 /// Why a mask cannot be inverted, checked before any work.
 pub fn validate_mask(mask: &BinaryMask, width: usize, height: usize) -> Result<(), String> {
@@ -393,21 +392,8 @@ fn invert_from_taps(
         .collect();
     let total_masks = masks.len().max(1);
 
-    let evaluations = valid.len() * cfg.steps.max(1);
-    // Under a device budget the Jacobian may take up to half of what the weights leave; the chunks get
-    // the rest once its real size is known.
-    let model_budget = model
-        .device_memory_budget
-        .map(|total| total.saturating_sub(model.vision_weight_bytes() + DEVICE_RESERVE_BYTES));
-    let jacobian_budget = match model_budget {
-        Some(available) => (available / 2) as usize,
-        None => cfg.jacobian_budget_bytes,
-    };
-    let on_device = match cfg.step_loop {
-        StepLoop::Host => false,
-        StepLoop::Device => true,
-        StepLoop::Auto => !rel.device().is_cpu(),
-    };
+    let plan = InversionPlan::new(model, &rel, valid.len(), cfg)?;
+    let (path, on_device) = (plan.path, plan.on_device);
     let up = PatchUpsample::new(rel.grid, rel.patch);
     let device_up = if on_device {
         Some(resident::DeviceUpsample::new(
@@ -418,78 +404,13 @@ fn invert_from_taps(
     } else {
         None
     };
-    let n = rel.tokens;
-    let s2 = up.size() * up.size();
-    // Per mask and step: the ReLU products and their positive masks dominate unless fused (then U and its
-    // gradient stand in); the direct chain adds its [N, F] intermediates, the Jacobian path one more copy of
-    // U; the device loop adds about eight S×S maps.
-    let products = if rel.fused_maps() {
-        2 * n * rel.width
-    } else {
-        3 * rel.heads * n * n
-    };
-    // (fused: only the folded mask and the kernel's [S, g] scratch)
-    let maps_bytes = match (on_device, rel.fused_maps()) {
-        (false, _) => 0,
-        (true, false) => 4 * 8 * s2,
-        (true, true) => 4 * (s2 + up.size() * rel.grid),
-    };
-    let (mlp_width, width) = (rel.mlp_width(), rel.width);
-    let per_mask_bytes = move |path: GradPath| {
-        let chain = match path {
-            GradPath::Direct => 2 * n * mlp_width,
-            GradPath::Jacobian => n * width,
-        };
-        4 * (products + chain) + maps_bytes
-    };
-    let measure = match cfg.auto_costs {
-        CostBasis::Auto => !rel.device().is_cpu(),
-        CostBasis::Measured => true,
-        CostBasis::Counted => false,
-    };
-    let mut grad_estimate = None;
-    let mut grad_counted = None;
-    let path = match cfg.grad {
-        GradChoice::Direct => GradPath::Direct,
-        GradChoice::Jacobian => GradPath::Jacobian,
-        GradChoice::Auto => {
-            let counted = rel.costs();
-            let e = evaluations as f64;
-            grad_counted = Some(CountedEstimate {
-                direct_gflop: e * counted.direct_per_eval / 1e9,
-                jacobian_gflop: (counted.jacobian_build + e * counted.jacobian_per_eval) / 1e9,
-            });
-            if !measure || valid.is_empty() || counted.jacobian_bytes > jacobian_budget as f64 {
-                counted.choose(evaluations, jacobian_budget as f64)
-            } else {
-                // Measured on no more vectors than a chunk may hold, so the measurement fits where the run does.
-                let most_per_chunk = (model_budget.map_or(cfg.chunk_budget_bytes, |a| a as usize)
-                    / per_mask_bytes(GradPath::Direct))
-                .max(1);
-                let (measured, measured_now) =
-                    measured_costs(&rel, model.precision, valid.len().min(most_per_chunk))?;
-                let (direct_s, jacobian_s) = measured.estimate(evaluations);
-                grad_estimate = Some(GradEstimate {
-                    direct_s,
-                    jacobian_s,
-                    measured_now,
-                });
-                measured.choose(evaluations, counted.jacobian_bytes, jacobian_budget as f64)
-            }
-        }
-    };
     let t_jac = std::time::Instant::now();
     if path == GradPath::Jacobian && !valid.is_empty() {
         rel.build_jacobian(JACOBIAN_TOKEN_CHUNK)?;
         crate::device::note_memory_use(rel.device());
     }
     let seconds_jacobian = t_jac.elapsed().as_secs_f64();
-
-    let chunk_budget = match model_budget {
-        Some(available) => available.saturating_sub(rel.jacobian_bytes() as u64) as usize,
-        None => cfg.chunk_budget_bytes,
-    };
-    let chunk = (chunk_budget / per_mask_bytes(path)).max(1);
+    let chunk = plan.masks_per_chunk(rel.jacobian_bytes());
     let s = up.size();
     let t_steps = std::time::Instant::now();
     let mut chunks = 0;
@@ -538,63 +459,10 @@ fn invert_from_taps(
             seconds_forward,
             seconds_jacobian,
             seconds_steps: t_steps.elapsed().as_secs_f64(),
-            grad_estimate,
-            grad_counted,
+            grad_estimate: plan.grad_estimate,
+            grad_counted: plan.grad_counted,
         },
     })
-}
-
-/// Tokens per chunk of the Jacobian build: bounds its `[chunk, F, d]` temporary.
-const JACOBIAN_TOKEN_CHUNK: usize = 16;
-
-/// Measured path costs are worth reusing across photos of one shape: they depend on the device, the
-/// model's sizes, the precision (the Jacobian's dtype, TF32 products) and how many token vectors each
-/// evaluation carries.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct CostKey {
-    device: String,
-    tokens: usize,
-    width: usize,
-    mlp_width: usize,
-    embed_dim: usize,
-    precision: crate::device::Precision,
-    masks: usize,
-}
-
-/// The costs measured on this photo's device for its shape, measuring them the first time a shape is seen
-/// in this process; `true` when measured now. Mask counts are bucketed down to powers of two up to 32,
-/// beyond which a GPU's per-vector cost no longer falls much.
-fn measured_costs(
-    rel: &Relevance,
-    precision: crate::device::Precision,
-    masks: usize,
-) -> Result<(crate::explain::MeasuredCosts, bool), InvertError> {
-    static MEASURED: std::sync::OnceLock<
-        std::sync::Mutex<std::collections::HashMap<CostKey, crate::explain::MeasuredCosts>>,
-    > = std::sync::OnceLock::new();
-    let bucket = 1 << masks.clamp(1, 32).ilog2();
-    let key = CostKey {
-        device: format!("{:?}", rel.device().location()),
-        tokens: rel.tokens,
-        width: rel.width,
-        mlp_width: rel.mlp_width(),
-        embed_dim: rel.embed_dim,
-        precision,
-        masks: bucket,
-    };
-    let cache = MEASURED.get_or_init(Default::default);
-    if let Some(c) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-        return Ok((*c, false));
-    }
-    // Measured outside the lock: two threads meeting a new shape at once both measure, which costs a
-    // little time and nothing else.
-    let measured = rel.measure_costs(bucket, JACOBIAN_TOKEN_CHUNK)?;
-    tracing::debug!(?key, ?measured, "gradient path costs measured");
-    cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key, measured);
-    Ok((measured, true))
 }
 
 /// Maps of unit tokens `[M, d]` at S×S, with the relevance products kept for the backward pass.
