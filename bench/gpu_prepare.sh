@@ -11,11 +11,11 @@ for d in /gpu-out/ /gpu-data/ /.whl/; do grep -qxF "$d" .git/info/exclude 2>/dev
 source "$shared/gpu/cuda-env.sh"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 cargo build --release --features cuda --bin regionseek
-tests=$(cargo test --release --features cuda --test gpu --no-run --message-format=json 2>/dev/null |
+tests=$(cargo test --release --features cuda --test it --no-run --message-format=json 2>/dev/null |
   python3 -c 'import sys,json
 for l in sys.stdin:
     m=json.loads(l)
-    if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="gpu" and m.get("executable"): print(m["executable"])' | tail -1)
+    if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="it" and m.get("executable"): print(m["executable"])' | tail -1)
 rm -rf gpu-out && mkdir gpu-out
 cp "$CARGO_TARGET_DIR/release/regionseek" gpu-out/regionseek
 cp "$tests" gpu-out/gpu-tests

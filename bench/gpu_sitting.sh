@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine (device tool), after bench/gpu_prepare.sh here: issue 13's figures in one sitting — our
 # CUDA build and the official maskinversion_torch on the same card, the indexing throughput with its GPU
-# utilisation, and tests/gpu.rs. Each step has its own time limit so the whole stays under the 10-minute call;
+# utilisation, and tests/it/gpu.rs. Each step has its own time limit so the whole stays under the 10-minute call;
 # results go to a work folder, packed into $OUT/sitting.tgz after every step (the device tool brings back at most
 # 8 files, and what a call killed at its limit left there), and a summary table is printed last.
 # usage: bash bench/gpu_sitting.sh [STEP...]   STEP: b16 ref-b16 index tests fused l14 precision (default: all,
@@ -12,7 +12,7 @@ want() { [[ " $steps " == *" $1 "* ]]; }
 DEST=${OUT:-/tmp}; OUT=/tmp/sitting; mkdir -p "$OUT" "$DEST"
 T0=$(date +%s)
 step() { tar czf "$DEST/sitting.tgz" -C "$OUT" . 2>/dev/null; echo "=== [$(( $(date +%s) - T0 ))s] $*"; }
-# tests/gpu.rs finds its fixtures where it was built (CARGO_MANIFEST_DIR)
+# tests/it/gpu.rs finds its fixtures where it was built (CARGO_MANIFEST_DIR)
 manifest=${REGIONSEEK_BUILT_AT:-/work/main}
 [ -e "$manifest" ] || { mkdir -p "$(dirname "$manifest")" && ln -sfn "$PWD" "$manifest"; }
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
@@ -56,8 +56,8 @@ cat $OUT/index.json; tail -3 $OUT/index.err
 
 fi
 if want tests; then
-step "tests/gpu.rs"
-timeout 120 $bin/gpu-tests --test-threads=1 --nocapture > $OUT/gpu_tests.txt 2>&1; echo "gpu tests exit $?"
+step "tests/it/gpu.rs"
+timeout 120 $bin/gpu-tests gpu:: --test-threads=1 --nocapture > $OUT/gpu_tests.txt 2>&1; echo "gpu tests exit $?"
 grep -E 'test result|panicked|FAILED|kernels vs twin|cosine 0\.9[0-8]' $OUT/gpu_tests.txt | head -20
 
 fi

@@ -2,7 +2,7 @@
 //! index, and every read command on empty, missing, orphaned and damaged indexes. Photos are made here
 //! (small synthetic JPEGs), so nothing needs the shared data.
 
-mod common;
+use crate::common;
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};

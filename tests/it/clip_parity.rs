@@ -1,7 +1,7 @@
 //! The CLIP port against open_clip 2.23.0 + the LeGrad wrapper on the tiny fixture model
 //! (tests/fixtures/make_reference.py writes the expectations).
 
-mod common;
+use crate::common;
 
 use candle_core::{Device, Tensor};
 use common::*;

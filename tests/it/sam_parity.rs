@@ -1,7 +1,7 @@
 //! The SAM stage against `segment_anything.SamPredictor` on a tiny random SAM exported in the official ONNX
 //! signature (tests/fixtures/make_sam.py writes the model and what Python made of each box).
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -1,6 +1,6 @@
 //! Loading real layouts and failing clearly on broken ones.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

@@ -2,7 +2,7 @@
 //! masks (the tiny fixture SAM) and `auto-grid` without a model; both resume without redoing photos; `sam
 //! --auto` writes the same masks as files.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

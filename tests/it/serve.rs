@@ -2,7 +2,7 @@
 //! JSON for hostile input, the token, the page in headless Chromium, commits of a concurrent index run
 //! picked up whole, and shutdown on SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

@@ -1,6 +1,6 @@
 //! MaskInversion and LeGrad against maskinversion_torch 1.1 / legrad_torch 1.1 on the tiny fixture.
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use common::*;

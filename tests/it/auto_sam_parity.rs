@@ -2,7 +2,7 @@
 //! (tests/fixtures/make_auto_sam.py), through a decoder exported with a batch axis and through the official
 //! batch-1 export: same masks in the same order, RLE byte-identical, scores within 1e-4.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -1,7 +1,7 @@
 //! The product end to end: the real binary indexes a slice of COCO128 with a random ViT-B/32, is killed and
 //! resumed, searched, exported and evaluated; boxes go through the tiny SAM.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

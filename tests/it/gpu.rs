@@ -3,7 +3,7 @@
 //! against its generic twin on random inputs. Needs a build with `--features cuda` and a GPU; anywhere else each test says why it
 //! skips. The GPU machine runs them with `cargo test --release --features cuda --test gpu`.
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use common::*;

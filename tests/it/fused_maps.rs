@@ -1,7 +1,7 @@
 //! The fused map ops (`explain::fused`) against their generic twin on the CPU, where their implementation is
 //! plain loops over the definition; tests/gpu.rs holds the CUDA kernels to the same twin.
 
-mod common;
+use crate::common;
 
 use candle_core::{Device, Tensor};
 use common::*;

@@ -2,7 +2,7 @@
 //! The fixture is 600 MB and written by `python tests/fixtures/make_reference.py --full DIR`; point
 //! REGIONSEEK_B16_FIXTURE at DIR (the test skips with a message otherwise).
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use common::*;
