@@ -12,7 +12,7 @@ use crate::model::Model;
 /// Converts the inputs once, then times `repeats` calls of the library's `invert_image` inside Rust, as the
 /// CLI makes it. Returns the seconds of each call.
 #[pyfunction]
-#[pyo3(signature = (model, image, masks, size = 448, steps = 10, grad = GradArg(GradChoice::Auto), repeats = 5))]
+#[pyo3(signature = (model, image, masks, size = regionseek::invert::DEFAULT_SIZE, steps = regionseek::invert::DEFAULT_STEPS, grad = GradArg(GradChoice::Auto), repeats = 5))]
 #[allow(clippy::too_many_arguments)]
 pub fn _bench_invert(
     py: Python<'_>,

@@ -104,7 +104,7 @@ impl Model {
     /// `image`: HxWx3 uint8 array or PIL image. `masks`: (M, H, W) bool array (or one (H, W) mask).
     /// A mask that cannot be embedded (empty, diverged) raises `RegionError` listing every bad mask, or with
     /// `errors="return"` gives `(embeddings, errors)` where bad rows are NaN and `errors[k]` says why.
-    #[pyo3(signature = (image, masks, size = 448, steps = 10, lr = 0.5, alpha = 0.0, grad = GradArg(GradChoice::Auto), errors = OnBadMasks::Raise))]
+    #[pyo3(signature = (image, masks, size = regionseek::invert::DEFAULT_SIZE, steps = regionseek::invert::DEFAULT_STEPS, lr = regionseek::invert::DEFAULT_LR, alpha = 0.0, grad = GradArg(GradChoice::Auto), errors = OnBadMasks::Raise))]
     #[allow(clippy::too_many_arguments)]
     fn invert<'py>(
         &self,
