@@ -125,7 +125,7 @@ impl Manifest {
 }
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IndexError> {
-    files::write_atomic(path, bytes).map_err(IndexError::io(path))
+    files::write_and_rename(path, bytes).map_err(IndexError::io(path))
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), IndexError> {

@@ -37,7 +37,10 @@ pub fn value_error(e: impl std::fmt::Display) -> PyErr {
 pub fn query_error(e: QueryError) -> PyErr {
     match e {
         QueryError::ExactAndBeam => PyValueError::new_err("pass either exact=True or ef, not both"),
-        QueryError::Model { .. } | QueryError::Embed(_) => runtime_error(e),
+        QueryError::Model { .. } => {
+            RegionseekError::new_err(format!("{e} (pass model= to Index.open if it moved)"))
+        }
+        QueryError::Space(_) | QueryError::Embed(_) => value_error(e),
         // A refused search stays a ValueError as it was before the split: scripts catch it to move on.
         QueryError::NoHitsAsked
         | QueryError::NoBeam

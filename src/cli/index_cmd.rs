@@ -11,7 +11,7 @@ use regionseek::pipeline::{
 use serde_json::json;
 
 use super::args::ModelArgs;
-use super::output::print_json;
+use super::output::{print_json, with_wait_hint};
 use regionseek::pipeline::bar::Bar;
 use super::sam_cmd::SamModelArgs;
 
@@ -114,14 +114,10 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
             Some(JobError::NoImagesFolder(p)) => {
                 anyhow::anyhow!("IMAGES_DIR {} does not exist", p.display())
             }
-            _ if matches!(
-                e.downcast_ref::<regionseek::index::IndexError>(),
-                Some(regionseek::index::IndexError::Locked { .. })
-            ) =>
-            {
-                anyhow::anyhow!("{e} (--wait starts this run once the other is done)")
-            }
-            _ => e,
+            _ => match e.downcast::<regionseek::index::IndexError>() {
+                Ok(index_error) => with_wait_hint(index_error),
+                Err(e) => e,
+            },
         }
     })?;
     if a.json {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use regionseek::index::{self, LockWait};
 use serde_json::json;
 
-use super::output::print_json;
+use super::output::{print_json, with_wait_hint};
 
 #[derive(clap::Args)]
 pub struct VerifyArgs {
@@ -83,7 +83,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
 
 pub fn repair(a: RepairArgs) -> anyhow::Result<ExitCode> {
     let wait = LockWait::forever_if(a.wait);
-    let report = index::repair(&a.index, wait)?;
+    let report = index::repair(&a.index, wait).map_err(with_wait_hint)?;
     if a.json {
         print_json(&json!(report))?;
     } else {
@@ -149,7 +149,8 @@ pub fn merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
     let report = index::merge(&sources, &a.out, wait, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
-    })?;
+    })
+    .map_err(with_wait_hint)?;
     bar.finish_and_clear();
     if a.json {
         print_json(&json!(report))?;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use regionseek::index::Filter;
-use regionseek::pipeline::query::{self, SearchOptions, SearchReport, Searcher};
+use regionseek::pipeline::query::{self, QueryError, SearchOptions, SearchReport, Searcher};
 use serde_json::json;
 
 use super::output::write_atomic;
@@ -69,8 +69,10 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
     };
     let options = SearchOptions::new(a.k, filter, a.exact, a.ef)?;
     let device = regionseek::device::parse(&a.device)?;
-    let searcher = Searcher::open(&a.index, a.model.as_deref(), &device)
-        .with_context(|| format!("searching {}", a.index.display()))?;
+    let searcher = Searcher::open(&a.index, a.model.as_deref(), &device).map_err(|e| match e {
+        QueryError::Model { .. } => anyhow::anyhow!("{e} (pass --model DIR if it moved)"),
+        other => anyhow::Error::new(other).context(format!("searching {}", a.index.display())),
+    })?;
     if searcher.index().is_empty() {
         eprintln!(
             "{} holds no regions yet (an index run may still be starting)",
@@ -79,7 +81,9 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
     }
     let model = searcher.model();
     let t = std::time::Instant::now();
-    let answer = searcher.search(&a.text, &options)?;
+    let answer = searcher
+        .search(&a.text, &options)
+        .with_context(|| format!("searching {}", a.index.display()))?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
     if answer.truncated {
         eprintln!(

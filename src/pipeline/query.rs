@@ -118,9 +118,13 @@ pub enum QueryError {
     /// A filter that keeps no row: the user's mistake, said with what the index holds.
     #[error("nothing to search: {0}")]
     NothingToSearch(String),
-    /// The index's model is not where it was (or the one given is not the index's space).
-    #[error("loading the index's model {spec}: {message} (if its files moved, give their folder as the model)")]
+    /// The index's model cannot be loaded (its files moved, or were never fetched here): each front door
+    /// adds how to give its folder.
+    #[error("loading the index's model {spec}: {message}")]
     Model { spec: String, message: String },
+    /// The model given embeds into another space than the index's.
+    #[error("{0}")]
+    Space(String),
     #[error("{0}")]
     Index(#[from] crate::index::IndexError),
     #[error("embedding the query failed: {0}")]
@@ -181,10 +185,7 @@ pub fn load_text_model(
         spec: spec.clone(),
         message: e.to_string(),
     })?;
-    check_model(index, &loaded).map_err(|e| QueryError::Model {
-        spec,
-        message: format!("{e:#}"),
-    })?;
+    check_model(index, &loaded).map_err(|e| QueryError::Space(format!("{e:#}")))?;
     Ok(loaded)
 }
 
@@ -195,10 +196,7 @@ pub fn search_text(
     text: &str,
     options: &SearchOptions,
 ) -> Result<SearchAnswer, QueryError> {
-    check_model(index, model).map_err(|e| QueryError::Model {
-        spec: model.id(),
-        message: format!("{e:#}"),
-    })?;
+    check_model(index, model).map_err(|e| QueryError::Space(format!("{e:#}")))?;
     let query = embed_query(model, text)?;
     search_query(index, &query, options)
 }
@@ -348,10 +346,7 @@ impl Searcher {
         index: RegionIndex,
         model: Arc<dyn TextEncoder + Send + Sync>,
     ) -> Result<Self, QueryError> {
-        check_model(&index, model.as_ref()).map_err(|e| QueryError::Model {
-            spec: model.id(),
-            message: format!("{e:#}"),
-        })?;
+        check_model(&index, model.as_ref()).map_err(|e| QueryError::Space(format!("{e:#}")))?;
         Ok(Self { index, model })
     }
 

@@ -178,6 +178,13 @@ impl Metrics {
         });
     }
 
+    /// Folds the latency samples recorded since the last call into their histograms. The exporter keeps
+    /// every sample until then (a render does it too): without a scraper a busy server would grow by a few
+    /// bytes per request for ever, so the server calls this every few seconds.
+    pub fn fold_samples(&self) {
+        self.handle.run_upkeep();
+    }
+
     /// The exposition text, with the values read at scrape time.
     pub fn render(&self, now: &AtScrape) -> String {
         let g = &self.scrape;

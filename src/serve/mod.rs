@@ -397,17 +397,28 @@ async fn bind(state: &Arc<AppState>) -> anyhow::Result<(tokio::net::TcpListener,
     Ok((listener, listening))
 }
 
+async fn fold_metric_samples(metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        metrics.fold_samples();
+    }
+}
+
 async fn serve_until(
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let follower = tokio::spawn(follow_commits(state.clone()));
+    let folder = tokio::spawn(fold_metric_samples(state.metrics.clone()));
     let limits = state.config.connections;
     let metrics = state.metrics.clone();
     let app = http::router(state);
     let left_open = listen::serve_connections(listener, app, limits, metrics, stop).await;
     follower.abort();
+    folder.abort();
     if left_open == 0 {
         tracing::info!("stopped: every request under way was answered");
     } else {

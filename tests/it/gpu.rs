@@ -1,7 +1,7 @@
 //! The CUDA path against the CPU path (issue 13): the same photo, masks and model on both devices give LETs with
 //! cosine >= 0.9999 per mask, with the generic map products and with the fused kernels; and each fused kernel
 //! against its generic twin on random inputs. Needs a build with `--features cuda` and a GPU; anywhere else each test says why it
-//! skips. The GPU machine runs them with `cargo test --release --features cuda --test gpu`.
+//! skips. The GPU machine runs them with `cargo test --release --features cuda --test it gpu::`.
 
 use crate::common;
 

@@ -6,6 +6,7 @@ use std::sync::mpsc::SyncSender;
 
 use image::RgbImage;
 use rayon::prelude::*;
+use sha2::{Digest, Sha256};
 
 use crate::cancel::Cancel;
 use crate::decode::DecodeOptions;
@@ -25,13 +26,26 @@ pub(super) struct Decoded {
     pub todo: Vec<RegionInput>,
 }
 
-/// What the index held for this run's method when the run began. Only this run writes the index (it holds
-/// the lock), so what it adds itself is new by construction: the decoder needs no access to the index the
-/// writer is appending to (a photo listed twice is embedded twice and its second rows dropped as duplicates).
+/// What the index holds for this run's method, as the decoder knows it: what was committed when the run
+/// began, plus what this run has since handed to the model. Only this run writes the index (it holds the
+/// lock), so the decoder needs no access to the index the writer is appending to; and a photo met twice in
+/// one run (a copy in another folder) is embedded once. Keys are 128 bits of a sha256, not the strings: a
+/// resume of millions of rows would otherwise hold every key twice (here and in the writer).
 pub(super) struct AlreadyIndexed {
-    regions: HashSet<(String, String)>,
+    regions: HashSet<u128>,
     /// Per photo: whether its regions were indexed turned upright by its EXIF orientation.
-    frames: HashMap<String, bool>,
+    frames: HashMap<u128, bool>,
+}
+
+fn key(photo_hash: &str, region_id: Option<&str>) -> u128 {
+    let mut h = Sha256::new();
+    h.update(photo_hash.as_bytes());
+    if let Some(id) = region_id {
+        // A separator no hash contains, so that ("ab", "c") and ("a", "bc") differ.
+        h.update([0u8]);
+        h.update(id.as_bytes());
+    }
+    u128::from_le_bytes(h.finalize()[..16].try_into().expect("a sha256 has 32 bytes"))
 }
 
 impl AlreadyIndexed {
@@ -39,20 +53,31 @@ impl AlreadyIndexed {
         let mut regions = HashSet::new();
         let mut frames = HashMap::new();
         for row in index.rows().iter().filter(|r| r.method.name == method) {
-            regions.insert((row.image_hash.clone(), row.region_id.clone()));
-            frames.insert(row.image_hash.clone(), row.exif_rotated);
+            regions.insert(key(&row.image_hash, Some(&row.region_id)));
+            frames.insert(key(&row.image_hash, None), row.exif_rotated);
         }
         Self { regions, frames }
     }
 
     fn contains(&self, hash: &str, region_id: &str) -> bool {
-        self.regions
-            .contains(&(hash.to_string(), region_id.to_string()))
+        self.regions.contains(&key(hash, Some(region_id)))
+    }
+
+    fn frame(&self, hash: &str) -> Option<bool> {
+        self.frames.get(&key(hash, None)).copied()
+    }
+
+    /// Marks a photo's regions as on their way into the index.
+    fn claim(&mut self, hash: &str, regions: &[RegionInput], upright: bool) {
+        self.frames.entry(key(hash, None)).or_insert(upright);
+        for r in regions {
+            self.regions.insert(key(hash, Some(&r.id)));
+        }
     }
 }
 
 pub(super) struct DecodeStage<'a> {
-    pub already: &'a AlreadyIndexed,
+    pub already: AlreadyIndexed,
     /// The mask stage finds the regions in the photo (the input lists none).
     pub finds_regions: bool,
     pub decode: DecodeOptions,
@@ -62,43 +87,51 @@ pub(super) struct DecodeStage<'a> {
 }
 
 impl DecodeStage<'_> {
-    /// Feeds the model stage until the photos run out, the run is cancelled or the model stage stops.
-    pub fn run(&self, images: Vec<ImageInput>, to_model: SyncSender<Decoded>) {
+    /// Feeds the model stage until the photos run out, the run is cancelled or the model stage stops; true
+    /// when every photo was handed over (a cancel that stops it here, after the model stage's last look at
+    /// the flag, must still make the run "interrupted").
+    pub fn run(mut self, images: Vec<ImageInput>, to_model: SyncSender<Decoded>) -> bool {
         let mut images = images.into_iter().peekable();
-        while images.peek().is_some() && !self.cancel.is_cancelled() {
+        while images.peek().is_some() {
+            if self.cancel.is_cancelled() {
+                return false;
+            }
             let chunk: Vec<ImageInput> = images.by_ref().take(self.batch).collect();
             for d in self.decode_batch(chunk) {
                 if to_model.send(d).is_err() {
-                    return; // the model stage stopped (interrupted or failed)
+                    return false; // the model stage stopped (interrupted or failed)
                 }
             }
         }
+        true
     }
 
-    /// Hashes a batch of photos and decodes, in parallel, those with something left to do.
-    fn decode_batch(&self, chunk: Vec<ImageInput>) -> Vec<Decoded> {
-        chunk
+    /// Hashes a batch of photos (in parallel), works out what each has left to do, and decodes (in
+    /// parallel) those with something left.
+    fn decode_batch(&mut self, chunk: Vec<ImageInput>) -> Vec<Decoded> {
+        let hashed: Vec<(ImageInput, Result<String, (&'static str, String)>)> = chunk
             .into_par_iter()
             .map(|input| {
-                let hash = file_hash(&input.path)
-                    .map_err(|e| ("decode", e))
-                    .and_then(|h| self.same_frame(h));
-                let todo: Vec<RegionInput> = match &hash {
-                    Ok(h) => input
-                        .regions
-                        .iter()
-                        .filter(|r| !self.already.contains(h, &r.id))
-                        .cloned()
-                        .collect(),
-                    Err(_) => Vec::new(),
-                };
-                // A photo whose regions the mask stage finds is done once any of them is indexed: its
-                // regions are committed together.
-                let needed = match &hash {
-                    Ok(h) if self.finds_regions => !self.already.frames.contains_key(h),
-                    Ok(_) => !todo.is_empty(),
-                    Err(_) => false,
-                };
+                let hash = file_hash(&input.path).map_err(|e| ("decode", e));
+                (input, hash)
+            })
+            .collect();
+        // In input order, so that of two copies of a photo the first listed is the one embedded.
+        let staged: Vec<(ImageInput, Result<String, (&'static str, String)>, Vec<RegionInput>, bool)> =
+            hashed
+                .into_iter()
+                .map(|(input, hash)| {
+                    let hash = hash.and_then(|h| self.same_frame(h));
+                    let (todo, needed) = match &hash {
+                        Ok(h) => self.left_to_do(h, &input),
+                        Err(_) => (Vec::new(), false),
+                    };
+                    (input, hash, todo, needed)
+                })
+                .collect();
+        staged
+            .into_par_iter()
+            .map(|(input, hash, todo, needed)| {
                 let image = needed.then(|| {
                     crate::decode::load_rgb_with(&input.path, &self.decode)
                         .map_err(|e| e.to_string())
@@ -113,11 +146,32 @@ impl DecodeStage<'_> {
             .collect()
     }
 
+    /// The photo's regions not yet indexed (nor on their way), and whether it needs decoding; claims them.
+    fn left_to_do(&mut self, hash: &str, input: &ImageInput) -> (Vec<RegionInput>, bool) {
+        let todo: Vec<RegionInput> = input
+            .regions
+            .iter()
+            .filter(|r| !self.already.contains(hash, &r.id))
+            .cloned()
+            .collect();
+        // A photo whose regions the mask stage finds is done once any of them is indexed: its regions are
+        // committed together.
+        let needed = if self.finds_regions {
+            self.already.frame(hash).is_none()
+        } else {
+            !todo.is_empty()
+        };
+        if needed {
+            self.already.claim(hash, &todo, self.decode.exif_rotate);
+        }
+        (todo, needed)
+    }
+
     /// A photo's regions all share one frame: a rerun in the other one would add boxes and masks that do not
     /// line up with the ones already indexed.
     fn same_frame(&self, hash: String) -> Result<String, (&'static str, String)> {
-        match self.already.frames.get(&hash) {
-            Some(&upright) if upright != self.decode.exif_rotate => {
+        match self.already.frame(&hash) {
+            Some(upright) if upright != self.decode.exif_rotate => {
                 Err(("frame", frame_conflict(upright)))
             }
             _ => Ok(hash),

@@ -204,7 +204,6 @@ impl IndexRun<'_> {
         };
         let (index, weights_hash) = self.open_index()?;
         let method = method_info(self.model, &weights_hash, self.spec.embed_stage(), &cfg);
-        let already = AlreadyIndexed::of(&index, &method.name);
         let mut report = IndexRunReport {
             pipeline: self.spec.name.clone(),
             images: images.len(),
@@ -215,7 +214,7 @@ impl IndexRun<'_> {
         self.reporter.phase("photos", images.len() as u64);
         let batch = self.spec.batch_images().max(1);
         let decoder = DecodeStage {
-            already: &already,
+            already: AlreadyIndexed::of(&index, &method.name),
             finds_regions: self.spec.mask_stage().finds_regions(),
             decode: self.decode,
             batch,
@@ -242,11 +241,14 @@ impl IndexRun<'_> {
         let (outcome, committed) = std::thread::scope(|scope| {
             let (photo_tx, photo_rx) = std::sync::mpsc::sync_channel::<Decoded>(2 * batch);
             let (records_tx, records_rx) = std::sync::mpsc::sync_channel::<Vec<RegionRecord>>(2);
-            let decoder = &decoder;
-            scope.spawn(move || decoder.run(images, photo_tx));
+            let feeder = scope.spawn(move || decoder.run(images, photo_tx));
             let committer = scope.spawn(move || commit_batches(index, records_rx));
-            let outcome = model_stage.run(photo_rx, &records_tx);
+            let mut outcome = model_stage.run(photo_rx, &records_tx);
             drop(records_tx);
+            // Photos the decoder never handed over are left for the rerun, like those the model stage left.
+            if !feeder.join().unwrap_or(false) {
+                outcome.interrupted = true;
+            }
             let committed = committer
                 .join()
                 .map_err(|_| anyhow::anyhow!("the index writer thread panicked"));
