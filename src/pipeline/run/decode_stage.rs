@@ -178,3 +178,70 @@ impl DecodeStage<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::inputs::RegionShape;
+
+    fn photo(name: &str, path: &std::path::Path, regions: &[&str]) -> ImageInput {
+        ImageInput {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            coco_id: None,
+            regions: regions
+                .iter()
+                .map(|id| RegionInput {
+                    id: id.to_string(),
+                    bbox: Some([0.0, 0.0, 4.0, 4.0]),
+                    shape: RegionShape::Box,
+                    label: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn stage(finds_regions: bool, cancel: &Cancel) -> DecodeStage<'_> {
+        DecodeStage {
+            already: AlreadyIndexed {
+                regions: HashSet::new(),
+                frames: HashMap::new(),
+            },
+            finds_regions,
+            decode: DecodeOptions::default(),
+            batch: 8,
+            cancel,
+        }
+    }
+
+    #[test]
+    fn a_photo_met_twice_in_one_run_is_decoded_and_embedded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let shipped =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/photos/000000000030.jpg");
+        let (a, b) = (dir.path().join("a.jpg"), dir.path().join("copy/a.jpg"));
+        std::fs::create_dir_all(b.parent().unwrap()).unwrap();
+        std::fs::copy(&shipped, &a).unwrap();
+        std::fs::copy(&shipped, &b).unwrap();
+        let cancel = Cancel::default();
+        // Given regions: the copy's regions that the first listed already carries are not done again; one it
+        // adds is.
+        let mut given = stage(false, &cancel);
+        let out = given.decode_batch(vec![
+            photo("a.jpg", &a, &["1", "2"]),
+            photo("copy/a.jpg", &b, &["2", "3"]),
+        ]);
+        assert!(out[0].image.as_ref().is_some_and(|i| i.is_ok()));
+        let ids = |d: &Decoded| d.todo.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&out[0]), ["1", "2"]);
+        assert_eq!(ids(&out[1]), ["3"]);
+        // Found regions: the copy is skipped whole (not decoded).
+        let mut found = stage(true, &cancel);
+        let out = found.decode_batch(vec![photo("a.jpg", &a, &[]), photo("copy/a.jpg", &b, &[])]);
+        assert!(out[0].image.is_some());
+        assert!(out[1].image.is_none(), "the copy was decoded again");
+        // Across batches too: what an earlier batch handed over stays claimed.
+        let again = found.decode_batch(vec![photo("later/a.jpg", &b, &[])]);
+        assert!(again[0].image.is_none());
+    }
+}
