@@ -71,6 +71,10 @@ pub struct Hit {
     /// The frame `box` and `mask_rle` are in: true when the photo was turned upright by its EXIF orientation
     /// (indexed with `--exif-rotate`), false for the photo as stored (as Pillow opens it).
     pub exif_rotated: bool,
+    /// With hits grouped by photo: how many more of this photo's regions matched the query (the hit is the
+    /// best of them). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_matches: Option<u32>,
 }
 
 /// Restricts a search; every set field must match.

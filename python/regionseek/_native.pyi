@@ -123,10 +123,14 @@ class Index:
         ef: Optional[int] = None,
         exact: bool = False,
         source: Optional[str] = None,
+        min_score: Optional[float] = None,
+        group_by: Optional[str] = None,
     ) -> List[Hit]:
         """The ``k`` regions closest to a text query, best first (the text tower alone embeds it; a query longer
         than its context is cut, with a UserWarning). Filters (``method``, ``label``, ``image``, ``source``) keep
-        rows whose field equals the value; one that keeps none raises ValueError saying what the index holds."""
+        rows whose field equals the value; one that keeps none raises ValueError saying what the index holds.
+        ``min_score`` keeps hits scoring at least that cosine similarity; ``group_by="photo"`` returns the best region of
+        each photo, with ``other_matches`` (how many more of its regions matched)."""
     def search_vectors(
         self,
         vectors: npt.NDArray[np.floating[Any]],
@@ -137,6 +141,8 @@ class Index:
         ef: Optional[int] = None,
         exact: bool = False,
         source: Optional[str] = None,
+        min_score: Optional[float] = None,
+        group_by: Optional[str] = None,
     ) -> Union[List[Hit], List[List[Hit]]]:
         """A ``(d,)`` vector gives one list of hits, a ``(Q, d)`` array one list per row."""
     def embeddings(self) -> npt.NDArray[np.float32]:

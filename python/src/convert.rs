@@ -56,6 +56,16 @@ impl<'a, 'py> FromPyObject<'a, 'py> for GradArg {
     }
 }
 
+/// `group_by=`: `"region"` (every region on its own) or `"photo"` (the best region of each photo).
+pub struct GroupArg(pub regionseek::pipeline::query::Grouping);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for GroupArg {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        named_choice(obj, "group_by").map(Self)
+    }
+}
+
 /// `precision=`: the arithmetic of the image forward and the Jacobian build.
 pub struct PrecisionArg(pub Precision);
 

@@ -45,6 +45,7 @@ pub fn query_error(e: QueryError) -> PyErr {
         QueryError::NoHitsAsked
         | QueryError::NoBeam
         | QueryError::BeamTooWide
+        | QueryError::MinScoreOutOfRange(_)
         | QueryError::EmptyText
         | QueryError::WrongDimension { .. }
         | QueryError::NotFinite

@@ -36,6 +36,7 @@ pub fn hit_dict<'py>(py: Python<'py>, hit: &Hit) -> PyResult<Bound<'py, PyDict>>
         label,
         row,
         exif_rotated,
+        other_matches,
     } = hit;
     let corners = bbox
         .iter()
@@ -52,6 +53,9 @@ pub fn hit_dict<'py>(py: Python<'py>, hit: &Hit) -> PyResult<Bound<'py, PyDict>>
     dict.set_item("label", label.as_deref())?;
     dict.set_item("row", row)?;
     dict.set_item("exif_rotated", exif_rotated)?;
+    if let Some(n) = other_matches {
+        dict.set_item("other_matches", n)?;
+    }
     Ok(dict)
 }
 

@@ -16,7 +16,7 @@ use regionseek::clip::TextEncoder;
 use regionseek::index::{Filter, RegionIndex};
 use regionseek::pipeline::query::{self, SearchAnswer, SearchOptions, TextQuery, DEFAULT_K};
 
-use crate::convert::{DeviceArg, ModelArg, QueryVectors};
+use crate::convert::{DeviceArg, GroupArg, ModelArg, QueryVectors};
 use crate::errors::{query_error, runtime_error, RegionseekError};
 use crate::hits::hit_list;
 use crate::interrupt::interruptible;
@@ -153,7 +153,7 @@ impl Index {
     /// `region_id`, `box` [x0, y0, x1, y1], `mask_rle` (COCO RLE), `score`, `method`, `source`, `label`, `row`,
     /// `exif_rotated`). Filters keep only rows whose field equals the value; `ef` widens the graph's beam,
     /// `exact=True` scans every candidate.
-    #[pyo3(signature = (text, k = DEFAULT_K, method = None, label = None, image = None, ef = None, exact = false, source = None))]
+    #[pyo3(signature = (text, k = DEFAULT_K, method = None, label = None, image = None, ef = None, exact = false, source = None, min_score = None, group_by = None))]
     #[allow(clippy::too_many_arguments)]
     fn search<'py>(
         &self,
@@ -166,9 +166,14 @@ impl Index {
         ef: Option<usize>,
         exact: bool,
         source: Option<String>,
+        min_score: Option<f32>,
+        group_by: Option<GroupArg>,
     ) -> PyResult<Bound<'py, PyList>> {
         let filter = search_filter(method, label, image, source);
-        let options = SearchOptions::new(k, filter, exact, ef).map_err(query_error)?;
+        let options = SearchOptions::new(k, filter, exact, ef)
+            .and_then(|o| o.with_min_score(min_score))
+            .map_err(query_error)?
+            .grouped(group_by.map(|g| g.0).unwrap_or_default());
         let tower = self.text_tower(py)?;
         let answer = interruptible(py, &Cancel::default(), || {
             let query = query::embed_query(tower.as_ref(), text)?;
@@ -181,7 +186,7 @@ impl Index {
 
     /// The regions closest to embedding vectors: a `(d,)` array gives one list of hits, a `(Q, d)` array a list
     /// per row. Vectors of any scale (normalised here); float32 or float64.
-    #[pyo3(signature = (vectors, k = DEFAULT_K, method = None, label = None, image = None, ef = None, exact = false, source = None))]
+    #[pyo3(signature = (vectors, k = DEFAULT_K, method = None, label = None, image = None, ef = None, exact = false, source = None, min_score = None, group_by = None))]
     #[allow(clippy::too_many_arguments)]
     fn search_vectors<'py>(
         &self,
@@ -194,9 +199,14 @@ impl Index {
         ef: Option<usize>,
         exact: bool,
         source: Option<String>,
+        min_score: Option<f32>,
+        group_by: Option<GroupArg>,
     ) -> PyResult<Bound<'py, PyList>> {
         let filter = search_filter(method, label, image, source);
-        let options = SearchOptions::new(k, filter, exact, ef).map_err(query_error)?;
+        let options = SearchOptions::new(k, filter, exact, ef)
+            .and_then(|o| o.with_min_score(min_score))
+            .map_err(query_error)?
+            .grouped(group_by.map(|g| g.0).unwrap_or_default());
         let queries = vectors
             .rows
             .iter()

@@ -5,7 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use regionseek::index::Filter;
-use regionseek::pipeline::query::{self, QueryError, SearchOptions, SearchReport, Searcher};
+use regionseek::pipeline::query::{
+    self, Grouping, QueryError, SearchOptions, SearchReport, Searcher,
+};
+
+use super::choice::choice;
 use serde_json::json;
 
 use super::output::write_atomic;
@@ -34,6 +38,14 @@ pub struct SearchArgs {
     /// Only regions from this source (e.g. `coco`, `auto-box`, `auto-sam`, `image` for whole photos).
     #[arg(long)]
     source: Option<String>,
+    /// Only hits scoring at least this cosine similarity (a relevance cut-off; with random weights
+    /// meaningless).
+    #[arg(long, allow_hyphen_values = true)]
+    min_score: Option<f32>,
+    /// `photo`: the best region of each photo, with how many more of its regions matched
+    /// (`other_matches`); `region` (default): every region on its own.
+    #[arg(long, value_parser = choice::<Grouping>(), default_value_t = Grouping::Region)]
+    group_by: Grouping,
     /// Scan every candidate region (exact). Default: exact up to 200k candidates, HNSW beyond.
     #[arg(long, conflicts_with = "ef")]
     exact: bool,
@@ -67,7 +79,9 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
         source: a.source.clone(),
         label: a.label.clone(),
     };
-    let options = SearchOptions::new(a.k, filter, a.exact, a.ef)?;
+    let options = SearchOptions::new(a.k, filter, a.exact, a.ef)?
+        .with_min_score(a.min_score)?
+        .grouped(a.group_by);
     let device = regionseek::device::parse(&a.device)?;
     let searcher = Searcher::open(&a.index, a.model.as_deref(), &device).map_err(|e| match e {
         QueryError::Model { .. } => anyhow::anyhow!("{e} (pass --model DIR if it moved)"),
@@ -161,7 +175,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
     } else {
         for (rank, h) in hits.iter().enumerate() {
             println!(
-                "{rank:>3}  {:.4}  {}  region {}  box [{:.0}, {:.0}, {:.0}, {:.0}]  {}{}",
+                "{rank:>3}  {:.4}  {}  region {}  box [{:.0}, {:.0}, {:.0}, {:.0}]  {}{}{}",
                 h.score,
                 h.image,
                 h.region_id,
@@ -173,6 +187,9 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
                 h.label
                     .as_ref()
                     .map(|l| format!("  ({l})"))
+                    .unwrap_or_default(),
+                h.other_matches
+                    .map(|n| format!("  +{n} more regions of this photo"))
                     .unwrap_or_default()
             );
         }

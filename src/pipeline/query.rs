@@ -107,6 +107,8 @@ pub enum QueryError {
     BeamTooWide,
     #[error("give exact or ef, not both")]
     ExactAndBeam,
+    #[error("min_score is a cosine similarity, from -1 to 1 (got {0})")]
+    MinScoreOutOfRange(f32),
     #[error("the query text is empty")]
     EmptyText,
     #[error(
@@ -131,12 +133,32 @@ pub enum QueryError {
     Embed(String),
 }
 
-/// How a search runs, the same for every front door: how many hits, which rows, exact or through the graph.
+/// What one hit stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Grouping {
+    /// Each region on its own.
+    #[default]
+    Region,
+    /// The best region of each photo, with how many more of its regions matched (`other_matches`).
+    Photo,
+}
+
+crate::choice::named_choice!(Grouping, "grouping", { Region => "region", Photo => "photo" });
+
+/// With hits grouped by photo, regions searched per photo asked for at first (then four times more while
+/// too few photos come back): photos hold a handful of regions that match a query at once.
+const REGIONS_PER_PHOTO_SEARCHED: usize = 8;
+
+/// How a search runs, the same for every front door: how many hits, which rows, exact or through the graph,
+/// the relevance cut-off and whether hits are regions or photos.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchOptions {
     pub k: usize,
     pub filter: Filter,
     pub mode: SearchMode,
+    /// Only hits scoring at least this (cosine similarity).
+    pub min_score: Option<f32>,
+    pub group: Grouping,
 }
 
 impl Default for SearchOptions {
@@ -145,6 +167,8 @@ impl Default for SearchOptions {
             k: DEFAULT_K,
             filter: Filter::default(),
             mode: SearchMode::Auto,
+            min_score: None,
+            group: Grouping::Region,
         }
     }
 }
@@ -169,7 +193,28 @@ impl SearchOptions {
             (false, Some(ef)) => SearchMode::Approximate { ef },
             (false, None) => SearchMode::Auto,
         };
-        Ok(Self { k, filter, mode })
+        Ok(Self {
+            k,
+            filter,
+            mode,
+            ..Default::default()
+        })
+    }
+
+    /// Keeps only hits scoring at least `min_score` (a cosine similarity, from -1 to 1).
+    pub fn with_min_score(mut self, min_score: Option<f32>) -> Result<Self, QueryError> {
+        if let Some(m) = min_score {
+            if !(-1.0..=1.0).contains(&m) {
+                return Err(QueryError::MinScoreOutOfRange(m));
+            }
+        }
+        self.min_score = min_score;
+        Ok(self)
+    }
+
+    pub fn grouped(mut self, group: Grouping) -> Self {
+        self.group = group;
+        self
     }
 }
 
@@ -286,8 +331,14 @@ pub fn search_query(
     query: &TextQuery,
     options: &SearchOptions,
 ) -> Result<SearchAnswer, QueryError> {
-    let (hits, run) =
-        index.search_explained(&query.embedding, options.k, &options.filter, options.mode)?;
+    let (hits, run) = match options.group {
+        Grouping::Region => {
+            let (hits, run) =
+                index.search_explained(&query.embedding, options.k, &options.filter, options.mode)?;
+            (above(hits, options.min_score), run)
+        }
+        Grouping::Photo => best_per_photo(index, &query.embedding, options, None)?,
+    };
     if run.candidates == 0 {
         if let Some(why) = explain_empty_filter(index, &options.filter) {
             return Err(QueryError::NothingToSearch(why));
@@ -301,14 +352,80 @@ pub fn search_query(
     })
 }
 
+/// Hits scoring at least `min_score` (hits come best first).
+fn above(mut hits: Vec<Hit>, min_score: Option<f32>) -> Vec<Hit> {
+    if let Some(m) = min_score {
+        hits.retain(|h| h.score >= m);
+    }
+    hits
+}
+
+/// The best region of each of the `k` best photos, each with how many more of its regions matched: regions
+/// are searched until `k` photos are found or none are left (or left above `min_score`).
+fn best_per_photo(
+    index: &RegionIndex,
+    query: &[f32],
+    options: &SearchOptions,
+    leave_out: Option<u64>,
+) -> Result<(Vec<Hit>, SearchRun), QueryError> {
+    let mut asked = options.k.saturating_mul(REGIONS_PER_PHOTO_SEARCHED);
+    loop {
+        let (mut hits, run) = index.search_explained(query, asked, &options.filter, options.mode)?;
+        let found = hits.len();
+        hits.retain(|h| Some(h.row) != leave_out);
+        let matching = above(hits, options.min_score);
+        let cut_by_score = matching.len() < found;
+        let photos = group_by_photo(matching);
+        let searched_all = found < asked || asked >= run.candidates;
+        if photos.len() >= options.k || searched_all || cut_by_score {
+            let mut best: Vec<Hit> = photos.into_iter().take(options.k).collect();
+            best.sort_by(|a, b| b.score.total_cmp(&a.score));
+            return Ok((best, run));
+        }
+        asked = asked.saturating_mul(4).min(run.candidates);
+    }
+}
+
+/// Per photo (by its path as indexed) its best hit, `other_matches` set to the count of the others; in the
+/// order of their best hits.
+fn group_by_photo(hits: Vec<Hit>) -> Vec<Hit> {
+    let mut order: Vec<Hit> = Vec::new();
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for hit in hits {
+        match at.get(&hit.image) {
+            Some(&i) => *order[i].other_matches.get_or_insert(0) += 1,
+            None => {
+                at.insert(hit.image.clone(), order.len());
+                order.push(Hit {
+                    other_matches: Some(0),
+                    ..hit
+                });
+            }
+        }
+    }
+    order
+}
+
 /// The regions most like an indexed one (itself left out); None when the row has no stored embedding.
 pub fn search_similar(
     index: &RegionIndex,
     row: usize,
     options: &SearchOptions,
 ) -> Result<Option<(Vec<Hit>, SearchRun)>, QueryError> {
-    let Some((hits, run)) = index.similar(row, options.k, &options.filter, options.mode)? else {
-        return Ok(None);
+    let (hits, run) = match options.group {
+        Grouping::Region => {
+            let Some((hits, run)) = index.similar(row, options.k, &options.filter, options.mode)?
+            else {
+                return Ok(None);
+            };
+            (above(hits, options.min_score), run)
+        }
+        Grouping::Photo => {
+            let Some(like) = index.embedding(row) else {
+                return Ok(None);
+            };
+            best_per_photo(index, &like, options, Some(row as u64))?
+        }
     };
     if run.candidates == 0 {
         if let Some(why) = explain_empty_filter(index, &options.filter) {
@@ -568,4 +685,112 @@ pub fn eval_class_retrieval(
         s.ms_per_region = 1e3 * s.seconds / s.regions.max(1) as f64;
     }
     Ok(scores)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::{IndexSpec, IndexWriter, MethodInfo, RegionMeta, RegionRecord};
+
+    /// Three photos: "a" with three regions near the query, "b" with one, "c" with two far from it.
+    fn photos_index(dir: &Path) -> RegionIndex {
+        let spec = IndexSpec {
+            dim: 2,
+            model_id: "random:test".into(),
+            weights_hash: "random:test".into(),
+            hnsw: Default::default(),
+        };
+        let mut writer = IndexWriter::create(dir, &spec).unwrap();
+        let region = |photo: &str, id: &str, angle: f32| RegionRecord {
+            meta: RegionMeta {
+                image: format!("{photo}.jpg"),
+                image_hash: format!("{photo:0>64}"),
+                region_id: id.into(),
+                bbox: [0.0, 0.0, 1.0, 1.0],
+                mask: crate::masks::Rle::encode(&crate::masks::BinaryMask::new(1, 1, vec![1]).unwrap())
+                    .to_coco(),
+                source: "gt".into(),
+                method: MethodInfo {
+                    name: "maskinversion".into(),
+                    steps: None,
+                    lr: None,
+                    alpha: None,
+                    resolution: None,
+                    model_id: "random:test".into(),
+                    weights_hash: "random:test".into(),
+                },
+                label: None,
+                created_at_ms: 0,
+                exif_rotated: false,
+            },
+            embedding: vec![angle.cos(), angle.sin()],
+        };
+        writer
+            .append(vec![
+                region("a", "1", 0.00),
+                region("a", "2", 0.05),
+                region("a", "3", 0.10),
+                region("b", "1", 0.02),
+                region("c", "1", 1.50),
+                region("c", "2", 1.55),
+            ])
+            .unwrap();
+        drop(writer);
+        RegionIndex::open(dir).unwrap()
+    }
+
+    fn ask(index: &RegionIndex, options: SearchOptions) -> Vec<(String, f32, Option<u32>)> {
+        let query = TextQuery::from_vector(&[1.0, 0.0], 2).unwrap();
+        search_query(index, &query, &options)
+            .unwrap()
+            .hits
+            .into_iter()
+            .map(|h| (h.image, h.score, h.other_matches))
+            .collect()
+    }
+
+    #[test]
+    fn hits_grouped_by_photo_are_each_photos_best_region_with_the_count_of_its_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = photos_index(dir.path());
+        let by_photo = SearchOptions {
+            k: 3,
+            mode: SearchMode::Exact,
+            ..Default::default()
+        }
+        .grouped(Grouping::Photo);
+        let hits = ask(&index, by_photo.clone());
+        let photos: Vec<(&str, Option<u32>)> =
+            hits.iter().map(|(p, _, n)| (p.as_str(), *n)).collect();
+        assert_eq!(photos, [("a.jpg", Some(2)), ("b.jpg", Some(0)), ("c.jpg", Some(1))]);
+        assert!((hits[0].1 - 1.0).abs() < 1e-6, "the best of a's regions: {hits:?}");
+        // Two photos asked for: the two with the best regions, though a's three regions come first.
+        let two = ask(&index, SearchOptions { k: 2, ..by_photo.clone() });
+        assert_eq!(two.iter().map(|h| h.0.as_str()).collect::<Vec<_>>(), ["a.jpg", "b.jpg"]);
+        // A cut-off above c's regions leaves a and b, and counts only a's regions above it.
+        let cut = ask(&index, by_photo.with_min_score(Some(0.998)).unwrap());
+        assert_eq!(
+            cut.iter().map(|h| (h.0.as_str(), h.2)).collect::<Vec<_>>(),
+            [("a.jpg", Some(1)), ("b.jpg", Some(0))]
+        );
+    }
+
+    #[test]
+    fn a_relevance_cut_off_keeps_regions_scoring_at_least_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = photos_index(dir.path());
+        let options = SearchOptions {
+            k: 10,
+            mode: SearchMode::Exact,
+            ..Default::default()
+        };
+        assert_eq!(ask(&index, options.clone()).len(), 6);
+        let kept = ask(&index, options.clone().with_min_score(Some(0.99)).unwrap());
+        assert_eq!(kept.len(), 4, "{kept:?}");
+        assert!(kept.iter().all(|h| h.1 >= 0.99 && h.2.is_none()));
+        assert!(matches!(
+            options.with_min_score(Some(1.5)),
+            Err(QueryError::MinScoreOutOfRange(_))
+        ));
+    }
 }

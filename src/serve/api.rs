@@ -63,6 +63,15 @@ impl Given {
         }
     }
 
+    fn real_number(&self) -> Option<f32> {
+        match &self.0 {
+            Value::Number(n) => n.as_f64().map(|v| v as f32),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        }
+        .filter(|v: &f32| v.is_finite())
+    }
+
     fn flag(&self) -> Option<bool> {
         match &self.0 {
             Value::Bool(b) => Some(*b),
@@ -109,9 +118,29 @@ fn filter_value(v: &Option<String>) -> Option<String> {
     v.clone().filter(|v| !v.is_empty())
 }
 
+/// `min_score`, a cosine similarity, or None.
+fn min_score(given: Option<&Given>) -> ApiResult<Option<f32>> {
+    let Some(g) = given.filter(|g| !g.is_blank()) else {
+        return Ok(None);
+    };
+    g.real_number().map(Some).ok_or_else(|| {
+        ApiError::bad(format!("min_score must be a number from -1 to 1, not {:?}", g.text()))
+    })
+}
+
+/// `group_by`: `region` (default) or `photo`.
+fn grouping(given: &Option<String>) -> ApiResult<query::Grouping> {
+    match given.as_deref().filter(|g| !g.is_empty()) {
+        None => Ok(query::Grouping::Region),
+        Some(g) => g.parse().map_err(|e: crate::choice::UnknownChoice| ApiError::bad(e.to_string())),
+    }
+}
+
 /// The options every search takes, as the client gave them.
 #[derive(Debug, Clone, Default)]
 struct Asked {
+    min_score: Option<Given>,
+    group_by: Option<String>,
     k: Option<Given>,
     ef: Option<Given>,
     exact: Option<Given>,
@@ -125,6 +154,8 @@ impl Asked {
     /// What a query of a batch leaves out is taken from the batch.
     fn or(self, batch: &Asked) -> Asked {
         Asked {
+            min_score: self.min_score.or_else(|| batch.min_score.clone()),
+            group_by: self.group_by.or_else(|| batch.group_by.clone()),
             k: self.k.or_else(|| batch.k.clone()),
             ef: self.ef.or_else(|| batch.ef.clone()),
             exact: self.exact.or_else(|| batch.exact.clone()),
@@ -148,7 +179,13 @@ impl Asked {
             source: filter_value(&self.source),
             label: filter_value(&self.label),
         };
-        SearchOptions::new(k, filter, flag("exact", self.exact.as_ref())?, ef).map_err(query_error)
+        let min_score = min_score(self.min_score.as_ref())?;
+        Ok(
+            SearchOptions::new(k, filter, flag("exact", self.exact.as_ref())?, ef)
+                .and_then(|o| o.with_min_score(min_score))
+                .map_err(query_error)?
+                .grouped(grouping(&self.group_by)?),
+        )
     }
 }
 
@@ -182,11 +219,19 @@ macro_rules! with_search_options {
             #[param(value_type = Option<u64>, minimum = 1, maximum = 100000)]
             #[schema(value_type = Option<u64>, minimum = 1, maximum = 100000)]
             pub ef: Option<Given>,
+            /// Only hits scoring at least this cosine similarity.
+            #[param(value_type = Option<f64>, minimum = -1, maximum = 1)]
+            #[schema(value_type = Option<f64>, minimum = -1, maximum = 1)]
+            pub min_score: Option<Given>,
+            /// `photo`: the best region of each photo, with `other_matches`; `region` (default): every region.
+            pub group_by: Option<String>,
         }
 
         impl $name {
             fn asked(&self) -> Asked {
                 Asked {
+                    min_score: self.min_score.clone(),
+                    group_by: self.group_by.clone(),
                     k: self.k.clone(),
                     ef: self.ef.clone(),
                     exact: self.exact.clone(),

@@ -27,6 +27,9 @@ pub struct Hit {
     pub row: u64,
     /// The frame `box` and `mask_rle` are in: true when the photo was turned upright by its EXIF orientation.
     pub exif_rotated: bool,
+    /// With `group_by=photo`: how many more of this photo's regions matched (the hit is the best of them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_matches: Option<u32>,
 }
 
 /// A mask in COCO's compressed run-length encoding.

@@ -1422,6 +1422,16 @@ fn the_openapi_document_describes_every_json_answer() {
         ),
         ("/api/stats", "get", server.get("/api/stats")),
         ("/healthz", "get", server.get("/healthz")),
+        (
+            "/api/search",
+            "get",
+            server.get("/api/search?q=a+dog&k=3&group_by=photo&min_score=-1"),
+        ),
+        (
+            "/api/search",
+            "get",
+            server.get("/api/search?q=a+dog&min_score=2"),
+        ),
     ];
     for (path, method, r) in &answers {
         let schema = check.response(path, method, r.status);
@@ -1433,6 +1443,25 @@ fn the_openapi_document_describes_every_json_answer() {
             );
         }
     }
+    // Grouped by photo: one hit per photo, each with the count of its other matching regions.
+    let grouped = answers[answers.len() - 2].2.json();
+    let photos: Vec<&str> = grouped["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["image"].as_str().unwrap())
+        .collect();
+    assert!(!photos.is_empty(), "{grouped}");
+    assert_eq!(
+        photos.len(),
+        photos.iter().collect::<std::collections::BTreeSet<_>>().len(),
+        "a photo twice: {grouped}"
+    );
+    assert!(grouped["hits"][0]["other_matches"].is_u64(), "{grouped}");
+    let refused = &answers[answers.len() - 1].2;
+    assert_eq!(refused.status, 400);
+    assert!(refused.json()["error"].as_str().unwrap().contains("min_score"));
+
     // The batch's per-query error is one of its results' choices.
     let batch = answers[4].2.json();
     assert_eq!(batch["results"][2]["status"], 400, "{batch}");

@@ -471,6 +471,7 @@ impl RegionIndex {
             label: m.label.clone(),
             row: id as u64,
             exif_rotated: m.exif_rotated,
+            other_matches: None,
         }
     }
 }
