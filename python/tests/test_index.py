@@ -144,3 +144,27 @@ def test_source_filter_and_the_text_tower_alone(coco_index, tiny_model):
     tower = regionseek.TextModel.load(str(TINY))
     assert tower.id == tiny_model.id and tower.embed_dim == tiny_model.embed_dim
     np.testing.assert_allclose(tower.embed_text(["a dog"]), tiny_model.embed_text(["a dog"]), rtol=1e-6, atol=1e-7)
+
+
+def test_grouped_by_photo_and_cut_off_as_the_cli(coco_index, cli):
+    out, _ = coco_index
+    ix = regionseek.Index.open(out)
+    text = "a dog on a couch"
+    grouped = ix.search(text, k=4, group_by="photo", exact=True)
+    theirs = json.loads(cli("search", out, text, "--k", 4, "--group-by", "photo", "--exact", "--json"))["hits"]
+    assert grouped == theirs
+    photos = [h["image"] for h in grouped]
+    assert len(photos) == len(set(photos)) == 4
+    regions = ix.search(text, k=len(ix), exact=True)
+    bar = grouped[-1]["score"]
+    for h in grouped:
+        # The photo's best region, and the count of its others scoring at least the last photo's best.
+        same_photo = [r for r in regions if r["image"] == h["image"]]
+        assert same_photo[0]["row"] == h["row"]
+        assert h["other_matches"] == sum(r["score"] >= bar for r in same_photo) - 1
+    cut = regions[len(regions) // 2]["score"]
+    above = ix.search(text, k=len(ix), exact=True, min_score=cut)
+    assert above and all(h["score"] >= cut for h in above)
+    assert len(above) == sum(r["score"] >= cut for r in regions)
+    with pytest.raises(ValueError, match="group_by"):
+        ix.search(text, group_by="album")

@@ -360,8 +360,10 @@ fn above(mut hits: Vec<Hit>, min_score: Option<f32>) -> Vec<Hit> {
     hits
 }
 
-/// The best region of each of the `k` best photos, each with how many more of its regions matched: regions
-/// are searched until `k` photos are found or none are left (or left above `min_score`).
+/// The best region of each of the `k` best photos, each with how many more of its regions matched: scored at
+/// least `min_score`, or without one, at least the last photo's best (the regions an ungrouped list would show
+/// down to the same score). Regions are searched, four times more each round, until every region above that
+/// score is in hand or none are left.
 fn best_per_photo(
     index: &RegionIndex,
     query: &[f32],
@@ -371,16 +373,18 @@ fn best_per_photo(
     let mut asked = options.k.saturating_mul(REGIONS_PER_PHOTO_SEARCHED);
     loop {
         let (mut hits, run) = index.search_explained(query, asked, &options.filter, options.mode)?;
-        let found = hits.len();
+        let searched_all = hits.len() < asked || asked >= run.candidates;
         hits.retain(|h| Some(h.row) != leave_out);
-        let matching = above(hits, options.min_score);
-        let cut_by_score = matching.len() < found;
-        let photos = group_by_photo(matching);
-        let searched_all = found < asked || asked >= run.candidates;
-        if photos.len() >= options.k || searched_all || cut_by_score {
-            let mut best: Vec<Hit> = photos.into_iter().take(options.k).collect();
-            best.sort_by(|a, b| b.score.total_cmp(&a.score));
-            return Ok((best, run));
+        let lowest = hits.last().map_or(f32::NEG_INFINITY, |h| h.score);
+        let photos = group_by_photo(above(hits.clone(), options.min_score));
+        let bar = match options.min_score {
+            Some(m) => Some(m),
+            None => photos.get(options.k.saturating_sub(1)).map(|h| h.score),
+        };
+        let all_above_bar_found = bar.is_some_and(|bar| lowest < bar);
+        if searched_all || all_above_bar_found {
+            let matching = above(hits, bar);
+            return Ok((group_by_photo(matching).into_iter().take(options.k).collect(), run));
         }
         asked = asked.saturating_mul(4).min(run.candidates);
     }
@@ -762,11 +766,15 @@ mod tests {
         let hits = ask(&index, by_photo.clone());
         let photos: Vec<(&str, Option<u32>)> =
             hits.iter().map(|(p, _, n)| (p.as_str(), *n)).collect();
-        assert_eq!(photos, [("a.jpg", Some(2)), ("b.jpg", Some(0)), ("c.jpg", Some(1))]);
+        // c's second region scores below c's best, the last photo's: it is not counted.
+        assert_eq!(photos, [("a.jpg", Some(2)), ("b.jpg", Some(0)), ("c.jpg", Some(0))]);
         assert!((hits[0].1 - 1.0).abs() < 1e-6, "the best of a's regions: {hits:?}");
-        // Two photos asked for: the two with the best regions, though a's three regions come first.
+        // Two photos asked for: the two with the best regions; a's others score below b's best.
         let two = ask(&index, SearchOptions { k: 2, ..by_photo.clone() });
-        assert_eq!(two.iter().map(|h| h.0.as_str()).collect::<Vec<_>>(), ["a.jpg", "b.jpg"]);
+        assert_eq!(
+            two.iter().map(|h| (h.0.as_str(), h.2)).collect::<Vec<_>>(),
+            [("a.jpg", Some(0)), ("b.jpg", Some(0))]
+        );
         // A cut-off above c's regions leaves a and b, and counts only a's regions above it.
         let cut = ask(&index, by_photo.with_min_score(Some(0.998)).unwrap());
         assert_eq!(
