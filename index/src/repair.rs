@@ -411,6 +411,8 @@ pub fn repair(dir: &Path, wait: LockWait) -> Result<RepairReport, IndexError> {
             None
         },
         hnsw,
+        tombstones: None,
+        retired: Vec::new(),
     };
     next.write(dir)?;
     for file in replaced {
