@@ -210,7 +210,7 @@ fn compaction_gives_what_a_fresh_index_of_the_live_rows_gives() {
         .unwrap();
 
     // 30% deleted: past the default threshold, the delete compacts.
-    assert!(0.3 > DEFAULT_COMPACT_THRESHOLD);
+    const _: () = assert!(0.3 > DEFAULT_COMPACT_THRESHOLD);
     let dead: HashSet<usize> = (0..1000).filter(|i| i % 10 < 3).collect();
     let doomed: Vec<u64> = dead.iter().map(|&r| r as u64).collect();
     let report = w.delete_rows(&doomed).unwrap();
