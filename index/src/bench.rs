@@ -419,6 +419,220 @@ pub fn run(setup: &BenchSetup<'_>) -> Result<Vec<IndexBenchResult>, IndexError> 
         .collect())
 }
 
+/// What [`run_compaction`] measures on.
+pub struct CompactionSetup<'a> {
+    pub dataset: Dataset,
+    pub vectors: usize,
+    pub dim: usize,
+    pub params: HnswParams,
+    /// The share of rows deleted before compacting.
+    pub delete_fraction: f64,
+    /// The HNSW beam searches use before and after.
+    pub ef: usize,
+    pub queries: usize,
+    /// The index is built in a folder under it, removed at the end.
+    pub scratch: &'a Path,
+}
+
+/// Search figures at one moment: HNSW at the setup's beam and an exact scan, recall@10 against the exact
+/// top 10 of the rows not deleted.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchFigures {
+    pub hnsw_p50_ms: f64,
+    pub hnsw_p99_ms: f64,
+    pub hnsw_recall_at_10: f64,
+    pub exact_p50_ms: f64,
+    pub exact_p99_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CompactionBenchResult {
+    pub dataset: Dataset,
+    pub vectors: usize,
+    pub dim: usize,
+    pub m: usize,
+    pub ef_construction: usize,
+    pub ef_search: usize,
+    pub threads: usize,
+    pub deleted: usize,
+    /// Building the index through `IndexWriter` (segments written, graph dumped).
+    pub build_s: f64,
+    /// Committing the deletions (the tombstones file and the manifest).
+    pub delete_s: f64,
+    pub compact_s: f64,
+    /// Resident memory when the compaction started, and its peak (VmHWM, reset just before) during it.
+    pub rss_before_compact_bytes: Option<u64>,
+    pub peak_rss_compact_bytes: Option<u64>,
+    pub segments_before: usize,
+    pub segments_after: usize,
+    /// Searches with the deleted rows still in the table and graph (skipped), then after compaction.
+    pub before: SearchFigures,
+    pub after: SearchFigures,
+}
+
+fn bench_record(i: usize, embedding: &[f32]) -> crate::RegionRecord {
+    crate::RegionRecord {
+        meta: crate::RegionMeta {
+            image: format!("bench/img{}.jpg", i / 8),
+            image_hash: format!("{:016x}", i / 8),
+            region_id: format!("{}", i % 8),
+            bbox: [0.0, 0.0, 10.0, 10.0],
+            mask: regionseek_masks::CocoRle {
+                size: [4, 5],
+                counts: "5:e2".into(),
+            },
+            source: "bench".into(),
+            method: crate::MethodInfo {
+                name: "bench".into(),
+                steps: None,
+                lr: None,
+                alpha: None,
+                resolution: None,
+                model_id: "bench".into(),
+                weights_hash: "bench".into(),
+            },
+            label: None,
+            created_at_ms: 0,
+            exif_rotated: false,
+        },
+        embedding: embedding.to_vec(),
+    }
+}
+
+/// Clears the kernel's peak-RSS mark (VmHWM) so that the next reading is the peak from now on.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+/// Searches every query; `original` maps a row id of `index` to the row of the generated data it holds.
+fn search_figures(
+    index: &crate::RegionIndex,
+    qs: &[f32],
+    dim: usize,
+    ef: usize,
+    truths: &[std::collections::HashSet<usize>],
+    original: &dyn Fn(usize) -> usize,
+) -> Result<SearchFigures, IndexError> {
+    let filter = crate::Filter::default();
+    let (mut hnsw, mut exact, mut found) = (Vec::new(), Vec::new(), 0usize);
+    for (q, truth) in qs.chunks_exact(dim).zip(truths) {
+        let t = Instant::now();
+        let hits = index.search(q, 10, &filter, crate::SearchMode::Approximate { ef })?;
+        hnsw.push(t.elapsed().as_secs_f64() * 1e3);
+        found += hits
+            .iter()
+            .filter(|h| truth.contains(&original(h.row as usize)))
+            .count();
+        let t = Instant::now();
+        std::hint::black_box(index.search(q, 10, &filter, crate::SearchMode::Exact)?);
+        exact.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    hnsw.sort_by(f64::total_cmp);
+    exact.sort_by(f64::total_cmp);
+    let wanted: usize = truths.iter().map(|t| t.len()).sum();
+    Ok(SearchFigures {
+        hnsw_p50_ms: percentile(&hnsw, 0.5),
+        hnsw_p99_ms: percentile(&hnsw, 0.99),
+        hnsw_recall_at_10: found as f64 / wanted.max(1) as f64,
+        exact_p50_ms: percentile(&exact, 0.5),
+        exact_p99_ms: percentile(&exact, 0.99),
+    })
+}
+
+/// Builds an index through `IndexWriter`, deletes a share of its rows, then compacts it: compaction time and
+/// peak memory, and search latency and recall before and after.
+pub fn run_compaction(setup: &CompactionSetup<'_>) -> Result<CompactionBenchResult, IndexError> {
+    let (n, dim) = (setup.vectors, setup.dim);
+    let clusters = (n / 100).clamp(10, 10_000);
+    let data = setup.dataset.generate(n, dim, clusters, 7);
+    let qs = setup
+        .dataset
+        .generate(setup.queries, dim, clusters, 7 ^ 0xABCD);
+    let dir = setup.scratch.join(format!("compaction-{n}"));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(IndexError::io(&dir))?;
+    }
+    let spec = crate::IndexSpec {
+        dim,
+        model_id: "bench".into(),
+        weights_hash: "bench".into(),
+        hnsw: setup.params,
+    };
+    let t = Instant::now();
+    let mut writer = crate::IndexWriter::create(&dir, &spec)?;
+    // Never on its own: the compaction is the measured step.
+    writer.set_compact_threshold(f64::INFINITY);
+    for (c, slab) in data.chunks(dim * 10_000).enumerate() {
+        let first = c * 10_000;
+        let batch = slab
+            .chunks_exact(dim)
+            .enumerate()
+            .map(|(i, v)| bench_record(first + i, v))
+            .collect();
+        writer.append(batch)?;
+    }
+    writer.save_graph()?;
+    let build_s = t.elapsed().as_secs_f64();
+
+    let mut rng = Rng::new(0xDE1E7E);
+    let doomed: Vec<u64> = (0..n as u64)
+        .filter(|_| rng.uniform() < setup.delete_fraction)
+        .collect();
+    let t = Instant::now();
+    writer.delete_rows(&doomed)?;
+    let delete_s = t.elapsed().as_secs_f64();
+    let dead: std::collections::HashSet<usize> = doomed.iter().map(|&r| r as usize).collect();
+    let live: Vec<usize> = (0..n).filter(|r| !dead.contains(r)).collect();
+    let row = |i: usize| &data[i * dim..(i + 1) * dim];
+    let truths: Vec<std::collections::HashSet<usize>> = qs
+        .chunks_exact(dim)
+        .map(|q| {
+            exact_top_k(n, &row, q, 10, &|i| !dead.contains(&i))
+                .into_iter()
+                .map(|x| x.0)
+                .collect()
+        })
+        .collect();
+    let before = search_figures(&writer, &qs, dim, setup.ef, &truths, &|r| r)?;
+    let segments_before = writer.manifest().segments.len();
+    let rss_before_compact_bytes = rss_bytes();
+    reset_peak_rss();
+    let report = writer.compact()?;
+    let peak_rss_compact_bytes = status_bytes("VmHWM:");
+    let after = search_figures(&writer, &qs, dim, setup.ef, &truths, &|r| {
+        live.get(r).copied().unwrap_or(usize::MAX)
+    })?;
+    let segments_after = writer.manifest().segments.len();
+    drop(writer);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(CompactionBenchResult {
+        dataset: setup.dataset,
+        vectors: n,
+        dim,
+        m: setup.params.m,
+        ef_construction: setup.params.ef_construction,
+        ef_search: setup.ef,
+        threads: rayon::current_num_threads(),
+        deleted: doomed.len(),
+        build_s,
+        delete_s,
+        compact_s: report.seconds,
+        rss_before_compact_bytes,
+        peak_rss_compact_bytes,
+        segments_before,
+        segments_after,
+        before,
+        after,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,5 +673,27 @@ mod tests {
         };
         assert!(mean_cos(&v) > 0.3, "{}", mean_cos(&v));
         assert!(mean_cos(&iso).abs() < 0.1, "{}", mean_cos(&iso));
+    }
+
+    #[test]
+    fn the_compaction_bench_finds_the_live_rows_before_and_after() {
+        let scratch = tempfile::tempdir().unwrap();
+        let r = run_compaction(&CompactionSetup {
+            dataset: Dataset::Clustered,
+            vectors: 3_000,
+            dim: 16,
+            params: HnswParams::default(),
+            delete_fraction: 0.1,
+            ef: 64,
+            queries: 20,
+            scratch: scratch.path(),
+        })
+        .unwrap();
+        assert!(r.deleted > 200 && r.deleted < 400, "{r:?}");
+        assert!(
+            r.before.hnsw_recall_at_10 > 0.9 && r.after.hnsw_recall_at_10 > 0.9,
+            "{r:?}"
+        );
+        assert!(!scratch.path().join("compaction-3000").exists());
     }
 }

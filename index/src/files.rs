@@ -20,6 +20,8 @@ const SEGMENT_SUFFIX: &str = ".parquet";
 const GRAPH_PREFIX: &str = "graph-";
 const LINKS_SUFFIX: &str = ".links";
 const VECTORS_SUFFIX: &str = ".vectors";
+const TOMBSTONES_PREFIX: &str = "tombstones-";
+const TOMBSTONES_SUFFIX: &str = ".bits";
 /// Graph dumps of the engine before ours (hnsw_rs): never read, but still recognised so that they are
 /// cleaned up and never mistaken for foreign data.
 const LEGACY_GRAPH_PREFIX: &str = "hnsw-";
@@ -35,6 +37,18 @@ pub fn segment(generation: u64) -> String {
 /// The basename of the graph dump a commit of generation `generation` writes.
 pub fn graph_basename(generation: u64) -> String {
     format!("{GRAPH_PREFIX}{generation:08}")
+}
+
+/// The deleted-rows bitset a commit of generation `generation` writes (see `tombstones`).
+pub fn tombstones(generation: u64) -> String {
+    format!("{TOMBSTONES_PREFIX}{generation:08}{TOMBSTONES_SUFFIX}")
+}
+
+/// A tombstones file of any generation.
+pub fn is_tombstones(name: &str) -> bool {
+    name.starts_with(TOMBSTONES_PREFIX)
+        && name.ends_with(TOMBSTONES_SUFFIX)
+        && generation_of(name).is_some()
 }
 
 /// A graph dump's two files: the links, then the vectors.
@@ -70,7 +84,8 @@ pub fn generation_of(name: &str) -> Option<u64> {
     let rest = name
         .strip_prefix(SEGMENT_PREFIX)
         .or_else(|| name.strip_prefix(LEGACY_GRAPH_PREFIX))
-        .or_else(|| name.strip_prefix(GRAPH_PREFIX))?;
+        .or_else(|| name.strip_prefix(GRAPH_PREFIX))
+        .or_else(|| name.strip_prefix(TOMBSTONES_PREFIX))?;
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
     digits.parse().ok()
 }
@@ -169,5 +184,8 @@ mod tests {
         assert!(is_segment("regions-00000012.parquet") && !is_segment("regions-x.parquet"));
         assert!(is_graph("graph-00000004.vectors") && !is_graph("graph-00000004.tmp"));
         assert!(is_legacy_graph("hnsw-00000003.hnsw.data"));
+        assert_eq!(tombstones(9), "tombstones-00000009.bits");
+        assert_eq!(generation_of("tombstones-00000009.bits"), Some(9));
+        assert!(is_tombstones("tombstones-00000009.bits") && !is_tombstones("tombstones-x.bits"));
     }
 }

@@ -20,18 +20,19 @@ mod region_index;
 mod repair;
 mod store;
 mod tiers;
+mod tombstones;
 
 pub use engine::{HnswParams, DEFAULT_CODEC};
 pub use error::IndexError;
 pub use files::{write_atomic, LOCK as LOCK_FILE};
 pub use kernels::Codec;
 pub use lock::{LockWait, WriterLock};
-pub use manifest::Manifest;
+pub use manifest::{Manifest, TombstonesEntry};
 pub use merge::{find_sources, merge, MergeReport};
 pub use record::{Filter, Hit, MethodInfo, RegionMeta, RegionRecord};
 pub use region_index::{
-    AppendReport, IndexSpec, IndexWriter, RegionIndex, SearchMode, SearchRun, DEFAULT_EF,
-    EXACT_BELOW,
+    AppendReport, CompactReport, DeleteReport, IndexSpec, IndexWriter, RegionIndex, SearchMode,
+    SearchRun, DEFAULT_COMPACT_THRESHOLD, DEFAULT_EF, EXACT_BELOW,
 };
 pub use regionseek_masks::CocoRle;
 pub use repair::{repair, verify, FileProblem, RepairReport, VerifyReport};

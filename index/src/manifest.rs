@@ -7,6 +7,10 @@ use crate::files::{self, MANIFEST};
 use crate::IndexError;
 
 pub const FORMAT: &str = "regionseek-index/1";
+/// The format of a manifest that names a tombstones file. A build that only reads `FORMAT` would ignore
+/// the field and bring deleted rows back (or drop the field in its next commit), so it must refuse such an
+/// index instead; an index without deletions keeps `FORMAT` and opens in every build.
+pub const FORMAT_DELETIONS: &str = "regionseek-index/2";
 
 /// The commit point of an index directory: only files it names are part of the index, each with its size
 /// and CRC-32, so a crash leaves either the previous or the new complete state and corruption is detected.
@@ -22,6 +26,22 @@ pub struct Manifest {
     pub segments: Vec<FileEntry>,
     pub graph: Option<GraphEntry>,
     pub hnsw: HnswParams,
+    /// Which rows are deleted (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tombstones: Option<TombstonesEntry>,
+    /// Segments the last compaction replaced: removed right after its commit, and by the next writer's
+    /// collector if a crash came first. Only names listed here are ever removed for being superseded, so that
+    /// a segment copied in by hand is never mistaken for one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<String>,
+}
+
+/// The deleted-rows bitset of the first `covers` rows (rows after it were appended since, and are live).
+/// `file.rows` is how many rows it marks deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TombstonesEntry {
+    pub covers: u64,
+    pub file: FileEntry,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +103,15 @@ impl Manifest {
         Ok(())
     }
 
+    /// The format this content needs (see [`FORMAT_DELETIONS`]).
+    pub fn format_for(&self) -> &'static str {
+        if self.tombstones.is_some() {
+            FORMAT_DELETIONS
+        } else {
+            FORMAT
+        }
+    }
+
     pub fn read(dir: &Path) -> Result<Self, IndexError> {
         let path = dir.join(MANIFEST);
         let bytes = match std::fs::read(&path) {
@@ -98,11 +127,25 @@ impl Manifest {
         };
         let m: Manifest =
             serde_json::from_slice(&bytes).map_err(|e| IndexError::corrupt(&path, e))?;
-        if m.format != FORMAT {
+        if m.format != FORMAT && m.format != FORMAT_DELETIONS {
             return Err(IndexError::corrupt(
                 &path,
-                format!("format {:?}, this build reads {FORMAT:?}", m.format),
+                format!(
+                    "format {:?}, this build reads {FORMAT:?} and {FORMAT_DELETIONS:?}",
+                    m.format
+                ),
             ));
+        }
+        if let Some(t) = &m.tombstones {
+            if t.covers > m.rows || t.file.rows > t.covers {
+                return Err(IndexError::corrupt(
+                    &path,
+                    format!(
+                        "its tombstones cover {} rows ({} deleted) of {}",
+                        t.covers, t.file.rows, m.rows
+                    ),
+                ));
+            }
         }
         let listed: u64 = m.segments.iter().map(|s| s.rows).sum();
         if listed != m.rows {
@@ -118,8 +161,11 @@ impl Manifest {
     }
 
     /// Atomic replace: temp file, fsync, rename, fsync the directory.
+    /// The format is chosen here from the content (see [`FORMAT_DELETIONS`]), whatever `format` says.
     pub fn write(&self, dir: &Path) -> Result<(), IndexError> {
-        let bytes = serde_json::to_vec_pretty(self).expect("manifest serialises");
+        let mut out = self.clone();
+        out.format = self.format_for().into();
+        let bytes = serde_json::to_vec_pretty(&out).expect("manifest serialises");
         write_atomic(&dir.join(MANIFEST), &bytes)
     }
 }

@@ -17,6 +17,8 @@ pub struct MergeReport {
     pub added: usize,
     /// Rows whose region (image content, region id, method) the output already held.
     pub duplicates: usize,
+    /// Rows the sources had deleted: not copied.
+    pub deleted_skipped: usize,
     pub rows_total: usize,
 }
 
@@ -88,6 +90,11 @@ pub fn merge(
         let ix = RegionIndex::open(source)?;
         let mut batch = Vec::with_capacity(BATCH.min(ix.len()));
         for (row, meta) in ix.rows().iter().enumerate() {
+            if ix.is_deleted(row) {
+                report.deleted_skipped += 1;
+                report.rows_read += 1;
+                continue;
+            }
             let embedding = ix.embedding(row).ok_or_else(|| IndexError::InvalidRecord {
                 key: format!("{}#{}", meta.image, meta.region_id),
                 message: format!("row {row} of {} has no vector", ix.dir().display()),

@@ -13,6 +13,7 @@ use crate::lock::{LockWait, WriterLock};
 use crate::manifest::{checksum, verify as verify_file, FileEntry, Manifest, FORMAT};
 use crate::record::{RegionMeta, RegionRecord};
 use crate::region_index::IndexWriter;
+use crate::tombstones::Tombstones;
 use crate::{store, IndexError};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -32,8 +33,12 @@ pub struct VerifyReport {
     pub segments: usize,
     /// "ok", "none" (no dump yet: rows are inserted on open), or what is wrong with it.
     pub graph: String,
-    /// Rows that repeat an earlier row's (image content, region id, method).
+    /// Rows that repeat an earlier row's (image content, region id, method), deleted rows left out.
     pub duplicate_rows: usize,
+    /// Rows marked deleted (0 when the tombstones file is damaged).
+    pub deleted_rows: u64,
+    /// "ok", "none" (nothing deleted), or what is wrong with the tombstones file.
+    pub tombstones: String,
     pub problems: Vec<FileProblem>,
     /// Segment files the manifest does not name (not part of the index; reported, never deleted).
     pub unlisted: Vec<String>,
@@ -51,6 +56,10 @@ pub struct RepairReport {
     /// Damaged segments whose row count nothing recorded.
     pub segments_lost_uncounted: usize,
     pub duplicate_rows_removed: usize,
+    /// "none", "kept", "applied" (the deleted rows were dropped while segments were rewritten anyway), or
+    /// "lost: …" (the file was damaged or no manifest said which applies: deleted rows are back).
+    pub tombstones: String,
+    pub deleted_rows_removed: usize,
     /// "kept", "rebuilt" or "none" (an empty index).
     pub graph: String,
     /// Files moved to `quarantine/`, each with what was wrong.
@@ -60,6 +69,8 @@ pub struct RepairReport {
 
 struct Segment {
     file: String,
+    /// Its first row's id in the manifest that listed it (for the tombstones; 0 without a manifest).
+    first: usize,
     rows: Vec<RegionMeta>,
     vectors: Vec<f32>,
 }
@@ -79,6 +90,7 @@ fn check_segment(dir: &Path, entry: &FileEntry, dim: usize) -> Result<Segment, I
     }
     Ok(Segment {
         file: entry.file.clone(),
+        first: 0,
         rows,
         vectors,
     })
@@ -98,7 +110,13 @@ fn problem(file: &str, e: &IndexError, rows: Option<u64>) -> FileProblem {
 }
 
 fn unlisted_segments(dir: &Path, m: &Manifest) -> Vec<String> {
-    let listed: HashSet<&str> = m.segments.iter().map(|s| s.file.as_str()).collect();
+    // Segments a compaction retired are the collector's to remove, not someone's data.
+    let listed: HashSet<&str> = m
+        .segments
+        .iter()
+        .map(|s| s.file.as_str())
+        .chain(m.retired.iter().map(String::as_str))
+        .collect();
     let mut out: Vec<String> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
@@ -116,19 +134,34 @@ fn unlisted_segments(dir: &Path, m: &Manifest) -> Vec<String> {
 pub fn verify(dir: &Path) -> Result<VerifyReport, IndexError> {
     let m = Manifest::read(dir)?;
     let mut problems = Vec::new();
+    let (deleted, tombstones) = match &m.tombstones {
+        None => (Tombstones::default(), "none".to_string()),
+        Some(t) => match Tombstones::read(dir, t) {
+            Ok(d) => (d, "ok".to_string()),
+            Err(e) => {
+                let p = problem(&t.file.file, &e, None);
+                let text = format!("damaged: {}", p.problem);
+                problems.push(p);
+                (Tombstones::default(), text)
+            }
+        },
+    };
     let mut keys = HashSet::new();
     let mut duplicate_rows = 0;
+    let mut first = 0usize;
     for entry in &m.segments {
         match check_segment(dir, entry, m.dim) {
             Ok(seg) => {
-                for r in &seg.rows {
-                    if !keys.insert(r.key()) {
+                for (i, r) in seg.rows.iter().enumerate() {
+                    // A deleted region added again repeats the deleted row's key: that is no duplicate.
+                    if !deleted.is_dead(first + i) && !keys.insert(r.key()) {
                         duplicate_rows += 1;
                     }
                 }
             }
             Err(e) => problems.push(problem(&entry.file, &e, Some(entry.rows))),
         }
+        first += entry.rows as usize;
     }
     let graph = match &m.graph {
         None => "none".to_string(),
@@ -170,6 +203,8 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, IndexError> {
         segments: m.segments.len(),
         graph,
         duplicate_rows,
+        deleted_rows: deleted.count() as u64,
+        tombstones,
         problems,
         unlisted: unlisted_segments(dir, &m),
     })
@@ -225,9 +260,13 @@ pub fn repair(dir: &Path, wait: LockWait) -> Result<RepairReport, IndexError> {
     match &old {
         Some(m) => {
             report.manifest = "kept".into();
+            let mut first = 0;
             for entry in &m.segments {
-                match check_segment(dir, entry, m.dim) {
-                    Ok(seg) => kept.push(seg),
+                let checked = check_segment(dir, entry, m.dim);
+                let at = first;
+                first += entry.rows as usize;
+                match checked {
+                    Ok(seg) => kept.push(Segment { first: at, ..seg }),
                     Err(e) => {
                         report.rows_lost += entry.rows;
                         report
@@ -278,6 +317,7 @@ pub fn repair(dir: &Path, wait: LockWait) -> Result<RepairReport, IndexError> {
                         d,
                         Segment {
                             file: name,
+                            first: 0,
                             rows,
                             vectors,
                         },
@@ -332,18 +372,64 @@ pub fn repair(dir: &Path, wait: LockWait) -> Result<RepairReport, IndexError> {
             (dim, model_id, weights_hash, hnsw) = (d, model, weights, Default::default());
         }
     }
+    let deleted = match old.as_ref().and_then(|m| m.tombstones.as_ref()) {
+        Some(t) => match Tombstones::read(dir, t) {
+            Ok(d) => {
+                report.tombstones = "kept".into();
+                d
+            }
+            Err(e) => {
+                let p = problem(&t.file.file, &e, None);
+                report.tombstones = format!("lost: {}; the rows it deleted are back", p.problem);
+                tracing::warn!("{}: {}", dir.display(), report.tombstones);
+                report.quarantined.push(p);
+                Tombstones::default()
+            }
+        },
+        None if old.is_none() && holds_tombstones(dir) => {
+            report.tombstones =
+                "lost: no manifest says which tombstones file applies; deleted rows are back"
+                    .into();
+            tracing::warn!("{}: {}", dir.display(), report.tombstones);
+            Tombstones::default()
+        }
+        None => {
+            report.tombstones = "none".into();
+            Tombstones::default()
+        }
+    };
     for q in &report.quarantined {
         quarantine(dir, &q.file)?;
     }
 
     // Rows repeating an earlier (image content, region id, method) are dropped by rewriting their segment
     // under a new generation; the original stays until the new manifest is committed.
+    // Deleted rows stay deleted by their tombstones while row ids stay as they are; once segments are
+    // quarantined or rewritten the ids move, so the deleted rows are dropped with the rest.
     let mut keys = HashSet::new();
+    let unique: Vec<Vec<bool>> = kept
+        .iter()
+        .map(|seg| {
+            (0..seg.rows.len())
+                .map(|i| deleted.is_dead(seg.first + i) || keys.insert(seg.rows[i].key()))
+                .collect()
+        })
+        .collect();
+    let live_duplicates = unique.iter().flatten().filter(|u| !**u).count();
+    let apply = old.is_none() || !report.quarantined.is_empty() || live_duplicates > 0;
+    if apply && deleted.count() > 0 {
+        report.tombstones = "applied".into();
+    }
     let mut replaced = Vec::new();
     let mut entries = Vec::new();
-    for seg in kept {
-        let keep: Vec<bool> = seg.rows.iter().map(|r| keys.insert(r.key())).collect();
+    for (seg, unique) in kept.into_iter().zip(unique) {
+        let dead = |i: usize| deleted.is_dead(seg.first + i);
+        let keep: Vec<bool> = (0..seg.rows.len())
+            .map(|i| unique[i] && !(apply && dead(i)))
+            .collect();
         let dropped = keep.iter().filter(|k| !**k).count();
+        let dropped_dead = (0..seg.rows.len()).filter(|&i| !keep[i] && dead(i)).count();
+        report.deleted_rows_removed += dropped_dead;
         if dropped == 0 {
             let path = dir.join(&seg.file);
             let (bytes, crc32) = checksum(&path)?;
@@ -355,7 +441,7 @@ pub fn repair(dir: &Path, wait: LockWait) -> Result<RepairReport, IndexError> {
             });
             continue;
         }
-        report.duplicate_rows_removed += dropped;
+        report.duplicate_rows_removed += dropped - dropped_dead;
         let records: Vec<RegionRecord> = seg
             .rows
             .into_iter()
@@ -411,6 +497,12 @@ pub fn repair(dir: &Path, wait: LockWait) -> Result<RepairReport, IndexError> {
             None
         },
         hnsw,
+        tombstones: if apply {
+            None
+        } else {
+            old.as_ref().and_then(|m| m.tombstones.clone())
+        },
+        retired: Vec::new(),
     };
     next.write(dir)?;
     for file in replaced {
@@ -425,4 +517,11 @@ pub fn repair(dir: &Path, wait: LockWait) -> Result<RepairReport, IndexError> {
         report.graph = "none".into();
     }
     Ok(report)
+}
+
+fn holds_tombstones(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|rd| {
+        rd.flatten()
+            .any(|e| files::is_tombstones(&e.file_name().to_string_lossy()))
+    })
 }

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use crate::record::RegionMeta;
+use crate::tombstones::Tombstones;
 
 /// The method whose rows outrank every other method's for the same region.
 pub const REFINED_METHOD: &str = "maskinversion";
@@ -21,7 +22,9 @@ pub fn tier_rank(method: &str) -> u8 {
     }
 }
 
-/// Which rows are live, kept up to date as rows are appended.
+/// Which rows are live, kept up to date as rows are appended. Deleted rows are never live and never
+/// compete: deleting a region's best row makes its next best row live again, as if the deleted one had
+/// never been added.
 #[derive(Debug, Default)]
 pub(crate) struct Liveness {
     /// (photo content hash, source, region id) → (its live row, that row's rank). The source is part of the
@@ -32,10 +35,14 @@ pub(crate) struct Liveness {
 }
 
 impl Liveness {
-    pub(crate) fn of(rows: &[RegionMeta]) -> Self {
+    pub(crate) fn of(rows: &[RegionMeta], deleted: &Tombstones) -> Self {
         let mut l = Self::default();
         for (row, m) in rows.iter().enumerate() {
-            l.push(row, m);
+            if deleted.is_dead(row) {
+                l.live.push(false);
+            } else {
+                l.push(row, m);
+            }
         }
         l
     }
@@ -70,7 +77,7 @@ impl Liveness {
         self.live.get(row).copied().unwrap_or(false)
     }
 
-    /// Rows a better or newer row of the same region replaced.
+    /// Rows a better or newer row of the same region replaced (deleted rows not counted).
     pub(crate) fn superseded(&self) -> usize {
         self.superseded
     }

@@ -1,10 +1,11 @@
 //! `regionseek bench-index`: the vector index on synthetic clustered vectors (no model involved); one JSON
-//! line per corpus size.
+//! line per corpus size. With `--delete-fraction`, instead: an index built through the writer, that share of
+//! its rows deleted, then compacted (time, peak memory, search before and after).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use regionseek_index::bench::{self, BenchSetup, Dataset};
+use regionseek_index::bench::{self, BenchSetup, CompactionSetup, Dataset};
 use regionseek_index::{Codec, HnswParams};
 
 use super::output::write_atomic;
@@ -41,6 +42,11 @@ pub struct BenchIndexArgs {
     /// Where the graph is dumped and reloaded from.
     #[arg(long, default_value = "target/bench-index")]
     scratch: PathBuf,
+    /// Measure deletion and compaction instead: build an index (segments, graph) of each size, delete this
+    /// share of its rows (e.g. 0.1), compact, and report compaction seconds, peak RSS and search latency and
+    /// recall@10 before and after (HNSW at the widest --ef, and exact). Needs disk for the index in --scratch.
+    #[arg(long)]
+    delete_fraction: Option<f64>,
     /// Also write all rows as a JSON array to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -66,6 +72,16 @@ pub fn run(args: BenchIndexArgs) -> anyhow::Result<ExitCode> {
                 .ok_or_else(|| anyhow::anyhow!("unknown --data {d:?}: use clustered or low-dim"))
         })
         .collect::<anyhow::Result<_>>()?;
+    if let Some(fraction) = args.delete_fraction {
+        if !(0.0..1.0).contains(&fraction) {
+            anyhow::bail!("--delete-fraction {fraction}: give a share in [0, 1)");
+        }
+        let codec = codecs
+            .first()
+            .copied()
+            .unwrap_or(regionseek_index::DEFAULT_CODEC);
+        return run_compaction(&args, &datasets, codec, fraction);
+    }
     let mut rows = Vec::new();
     for &dataset in &datasets {
         for &n in &args.vectors {
@@ -96,6 +112,41 @@ pub fn run(args: BenchIndexArgs) -> anyhow::Result<ExitCode> {
                     rows.push(result);
                 }
             }
+        }
+    }
+    if let Some(out) = &args.out {
+        write_atomic(out, serde_json::to_string_pretty(&rows)?.as_bytes())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One JSON line per dataset and size: see `--delete-fraction`.
+fn run_compaction(
+    args: &BenchIndexArgs,
+    datasets: &[Dataset],
+    codec: Codec,
+    fraction: f64,
+) -> anyhow::Result<ExitCode> {
+    let mut rows = Vec::new();
+    for &dataset in datasets {
+        for &n in &args.vectors {
+            let setup = CompactionSetup {
+                dataset,
+                vectors: n,
+                dim: args.dim,
+                params: HnswParams {
+                    m: args.m,
+                    ef_construction: args.ef_construction,
+                    codec,
+                },
+                delete_fraction: fraction,
+                ef: args.ef.iter().copied().max().unwrap_or(64),
+                queries: args.queries,
+                scratch: &args.scratch,
+            };
+            let result = bench::run_compaction(&setup)?;
+            println!("{}", serde_json::to_string(&result)?);
+            rows.push(result);
         }
     }
     if let Some(out) = &args.out {

@@ -65,6 +65,8 @@ enum Command {
     Verify(repair_cmd::VerifyArgs),
     /// Rebuild a lost manifest from intact segments, quarantine damaged files, rebuild the graph.
     IndexRepair(repair_cmd::RepairArgs),
+    /// Rewrite an index without its deleted rows (new segments and graph, one commit); renumbers rows.
+    Compact(repair_cmd::CompactArgs),
     /// Merge indexes of one embedding space (e.g. a sharded run's shards) into one, without re-embedding.
     Merge(repair_cmd::MergeArgs),
     /// Zero-shot labels for regions (masks or boxes) of one photo.
@@ -105,6 +107,7 @@ pub fn run() -> ExitCode {
         Command::Verify(a) => repair_cmd::verify(a),
         Command::IndexRepair(a) => repair_cmd::repair(a),
         Command::Merge(a) => repair_cmd::merge(a),
+        Command::Compact(a) => repair_cmd::compact(a),
         Command::Classify(a) => eval_cmd::classify(a),
         Command::Eval(c) => eval_cmd::run(c),
         Command::Bench(a) => bench::run(a),

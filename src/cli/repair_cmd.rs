@@ -1,4 +1,5 @@
 //! `regionseek verify` and `regionseek index-repair`: check an index file by file; bring a damaged one back.
+//! `regionseek merge` and `regionseek compact`: shards into one index; an index without its deleted rows.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -163,6 +164,47 @@ pub fn merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
             report.duplicates,
             report.rows_total,
             a.out.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+pub struct CompactArgs {
+    /// The index directory.
+    index: PathBuf,
+    /// When another process is writing the index: wait for it instead of exiting at once.
+    #[arg(long)]
+    wait: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+/// `regionseek compact`: by hand what a writer does on its own once deleted rows pass
+/// `DEFAULT_COMPACT_THRESHOLD`. Row ids change; readers opened before keep their snapshot.
+pub fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
+    let wait = LockWait::forever_if(a.wait);
+    let mut writer = index::IndexWriter::open(&a.index, wait).map_err(with_wait_hint)?;
+    let report = writer.compact()?;
+    drop(writer);
+    if a.json {
+        print_json(&json!({"dir": a.index, "report": report}))?;
+    } else if report.removed == 0 {
+        println!(
+            "{}: no deleted rows, nothing to compact ({} rows)",
+            a.index.display(),
+            report.rows_before
+        );
+    } else {
+        println!(
+            "{}: {} rows -> {} ({} deleted rows removed, {} segments -> {}) in {:.1} s",
+            a.index.display(),
+            report.rows_before,
+            report.rows_after,
+            report.removed,
+            report.segments_before,
+            report.segments_after,
+            report.seconds
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -399,3 +399,70 @@ fn every_read_command_on_empty_missing_orphaned_and_damaged_indexes_answers_with
     assert_eq!(c.index(&boxes, &damaged, &[]).0, 0);
     assert_eq!(rows(&damaged), 4);
 }
+
+/// `regionseek compact` on an index with deleted rows: rows before and after, the rows removed; a second run
+/// has nothing to do; a held writer lock is refused with the --wait hint.
+#[test]
+fn compact_removes_deleted_rows_and_says_how_many() {
+    use regionseek::index::{
+        CocoRle, HnswParams, IndexSpec, IndexWriter, MethodInfo, RegionIndex, RegionMeta,
+        RegionRecord,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let index = dir.path().join("index");
+    let spec = IndexSpec {
+        dim: 8,
+        model_id: "random:tiny".into(),
+        weights_hash: "abc".into(),
+        hnsw: HnswParams::default(),
+    };
+    let record = |i: usize| RegionRecord {
+        meta: RegionMeta {
+            image: format!("img{i}.jpg"),
+            image_hash: format!("hash{i}"),
+            region_id: "0".into(),
+            bbox: [0.0, 0.0, 1.0, 1.0],
+            mask: CocoRle {
+                size: [1, 1],
+                counts: "1".into(),
+            },
+            source: "gt".into(),
+            method: MethodInfo {
+                name: "crop".into(),
+                steps: None,
+                lr: None,
+                alpha: None,
+                resolution: None,
+                model_id: "random:tiny".into(),
+                weights_hash: "abc".into(),
+            },
+            label: None,
+            created_at_ms: 0,
+            exif_rotated: false,
+        },
+        embedding: (0..8)
+            .map(|k| ((i * 7 + k * 3) % 11) as f32 + 0.5)
+            .collect(),
+    };
+    let mut w = IndexWriter::create(&index, &spec).unwrap();
+    w.append((0..100).map(record).collect()).unwrap();
+    w.set_compact_threshold(1.0);
+    w.delete_rows(&(0..100).step_by(4).collect::<Vec<u64>>())
+        .unwrap();
+    let s = index.to_str().unwrap();
+    let (code, _, err) = run(&["compact", s]);
+    assert_eq!(code, 1, "the writer still holds the lock");
+    assert!(err.contains("--wait"), "{err}");
+    drop(w);
+
+    let (code, out, err) = run(&["compact", s, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let report = &json(&out)["report"];
+    assert_eq!(report["rows_before"], 100);
+    assert_eq!(report["rows_after"], 75);
+    assert_eq!(report["removed"], 25);
+    assert_eq!(RegionIndex::open(&index).unwrap().len(), 75);
+    let (code, out, _) = run(&["compact", s]);
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing to compact"), "{out}");
+}

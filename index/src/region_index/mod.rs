@@ -1,5 +1,11 @@
 //! The index directory: segments + graph dump + manifest, opened and searched by [`RegionIndex`], appended
 //! to by [`IndexWriter`].
+//!
+//! Deleted rows (see `tombstones`) stay in the table and in the graph, where they still route walks, until
+//! a compaction rewrites both without them; until then nothing a reader offers returns them: no search,
+//! count, lookup or row accessor. A compaction renumbers rows (row ids are positions), so a row id is only
+//! meaningful within the snapshot that produced it. A reader holds its snapshot in memory from `open` on:
+//! a compaction committed later neither disturbs nor changes what it answers.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -10,11 +16,14 @@ use crate::graph::{FrozenGraph, GraphBuilder, ENGINE_NAME};
 use crate::manifest::{verify, verify_size, Manifest};
 use crate::record::{Filter, Hit, RegionMeta};
 use crate::tiers::Liveness;
+use crate::tombstones::Tombstones;
 use crate::{store, IndexError};
 
 mod writer;
 
-pub use writer::{AppendReport, IndexWriter};
+pub use writer::{
+    AppendReport, CompactReport, DeleteReport, IndexWriter, DEFAULT_COMPACT_THRESHOLD,
+};
 
 /// What an index is for: one embedding space. Appending vectors or querying from another model is refused.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,8 +81,9 @@ pub struct RegionIndex {
     keys: OnceLock<HashSet<(String, String, String)>>,
     /// (image content hash, method) of every row: whether a photo has been through a method at all.
     images: OnceLock<HashMap<(String, String), bool>>,
-    /// Which rows searches return: one per region, the best tier (see `tiers`).
+    /// Which rows searches return: one per region, the best tier (see `tiers`), never a deleted one.
     liveness: Liveness,
+    deleted: Tombstones,
     graph: IndexGraph,
 }
 
@@ -221,6 +231,7 @@ impl RegionIndex {
                 0,
             ),
         };
+        let deleted = Tombstones::of(dir, manifest.tombstones.as_ref())?;
         let mut meta = Vec::with_capacity(manifest.rows as usize);
         for seg in &manifest.segments {
             let first = meta.len() as u64;
@@ -244,7 +255,8 @@ impl RegionIndex {
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
-            liveness: Liveness::of(&meta),
+            liveness: Liveness::of(&meta, &deleted),
+            deleted,
             meta,
             keys: OnceLock::new(),
             images: OnceLock::new(),
@@ -277,8 +289,40 @@ impl RegionIndex {
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
+    /// Every row of the table, deleted ones included (see [`Self::is_deleted`]): row ids index it.
     pub fn rows(&self) -> &[RegionMeta] {
         &self.meta
+    }
+
+    /// Whether row `row` was deleted (it stays in the table until a compaction). Rows that do not exist
+    /// are not deleted.
+    pub fn is_deleted(&self, row: usize) -> bool {
+        self.deleted.is_dead(row)
+    }
+
+    /// Rows deleted and not yet compacted away.
+    pub fn dead_rows(&self) -> usize {
+        self.deleted.count()
+    }
+
+    /// Rows not deleted (superseded rows included: a method filter still reaches them).
+    pub fn live_len(&self) -> usize {
+        self.meta.len() - self.deleted.count()
+    }
+
+    /// The rows not deleted, with their ids.
+    fn undeleted(&self) -> impl Iterator<Item = (usize, &RegionMeta)> {
+        self.meta
+            .iter()
+            .enumerate()
+            .filter(|(row, _)| !self.deleted.is_dead(*row))
+    }
+
+    /// Drops the lookup sets after rows were deleted or renumbered; they are rebuilt when next asked.
+    fn reset_lookups(&mut self) {
+        self.keys = OnceLock::new();
+        self.images = OnceLock::new();
+        self.liveness = Liveness::of(&self.meta, &self.deleted);
     }
 
     /// Whether any region of this photo (by content hash) was indexed with `method`.
@@ -295,14 +339,13 @@ impl RegionIndex {
 
     fn key_set(&self) -> &HashSet<(String, String, String)> {
         self.keys
-            .get_or_init(|| self.meta.iter().map(RegionMeta::key).collect())
+            .get_or_init(|| self.undeleted().map(|(_, m)| m.key()).collect())
     }
 
     fn image_set(&self) -> &HashMap<(String, String), bool> {
         self.images.get_or_init(|| {
-            self.meta
-                .iter()
-                .map(|m| {
+            self.undeleted()
+                .map(|(_, m)| {
                     (
                         (m.image_hash.clone(), m.method.name.clone()),
                         m.exif_rotated,
@@ -324,7 +367,7 @@ impl RegionIndex {
     /// a method, which reaches every row of that method.
     pub fn count_matching(&self, filter: &Filter) -> usize {
         if filter.is_empty() {
-            self.meta.len() - self.liveness.superseded()
+            self.live_len() - self.liveness.superseded()
         } else {
             (0..self.meta.len())
                 .filter(|&id| self.keeps(id, filter))
@@ -344,13 +387,15 @@ impl RegionIndex {
 
     fn keeps(&self, id: usize, filter: &Filter) -> bool {
         self.meta.get(id).is_some_and(|m| {
-            filter.matches(m) && (filter.method.is_some() || self.liveness.is_live(id))
+            !self.deleted.is_dead(id)
+                && filter.matches(m)
+                && (filter.method.is_some() || self.liveness.is_live(id))
         })
     }
 
     /// Whether a search needs a row test at all.
     fn keeps_all(&self, filter: &Filter) -> bool {
-        filter.is_empty() && self.liveness.superseded() == 0
+        filter.is_empty() && self.liveness.superseded() == 0 && self.deleted.count() == 0
     }
 
     /// The `k` regions most similar to `query` (any scale; normalised here) among those `filter` keeps.
@@ -415,23 +460,25 @@ impl RegionIndex {
         };
         let hits = found
             .into_iter()
-            .filter(|&(id, _)| id < self.meta.len())
+            // The graph keeps deleted nodes for routing; the filters above never accept them, this is the
+            // last guard.
+            .filter(|&(id, _)| id < self.meta.len() && !self.deleted.is_dead(id))
             .map(|(id, score)| self.hit(id, score))
             .collect();
         Ok((hits, run))
     }
 
-    /// A row's stored (unit) embedding.
+    /// A row's stored (unit) embedding; None for a deleted row.
     pub fn embedding(&self, row: usize) -> Option<Vec<f32>> {
-        if row >= self.meta.len() {
+        if row >= self.meta.len() || self.deleted.is_dead(row) {
             return None;
         }
         self.graph.vector(row).map(<[f32]>::to_vec)
     }
 
-    /// A row as a hit (score 1: the region itself).
+    /// A row as a hit (score 1: the region itself); None for a deleted row.
     pub fn region(&self, row: usize) -> Option<Hit> {
-        (row < self.meta.len()).then(|| self.hit(row, 1.0))
+        (row < self.meta.len() && !self.deleted.is_dead(row)).then(|| self.hit(row, 1.0))
     }
 
     /// The `k` regions most like a stored one (its own row left out), among those `filter` keeps.
