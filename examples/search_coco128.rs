@@ -33,6 +33,10 @@ fn main() -> anyhow::Result<()> {
         sam: None,
         out: out.clone(),
         reporter: Default::default(),
+        sync: pipeline::run::SyncPolicy {
+            delete_vanished: true,
+            input_names_regions: true,
+        },
         wait: regionseek::index::LockWait::Forever,
         lock: None,
         decode: Default::default(),

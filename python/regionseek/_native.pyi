@@ -169,8 +169,11 @@ def index_photos(
     wait: bool = False,
     exif_rotate: bool = False,
     max_pixels: Optional[int] = None,
+    keep_vanished: bool = False,
 ) -> Dict[str, Any]:
-    """Indexes a photo folder by region as ``regionseek index`` does (same files, same resume).
+    """Indexes a photo folder by region as ``regionseek index`` does (same files, same resume, and the same
+    sync: rows of photos gone from the input are deleted unless ``keep_vanished``, edited photos' replaced,
+    moved photos' carried to their new path).
     ``shard=(k, n)`` takes only shard k of n (photos split by a hash of their name). Returns the
     run's report (the CLI's ``--json`` keys: ``regions_added``, ``failures``, ``error_log``, ...)."""
 

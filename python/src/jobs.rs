@@ -58,7 +58,7 @@ fn job_error(e: anyhow::Error) -> PyErr {
 #[pyfunction]
 #[pyo3(signature = (images, *, out, coco = None, boxes = None, masks = None, pipeline = None,
                     model = None, device = DeviceArg::cpu(), sam = None, limit = None, shard = None, progress = true,
-                    wait = false, exif_rotate = false, max_pixels = None))]
+                    wait = false, exif_rotate = false, max_pixels = None, keep_vanished = false))]
 #[allow(clippy::too_many_arguments)]
 pub fn index_photos<'py>(
     py: Python<'py>,
@@ -77,6 +77,7 @@ pub fn index_photos<'py>(
     wait: bool,
     exif_rotate: bool,
     max_pixels: Option<u64>,
+    keep_vanished: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let regions = region_source(coco, boxes, masks)?;
     let pipeline =
@@ -105,6 +106,7 @@ pub fn index_photos<'py>(
         },
         reporter: SharedReporter::new(Bar::new(progress)),
         cancel: cancel.clone(),
+        keep_vanished,
     };
     let report = interruptible(py, &cancel, move || {
         job.run(|| match model {

@@ -62,6 +62,11 @@ pub struct IndexArgs {
     /// the reference and COCO's annotations take them. Recorded per row; the server's pictures follow it.
     #[arg(long)]
     exif_rotate: bool,
+    /// Keep the rows of photos no longer in IMAGES_DIR (or the annotation file): for a removable drive that is
+    /// not plugged in. By default a rerun deletes them, replaces edited photos' rows and carries moved photos'
+    /// rows to their new path, so that the index answers as a fresh index of the folder would.
+    #[arg(long)]
+    no_delete: bool,
     #[arg(long)]
     json: bool,
 }
@@ -95,6 +100,7 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
         },
         reporter: SharedReporter::new(Bar::new(!a.json)),
         cancel: stop_on_signal(),
+        keep_vanished: a.no_delete,
     };
     let report = job.run(|| Ok(Arc::new(a.model.load()?))).map_err(|e| {
         if let Some(n) = e.downcast_ref::<NeedsRegions>() {

@@ -149,6 +149,9 @@ pub struct IndexJob {
     /// Told how far the run has come and what was passed over.
     pub reporter: super::SharedReporter,
     pub cancel: Cancel,
+    /// Keep the rows of photos the input no longer holds (a removable drive that is not plugged in); by
+    /// default a run deletes them, so that the index answers as a fresh index of the input would.
+    pub keep_vanished: bool,
 }
 
 impl IndexJob {
@@ -264,6 +267,11 @@ impl IndexJob {
             sam,
             out: self.out.clone(),
             reporter: self.reporter.clone(),
+            sync: super::run::SyncPolicy {
+                // A run that sees only the first photos cannot tell vanished ones from those it was not shown.
+                delete_vanished: !self.keep_vanished && self.limit.is_none(),
+                input_names_regions: !spec.mask_stage().finds_regions(),
+            },
             wait: self.wait,
             lock: Some(lock),
             decode: self.decode,

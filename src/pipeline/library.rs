@@ -139,12 +139,14 @@ pub(super) fn run(
         ..run.spec.inversion_config()
     };
     let (mut index, weights_hash) = run.open_index()?;
+    let synced = super::run::sync_with_input(&mut index, &images, run.sync)?;
     let methods = Methods::new(run.model, &weights_hash, &cfg);
     let mut report = IndexRunReport {
         pipeline: run.spec.name.clone(),
         images: images.len(),
         input_issues: issues.len(),
         forward_batch: run.spec.forward_batch(&run.model.device).max(1),
+        sync: synced,
         ..Default::default()
     };
     let failures = issues.iter().map(ItemFailure::input).collect();

@@ -9,7 +9,9 @@ mod embed;
 mod fingerprint;
 mod model_stage;
 mod regions;
+mod sync;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -29,6 +31,7 @@ use model_stage::ModelStage;
 pub use embed::{embed_masks, embed_photos, method_info, PhotoEmbeddings};
 pub use fingerprint::{weights_fingerprint, FINGERPRINT_CACHE};
 pub use regions::{find_regions, grid_boxes, make_masks};
+pub use sync::{sync_with_input, SyncPolicy, SyncReport};
 
 /// One failed item of a run: the photo, the region (None for the whole photo), the stage, why.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -93,6 +96,8 @@ pub struct IndexRunReport {
     pub random_model: bool,
     /// What the folder scan passed over without it being a failure (plain folders only).
     pub skipped: super::inputs::SkippedFiles,
+    /// What the run changed to bring the index in line with its input (photos deleted, edited, moved).
+    pub sync: SyncReport,
     /// The library pipeline's tiers (None for the other pipelines).
     pub tiers: Option<super::library::TierReport>,
 }
@@ -123,6 +128,8 @@ pub struct IndexRun<'a> {
     pub decode: DecodeOptions,
     /// Set from elsewhere to stop after the photo being embedded (committed, resumable).
     pub cancel: crate::cancel::Cancel,
+    /// What the run may delete of what its input no longer holds.
+    pub sync: SyncPolicy,
     /// What the folder scan passed over (reported as it is).
     pub skipped: super::inputs::SkippedFiles,
 }
@@ -146,8 +153,34 @@ pub fn clip_box(b: [f32; 4], width: u32, height: u32) -> [f32; 4] {
     [c(b[0], w), c(b[1], h), c(b[2], w), c(b[3], h)]
 }
 
+/// A photo's content hash. Remembered for the process by path, size and modification time: a run hashes its
+/// photos once to bring the index in line with the folder and again as it decodes them, and reading a large
+/// library twice would double the cost of a rerun that has nothing to embed.
 pub(super) fn file_hash(path: &Path) -> Result<String, String> {
-    crate::clip::manifest::sha256_file(path).map_err(|e| format!("{}: {e}", path.display()))
+    type Stamp = (u64, std::time::SystemTime);
+    static KNOWN: std::sync::OnceLock<std::sync::Mutex<HashMap<PathBuf, (Stamp, String)>>> =
+        std::sync::OnceLock::new();
+    let stamp = std::fs::metadata(path)
+        .ok()
+        .and_then(|m| Some((m.len(), m.modified().ok()?)));
+    let known = KNOWN.get_or_init(Default::default);
+    if let Some(stamp) = stamp {
+        let cached = known.lock().unwrap_or_else(|e| e.into_inner()).get(path).cloned();
+        if let Some((seen, hash)) = cached {
+            if seen == stamp {
+                return Ok(hash);
+            }
+        }
+    }
+    let hash =
+        crate::clip::manifest::sha256_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(stamp) = stamp {
+        known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_path_buf(), (stamp, hash.clone()));
+    }
+    Ok(hash)
 }
 
 fn peak_rss_mb() -> Option<f64> {
@@ -202,13 +235,15 @@ impl IndexRun<'_> {
             cancel: self.cancel.clone(),
             ..self.spec.inversion_config()
         };
-        let (index, weights_hash) = self.open_index()?;
+        let (mut index, weights_hash) = self.open_index()?;
+        let synced = sync_with_input(&mut index, &images, self.sync)?;
         let method = method_info(self.model, &weights_hash, self.spec.embed_stage(), &cfg);
         let mut report = IndexRunReport {
             pipeline: self.spec.name.clone(),
             images: images.len(),
             input_issues: issues.len(),
             forward_batch: self.spec.forward_batch(&self.model.device).max(1),
+            sync: synced,
             ..Default::default()
         };
         self.reporter.phase("photos", images.len() as u64);
