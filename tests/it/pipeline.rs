@@ -951,3 +951,107 @@ fn a_library_run_stopped_by_ctrl_c_or_killed_while_refining_is_finished_by_the_n
     assert_eq!(index.len() as u64, 4 + 2 * regions);
     assert_eq!(index.superseded_rows() as u64, regions);
 }
+
+/// Every live region of an index as search returns it: (photo, region, method, source, box, score), sorted.
+fn every_region(index: &Path) -> Vec<(String, String, String, String, String, String)> {
+    let (code, stdout, err) = run(&[
+        "search",
+        index.to_str().unwrap(),
+        "a photo",
+        "--k",
+        "1000",
+        "--exact",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let mut rows: Vec<_> = json(&stdout)["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let field = |k: &str| h[k].to_string();
+            (
+                field("image"),
+                field("region_id"),
+                field("method"),
+                field("source"),
+                field("box"),
+                field("score"),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn a_rerun_on_a_changed_folder_answers_as_a_fresh_index_of_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    let shipped = copy_shipped_photos(&tmp.path().join("all"), 10);
+    let place = |from: &Path, to: &str| {
+        let dest = photos.join(to);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(from, dest).unwrap();
+    };
+    for (i, p) in shipped[..7].iter().enumerate() {
+        let folder = if i % 2 == 0 { "2024/summer" } else { "2025" };
+        place(p, &format!("{folder}/{}", p.file_name().unwrap().to_str().unwrap()));
+    }
+    let spec = small_library_spec(tmp.path());
+    let out = tmp.path().join("index");
+    let index = |out: &Path| {
+        let args = library_index_args(&photos, out, &spec);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, stdout, err) = run(&args);
+        assert_eq!(code, 0, "{err}");
+        json(&stdout)
+    };
+    index(&out);
+
+    // Two deleted, one edited (new content under its path), two moved, one added.
+    let name = |i: usize| shipped[i].file_name().unwrap().to_str().unwrap().to_string();
+    std::fs::remove_file(photos.join("2024/summer").join(name(0))).unwrap();
+    std::fs::remove_file(photos.join("2025").join(name(1))).unwrap();
+    place(&shipped[7], &format!("2024/summer/{}", name(2)));
+    std::fs::rename(
+        photos.join("2025").join(name(3)),
+        photos.join("2024/summer/renamed.jpg"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(photos.join("archive")).unwrap();
+    std::fs::rename(
+        photos.join("2024/summer").join(name(4)),
+        photos.join("archive").join(name(4)),
+    )
+    .unwrap();
+    place(&shipped[8], &format!("2025/{}", name(8)));
+
+    let report = index(&out);
+    let sync = &report["sync"];
+    assert_eq!(sync["deleted_photos"], 2, "{report}");
+    assert_eq!(sync["edited_photos"], 1, "{report}");
+    assert_eq!(sync["moved_photos"], 2, "{report}");
+    assert!(sync["rows_moved"].as_u64().unwrap() > 0, "{report}");
+    // Only the edited and the added photo were embedded; the moved ones kept their rows.
+    assert_eq!(report["tiers"]["quick_photos"], 2, "{report}");
+
+    let fresh = tmp.path().join("fresh");
+    index(&fresh);
+    assert_eq!(every_region(&out), every_region(&fresh));
+    let (code, _, err) = run(&["verify", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+
+    // With --no-delete a vanished photo's rows stay.
+    std::fs::remove_file(photos.join("archive").join(name(4))).unwrap();
+    let mut args = library_index_args(&photos, &out, &spec);
+    args.push("--no-delete".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, stdout, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    let kept = json(&stdout);
+    assert_eq!(kept["sync"]["kept_vanished_photos"], 1, "{kept}");
+    assert!(every_region(&out)
+        .iter()
+        .any(|r| r.0.contains(&format!("archive/{}", name(4)))));
+}
