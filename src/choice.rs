@@ -17,7 +17,11 @@ pub trait NamedChoice: Copy + PartialEq + Send + Sync + 'static {
 
     /// The names, comma-separated, for an error message.
     fn names() -> String {
-        Self::ALL.iter().map(|v| v.name()).collect::<Vec<_>>().join(", ")
+        Self::ALL
+            .iter()
+            .map(|v| v.name())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 

@@ -24,9 +24,7 @@ pub enum IndexError {
         MANIFEST = crate::files::MANIFEST
     )]
     Orphaned(PathBuf),
-    #[error(
-        "{dir} is being written by another process ({holder}); wait for it or stop it first"
-    )]
+    #[error("{dir} is being written by another process ({holder}); wait for it or stop it first")]
     Locked { dir: PathBuf, holder: String },
     #[error("{0}")]
     Engine(String),

@@ -5,5 +5,6 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use regionseek::choice::{parse_choice, NamedChoice};
 
 pub fn choice<T: NamedChoice + Clone>() -> impl TypedValueParser<Value = T> {
-    PossibleValuesParser::new(T::ALL.iter().map(|v| v.name())).try_map(|name| parse_choice::<T>(&name))
+    PossibleValuesParser::new(T::ALL.iter().map(|v| v.name()))
+        .try_map(|name| parse_choice::<T>(&name))
 }

@@ -10,8 +10,8 @@ use regionseek::pipeline::{self, query, EmbedStage, MaskStage, RegionInput, Regi
 use regionseek::sam::MaskFrom;
 use serde_json::json;
 
-use super::invert_cmd::MethodChoice;
 use super::args::{InversionArgs, ModelArgs};
+use super::invert_cmd::MethodChoice;
 use super::output::{print_json, write_atomic};
 use super::sam_cmd::{parse_box, SamModelArgs};
 

@@ -12,8 +12,8 @@ use serde_json::json;
 
 use super::args::ModelArgs;
 use super::output::{print_json, with_wait_hint};
-use regionseek::pipeline::bar::Bar;
 use super::sam_cmd::SamModelArgs;
+use regionseek::pipeline::bar::Bar;
 
 #[derive(clap::Args)]
 #[command(group = clap::ArgGroup::new("regions").required(false).args(["coco", "boxes", "masks"]))]
@@ -62,6 +62,15 @@ pub struct IndexArgs {
     /// the reference and COCO's annotations take them. Recorded per row; the server's pictures follow it.
     #[arg(long)]
     exif_rotate: bool,
+    /// Keep running: after the first run, each change to IMAGES_DIR (photos added, edited, moved, deleted) is
+    /// synced into the index once the folder has been quiet for half a second; `serve` on the same index picks
+    /// up each commit. Ctrl-C stops.
+    #[arg(long)]
+    watch: bool,
+    /// With --watch: look for changes every this many seconds instead of being told by the system (network
+    /// drives, where the system says nothing).
+    #[arg(long, requires = "watch")]
+    watch_poll_s: Option<f64>,
     /// Keep the rows of photos no longer in IMAGES_DIR (or the annotation file): for a removable drive that is
     /// not plugged in. By default a rerun deletes them, replaces edited photos' rows and carries moved photos'
     /// rows to their new path, so that the index answers as a fresh index of the folder would.
@@ -102,16 +111,166 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
         cancel: stop_on_signal(),
         keep_vanished: a.no_delete,
     };
-    let report = job.run(|| Ok(Arc::new(a.model.load()?))).map_err(|e| {
-        if let Some(n) = e.downcast_ref::<NeedsRegions>() {
-            return anyhow::anyhow!(
+    let mut loaded: Option<Arc<regionseek::clip::ClipModel>> = None;
+    let report = job
+        .clone()
+        .run(|| {
+            let model = Arc::new(a.model.load()?);
+            loaded = Some(model.clone());
+            Ok(model)
+        })
+        .map_err(in_words)?;
+    print_report(&a, &report)?;
+    match (a.watch, loaded) {
+        (true, Some(model)) if !job.cancel.is_cancelled() => watch(&a, job, model),
+        _ => Ok(exit_code(&report)),
+    }
+}
+
+/// Keeps the index in line with the folder: after each change (debounced), the same run again, with the
+/// model loaded once. Ends on Ctrl-C.
+fn watch(
+    a: &IndexArgs,
+    job: IndexJob,
+    model: Arc<regionseek::clip::ClipModel>,
+) -> anyhow::Result<ExitCode> {
+    let changes = FolderChanges::watch(&a.images, &a.out, a.watch_poll_s)?;
+    eprintln!(
+        "watching {} for changes ({}); Ctrl-C stops",
+        a.images.display(),
+        changes.how
+    );
+    let mut last = ExitCode::SUCCESS;
+    while changes.next_batch(&job.cancel) {
+        let report = job.clone().run(|| Ok(model.clone())).map_err(in_words)?;
+        print_report(a, &report)?;
+        last = exit_code(&report);
+        if report.interrupted {
+            break;
+        }
+    }
+    Ok(last)
+}
+
+/// How long the folder must stay quiet before a change is acted on: a copy of many photos is one run, not
+/// one per photo.
+const QUIET_BEFORE_SYNC: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The changes under a photo folder, from the OS or, with `--watch-poll`, by polling (network drives, where
+/// the OS says nothing).
+struct FolderChanges {
+    events: std::sync::mpsc::Receiver<notify::Result<notify::Event>>,
+    /// Kept alive: dropping it stops the events.
+    _watcher: Box<dyn notify::Watcher>,
+    /// Changes in the index's own folder (when it lies inside the photos) are not the photos'.
+    index_dir: std::path::PathBuf,
+    how: &'static str,
+}
+
+impl FolderChanges {
+    fn watch(
+        images: &std::path::Path,
+        index: &std::path::Path,
+        poll_s: Option<f64>,
+    ) -> anyhow::Result<Self> {
+        let (tx, events) = std::sync::mpsc::channel();
+        let (mut watcher, how): (Box<dyn notify::Watcher>, &'static str) = match poll_s {
+            Some(s) => {
+                anyhow::ensure!(
+                    s.is_finite() && s > 0.0,
+                    "--watch-poll takes seconds above 0"
+                );
+                let config = notify::Config::default()
+                    .with_poll_interval(std::time::Duration::from_secs_f64(s));
+                (Box::new(notify::PollWatcher::new(tx, config)?), "polling")
+            }
+            None => (
+                Box::new(notify::recommended_watcher(tx)?),
+                "told by the system",
+            ),
+        };
+        watcher
+            .watch(images, notify::RecursiveMode::Recursive)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot watch {}: {e} (try --watch-poll SECONDS)",
+                    images.display()
+                )
+            })?;
+        Ok(Self {
+            events,
+            _watcher: watcher,
+            index_dir: std::fs::canonicalize(index).unwrap_or_else(|_| index.to_path_buf()),
+            how,
+        })
+    }
+
+    /// Whether an event is about the photos (not the index inside their folder, not a hidden file).
+    fn about_photos(&self, event: &notify::Result<notify::Event>) -> bool {
+        let Ok(event) = event else {
+            return true; // a lost event: better a run that finds nothing to do than a missed photo
+        };
+        if matches!(event.kind, notify::EventKind::Access(_)) {
+            return false;
+        }
+        event.paths.iter().any(|p| {
+            let hidden = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
+            !hidden && !p.starts_with(&self.index_dir)
+        })
+    }
+
+    /// Waits for a change to the photos, then for the folder to stay quiet; false once `cancel` is set.
+    fn next_batch(&self, cancel: &regionseek::cancel::Cancel) -> bool {
+        let tick = std::time::Duration::from_millis(100);
+        loop {
+            if cancel.is_cancelled() {
+                return false;
+            }
+            match self.events.recv_timeout(tick) {
+                Ok(event) if self.about_photos(&event) => break,
+                Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+        let mut last_change = std::time::Instant::now();
+        while last_change.elapsed() < QUIET_BEFORE_SYNC {
+            if cancel.is_cancelled() {
+                return false;
+            }
+            if let Ok(event) = self.events.recv_timeout(tick) {
+                if self.about_photos(&event) {
+                    last_change = std::time::Instant::now();
+                }
+            }
+        }
+        true
+    }
+}
+
+fn exit_code(report: &regionseek::pipeline::IndexRunReport) -> ExitCode {
+    if report.interrupted {
+        ExitCode::from(130)
+    } else if report.failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+/// A failed run's error in the words of this command's flags.
+fn in_words(e: anyhow::Error) -> anyhow::Error {
+    if let Some(n) = e.downcast_ref::<NeedsRegions>() {
+        return anyhow::anyhow!(
                 "pipeline {} takes its regions from --coco, --boxes or --masks; for a plain photo folder leave \
                  --pipeline out (the library pipeline), or use --pipeline auto-sam (with --sam DIR) or \
                  --pipeline auto-grid",
                 n.pipeline
             );
-        }
-        match e.downcast_ref::<JobError>() {
+    }
+    match e.downcast_ref::<JobError>() {
             Some(JobError::BoxesNeedABoxPipeline { pipeline }) => anyhow::anyhow!(
                 "pipeline {pipeline} embeds given masks, and --boxes gives boxes only: use --pipeline boxes (each \
                  box is its own mask) or --pipeline boxes-sam --sam DIR (SAM's mask for each box), or leave \
@@ -125,7 +284,12 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
                 Err(e) => e,
             },
         }
-    })?;
+}
+
+fn print_report(
+    a: &IndexArgs,
+    report: &regionseek::pipeline::IndexRunReport,
+) -> anyhow::Result<()> {
     if a.json {
         print_json(&json!(report))?;
     } else {
@@ -185,13 +349,7 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if report.interrupted {
-        ExitCode::from(130)
-    } else if report.failures == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(2)
-    })
+    Ok(())
 }
 
 /// A cancel flag that the first Ctrl-C (or SIGTERM) sets: the run stops after the photos under way, commits

@@ -11,8 +11,8 @@ use regionseek::masks::BinaryMask;
 use regionseek::pipeline::query;
 use serde_json::json;
 
-use super::choice::choice;
 use super::args::{InversionArgs, ModelArgs};
+use super::choice::choice;
 use super::output::{print_json, write_atomic};
 
 /// `maskinversion` (None) or one of the baselines.

@@ -222,7 +222,8 @@ impl VisionTransformer {
                 let x_out = x_out.get(i)?;
                 let cls = self.project(&x_out.get(0)?.unsqueeze(0)?)?.squeeze(0)?;
                 let token_mean = x_out.mean(0)?;
-                let (normalized, std) = standardize_rows(&token_mean.unsqueeze(0)?, self.cfg.ln_eps)?;
+                let (normalized, std) =
+                    standardize_rows(&token_mean.unsqueeze(0)?, self.cfg.ln_eps)?;
                 let mean_embedding = self.project(&token_mean.unsqueeze(0)?)?.squeeze(0)?;
                 let norm = mean_embedding.sqr()?.sum_all()?.sqrt()?;
                 let mean_embedding_unit = mean_embedding.broadcast_div(&norm)?;

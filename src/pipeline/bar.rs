@@ -4,8 +4,8 @@
 
 use std::sync::Mutex;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use super::Reporter;
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// One bar, restyled for each phase of a run (or none, under `--json`); lines about skipped inputs are
 /// printed above it either way.
@@ -32,7 +32,8 @@ impl Reporter for Bar {
         let template = format!(
             "{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {unit} ({{per_sec}}) {{msg}}"
         );
-        let style = ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar());
+        let style = ProgressStyle::with_template(&template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
         let mut bar = self.bar();
         bar.finish_and_clear();
         *bar = if self.draw {

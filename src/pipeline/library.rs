@@ -251,7 +251,9 @@ impl Library<'_, '_> {
         let started = Instant::now();
         let rotate = self.run.decode.exif_rotate;
         let decode = self.run.decode;
-        self.run.reporter.phase("photos searchable", images.len() as u64);
+        self.run
+            .reporter
+            .phase("photos searchable", images.len() as u64);
         let mut photos: HashMap<String, (String, PathBuf)> = HashMap::new();
         for chunk in images.chunks(QUICK_BATCH) {
             if self.run.cancel.is_cancelled() {

@@ -2,14 +2,14 @@
 //! (MaskInversion or a baseline) → the region index; and the queries against it (search, classify, eval).
 //! Specs live in `pipelines/*.toml`.
 
+#[cfg(feature = "progress-bar")]
+pub mod bar;
 pub mod inputs;
 pub mod job;
 pub mod library;
 pub mod photo_path;
 pub mod propose;
 pub mod query;
-#[cfg(feature = "progress-bar")]
-pub mod bar;
 pub mod render;
 pub mod report;
 pub mod run;

@@ -333,8 +333,12 @@ pub fn search_query(
 ) -> Result<SearchAnswer, QueryError> {
     let (hits, run) = match options.group {
         Grouping::Region => {
-            let (hits, run) =
-                index.search_explained(&query.embedding, options.k, &options.filter, options.mode)?;
+            let (hits, run) = index.search_explained(
+                &query.embedding,
+                options.k,
+                &options.filter,
+                options.mode,
+            )?;
             (above(hits, options.min_score), run)
         }
         Grouping::Photo => best_per_photo(index, &query.embedding, options, None)?,
@@ -372,7 +376,8 @@ fn best_per_photo(
 ) -> Result<(Vec<Hit>, SearchRun), QueryError> {
     let mut asked = options.k.saturating_mul(REGIONS_PER_PHOTO_SEARCHED);
     loop {
-        let (mut hits, run) = index.search_explained(query, asked, &options.filter, options.mode)?;
+        let (mut hits, run) =
+            index.search_explained(query, asked, &options.filter, options.mode)?;
         let searched_all = hits.len() < asked || asked >= run.candidates;
         hits.retain(|h| Some(h.row) != leave_out);
         let lowest = hits.last().map_or(f32::NEG_INFINITY, |h| h.score);
@@ -384,7 +389,13 @@ fn best_per_photo(
         let all_above_bar_found = bar.is_some_and(|bar| lowest < bar);
         if searched_all || all_above_bar_found {
             let matching = above(hits, bar);
-            return Ok((group_by_photo(matching).into_iter().take(options.k).collect(), run));
+            return Ok((
+                group_by_photo(matching)
+                    .into_iter()
+                    .take(options.k)
+                    .collect(),
+                run,
+            ));
         }
         asked = asked.saturating_mul(4).min(run.candidates);
     }
@@ -711,8 +722,10 @@ mod tests {
                 image_hash: format!("{photo:0>64}"),
                 region_id: id.into(),
                 bbox: [0.0, 0.0, 1.0, 1.0],
-                mask: crate::masks::Rle::encode(&crate::masks::BinaryMask::new(1, 1, vec![1]).unwrap())
-                    .to_coco(),
+                mask: crate::masks::Rle::encode(
+                    &crate::masks::BinaryMask::new(1, 1, vec![1]).unwrap(),
+                )
+                .to_coco(),
                 source: "gt".into(),
                 method: MethodInfo {
                     name: "maskinversion".into(),
@@ -767,10 +780,22 @@ mod tests {
         let photos: Vec<(&str, Option<u32>)> =
             hits.iter().map(|(p, _, n)| (p.as_str(), *n)).collect();
         // c's second region scores below c's best, the last photo's: it is not counted.
-        assert_eq!(photos, [("a.jpg", Some(2)), ("b.jpg", Some(0)), ("c.jpg", Some(0))]);
-        assert!((hits[0].1 - 1.0).abs() < 1e-6, "the best of a's regions: {hits:?}");
+        assert_eq!(
+            photos,
+            [("a.jpg", Some(2)), ("b.jpg", Some(0)), ("c.jpg", Some(0))]
+        );
+        assert!(
+            (hits[0].1 - 1.0).abs() < 1e-6,
+            "the best of a's regions: {hits:?}"
+        );
         // Two photos asked for: the two with the best regions; a's others score below b's best.
-        let two = ask(&index, SearchOptions { k: 2, ..by_photo.clone() });
+        let two = ask(
+            &index,
+            SearchOptions {
+                k: 2,
+                ..by_photo.clone()
+            },
+        );
         assert_eq!(
             two.iter().map(|h| (h.0.as_str(), h.2)).collect::<Vec<_>>(),
             [("a.jpg", Some(0)), ("b.jpg", Some(0))]

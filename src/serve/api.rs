@@ -124,7 +124,10 @@ fn min_score(given: Option<&Given>) -> ApiResult<Option<f32>> {
         return Ok(None);
     };
     g.real_number().map(Some).ok_or_else(|| {
-        ApiError::bad(format!("min_score must be a number from -1 to 1, not {:?}", g.text()))
+        ApiError::bad(format!(
+            "min_score must be a number from -1 to 1, not {:?}",
+            g.text()
+        ))
     })
 }
 
@@ -132,7 +135,9 @@ fn min_score(given: Option<&Given>) -> ApiResult<Option<f32>> {
 fn grouping(given: &Option<String>) -> ApiResult<query::Grouping> {
     match given.as_deref().filter(|g| !g.is_empty()) {
         None => Ok(query::Grouping::Region),
-        Some(g) => g.parse().map_err(|e: crate::choice::UnknownChoice| ApiError::bad(e.to_string())),
+        Some(g) => g
+            .parse()
+            .map_err(|e: crate::choice::UnknownChoice| ApiError::bad(e.to_string())),
     }
 }
 

@@ -996,7 +996,10 @@ fn a_rerun_on_a_changed_folder_answers_as_a_fresh_index_of_it() {
     };
     for (i, p) in shipped[..7].iter().enumerate() {
         let folder = if i % 2 == 0 { "2024/summer" } else { "2025" };
-        place(p, &format!("{folder}/{}", p.file_name().unwrap().to_str().unwrap()));
+        place(
+            p,
+            &format!("{folder}/{}", p.file_name().unwrap().to_str().unwrap()),
+        );
     }
     let spec = small_library_spec(tmp.path());
     let out = tmp.path().join("index");
@@ -1010,7 +1013,14 @@ fn a_rerun_on_a_changed_folder_answers_as_a_fresh_index_of_it() {
     index(&out);
 
     // Two deleted, one edited (new content under its path), two moved, one added.
-    let name = |i: usize| shipped[i].file_name().unwrap().to_str().unwrap().to_string();
+    let name = |i: usize| {
+        shipped[i]
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
     std::fs::remove_file(photos.join("2024/summer").join(name(0))).unwrap();
     std::fs::remove_file(photos.join("2025").join(name(1))).unwrap();
     place(&shipped[7], &format!("2024/summer/{}", name(2)));
@@ -1054,4 +1064,63 @@ fn a_rerun_on_a_changed_folder_answers_as_a_fresh_index_of_it() {
     assert!(every_region(&out)
         .iter()
         .any(|r| r.0.contains(&format!("archive/{}", name(4)))));
+}
+
+#[test]
+fn watch_syncs_each_change_of_the_folder_until_stopped() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    let shipped = copy_shipped_photos(&tmp.path().join("all"), 3);
+    std::fs::create_dir_all(&photos).unwrap();
+    std::fs::copy(&shipped[0], photos.join("first.jpg")).unwrap();
+    let out = tmp.path().join("index");
+    let mut args = library_index_args(&photos, &out, &small_library_spec(tmp.path()));
+    args.push("--watch".into());
+    let mut child = bin()
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, reports) = std::sync::mpsc::channel::<Value>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let next = || {
+        reports
+            .recv_timeout(Duration::from_secs(120))
+            .expect("a report within 2 minutes")
+    };
+    let first = next();
+    assert_eq!(first["images"], 1, "{first}");
+
+    // A photo added, then one moved: each is one more run, the move carried over without embedding.
+    std::fs::copy(&shipped[1], photos.join("second.jpg")).unwrap();
+    let added = next();
+    assert_eq!(added["images"], 2, "{added}");
+    assert_eq!(added["tiers"]["quick_photos"], 1, "{added}");
+    std::fs::create_dir_all(photos.join("moved")).unwrap();
+    std::fs::rename(photos.join("first.jpg"), photos.join("moved/first.jpg")).unwrap();
+    let moved = next();
+    assert_eq!(moved["sync"]["moved_photos"], 1, "{moved}");
+    assert_eq!(moved["tiers"]["quick_photos"], 0, "{moved}");
+
+    // SIGTERM ends the watch.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.code().is_some(), "{status:?}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "still watching after SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

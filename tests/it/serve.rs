@@ -1454,13 +1454,19 @@ fn the_openapi_document_describes_every_json_answer() {
     assert!(!photos.is_empty(), "{grouped}");
     assert_eq!(
         photos.len(),
-        photos.iter().collect::<std::collections::BTreeSet<_>>().len(),
+        photos
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
         "a photo twice: {grouped}"
     );
     assert!(grouped["hits"][0]["other_matches"].is_u64(), "{grouped}");
     let refused = &answers[answers.len() - 1].2;
     assert_eq!(refused.status, 400);
-    assert!(refused.json()["error"].as_str().unwrap().contains("min_score"));
+    assert!(refused.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("min_score"));
 
     // The batch's per-query error is one of its results' choices.
     let batch = answers[4].2.json();

@@ -45,7 +45,11 @@ fn key(photo_hash: &str, region_id: Option<&str>) -> u128 {
         h.update([0u8]);
         h.update(id.as_bytes());
     }
-    u128::from_le_bytes(h.finalize()[..16].try_into().expect("a sha256 has 32 bytes"))
+    u128::from_le_bytes(
+        h.finalize()[..16]
+            .try_into()
+            .expect("a sha256 has 32 bytes"),
+    )
 }
 
 impl AlreadyIndexed {
@@ -117,18 +121,22 @@ impl DecodeStage<'_> {
             })
             .collect();
         // In input order, so that of two copies of a photo the first listed is the one embedded.
-        let staged: Vec<(ImageInput, Result<String, (&'static str, String)>, Vec<RegionInput>, bool)> =
-            hashed
-                .into_iter()
-                .map(|(input, hash)| {
-                    let hash = hash.and_then(|h| self.same_frame(h));
-                    let (todo, needed) = match &hash {
-                        Ok(h) => self.left_to_do(h, &input),
-                        Err(_) => (Vec::new(), false),
-                    };
-                    (input, hash, todo, needed)
-                })
-                .collect();
+        let staged: Vec<(
+            ImageInput,
+            Result<String, (&'static str, String)>,
+            Vec<RegionInput>,
+            bool,
+        )> = hashed
+            .into_iter()
+            .map(|(input, hash)| {
+                let hash = hash.and_then(|h| self.same_frame(h));
+                let (todo, needed) = match &hash {
+                    Ok(h) => self.left_to_do(h, &input),
+                    Err(_) => (Vec::new(), false),
+                };
+                (input, hash, todo, needed)
+            })
+            .collect();
         staged
             .into_par_iter()
             .map(|(input, hash, todo, needed)| {
@@ -217,8 +225,8 @@ mod tests {
     #[test]
     fn a_photo_met_twice_in_one_run_is_decoded_and_embedded_once() {
         let dir = tempfile::tempdir().unwrap();
-        let shipped =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/photos/000000000030.jpg");
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/photos/000000000030.jpg");
         let (a, b) = (dir.path().join("a.jpg"), dir.path().join("copy/a.jpg"));
         std::fs::create_dir_all(b.parent().unwrap()).unwrap();
         std::fs::copy(&shipped, &a).unwrap();

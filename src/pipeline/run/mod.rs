@@ -165,7 +165,11 @@ pub(super) fn file_hash(path: &Path) -> Result<String, String> {
         .and_then(|m| Some((m.len(), m.modified().ok()?)));
     let known = KNOWN.get_or_init(Default::default);
     if let Some(stamp) = stamp {
-        let cached = known.lock().unwrap_or_else(|e| e.into_inner()).get(path).cloned();
+        let cached = known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+            .cloned();
         if let Some((seen, hash)) = cached {
             if seen == stamp {
                 return Ok(hash);

@@ -112,7 +112,10 @@ impl SyncPlan {
         let mut names_by_hash: HashMap<&str, Vec<&str>> = HashMap::new();
         for image in images {
             if let Some(h) = current.get(&image.name) {
-                names_by_hash.entry(h.as_str()).or_default().push(&image.name);
+                names_by_hash
+                    .entry(h.as_str())
+                    .or_default()
+                    .push(&image.name);
             }
         }
         let listed: HashSet<&str> = images.iter().map(|i| i.name.as_str()).collect();
@@ -141,7 +144,9 @@ impl SyncPlan {
                 plan.carry.extend(ids.iter().filter_map(|&id| {
                     let mut meta = rows[id].clone();
                     meta.image = new_name.to_string();
-                    index.embedding(id).map(|embedding| RegionRecord { meta, embedding })
+                    index
+                        .embedding(id)
+                        .map(|embedding| RegionRecord { meta, embedding })
                 }));
                 plan.delete.extend(ids.iter().map(|&id| id as u64));
             } else if current.contains_key(*name) {
