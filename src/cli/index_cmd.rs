@@ -111,6 +111,12 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
         cancel: stop_on_signal(),
         keep_vanished: a.no_delete,
     };
+    // Watching from before the first run: a change made as soon as its report is out is not missed.
+    let changes = match a.watch {
+        // (A folder that is not there is refused by the run, in its words.)
+        true if a.images.is_dir() => Some(FolderChanges::watch(&a.images, &a.out, a.watch_poll_s)?),
+        _ => None,
+    };
     let mut loaded: Option<Arc<regionseek::clip::ClipModel>> = None;
     let report = job
         .clone()
@@ -121,8 +127,8 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
         })
         .map_err(in_words)?;
     print_report(&a, &report)?;
-    match (a.watch, loaded) {
-        (true, Some(model)) if !job.cancel.is_cancelled() => watch(&a, job, model),
+    match (changes, loaded) {
+        (Some(changes), Some(model)) if !job.cancel.is_cancelled() => watch(&a, job, model, changes),
         _ => Ok(exit_code(&report)),
     }
 }
@@ -133,8 +139,8 @@ fn watch(
     a: &IndexArgs,
     job: IndexJob,
     model: Arc<regionseek::clip::ClipModel>,
+    changes: FolderChanges,
 ) -> anyhow::Result<ExitCode> {
-    let changes = FolderChanges::watch(&a.images, &a.out, a.watch_poll_s)?;
     eprintln!(
         "watching {} for changes ({}); Ctrl-C stops",
         a.images.display(),

@@ -211,8 +211,11 @@ fn pending_refinements(
     photos: &HashMap<String, (String, PathBuf)>,
 ) -> Vec<Pending> {
     let mut by_photo: HashMap<&str, Vec<RegionMeta>> = HashMap::new();
-    for m in index.rows() {
-        if m.method.name != Baseline::MaskPool.name()
+    for (row, m) in index.rows().iter().enumerate() {
+        // A deleted row's region is gone (its photo vanished, changed or moved: a moved photo's rows live
+        // on under its new path).
+        if index.is_deleted(row)
+            || m.method.name != Baseline::MaskPool.name()
             || !(m.source == BOX_SOURCE || m.source == SAM_SOURCE)
             || !photos.contains_key(&m.image_hash)
             || index.contains(&m.image_hash, &m.region_id, crate::index::REFINED_METHOD)
@@ -564,6 +567,8 @@ impl Library<'_, '_> {
                             refined += 1;
                             waiting.push(RegionRecord {
                                 meta: RegionMeta {
+                                    // The photo's path now, whatever path its quick row was made under.
+                                    image: p.name.clone(),
                                     method: self.methods.refined.clone(),
                                     created_at_ms,
                                     ..meta.clone()

@@ -509,6 +509,16 @@ impl Searcher {
     }
 }
 
+/// The rows of an index not deleted.
+fn live_rows(index: &RegionIndex) -> impl Iterator<Item = &crate::index::RegionMeta> {
+    index
+        .rows()
+        .iter()
+        .enumerate()
+        .filter(|(row, _)| !index.is_deleted(*row))
+        .map(|(_, m)| m)
+}
+
 /// Why a filter keeps no row of an index, in the words of the flags that set it; None when it keeps some
 /// or the index is empty.
 pub fn explain_empty_filter(index: &RegionIndex, filter: &Filter) -> Option<String> {
@@ -516,14 +526,14 @@ pub fn explain_empty_filter(index: &RegionIndex, filter: &Filter) -> Option<Stri
         return None;
     }
     let distinct = |f: &dyn Fn(&crate::index::RegionMeta) -> Option<&str>| {
-        let set: std::collections::BTreeSet<&str> = index.rows().iter().filter_map(f).collect();
+        let set: std::collections::BTreeSet<&str> = live_rows(index).filter_map(f).collect();
         let n = set.len();
         let shown: Vec<&str> = set.into_iter().take(8).collect();
         format!("{}{}", shown.join(", "), if n > 8 { ", ..." } else { "" })
     };
     let mut why = Vec::new();
     if let Some(m) = &filter.method {
-        if !index.rows().iter().any(|r| r.method.name == *m) {
+        if !live_rows(index).any(|r| r.method.name == *m) {
             why.push(format!(
                 "no region was embedded with method {m:?} (the index holds: {})",
                 distinct(&|r| Some(r.method.name.as_str()))
@@ -531,10 +541,7 @@ pub fn explain_empty_filter(index: &RegionIndex, filter: &Filter) -> Option<Stri
         }
     }
     if let Some(i) = &filter.image {
-        if !index
-            .rows()
-            .iter()
-            .any(|r| r.image == *i || r.image_hash == *i)
+        if !live_rows(index).any(|r| r.image == *i || r.image_hash == *i)
         {
             why.push(format!(
                 "no photo {i:?} is indexed (give its path as indexed, e.g. {}, or its sha256)",
@@ -543,7 +550,7 @@ pub fn explain_empty_filter(index: &RegionIndex, filter: &Filter) -> Option<Stri
         }
     }
     if let Some(l) = &filter.label {
-        if !index.rows().iter().any(|r| r.label.as_deref() == Some(l)) {
+        if !live_rows(index).any(|r| r.label.as_deref() == Some(l)) {
             why.push(format!(
                 "no region has label {l:?} (labels: {})",
                 distinct(&|r| r.label.as_deref())
@@ -551,7 +558,7 @@ pub fn explain_empty_filter(index: &RegionIndex, filter: &Filter) -> Option<Stri
         }
     }
     if let Some(s) = &filter.source {
-        if !index.rows().iter().any(|r| r.source == *s) {
+        if !live_rows(index).any(|r| r.source == *s) {
             why.push(format!(
                 "no region comes from source {s:?} (sources: {})",
                 distinct(&|r| Some(r.source.as_str()))

@@ -548,6 +548,11 @@ fn parse_row(raw: &str, live: &LiveIndex) -> ApiResult<usize> {
             live.index.len()
         )));
     }
+    if live.index.is_deleted(row) {
+        return Err(ApiError::not_found(format!(
+            "row {row} was deleted (its photo left the folder or changed)"
+        )));
+    }
     Ok(row)
 }
 
@@ -863,7 +868,15 @@ pub struct IndexSummary {
 
 /// What the index holds, computed once per commit.
 pub fn index_summary(live: &LiveIndex) -> IndexSummary {
-    let rows = live.index.rows();
+    // Deleted rows (waiting for a compaction) are not what the index holds.
+    let rows: Vec<&crate::index::RegionMeta> = live
+        .index
+        .rows()
+        .iter()
+        .enumerate()
+        .filter(|(row, _)| !live.index.is_deleted(*row))
+        .map(|(_, r)| r)
+        .collect();
     let m = live.index.manifest();
     let images: std::collections::HashSet<&str> =
         rows.iter().map(|r| r.image_hash.as_str()).collect();

@@ -984,60 +984,94 @@ fn every_region(index: &Path) -> Vec<(String, String, String, String, String, St
     rows
 }
 
+/// A nested folder of 7 photos indexed (returned: the folder, the spec, the index), then changed: two
+/// deleted, one edited (new content under its path), two moved, one added. `name(i)` is shipped photo i's name.
+struct ChangedLibrary {
+    photos: PathBuf,
+    spec: PathBuf,
+    indexed_before: PathBuf,
+    shipped: Vec<PathBuf>,
+}
+
+impl ChangedLibrary {
+    fn name(&self, i: usize) -> String {
+        self.shipped[i].file_name().unwrap().to_str().unwrap().to_string()
+    }
+
+    fn index(&self, out: &Path, extra: &[&str], crash_at: Option<&str>) -> (i32, String, String) {
+        let mut args = library_index_args(&self.photos, out, &self.spec);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut cmd = bin();
+        cmd.args(&args);
+        if let Some(step) = crash_at {
+            cmd.env("REGIONSEEK_INDEX_CRASH_AT", step);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn new(tmp: &Path) -> Self {
+        let photos = tmp.join("photos");
+        let shipped = copy_shipped_photos(&tmp.join("all"), 10);
+        let lib = ChangedLibrary {
+            photos: photos.clone(),
+            spec: small_library_spec(tmp),
+            indexed_before: tmp.join("before"),
+            shipped,
+        };
+        for (i, p) in lib.shipped[..7].iter().enumerate() {
+            let folder = if i % 2 == 0 { "2024/summer" } else { "2025" };
+            lib.place(p, &format!("{folder}/{}", lib.name(i)));
+        }
+        let (code, _, err) = lib.index(&lib.indexed_before, &[], None);
+        assert_eq!(code, 0, "{err}");
+        std::fs::remove_file(photos.join("2024/summer").join(lib.name(0))).unwrap();
+        std::fs::remove_file(photos.join("2025").join(lib.name(1))).unwrap();
+        lib.place(&lib.shipped[7], &format!("2024/summer/{}", lib.name(2)));
+        std::fs::rename(
+            photos.join("2025").join(lib.name(3)),
+            photos.join("2024/summer/renamed.jpg"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(photos.join("archive")).unwrap();
+        std::fs::rename(
+            photos.join("2024/summer").join(lib.name(4)),
+            photos.join("archive").join(lib.name(4)),
+        )
+        .unwrap();
+        lib.place(&lib.shipped[8], &format!("2025/{}", lib.name(8)));
+        lib
+    }
+
+    fn place(&self, from: &Path, to: &str) {
+        let dest = self.photos.join(to);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(from, dest).unwrap();
+    }
+
+    /// A copy of the index as it was before the changes.
+    fn index_before(&self, at: &Path) -> PathBuf {
+        std::fs::create_dir_all(at).unwrap();
+        for e in std::fs::read_dir(&self.indexed_before).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), at.join(e.file_name())).unwrap();
+        }
+        at.to_path_buf()
+    }
+}
+
 #[test]
 fn a_rerun_on_a_changed_folder_answers_as_a_fresh_index_of_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let photos = tmp.path().join("photos");
-    let shipped = copy_shipped_photos(&tmp.path().join("all"), 10);
-    let place = |from: &Path, to: &str| {
-        let dest = photos.join(to);
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::copy(from, dest).unwrap();
-    };
-    for (i, p) in shipped[..7].iter().enumerate() {
-        let folder = if i % 2 == 0 { "2024/summer" } else { "2025" };
-        place(
-            p,
-            &format!("{folder}/{}", p.file_name().unwrap().to_str().unwrap()),
-        );
-    }
-    let spec = small_library_spec(tmp.path());
-    let out = tmp.path().join("index");
-    let index = |out: &Path| {
-        let args = library_index_args(&photos, out, &spec);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (code, stdout, err) = run(&args);
-        assert_eq!(code, 0, "{err}");
-        json(&stdout)
-    };
-    index(&out);
-
-    // Two deleted, one edited (new content under its path), two moved, one added.
-    let name = |i: usize| {
-        shipped[i]
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string()
-    };
-    std::fs::remove_file(photos.join("2024/summer").join(name(0))).unwrap();
-    std::fs::remove_file(photos.join("2025").join(name(1))).unwrap();
-    place(&shipped[7], &format!("2024/summer/{}", name(2)));
-    std::fs::rename(
-        photos.join("2025").join(name(3)),
-        photos.join("2024/summer/renamed.jpg"),
-    )
-    .unwrap();
-    std::fs::create_dir_all(photos.join("archive")).unwrap();
-    std::fs::rename(
-        photos.join("2024/summer").join(name(4)),
-        photos.join("archive").join(name(4)),
-    )
-    .unwrap();
-    place(&shipped[8], &format!("2025/{}", name(8)));
-
-    let report = index(&out);
+    let lib = ChangedLibrary::new(tmp.path());
+    let out = lib.index_before(&tmp.path().join("index"));
+    let (code, stdout, err) = lib.index(&out, &[], None);
+    assert_eq!(code, 0, "{err}");
+    let report = json(&stdout);
     let sync = &report["sync"];
     assert_eq!(sync["deleted_photos"], 2, "{report}");
     assert_eq!(sync["edited_photos"], 1, "{report}");
@@ -1047,23 +1081,57 @@ fn a_rerun_on_a_changed_folder_answers_as_a_fresh_index_of_it() {
     assert_eq!(report["tiers"]["quick_photos"], 2, "{report}");
 
     let fresh = tmp.path().join("fresh");
-    index(&fresh);
+    let (code, _, err) = lib.index(&fresh, &[], None);
+    assert_eq!(code, 0, "{err}");
     assert_eq!(every_region(&out), every_region(&fresh));
     let (code, _, err) = run(&["verify", out.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
 
     // With --no-delete a vanished photo's rows stay.
-    std::fs::remove_file(photos.join("archive").join(name(4))).unwrap();
-    let mut args = library_index_args(&photos, &out, &spec);
-    args.push("--no-delete".into());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (code, stdout, err) = run(&args);
+    std::fs::remove_file(lib.photos.join("archive").join(lib.name(4))).unwrap();
+    let (code, stdout, err) = lib.index(&out, &["--no-delete"], None);
     assert_eq!(code, 0, "{err}");
     let kept = json(&stdout);
     assert_eq!(kept["sync"]["kept_vanished_photos"], 1, "{kept}");
     assert!(every_region(&out)
         .iter()
-        .any(|r| r.0.contains(&format!("archive/{}", name(4)))));
+        .any(|r| r.0.contains(&format!("archive/{}", lib.name(4)))));
+}
+
+#[test]
+fn a_sync_killed_at_any_step_ends_as_a_fresh_index_once_rerun() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = ChangedLibrary::new(tmp.path());
+    let fresh = tmp.path().join("fresh");
+    let (code, _, err) = lib.index(&fresh, &[], None);
+    assert_eq!(code, 0, "{err}");
+    let want = every_region(&fresh);
+    // The deletions' commit, then each step of the compaction they set off (over a fifth of the rows go).
+    for step in [
+        "delete-tombstones-written",
+        "compact-segment-written",
+        "compact-graph-written",
+        "compact-committed",
+    ] {
+        let out = lib.index_before(&tmp.path().join(step));
+        let (code, _, err) = lib.index(&out, &[], Some(step));
+        assert_ne!(code, 0, "{step}: the run was not stopped: {err}");
+        let (code, _, err) = run(&["verify", out.to_str().unwrap()]);
+        assert_eq!(code, 0, "{step}: {err}");
+        let manifest_after_crash = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+        let (code, rerun, err) = lib.index(&out, &[], None);
+        assert_eq!(code, 0, "{step}: {err}");
+        let got = every_region(&out);
+        let missing: Vec<_> = want.iter().filter(|r| !got.contains(r)).take(3).collect();
+        let extra: Vec<_> = got.iter().filter(|r| !want.contains(r)).take(3).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{step}: missing {missing:?}, extra {extra:?} (of {} and {}); the rerun: {rerun}\nafter the crash: {manifest_after_crash}\nafter the rerun: {}",
+            want.len(),
+            got.len(),
+            std::fs::read_to_string(out.join("manifest.json")).unwrap()
+        );
+    }
 }
 
 #[test]

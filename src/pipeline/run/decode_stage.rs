@@ -56,7 +56,9 @@ impl AlreadyIndexed {
     pub fn of(index: &RegionIndex, method: &str) -> Self {
         let mut regions = HashSet::new();
         let mut frames = HashMap::new();
-        for row in index.rows().iter().filter(|r| r.method.name == method) {
+        let rows = index.rows().iter().enumerate();
+        // A deleted row's region is not indexed: its photo is embedded again if it comes back.
+        for (_, row) in rows.filter(|(id, r)| r.method.name == method && !index.is_deleted(*id)) {
             regions.insert(key(&row.image_hash, Some(&row.region_id)));
             frames.insert(key(&row.image_hash, None), row.exif_rotated);
         }
