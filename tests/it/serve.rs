@@ -522,6 +522,37 @@ fn the_page_runs_the_search_in_its_url_and_shows_every_hit_with_its_picture() {
     let dom = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(dom.matches("<article class=\"hit\"").count(), 6, "{dom}");
 
+    // One per photo: the API's photos in its order, each card saying how many more of its regions matched.
+    let grouped = server
+        .get("/api/search?q=a+dog+on+the+grass&k=6&group_by=photo")
+        .json();
+    let out = chromium_command(&browser, profile.path())
+        .arg("--dump-dom")
+        .arg(server.url("/?q=a+dog+on+the+grass&k=6&group_by=photo"))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    let cards: Vec<u64> = dom
+        .split("<article class=\"hit\" data-row=\"")
+        .skip(1)
+        .map(|c| c[..c.find('"').unwrap()].parse().unwrap())
+        .collect();
+    let api_rows: Vec<u64> = grouped["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["row"].as_u64().unwrap())
+        .collect();
+    assert_eq!(cards, api_rows, "{dom}");
+    assert!(dom.contains("photos for"), "{dom}");
+    let with_more = grouped["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["other_matches"].as_u64() > Some(0))
+        .count();
+    assert_eq!(dom.matches("in this photo</span>").count(), with_more, "{dom}");
+
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("serve-page.png");
     let _ = std::fs::remove_file(&shot);
     let out = chromium_command(&browser, profile.path())

@@ -69,6 +69,10 @@ function card(hit, rank) {
   }
   const tags = el("div", { class: "tags" }, el("span", { class: "tag" }, hit.method));
   if (hit.label) tags.append(el("span", { class: "tag" }, hit.label));
+  if (hit.other_matches) {
+    tags.append(el("span", { class: "tag more-regions", title: "more regions of this photo matched" },
+      `+${hit.other_matches} in this photo`));
+  }
   return el("article", { class: "hit", "data-row": hit.row },
     pic,
     el("div", { class: "meta" },
@@ -84,6 +88,7 @@ function params() {
   return {
     q: u.get("q") || "", like: u.get("like") || "",
     method: u.get("method") || "", label: u.get("label") || "", k: u.get("k") || "24",
+    group_by: u.get("group_by") || "",
   };
 }
 
@@ -103,11 +108,13 @@ async function run() {
   $("method").value = p.method;
   $("label").value = p.label;
   $("k").value = p.k;
+  $("group_by").value = p.group_by;
   hitsEl.replaceChildren();
   if (!p.q && !p.like) { setStatus("", "idle"); return; }
   const f = new URLSearchParams({ k: p.k });
   if (p.method) f.set("method", p.method);
   if (p.label) f.set("label", p.label);
+  if (p.group_by) f.set("group_by", p.group_by);
   let url, what;
   if (p.like) { url = `/api/similar/${encodeURIComponent(p.like)}?${f}`; what = `regions like row ${p.like}`; }
   else { f.set("q", p.q); url = `/api/search?${f}`; what = `“${p.q}”`; }
@@ -117,7 +124,8 @@ async function run() {
     hitsEl.replaceChildren(...r.hits.map(card));
     const how = `${r.mode}${r.ef ? " ef " + r.ef : ""}, ${r.candidates} candidates, ${r.ms.toFixed(1)} ms` +
       (r.cached ? ", cached" : "") + (r.truncated ? "; the query was cut to the model's 77 tokens" : "");
-    setStatus(`${r.hits.length} regions for ${what} (${how})`, "done");
+    const found = p.group_by === "photo" ? `${r.hits.length} photos` : `${r.hits.length} regions`;
+    setStatus(`${found} for ${what} (${how})`, "done");
   } catch (e) {
     setStatus(`${what}: ${e.message}`, "error");
   }
@@ -125,9 +133,10 @@ async function run() {
 
 $("search").addEventListener("submit", (ev) => {
   ev.preventDefault();
-  go({ q: $("q").value.trim(), method: $("method").value, label: $("label").value, k: $("k").value });
+  go({ q: $("q").value.trim(), method: $("method").value, label: $("label").value, k: $("k").value,
+    group_by: $("group_by").value });
 });
-for (const id of ["method", "label", "k"]) {
+for (const id of ["method", "label", "k", "group_by"]) {
   $(id).addEventListener("change", () => { const p = params(); if (p.q || p.like) go({ [id]: $(id).value }); });
 }
 window.addEventListener("popstate", run);
