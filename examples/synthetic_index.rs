@@ -94,6 +94,7 @@ fn main() -> anyhow::Result<()> {
                         label: Some(format!("class{}", row % 80)),
                         created_at_ms: 0,
                         exif_rotated: false,
+                        photo: Default::default(),
                     },
                     embedding: vectors[i * dim..(i + 1) * dim].to_vec(),
                 }

@@ -494,6 +494,7 @@ fn bench_record(i: usize, embedding: &[f32]) -> crate::RegionRecord {
             label: None,
             created_at_ms: 0,
             exif_rotated: false,
+            photo: Default::default(),
         },
         embedding: embedding.to_vec(),
     }

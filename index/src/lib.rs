@@ -29,7 +29,7 @@ pub use kernels::Codec;
 pub use lock::{LockWait, WriterLock};
 pub use manifest::{Manifest, TombstonesEntry};
 pub use merge::{find_sources, merge, MergeReport};
-pub use record::{Filter, Hit, MethodInfo, RegionMeta, RegionRecord};
+pub use record::{haversine_km, Filter, Hit, MethodInfo, PhotoMeta, RegionMeta, RegionRecord};
 pub use region_index::{
     AppendReport, CompactReport, DeleteReport, IndexSpec, IndexWriter, RegionIndex, SearchMode,
     SearchRun, DEFAULT_COMPACT_THRESHOLD, DEFAULT_EF, EXACT_BELOW,

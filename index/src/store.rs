@@ -5,11 +5,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, FixedSizeListArray, Float32Array, RecordBatch,
-    StringArray, StructArray, TimestampMillisecondArray, UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, FixedSizeListArray, Float32Array, Float64Array,
+    RecordBatch, StringArray, StructArray, TimestampMillisecondArray, UInt32Array,
 };
 use arrow::datatypes::{
-    DataType, Field, Fields, Float32Type, Schema, SchemaRef, TimeUnit, UInt32Type,
+    DataType, Field, Fields, Float32Type, Float64Type, Schema, SchemaRef, TimeUnit,
+    TimestampMillisecondType, UInt32Type,
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
@@ -17,7 +18,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use regionseek_masks::CocoRle;
 
-use crate::record::{MethodInfo, RegionMeta, RegionRecord};
+use crate::record::{MethodInfo, PhotoMeta, RegionMeta, RegionRecord};
 use crate::IndexError;
 
 fn item(dt: DataType) -> Arc<Field> {
@@ -60,18 +61,28 @@ pub fn schema(dim: usize) -> SchemaRef {
             DataType::FixedSizeList(item(DataType::Float32), dim as i32),
             false,
         ),
-        Field::new(
-            "created_at",
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            false,
-        ),
+        Field::new("created_at", utc_ms(), false),
         Field::new("exif_rotated", DataType::Boolean, false),
+        Field::new("taken_at", DataType::Utf8, true),
+        Field::new("taken_at_utc", utc_ms(), true),
+        Field::new("camera", DataType::Utf8, true),
+        Field::new("gps_lat", DataType::Float64, true),
+        Field::new("gps_lon", DataType::Float64, true),
+        Field::new("width", DataType::UInt32, true),
+        Field::new("height", DataType::UInt32, true),
     ]))
 }
 
-/// Segments written before `exif_rotated` existed lack that last column; their photos were always turned
-/// upright by their EXIF orientation, which is what their rows read as.
+fn utc_ms() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+/// Segments written before `exif_rotated` existed lack that column and those after it; their photos were
+/// always turned upright by their EXIF orientation, which is what their rows read as.
 const LEGACY_FIELDS: usize = 16;
+/// Segments written before the photo metadata columns (`taken_at` .. `height`) end at `exif_rotated`; their
+/// rows read as photos without metadata.
+const BEFORE_PHOTO_FIELDS: usize = 17;
 
 const EMBEDDING_COLUMN: usize = 14;
 
@@ -147,6 +158,28 @@ pub fn write_segment(path: &Path, rows: &[RegionRecord], dim: usize) -> Result<(
         Arc::new(BooleanArray::from_iter(
             rows.iter().map(|r| Some(r.meta.exif_rotated)),
         )),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.meta.photo.taken_at.as_deref()),
+        )),
+        Arc::new(
+            TimestampMillisecondArray::from_iter(rows.iter().map(|r| r.meta.photo.taken_at_ms))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.meta.photo.camera.as_deref()),
+        )),
+        Arc::new(Float64Array::from_iter(
+            rows.iter().map(|r| r.meta.photo.gps.map(|g| g[0])),
+        )),
+        Arc::new(Float64Array::from_iter(
+            rows.iter().map(|r| r.meta.photo.gps.map(|g| g[1])),
+        )),
+        Arc::new(UInt32Array::from_iter(
+            rows.iter().map(|r| r.meta.photo.width),
+        )),
+        Arc::new(UInt32Array::from_iter(
+            rows.iter().map(|r| r.meta.photo.height),
+        )),
     ];
     let batch = RecordBatch::try_new(schema.clone(), columns)
         .map_err(|e| IndexError::Engine(format!("building the region table batch: {e}")))?;
@@ -199,7 +232,8 @@ pub fn read_segment(
     let want = schema(dim);
     let have = builder.schema();
     let legacy = have.fields().len() == LEGACY_FIELDS;
-    if (have.fields().len() != want.fields().len() && !legacy)
+    let known_width = [LEGACY_FIELDS, BEFORE_PHOTO_FIELDS, want.fields().len()];
+    if !known_width.contains(&have.fields().len())
         || have
             .fields()
             .iter()
@@ -255,9 +289,10 @@ pub fn read_segment(
         let alpha = col("alpha").as_primitive::<Float32Type>().clone();
         let resolution = col("resolution").as_primitive::<UInt32Type>().clone();
         let created = col("created_at")
-            .as_primitive::<arrow::datatypes::TimestampMillisecondType>()
+            .as_primitive::<TimestampMillisecondType>()
             .clone();
         let exif_rotated = (!legacy).then(|| col("exif_rotated").as_boolean().clone());
+        let photo = PhotoColumns::of(&batch);
         let opt_u32 = |a: &UInt32Array, i: usize| a.is_valid(i).then(|| a.value(i));
         let opt_f32 = |a: &Float32Array, i: usize| a.is_valid(i).then(|| a.value(i));
         for i in 0..batch.num_rows() {
@@ -283,6 +318,7 @@ pub fn read_segment(
                 label: label.is_valid(i).then(|| label.value(i).to_string()),
                 created_at_ms: created.value(i),
                 exif_rotated: exif_rotated.as_ref().is_none_or(|a| a.value(i)),
+                photo: photo.as_ref().map(|p| p.row(i)).unwrap_or_default(),
             });
         }
         if with_embeddings {
@@ -291,4 +327,49 @@ pub fn read_segment(
         }
     }
     Ok((metas, embeddings))
+}
+
+/// The photo metadata columns of a batch; None for segments written before they existed.
+struct PhotoColumns {
+    taken_at: StringArray,
+    taken_at_utc: TimestampMillisecondArray,
+    camera: StringArray,
+    gps_lat: Float64Array,
+    gps_lon: Float64Array,
+    width: UInt32Array,
+    height: UInt32Array,
+}
+
+impl PhotoColumns {
+    fn of(batch: &RecordBatch) -> Option<Self> {
+        let col = |name: &str| batch.column_by_name(name);
+        Some(Self {
+            taken_at: col("taken_at")?.as_string::<i32>().clone(),
+            taken_at_utc: col("taken_at_utc")?
+                .as_primitive::<TimestampMillisecondType>()
+                .clone(),
+            camera: col("camera")?.as_string::<i32>().clone(),
+            gps_lat: col("gps_lat")?.as_primitive::<Float64Type>().clone(),
+            gps_lon: col("gps_lon")?.as_primitive::<Float64Type>().clone(),
+            width: col("width")?.as_primitive::<UInt32Type>().clone(),
+            height: col("height")?.as_primitive::<UInt32Type>().clone(),
+        })
+    }
+
+    fn row(&self, i: usize) -> PhotoMeta {
+        let text = |a: &StringArray| a.is_valid(i).then(|| a.value(i).to_string());
+        let gps = (self.gps_lat.is_valid(i) && self.gps_lon.is_valid(i))
+            .then(|| [self.gps_lat.value(i), self.gps_lon.value(i)]);
+        PhotoMeta {
+            taken_at: text(&self.taken_at),
+            taken_at_ms: self
+                .taken_at_utc
+                .is_valid(i)
+                .then(|| self.taken_at_utc.value(i)),
+            camera: text(&self.camera),
+            gps,
+            width: self.width.is_valid(i).then(|| self.width.value(i)),
+            height: self.height.is_valid(i).then(|| self.height.value(i)),
+        }
+    }
 }

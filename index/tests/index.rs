@@ -50,6 +50,7 @@ fn record(i: usize) -> RegionRecord {
             label: (i % 4 == 0).then(|| format!("class{}", i % 7)),
             created_at_ms: 1_700_000_000_000 + i as i64,
             exif_rotated: false,
+            photo: Default::default(),
         },
         embedding,
     }

@@ -54,6 +54,7 @@ fn record(i: usize) -> RegionRecord {
             label: Some(format!("class{}", i % 3)),
             created_at_ms: 1_700_000_000_000,
             exif_rotated: false,
+            photo: Default::default(),
         },
         embedding,
     }

@@ -1,5 +1,6 @@
 """Type stubs of regionseek's native module (python/src/)."""
 
+import datetime
 from os import PathLike
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union, overload
 
@@ -9,7 +10,8 @@ import numpy.typing as npt
 _Path = Union[str, "PathLike[str]"]
 Hit = Dict[str, Any]
 """A hit, as the CLI's ``--json`` writes it: ``image``, ``region_id``, ``box`` [x0, y0, x1, y1], ``mask_rle``
-(COCO RLE: ``size`` [h, w], ``counts``), ``score``, ``method``, ``source``, ``label``, ``row``, ``exif_rotated``."""
+(COCO RLE: ``size`` [h, w], ``counts``), ``score``, ``method``, ``source``, ``label``, ``row``, ``exif_rotated``, ``taken_at`` (ISO 8601 as the camera
+wrote it, or None) and ``camera`` (EXIF make and model, or None)."""
 
 __version__: str
 
@@ -125,12 +127,19 @@ class Index:
         source: Optional[str] = None,
         min_score: Optional[float] = None,
         group_by: Optional[str] = None,
+        after: Union[str, "datetime.date", None] = None,
+        before: Union[str, "datetime.date", None] = None,
+        camera: Optional[str] = None,
+        near: Optional[Tuple[float, float, float]] = None,
     ) -> List[Hit]:
         """The ``k`` regions closest to a text query, best first (the text tower alone embeds it; a query longer
         than its context is cut, with a UserWarning). Filters (``method``, ``label``, ``image``, ``source``) keep
         rows whose field equals the value; one that keeps none raises ValueError saying what the index holds.
         ``min_score`` keeps hits scoring at least that cosine similarity; ``group_by="photo"`` returns the best region of
-        each photo, with ``other_matches`` (how many more of its regions matched)."""
+        each photo, with ``other_matches`` (how many more of its regions matched). ``after``/``before`` keep photos
+        whose EXIF capture time is at or after / before a date (``YYYY-MM-DD``, midnight UTC), an RFC 3339 time, a
+        ``datetime.date`` or a ``datetime.datetime`` (naive: UTC); ``camera`` keeps those whose make and model
+        contain the text (any case); ``near=(lat, lon, km)`` those taken within ``km`` of a place."""
     def search_vectors(
         self,
         vectors: npt.NDArray[np.floating[Any]],
@@ -143,6 +152,10 @@ class Index:
         source: Optional[str] = None,
         min_score: Optional[float] = None,
         group_by: Optional[str] = None,
+        after: Union[str, "datetime.date", None] = None,
+        before: Union[str, "datetime.date", None] = None,
+        camera: Optional[str] = None,
+        near: Optional[Tuple[float, float, float]] = None,
     ) -> Union[List[Hit], List[List[Hit]]]:
         """A ``(d,)`` vector gives one list of hits, a ``(Q, d)`` array one list per row."""
     def embeddings(self) -> npt.NDArray[np.float32]:

@@ -372,3 +372,38 @@ pub fn finite(keyword: &str, value: f64) -> PyResult<f64> {
         )))
     }
 }
+
+/// `after=` / `before=`: text (`YYYY-MM-DD` or RFC 3339), a `datetime.date`, or a `datetime.datetime` (one
+/// without a timezone read as UTC), handed on as the ISO text the library's one parser reads.
+pub struct WhenArg(pub String);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for WhenArg {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(text) = obj.extract::<String>() {
+            return Ok(Self(text));
+        }
+        let datetime = obj.py().import("datetime")?;
+        if obj.is_instance(&datetime.getattr("date")?)? {
+            return Ok(Self(obj.call_method0("isoformat")?.extract()?));
+        }
+        Err(PyTypeError::new_err(format!(
+            "a date is text (YYYY-MM-DD or RFC 3339), a datetime.date or a datetime.datetime, not {}",
+            obj.get_type().name()?
+        )))
+    }
+}
+
+/// `near=`: `(lat, lon, km)`, handed on as the `LAT,LON,KM` text the library's one parser reads (Rust's
+/// shortest round-trip formatting keeps every bit of each number).
+pub struct NearArg(pub String);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for NearArg {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let (lat, lon, km): (f64, f64, f64) = obj.extract().map_err(|_| {
+            PyTypeError::new_err("near is a (latitude, longitude, km) tuple of numbers")
+        })?;
+        Ok(Self(format!("{lat},{lon},{km}")))
+    }
+}

@@ -36,6 +36,8 @@ pub fn hit_dict<'py>(py: Python<'py>, hit: &Hit) -> PyResult<Bound<'py, PyDict>>
         label,
         row,
         exif_rotated,
+        taken_at,
+        camera,
         other_matches,
     } = hit;
     let corners = bbox
@@ -53,6 +55,8 @@ pub fn hit_dict<'py>(py: Python<'py>, hit: &Hit) -> PyResult<Bound<'py, PyDict>>
     dict.set_item("label", label.as_deref())?;
     dict.set_item("row", row)?;
     dict.set_item("exif_rotated", exif_rotated)?;
+    dict.set_item("taken_at", taken_at.as_deref())?;
+    dict.set_item("camera", camera.as_deref())?;
     if let Some(n) = other_matches {
         dict.set_item("other_matches", n)?;
     }

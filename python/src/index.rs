@@ -14,9 +14,10 @@ use pyo3::types::PyList;
 use regionseek::cancel::Cancel;
 use regionseek::clip::TextEncoder;
 use regionseek::index::{Filter, RegionIndex};
+use regionseek::pipeline::photo_meta::{with_photo_words, PhotoWords};
 use regionseek::pipeline::query::{self, SearchAnswer, SearchOptions, TextQuery, DEFAULT_K};
 
-use crate::convert::{DeviceArg, GroupArg, ModelArg, QueryVectors};
+use crate::convert::{DeviceArg, GroupArg, ModelArg, NearArg, QueryVectors, WhenArg};
 use crate::errors::{query_error, runtime_error, RegionseekError};
 use crate::hits::hit_list;
 use crate::interrupt::interruptible;
@@ -33,19 +34,36 @@ pub struct Index {
     device: candle_core::Device,
 }
 
+/// The photo metadata keywords of a search, as given.
+struct PhotoKeywords {
+    after: Option<WhenArg>,
+    before: Option<WhenArg>,
+    camera: Option<String>,
+    near: Option<NearArg>,
+}
+
 /// The rows a search may return: every given field must match.
 fn search_filter(
     method: Option<String>,
     label: Option<String>,
     image: Option<String>,
     source: Option<String>,
-) -> Filter {
-    Filter {
+    photo: PhotoKeywords,
+) -> PyResult<Filter> {
+    let filter = Filter {
         image,
         method,
         source,
         label,
-    }
+        ..Filter::default()
+    };
+    let words = PhotoWords {
+        after: photo.after.as_ref().map(|w| w.0.as_str()),
+        before: photo.before.as_ref().map(|w| w.0.as_str()),
+        camera: photo.camera.as_deref(),
+        near: photo.near.as_ref().map(|n| n.0.as_str()),
+    };
+    with_photo_words(filter, words).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 impl Index {
@@ -151,9 +169,11 @@ impl Index {
 
     /// The regions closest to a text query, best first: a list of dicts with the CLI's hit keys (`image`,
     /// `region_id`, `box` [x0, y0, x1, y1], `mask_rle` (COCO RLE), `score`, `method`, `source`, `label`, `row`,
-    /// `exif_rotated`). Filters keep only rows whose field equals the value; `ef` widens the graph's beam,
-    /// `exact=True` scans every candidate.
-    #[pyo3(signature = (text, k = DEFAULT_K, method = None, label = None, image = None, ef = None, exact = false, source = None, min_score = None, group_by = None))]
+    /// `exif_rotated`, `taken_at`, `camera`). Filters keep only rows whose field equals the value; `after`/
+    /// `before` (text, `datetime.date` or `datetime.datetime`), `camera` (text in the make and model, any case)
+    /// and `near` (`(lat, lon, km)`) filter on the photos' EXIF; `ef` widens the graph's beam, `exact=True`
+    /// scans every candidate.
+    #[pyo3(signature = (text, k = DEFAULT_K, method = None, label = None, image = None, ef = None, exact = false, source = None, min_score = None, group_by = None, after = None, before = None, camera = None, near = None))]
     #[allow(clippy::too_many_arguments)]
     fn search<'py>(
         &self,
@@ -168,8 +188,18 @@ impl Index {
         source: Option<String>,
         min_score: Option<f32>,
         group_by: Option<GroupArg>,
+        after: Option<WhenArg>,
+        before: Option<WhenArg>,
+        camera: Option<String>,
+        near: Option<NearArg>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let filter = search_filter(method, label, image, source);
+        let photo = PhotoKeywords {
+            after,
+            before,
+            camera,
+            near,
+        };
+        let filter = search_filter(method, label, image, source, photo)?;
         let options = SearchOptions::new(k, filter, exact, ef)
             .and_then(|o| o.with_min_score(min_score))
             .map_err(query_error)?
@@ -186,7 +216,7 @@ impl Index {
 
     /// The regions closest to embedding vectors: a `(d,)` array gives one list of hits, a `(Q, d)` array a list
     /// per row. Vectors of any scale (normalised here); float32 or float64.
-    #[pyo3(signature = (vectors, k = DEFAULT_K, method = None, label = None, image = None, ef = None, exact = false, source = None, min_score = None, group_by = None))]
+    #[pyo3(signature = (vectors, k = DEFAULT_K, method = None, label = None, image = None, ef = None, exact = false, source = None, min_score = None, group_by = None, after = None, before = None, camera = None, near = None))]
     #[allow(clippy::too_many_arguments)]
     fn search_vectors<'py>(
         &self,
@@ -201,8 +231,18 @@ impl Index {
         source: Option<String>,
         min_score: Option<f32>,
         group_by: Option<GroupArg>,
+        after: Option<WhenArg>,
+        before: Option<WhenArg>,
+        camera: Option<String>,
+        near: Option<NearArg>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let filter = search_filter(method, label, image, source);
+        let photo = PhotoKeywords {
+            after,
+            before,
+            camera,
+            near,
+        };
+        let filter = search_filter(method, label, image, source, photo)?;
         let options = SearchOptions::new(k, filter, exact, ef)
             .and_then(|o| o.with_min_score(min_score))
             .map_err(query_error)?
@@ -280,8 +320,14 @@ impl Index {
         if segments.is_empty() {
             return Err(PyValueError::new_err("the index holds no rows yet"));
         }
-        py.import("pyarrow")?
-            .call_method1("concat_tables", (PyList::new(py, segments)?,))
+        // Segments written before a column existed lack it: promoted, their rows read it as null.
+        let promote = pyo3::types::PyDict::new(py);
+        promote.set_item("promote_options", "default")?;
+        py.import("pyarrow")?.call_method(
+            "concat_tables",
+            (PyList::new(py, segments)?,),
+            Some(&promote),
+        )
     }
 }
 

@@ -33,6 +33,7 @@ def test_text_search_returns_the_cli_hits(coco_index, cli):
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     assert set(hits[0]) == {
         "image", "region_id", "box", "mask_rle", "score", "method", "source", "label", "row", "exif_rotated",
+        "taken_at", "camera",
     }
 
 

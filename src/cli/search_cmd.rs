@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use regionseek::index::Filter;
+use regionseek::pipeline::photo_meta::{with_photo_words, PhotoWords};
 use regionseek::pipeline::query::{
     self, Grouping, QueryError, SearchOptions, SearchReport, Searcher,
 };
@@ -38,6 +39,19 @@ pub struct SearchArgs {
     /// Only regions from this source (e.g. `coco`, `auto-box`, `auto-sam`, `image` for whole photos).
     #[arg(long)]
     source: Option<String>,
+    /// Only photos taken at or after DATE: `YYYY-MM-DD` (midnight UTC) or RFC 3339
+    /// (`2024-05-01T14:00:00+02:00`), against the photo's EXIF capture time.
+    #[arg(long, value_name = "DATE")]
+    after: Option<String>,
+    /// Only photos taken before DATE (the same forms as --after; the instant itself excluded).
+    #[arg(long, value_name = "DATE")]
+    before: Option<String>,
+    /// Only photos whose camera make and model (EXIF) contain TEXT, ignoring case.
+    #[arg(long, value_name = "TEXT")]
+    camera: Option<String>,
+    /// Only photos taken within KM kilometres of LAT,LON (EXIF GPS; degrees, north and east positive).
+    #[arg(long, value_name = "LAT,LON,KM", allow_hyphen_values = true)]
+    near: Option<String>,
     /// Only hits scoring at least this cosine similarity (a relevance cut-off; with random weights
     /// meaningless).
     #[arg(long, allow_hyphen_values = true)]
@@ -78,7 +92,17 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
         method: a.method.clone(),
         source: a.source.clone(),
         label: a.label.clone(),
+        ..Filter::default()
     };
+    let filter = with_photo_words(
+        filter,
+        PhotoWords {
+            after: a.after.as_deref(),
+            before: a.before.as_deref(),
+            camera: a.camera.as_deref(),
+            near: a.near.as_deref(),
+        },
+    )?;
     let options = SearchOptions::new(a.k, filter, a.exact, a.ef)?
         .with_min_score(a.min_score)?
         .grouped(a.group_by);

@@ -320,6 +320,23 @@ pub fn jpeg_frame_size(b: &[u8]) -> Option<(u32, u32)> {
     Some((w, h))
 }
 
+/// The EXIF block of a PNG (its `eXIf` chunk), found without decoding: the chunks are walked by their
+/// lengths, and a length running past the end stops the walk.
+pub fn png_exif(b: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let mut i = 8;
+    while i + 8 <= b.len() {
+        let len = u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]) as usize;
+        let id = &b[i + 4..i + 8];
+        let body = b.get(i + 8..(i + 8).checked_add(len)?)?;
+        match id {
+            b"eXIf" => return Some(Cow::Borrowed(body)),
+            b"IEND" => return None,
+            _ => i = i + 12 + len,
+        }
+    }
+    None
+}
+
 /// The EXIF block of a WebP (its RIFF "EXIF" chunk).
 pub fn webp_exif(b: &[u8]) -> Option<Cow<'_, [u8]>> {
     let mut i = 12;

@@ -12,6 +12,7 @@
 //! allocated (a forged 65535×65535 header is refused, not decoded into 12 GB), and a JPEG whose data ends
 //! before its end-of-image marker is refused as Pillow refuses it, rather than padded with grey.
 
+pub mod exif;
 mod formats;
 mod jpeg;
 pub mod pil;
@@ -138,6 +139,34 @@ pub fn load_rgb_with(path: &Path, options: &DecodeOptions) -> Result<RgbImage, D
         message: e.to_string(),
     })?;
     decode_rgb(&bytes, path, options)
+}
+
+/// [`load_rgb_with`], with the EXIF tags the photo carries (read from the same bytes).
+pub fn load_photo_with(
+    path: &Path,
+    options: &DecodeOptions,
+) -> Result<(RgbImage, exif::ExifTags), DecodeError> {
+    let bytes = std::fs::read(path).map_err(|e| DecodeError {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let image = decode_rgb(&bytes, path, options)?;
+    Ok((image, photo_exif(&bytes)))
+}
+
+/// The EXIF tags of a photo in any container that carries them (JPEG APP1, PNG eXIf, WebP EXIF, a TIFF's
+/// own directories); none for the others or a photo without.
+pub fn photo_exif(bytes: &[u8]) -> exif::ExifTags {
+    let block = match sniff(bytes) {
+        Ok(PhotoFormat::Jpeg) => formats::jpeg_exif(bytes),
+        Ok(PhotoFormat::Png) => formats::png_exif(bytes),
+        Ok(PhotoFormat::WebP) => formats::webp_exif(bytes),
+        // A TIFF is itself the structure an EXIF block borrows: Make, Model and the sub-directories sit
+        // in its first directory.
+        Ok(PhotoFormat::Tiff) => Some(std::borrow::Cow::Borrowed(bytes)),
+        _ => None,
+    };
+    block.map(|b| exif::read(&b)).unwrap_or_default()
 }
 
 /// A photo held in memory at 1/`reduce` of its size (1, 2, 4 or 8; each side `ceil(side / reduce)`, in the

@@ -22,13 +22,14 @@ use rayon::prelude::*;
 
 use crate::baselines::{self, Baseline};
 use crate::clip::{preprocess, ClipModel};
-use crate::index::{IndexWriter, MethodInfo, RegionIndex, RegionMeta, RegionRecord};
+use crate::index::{IndexWriter, MethodInfo, PhotoMeta, RegionIndex, RegionMeta, RegionRecord};
 use crate::invert::{invert_images, InversionConfig};
 use crate::masks::{BinaryMask, Rle};
 use crate::sam::box_mask;
 
 use super::inputs::{ImageInput, InputIssue};
 use super::propose::{propose_boxes, ProposeParams};
+use super::run::load_photo;
 use super::run::{file_hash, frame_conflict, method_info, IndexRun, IndexRunReport, ItemFailure};
 use super::spec::EmbedStage;
 
@@ -118,6 +119,7 @@ struct QuickPhoto {
     name: String,
     hash: String,
     image: RgbImage,
+    photo: PhotoMeta,
 }
 
 struct Library<'r, 'a> {
@@ -296,21 +298,21 @@ impl Library<'_, '_> {
                 }
                 photos.insert(hash, (input.name.clone(), input.path.clone()));
             }
-            let decoded: Vec<(&ImageInput, String, Result<RgbImage, String>)> = todo
+            let decoded: Vec<(&ImageInput, String, Result<(RgbImage, PhotoMeta), String>)> = todo
                 .into_par_iter()
                 .map(|(input, hash)| {
-                    let image = crate::decode::load_rgb_with(&input.path, &decode)
-                        .map_err(|e| e.to_string());
+                    let image = load_photo(&input.path, &decode);
                     (input, hash, image)
                 })
                 .collect();
             let mut batch = Vec::new();
             for (input, hash, image) in decoded {
                 match image {
-                    Ok(image) => batch.push(QuickPhoto {
+                    Ok((image, photo)) => batch.push(QuickPhoto {
                         name: input.name.clone(),
                         hash,
                         image,
+                        photo,
                     }),
                     Err(e) => self
                         .failures
@@ -406,6 +408,7 @@ impl Library<'_, '_> {
                             label: None,
                             created_at_ms,
                             exif_rotated: self.run.decode.exif_rotate,
+                            photo: photo.photo.clone(),
                         },
                         embedding,
                     }

@@ -7,6 +7,7 @@ pub mod bar;
 pub mod inputs;
 pub mod job;
 pub mod library;
+pub mod photo_meta;
 pub mod photo_path;
 pub mod propose;
 pub mod query;

@@ -565,10 +565,89 @@ pub fn explain_empty_filter(index: &RegionIndex, filter: &Filter) -> Option<Stri
             ));
         }
     }
+    why.extend(photo_meta_reasons(index, filter));
     if why.is_empty() {
         why.push("no region matches all the filters together".into());
     }
     Some(why.join("; "))
+}
+
+/// Why the metadata words of a filter keep no photo: each word that alone keeps none, with what the
+/// photos' metadata holds.
+fn photo_meta_reasons(index: &RegionIndex, filter: &Filter) -> Vec<String> {
+    let rows = index.rows();
+    let alone = |f: Filter| rows.iter().any(|r| f.matches_photo(&r.photo));
+    let mut why = Vec::new();
+    if filter.after_ms.is_some() || filter.before_ms.is_some() {
+        let range = Filter {
+            after_ms: filter.after_ms,
+            before_ms: filter.before_ms,
+            ..Filter::default()
+        };
+        if !alone(range) {
+            let times: Vec<&str> = rows
+                .iter()
+                .filter_map(|r| Some((r.photo.taken_at_ms?, r.photo.taken_at.as_deref()?)))
+                .fold(
+                    None,
+                    |span: Option<((i64, &str), (i64, &str))>, t| match span {
+                        None => Some((t, t)),
+                        Some((lo, hi)) => Some((
+                            if t.0 < lo.0 { t } else { lo },
+                            if t.0 > hi.0 { t } else { hi },
+                        )),
+                    },
+                )
+                .map(|(lo, hi)| vec![lo.1, hi.1])
+                .unwrap_or_default();
+            why.push(match times.as_slice() {
+                [first, last] => format!(
+                    "no photo was taken in that time range (the photos' capture times run from {first} to {last})"
+                ),
+                _ => "no indexed photo has a capture time (EXIF DateTimeOriginal)".into(),
+            });
+        }
+    }
+    if let Some(c) = &filter.camera {
+        if !alone(Filter {
+            camera: Some(c.clone()),
+            ..Filter::default()
+        }) {
+            let cameras: std::collections::BTreeSet<&str> = rows
+                .iter()
+                .filter_map(|r| r.photo.camera.as_deref())
+                .collect();
+            why.push(if cameras.is_empty() {
+                "no indexed photo names its camera (EXIF Make/Model)".into()
+            } else {
+                let shown: Vec<&str> = cameras.iter().copied().take(8).collect();
+                let more = if cameras.len() > 8 { ", ..." } else { "" };
+                format!(
+                    "no photo was taken with a camera matching {c:?} (cameras: {}{more})",
+                    shown.join(", ")
+                )
+            });
+        }
+    }
+    if let Some((lat, lon, km)) = filter.near {
+        if !alone(Filter {
+            near: filter.near,
+            ..Filter::default()
+        }) {
+            let nearest = rows
+                .iter()
+                .filter_map(|r| r.photo.gps)
+                .map(|g| crate::index::haversine_km(g, [lat, lon]))
+                .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.min(d))));
+            why.push(match nearest {
+                Some(d) => format!(
+                    "no photo was taken within {km} km of {lat},{lon} (the nearest is {d:.1} km away)"
+                ),
+                None => "no indexed photo has a GPS position (EXIF GPS)".into(),
+            });
+        }
+    }
+    why
 }
 
 /// Labels ranked for one region embedding: (label, softmax probability), best first.
@@ -746,6 +825,7 @@ mod tests {
                 label: None,
                 created_at_ms: 0,
                 exif_rotated: false,
+                photo: Default::default(),
             },
             embedding: vec![angle.cos(), angle.sin()],
         };

@@ -16,6 +16,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::index::{Filter, Hit, MethodInfo};
 use crate::masks::CocoRle;
+use crate::pipeline::photo_meta::{with_photo_words, PhotoWords};
 use crate::pipeline::photo_path::PhotoPathError;
 use crate::pipeline::query::{QueryError, SearchOptions, SearchReport};
 use crate::pipeline::{query, render};
@@ -153,6 +154,10 @@ struct Asked {
     method: Option<String>,
     source: Option<String>,
     label: Option<String>,
+    after: Option<String>,
+    before: Option<String>,
+    camera: Option<String>,
+    near: Option<String>,
 }
 
 impl Asked {
@@ -168,6 +173,10 @@ impl Asked {
             method: self.method.or_else(|| batch.method.clone()),
             source: self.source.or_else(|| batch.source.clone()),
             label: self.label.or_else(|| batch.label.clone()),
+            after: self.after.or_else(|| batch.after.clone()),
+            before: self.before.or_else(|| batch.before.clone()),
+            camera: self.camera.or_else(|| batch.camera.clone()),
+            near: self.near.or_else(|| batch.near.clone()),
         }
     }
 
@@ -183,7 +192,21 @@ impl Asked {
             method: filter_value(&self.method),
             source: filter_value(&self.source),
             label: filter_value(&self.label),
+            ..Filter::default()
         };
+        let (after, before, camera, near) = (
+            filter_value(&self.after),
+            filter_value(&self.before),
+            filter_value(&self.camera),
+            filter_value(&self.near),
+        );
+        let words = PhotoWords {
+            after: after.as_deref(),
+            before: before.as_deref(),
+            camera: camera.as_deref(),
+            near: near.as_deref(),
+        };
+        let filter = with_photo_words(filter, words).map_err(|e| ApiError::bad(e.to_string()))?;
         let min_score = min_score(self.min_score.as_ref())?;
         Ok(
             SearchOptions::new(k, filter, flag("exact", self.exact.as_ref())?, ef)
@@ -216,6 +239,14 @@ macro_rules! with_search_options {
             pub image: Option<String>,
             /// Only regions from this source.
             pub source: Option<String>,
+            /// Only photos taken at or after this date (`YYYY-MM-DD`, midnight UTC) or instant (RFC 3339).
+            pub after: Option<String>,
+            /// Only photos taken before this date (`YYYY-MM-DD`, midnight UTC) or instant (RFC 3339).
+            pub before: Option<String>,
+            /// Only photos whose camera make and model contain this text (any case).
+            pub camera: Option<String>,
+            /// Only photos taken within KM kilometres of a place: `LAT,LON,KM` (degrees).
+            pub near: Option<String>,
             /// Scan every candidate (not with `ef`).
             #[param(value_type = Option<bool>)]
             #[schema(value_type = Option<bool>)]
@@ -244,6 +275,10 @@ macro_rules! with_search_options {
                     method: self.method.clone(),
                     source: self.source.clone(),
                     label: self.label.clone(),
+                    after: self.after.clone(),
+                    before: self.before.clone(),
+                    camera: self.camera.clone(),
+                    near: self.near.clone(),
                 }
             }
         }

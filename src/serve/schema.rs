@@ -27,6 +27,10 @@ pub struct Hit {
     pub row: u64,
     /// The frame `box` and `mask_rle` are in: true when the photo was turned upright by its EXIF orientation.
     pub exif_rotated: bool,
+    /// When the photo was taken, as its camera wrote it (ISO 8601, with the offset when it recorded one).
+    pub taken_at: Option<String>,
+    /// The camera's make and model, from the photo's EXIF.
+    pub camera: Option<String>,
     /// With `group_by=photo`: how many more of this photo's regions matched (the hit is the best of them).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub other_matches: Option<u32>,

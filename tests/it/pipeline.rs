@@ -615,7 +615,7 @@ fn a_phone_photo_is_indexed_in_its_stored_frame_or_upright_never_both() {
 }
 
 /// A small library spec: the shipped `library` with MaskInversion at 64 px and 3 steps, for the tiny model.
-fn small_library_spec(dir: &Path) -> PathBuf {
+pub(crate) fn small_library_spec(dir: &Path) -> PathBuf {
     let shipped = std::fs::read_to_string(root().join("pipelines/library.toml")).unwrap();
     let text = shipped
         .replace("size = 448", "size = 64")
@@ -643,7 +643,7 @@ fn copy_shipped_photos(dir: &Path, n: usize) -> Vec<PathBuf> {
 }
 
 /// `regionseek index PHOTOS --out OUT --pipeline SPEC --model random:tiny --json`.
-fn library_index_args(photos: &Path, out: &Path, spec: &Path) -> Vec<String> {
+pub(crate) fn library_index_args(photos: &Path, out: &Path, spec: &Path) -> Vec<String> {
     [
         "index",
         photos.to_str().unwrap(),
@@ -1191,4 +1191,103 @@ fn watch_syncs_each_change_of_the_folder_until_stopped() {
         assert!(started.elapsed() < Duration::from_secs(30), "still watching after SIGTERM");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `regionseek search INDEX "a photo" --group-by photo --json` with `extra`: the photos hit (sorted) and
+/// the hits, or the exit code and stderr.
+fn photos_found(index: &Path, extra: &[&str]) -> Result<(Vec<String>, Vec<Value>), (i32, String)> {
+    let mut args = vec![
+        "search",
+        index.to_str().unwrap(),
+        "a photo",
+        "--k",
+        "100",
+        "--group-by",
+        "photo",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let (code, stdout, err) = run(&args);
+    if code != 0 {
+        return Err((code, err));
+    }
+    let hits = json(&stdout)["hits"].as_array().unwrap().clone();
+    let mut names: Vec<String> = hits
+        .iter()
+        .map(|h| h["image"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    Ok((names, hits))
+}
+
+#[test]
+fn searches_filter_on_the_exif_a_camera_wrote_and_hits_carry_when_and_with_what() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    exif_photos(&photos);
+    let out = tmp.path().join("index");
+    let args = library_index_args(&photos, &out, &small_library_spec(tmp.path()));
+    let (code, _, err) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+
+    let found = |extra: &[&str]| photos_found(&out, extra).unwrap().0;
+    assert_eq!(
+        found(&[]),
+        ["bare.jpg", "newyork.jpg", "paris.jpg", "phone.jpg"]
+    );
+    // Dates: midnight UTC for a date alone; New York's evening of the 24th is the 25th in UTC.
+    assert_eq!(found(&["--after", "2024-01-01"]), ["paris.jpg", "phone.jpg"]);
+    assert_eq!(found(&["--before", "2024-01-01"]), ["newyork.jpg"]);
+    assert_eq!(
+        found(&["--after", "2023-12-25", "--before", "2024-06-01"]),
+        ["newyork.jpg", "paris.jpg"]
+    );
+    assert_eq!(found(&["--after", "2023-12-25T02:00:00Z"]), ["paris.jpg", "phone.jpg"]);
+    assert_eq!(
+        found(&["--before", "2024-05-01T12:03:00.001Z", "--after", "2024-05-01T14:03:00+02:00"]),
+        ["paris.jpg"],
+        "the offset the camera wrote places the photo at 12:03 UTC"
+    );
+    // Camera: any case, make or model.
+    assert_eq!(found(&["--camera", "nikon"]), ["newyork.jpg"]);
+    assert_eq!(found(&["--camera", "EOS r5"]), ["paris.jpg"]);
+    assert_eq!(found(&["--camera", "iphone", "--after", "2024-07-01"]), ["phone.jpg"]);
+    // Near: Versailles is ~17 km from Paris; New York is far from both.
+    assert_eq!(found(&["--near", "48.8049,2.1204,20"]), ["paris.jpg"]);
+    assert_eq!(found(&["--near", "40.7,-74.0,50"]), ["newyork.jpg"]);
+
+    // Hits carry the capture time as the camera wrote it and the camera; the bare photo's are null.
+    let (_, hits) = photos_found(&out, &[]).unwrap();
+    let hit = |name: &str| hits.iter().find(|h| h["image"] == name).unwrap().clone();
+    assert_eq!(hit("paris.jpg")["taken_at"], "2024-05-01T14:03:00+02:00");
+    assert_eq!(hit("paris.jpg")["camera"], "Canon EOS R5");
+    assert_eq!(hit("newyork.jpg")["camera"], "NIKON CORPORATION NIKON D850");
+    assert_eq!(hit("phone.jpg")["taken_at"], "2024-07-14T10:00:00");
+    assert_eq!(hit("bare.jpg")["taken_at"], Value::Null);
+    assert_eq!(hit("bare.jpg")["camera"], Value::Null);
+
+    // Every row of a photo holds its metadata, its size included.
+    let index = regionseek::index::RegionIndex::open(&out).unwrap();
+    for row in index.rows() {
+        let p = &row.photo;
+        let img = image::open(photos.join(&row.image)).unwrap();
+        assert_eq!((p.width, p.height), (Some(img.width()), Some(img.height())), "{}", row.image);
+        assert_eq!(p.gps.is_some(), ["paris.jpg", "newyork.jpg"].contains(&row.image.as_str()));
+    }
+
+    // A filter that keeps nothing says why, with what the photos hold; a bad word is refused in words.
+    let (code, err) = photos_found(&out, &["--camera", "leica"]).unwrap_err();
+    assert_ne!(code, 0);
+    assert!(err.contains("Canon EOS R5") && err.contains("leica"), "{err}");
+    let (_, err) = photos_found(&out, &["--near", "0,0,1"]).unwrap_err();
+    assert!(err.contains("nearest"), "{err}");
+    let (_, err) = photos_found(&out, &["--after", "2030-01-01"]).unwrap_err();
+    assert!(err.contains("2023-12-24T20:00:00-05:00"), "{err}");
+    for (flag, bad) in [("--after", "May 1st"), ("--before", "2024-02-30"), ("--near", "91,0,1")] {
+        let (code, err) = photos_found(&out, &[flag, bad]).unwrap_err();
+        assert_ne!(code, 0);
+        assert!(err.contains(bad), "{flag} {bad}: {err}");
+    }
+    let (_, err) = photos_found(&out, &["--after", "2024-02-01", "--before", "2024-01-01"]).unwrap_err();
+    assert!(err.contains("is not before"), "{err}");
 }

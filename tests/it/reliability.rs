@@ -439,6 +439,7 @@ fn compact_removes_deleted_rows_and_says_how_many() {
             label: None,
             created_at_ms: 0,
             exif_rotated: false,
+            photo: Default::default(),
         },
         embedding: (0..8)
             .map(|k| ((i * 7 + k * 3) % 11) as f32 + 0.5)

@@ -1534,3 +1534,86 @@ fn the_openapi_document_describes_every_json_answer() {
         .unwrap_err()
         .contains("oneOf"));
 }
+
+/// The photos (sorted) of an answer's hits.
+fn hit_photos(answer: &Value) -> Vec<String> {
+    let mut names: Vec<String> = answer["hits"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no hits: {answer}"))
+        .iter()
+        .map(|h| h["image"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn searches_take_the_photo_metadata_filters_as_parameters_and_refuse_bad_ones_in_words() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    exif_photos(&photos);
+    let index = tmp.path().join("index");
+    let args = crate::pipeline::library_index_args(
+        &photos,
+        &index,
+        &crate::pipeline::small_library_spec(tmp.path()),
+    );
+    let (code, _, err) = run_regionseek(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    let server = Server::start(&index, &[]);
+    let search = |params: &str| {
+        let r = server.get(&format!("/api/search?q=a+photo&k=100&group_by=photo&{params}"));
+        assert_eq!(r.status, 200, "{params}: {}", String::from_utf8_lossy(&r.body));
+        hit_photos(&r.json())
+    };
+    assert_eq!(search("after=2024-01-01"), ["paris.jpg", "phone.jpg"]);
+    assert_eq!(search("before=2024-01-01T00:00:00%2B01:00"), ["newyork.jpg"]);
+    assert_eq!(search("camera=CANON"), ["paris.jpg"]);
+    assert_eq!(search("near=40.7,-74.0,50"), ["newyork.jpg"]);
+    assert_eq!(search("after=&camera=&near="), search(""), "empty means no filter");
+    let r = server.get("/api/search?q=a+photo&k=1&camera=canon");
+    let hit = &r.json()["hits"][0];
+    assert_eq!(hit["taken_at"], "2024-05-01T14:03:00+02:00");
+    assert_eq!(hit["camera"], "Canon EOS R5");
+    // The same words for similar regions and in a batch (per query, or for the whole batch).
+    let row = hit["row"].as_u64().unwrap();
+    let r = server.get(&format!("/api/similar/{row}?k=100&group_by=photo&camera=nikon"));
+    assert_eq!(hit_photos(&r.json()), ["newyork.jpg"]);
+    let r = http_raw(
+        &server.addr,
+        "POST",
+        b"/api/search",
+        &[],
+        br#"{"queries": [{"q": "a", "camera": "iphone"}, "b"], "after": "2024-01-01", "k": 100, "group_by": "photo"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let answers = r.json();
+    let answers = answers["results"].as_array().or(answers.as_array()).unwrap().clone();
+    assert_eq!(hit_photos(&answers[0]), ["phone.jpg"]);
+    assert_eq!(hit_photos(&answers[1]), ["paris.jpg", "phone.jpg"]);
+    // Bad values: 400 with words that name the parameter.
+    for (params, says) in [
+        ("after=yesterday", "after must be a date"),
+        ("before=2024-02-30", "before must be a date"),
+        ("near=48,2", "near must be LAT,LON,KM"),
+        ("near=0,0,-5", "near must be LAT,LON,KM"),
+        ("after=2024-02-01&before=2024-01-01", "is not before"),
+    ] {
+        assert_json_error(&server.get(&format!("/api/search?q=a&{params}")), 400, says);
+    }
+    // A filter that keeps nothing is the client's mistake too, said with what the photos hold.
+    assert_json_error(&server.get("/api/search?q=a&camera=leica"), 400, "Canon EOS R5");
+    // The OpenAPI document lists the parameters and the hit fields.
+    let doc = server.get("/api/openapi.json").json();
+    let params: Vec<&str> = doc["paths"]["/api/search"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for p in ["after", "before", "camera", "near"] {
+        assert!(params.contains(&p), "{p} not in {params:?}");
+    }
+    let hit_props = &doc["components"]["schemas"]["Hit"]["properties"];
+    assert!(hit_props["taken_at"].is_object() && hit_props["camera"].is_object(), "{hit_props}");
+}

@@ -518,6 +518,8 @@ impl RegionIndex {
             label: m.label.clone(),
             row: id as u64,
             exif_rotated: m.exif_rotated,
+            taken_at: m.photo.taken_at.clone(),
+            camera: m.photo.camera.clone(),
             other_matches: None,
         }
     }

@@ -10,7 +10,8 @@ use sha2::{Digest, Sha256};
 
 use crate::cancel::Cancel;
 use crate::decode::DecodeOptions;
-use crate::index::RegionIndex;
+use crate::index::{PhotoMeta, RegionIndex};
+use crate::pipeline::photo_meta::photo_meta;
 
 use super::{file_hash, frame_conflict};
 use crate::pipeline::inputs::{ImageInput, RegionInput};
@@ -20,8 +21,8 @@ pub(super) struct Decoded {
     pub input: ImageInput,
     /// The content hash, or why the photo fails before decoding (stage, message).
     pub hash: Result<String, (&'static str, String)>,
-    /// None when every region of the photo is indexed already.
-    pub image: Option<Result<RgbImage, String>>,
+    /// None when every region of the photo is indexed already; else the photo with what its EXIF says.
+    pub image: Option<Result<(RgbImage, PhotoMeta), String>>,
     /// Its regions not yet in the index.
     pub todo: Vec<RegionInput>,
 }
@@ -80,6 +81,16 @@ impl AlreadyIndexed {
             self.regions.insert(key(hash, Some(&r.id)));
         }
     }
+}
+
+/// A photo decoded, with the metadata its rows carry (read from the same bytes, once per photo).
+pub(crate) fn load_photo(
+    path: &std::path::Path,
+    options: &DecodeOptions,
+) -> Result<(RgbImage, PhotoMeta), String> {
+    let (image, tags) = crate::decode::load_photo_with(path, options).map_err(|e| e.to_string())?;
+    let meta = photo_meta(&tags, image.width(), image.height());
+    Ok((image, meta))
 }
 
 pub(super) struct DecodeStage<'a> {
@@ -142,10 +153,7 @@ impl DecodeStage<'_> {
         staged
             .into_par_iter()
             .map(|(input, hash, todo, needed)| {
-                let image = needed.then(|| {
-                    crate::decode::load_rgb_with(&input.path, &self.decode)
-                        .map_err(|e| e.to_string())
-                });
+                let image = needed.then(|| load_photo(&input.path, &self.decode));
                 Decoded {
                     input,
                     hash,

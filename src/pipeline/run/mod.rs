@@ -5,6 +5,7 @@
 
 mod commit_stage;
 mod decode_stage;
+pub(crate) use decode_stage::load_photo;
 mod embed;
 mod fingerprint;
 mod model_stage;

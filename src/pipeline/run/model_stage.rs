@@ -9,7 +9,7 @@ use image::RgbImage;
 
 use crate::cancel::Cancel;
 use crate::clip::ClipModel;
-use crate::index::{MethodInfo, RegionMeta, RegionRecord};
+use crate::index::{MethodInfo, PhotoMeta, RegionMeta, RegionRecord};
 use crate::invert::InversionConfig;
 use crate::masks::{BinaryMask, Rle};
 use crate::sam::{SamModel, SamOptions};
@@ -63,6 +63,7 @@ struct Ready {
     name: String,
     hash: String,
     image: RgbImage,
+    photo: PhotoMeta,
     regions: Vec<RegionInput>,
     masks: Vec<BinaryMask>,
 }
@@ -153,7 +154,7 @@ impl ModelStage<'_> {
         };
         out.regions_already_indexed += d.input.regions.len() - d.todo.len();
         let finds_regions = self.mask_stage.finds_regions();
-        let image = match d.image {
+        let (image, photo) = match d.image {
             None if d.input.regions.is_empty() && !finds_regions => {
                 out.images_without_regions += 1;
                 return;
@@ -162,7 +163,7 @@ impl ModelStage<'_> {
                 out.images_skipped += 1;
                 return;
             }
-            Some(Ok(i)) => i,
+            Some(Ok(decoded)) => decoded,
             Some(Err(e)) => {
                 out.failures
                     .push(ItemFailure::photo(&d.input.name, "decode", e));
@@ -218,6 +219,7 @@ impl ModelStage<'_> {
             name: d.input.name,
             hash,
             image,
+            photo,
             regions,
             masks: good_masks,
         });
@@ -293,6 +295,7 @@ impl ModelStage<'_> {
                             label: r.label.clone(),
                             created_at_ms,
                             exif_rotated: self.exif_rotated,
+                            photo: p.photo.clone(),
                         },
                         embedding,
                     });

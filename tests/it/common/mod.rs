@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 
@@ -313,3 +313,60 @@ pub fn invert_fixture_pixels(
     .unwrap()
 }
 pub mod readme;
+
+/// Four photos written with hand-built EXIF (as a camera writes it) into `dir`, by file name:
+/// `paris.jpg` (Canon EOS R5, 2024-05-01 14:03 +02:00, Paris), `newyork.jpg` (Nikon D850,
+/// 2023-12-24 20:00 -05:00, so 2023-12-25 01:00 UTC, New York), `phone.jpg` (Apple iPhone 15, only the file's
+/// DateTime 2024-07-14 10:00 without an offset, no GPS) and `bare.jpg` (no EXIF).
+pub fn exif_photos(dir: &Path) {
+    use regionseek::decode::exif::build::{exif_block, with_exif, Tags};
+    std::fs::create_dir_all(dir).unwrap();
+    let mut shipped: Vec<PathBuf> = std::fs::read_dir(root().join("examples/photos"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    shipped.sort();
+    let photos = [
+        (
+            "paris.jpg",
+            Some(Tags {
+                make: Some("Canon"),
+                model: Some("Canon EOS R5"),
+                date_time_original: Some("2024:05:01 14:03:00"),
+                offset_time_original: Some("+02:00"),
+                gps: Some([48.8566, 2.3522]),
+                ..Default::default()
+            }),
+        ),
+        (
+            "newyork.jpg",
+            Some(Tags {
+                make: Some("NIKON CORPORATION"),
+                model: Some("NIKON D850"),
+                date_time_original: Some("2023:12:24 20:00:00"),
+                offset_time_original: Some("-05:00"),
+                gps: Some([40.7128, -74.0060]),
+                ..Default::default()
+            }),
+        ),
+        (
+            "phone.jpg",
+            Some(Tags {
+                make: Some("Apple"),
+                model: Some("iPhone 15"),
+                date_time: Some("2024:07:14 10:00:00"),
+                ..Default::default()
+            }),
+        ),
+        ("bare.jpg", None),
+    ];
+    for ((name, tags), from) in photos.iter().zip(&shipped) {
+        let jpeg = std::fs::read(from).unwrap();
+        let bytes = match tags {
+            Some(t) => with_exif(&jpeg, &exif_block(t)),
+            None => jpeg,
+        };
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
