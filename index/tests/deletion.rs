@@ -427,3 +427,50 @@ fn a_writer_killed_at_any_step_of_a_delete_or_compaction_leaves_one_whole_state(
         );
     }
 }
+
+#[test]
+fn searches_running_through_a_compaction_each_see_one_whole_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = build(dir.path(), 2000);
+    // Under the threshold: deleted, not yet compacted.
+    let dead: Vec<u64> = (0..2000u64).filter(|i| i % 10 == 0).collect();
+    w.set_compact_threshold(0.5);
+    w.delete_rows(&dead).unwrap();
+    let dead_keys: HashSet<(String, String, String)> = dead
+        .iter()
+        .map(|&i| record(i as usize).meta.key())
+        .collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let searches = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let searcher = scope.spawn(|| {
+            // Bounded: at most 2,000 opens and searches, or until the compaction is over and one more ran.
+            for i in 0..2000usize {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let reader = RegionIndex::open(dir.path()).expect("a reader opens at any moment");
+                let query = record((i * 37) % 2000).embedding;
+                for mode in MODES {
+                    let hits = reader
+                        .search(&query, 10, &Filter::default(), mode)
+                        .expect("a search answers at any moment");
+                    assert_eq!(hits.len(), 10, "{mode:?}");
+                    for h in &hits {
+                        let key = key_of(h, &reader);
+                        assert!(!dead_keys.contains(&key), "a deleted row came back: {key:?}");
+                    }
+                }
+                searches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if finished {
+                    break;
+                }
+            }
+        });
+        let report = w.compact().unwrap();
+        assert_eq!(report.removed, dead.len());
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        searcher.join().unwrap();
+    });
+    assert!(searches.into_inner() >= 2, "the searches ran alongside the compaction");
+    let after = RegionIndex::open(dir.path()).unwrap();
+    assert_eq!((after.len(), after.dead_rows()), (1800, 0));
+}

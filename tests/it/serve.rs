@@ -553,6 +553,17 @@ fn the_page_runs_the_search_in_its_url_and_shows_every_hit_with_its_picture() {
         .count();
     assert_eq!(dom.matches("in this photo</span>").count(), with_more, "{dom}");
 
+    // A date range goes to the API: COCO's photos carry no capture time, so a range keeps none, and the page
+    // shows the server's words for why.
+    let out = chromium_command(&browser, profile.path())
+        .arg("--dump-dom")
+        .arg(server.url("/?q=a+dog&after=2020-01-01&before=2020-12-31"))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(dom.contains("data-state=\"error\""), "{dom}");
+    assert!(dom.contains("nothing to search"), "{dom}");
+
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("serve-page.png");
     let _ = std::fs::remove_file(&shot);
     let out = chromium_command(&browser, profile.path())

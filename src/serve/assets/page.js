@@ -78,9 +78,25 @@ function card(hit, rank) {
     el("div", { class: "meta" },
       el("span", { class: "score" }, hit.score.toFixed(4)),
       el("span", { class: "where", title: hit.image }, `${hit.image} · ${hit.region_id}`),
+      hit.taken_at || hit.camera
+        ? el("span", { class: "taken" }, [hit.taken_at ? takenOn(hit.taken_at) : "", hit.camera || ""].filter(Boolean).join(" · "))
+        : "",
       tags,
       el("button", { class: "more", type: "button", onclick: () => go({ like: hit.row }) }, "more like this"),
     ));
+}
+
+/// The day and time a photo was taken, as the camera wrote it ("2024-07-14T18:03:00+02:00" → "2024-07-14 18:03").
+function takenOn(iso) {
+  const m = /^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}))?/.exec(iso);
+  return m ? (m[2] ? `${m[1]} ${m[2]}` : m[1]) : iso;
+}
+
+/// The day after a `YYYY-MM-DD`: "to" a day includes that day, the API's `before` excludes its instant.
+function dayAfter(day) {
+  const d = new Date(`${day}T00:00:00Z`);
+  d.setUTCDate(d.getUTCDate() + 1);
+  return d.toISOString().slice(0, 10);
 }
 
 function params() {
@@ -88,7 +104,7 @@ function params() {
   return {
     q: u.get("q") || "", like: u.get("like") || "",
     method: u.get("method") || "", label: u.get("label") || "", k: u.get("k") || "24",
-    group_by: u.get("group_by") || "",
+    group_by: u.get("group_by") || "", after: u.get("after") || "", before: u.get("before") || "",
   };
 }
 
@@ -109,12 +125,16 @@ async function run() {
   $("label").value = p.label;
   $("k").value = p.k;
   $("group_by").value = p.group_by;
+  $("after").value = p.after;
+  $("before").value = p.before;
   hitsEl.replaceChildren();
   if (!p.q && !p.like) { setStatus("", "idle"); return; }
   const f = new URLSearchParams({ k: p.k });
   if (p.method) f.set("method", p.method);
   if (p.label) f.set("label", p.label);
   if (p.group_by) f.set("group_by", p.group_by);
+  if (p.after) f.set("after", p.after);
+  if (p.before) f.set("before", dayAfter(p.before));
   let url, what;
   if (p.like) { url = `/api/similar/${encodeURIComponent(p.like)}?${f}`; what = `regions like row ${p.like}`; }
   else { f.set("q", p.q); url = `/api/search?${f}`; what = `“${p.q}”`; }
@@ -134,9 +154,9 @@ async function run() {
 $("search").addEventListener("submit", (ev) => {
   ev.preventDefault();
   go({ q: $("q").value.trim(), method: $("method").value, label: $("label").value, k: $("k").value,
-    group_by: $("group_by").value });
+    group_by: $("group_by").value, after: $("after").value, before: $("before").value });
 });
-for (const id of ["method", "label", "k", "group_by"]) {
+for (const id of ["method", "label", "k", "group_by", "after", "before"]) {
   $(id).addEventListener("change", () => { const p = params(); if (p.q || p.like) go({ [id]: $(id).value }); });
 }
 window.addEventListener("popstate", run);
