@@ -456,7 +456,10 @@ fn searches_running_through_a_compaction_each_see_one_whole_state() {
                     assert_eq!(hits.len(), 10, "{mode:?}");
                     for h in &hits {
                         let key = key_of(h, &reader);
-                        assert!(!dead_keys.contains(&key), "a deleted row came back: {key:?}");
+                        assert!(
+                            !dead_keys.contains(&key),
+                            "a deleted row came back: {key:?}"
+                        );
                     }
                 }
                 searches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -470,7 +473,10 @@ fn searches_running_through_a_compaction_each_see_one_whole_state() {
         done.store(true, std::sync::atomic::Ordering::SeqCst);
         searcher.join().unwrap();
     });
-    assert!(searches.into_inner() >= 2, "the searches ran alongside the compaction");
+    assert!(
+        searches.into_inner() >= 2,
+        "the searches ran alongside the compaction"
+    );
     let after = RegionIndex::open(dir.path()).unwrap();
     assert_eq!((after.len(), after.dead_rows()), (1800, 0));
 }

@@ -128,7 +128,9 @@ pub fn run(a: IndexArgs) -> anyhow::Result<ExitCode> {
         .map_err(in_words)?;
     print_report(&a, &report)?;
     match (changes, loaded) {
-        (Some(changes), Some(model)) if !job.cancel.is_cancelled() => watch(&a, job, model, changes),
+        (Some(changes), Some(model)) if !job.cancel.is_cancelled() => {
+            watch(&a, job, model, changes)
+        }
         _ => Ok(exit_code(&report)),
     }
 }

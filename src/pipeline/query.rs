@@ -541,8 +541,7 @@ pub fn explain_empty_filter(index: &RegionIndex, filter: &Filter) -> Option<Stri
         }
     }
     if let Some(i) = &filter.image {
-        if !live_rows(index).any(|r| r.image == *i || r.image_hash == *i)
-        {
+        if !live_rows(index).any(|r| r.image == *i || r.image_hash == *i) {
             why.push(format!(
                 "no photo {i:?} is indexed (give its path as indexed, e.g. {}, or its sha256)",
                 distinct(&|r| Some(r.image.as_str()))

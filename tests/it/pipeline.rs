@@ -995,7 +995,12 @@ struct ChangedLibrary {
 
 impl ChangedLibrary {
     fn name(&self, i: usize) -> String {
-        self.shipped[i].file_name().unwrap().to_str().unwrap().to_string()
+        self.shipped[i]
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()
     }
 
     fn index(&self, out: &Path, extra: &[&str], crash_at: Option<&str>) -> (i32, String, String) {
@@ -1188,7 +1193,10 @@ fn watch_syncs_each_change_of_the_folder_until_stopped() {
             assert!(status.code().is_some(), "{status:?}");
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "still watching after SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still watching after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -1236,22 +1244,36 @@ fn searches_filter_on_the_exif_a_camera_wrote_and_hits_carry_when_and_with_what(
         ["bare.jpg", "newyork.jpg", "paris.jpg", "phone.jpg"]
     );
     // Dates: midnight UTC for a date alone; New York's evening of the 24th is the 25th in UTC.
-    assert_eq!(found(&["--after", "2024-01-01"]), ["paris.jpg", "phone.jpg"]);
+    assert_eq!(
+        found(&["--after", "2024-01-01"]),
+        ["paris.jpg", "phone.jpg"]
+    );
     assert_eq!(found(&["--before", "2024-01-01"]), ["newyork.jpg"]);
     assert_eq!(
         found(&["--after", "2023-12-25", "--before", "2024-06-01"]),
         ["newyork.jpg", "paris.jpg"]
     );
-    assert_eq!(found(&["--after", "2023-12-25T02:00:00Z"]), ["paris.jpg", "phone.jpg"]);
     assert_eq!(
-        found(&["--before", "2024-05-01T12:03:00.001Z", "--after", "2024-05-01T14:03:00+02:00"]),
+        found(&["--after", "2023-12-25T02:00:00Z"]),
+        ["paris.jpg", "phone.jpg"]
+    );
+    assert_eq!(
+        found(&[
+            "--before",
+            "2024-05-01T12:03:00.001Z",
+            "--after",
+            "2024-05-01T14:03:00+02:00"
+        ]),
         ["paris.jpg"],
         "the offset the camera wrote places the photo at 12:03 UTC"
     );
     // Camera: any case, make or model.
     assert_eq!(found(&["--camera", "nikon"]), ["newyork.jpg"]);
     assert_eq!(found(&["--camera", "EOS r5"]), ["paris.jpg"]);
-    assert_eq!(found(&["--camera", "iphone", "--after", "2024-07-01"]), ["phone.jpg"]);
+    assert_eq!(
+        found(&["--camera", "iphone", "--after", "2024-07-01"]),
+        ["phone.jpg"]
+    );
     // Near: Versailles is ~17 km from Paris; New York is far from both.
     assert_eq!(found(&["--near", "48.8049,2.1204,20"]), ["paris.jpg"]);
     assert_eq!(found(&["--near", "40.7,-74.0,50"]), ["newyork.jpg"]);
@@ -1271,23 +1293,39 @@ fn searches_filter_on_the_exif_a_camera_wrote_and_hits_carry_when_and_with_what(
     for row in index.rows() {
         let p = &row.photo;
         let img = image::open(photos.join(&row.image)).unwrap();
-        assert_eq!((p.width, p.height), (Some(img.width()), Some(img.height())), "{}", row.image);
-        assert_eq!(p.gps.is_some(), ["paris.jpg", "newyork.jpg"].contains(&row.image.as_str()));
+        assert_eq!(
+            (p.width, p.height),
+            (Some(img.width()), Some(img.height())),
+            "{}",
+            row.image
+        );
+        assert_eq!(
+            p.gps.is_some(),
+            ["paris.jpg", "newyork.jpg"].contains(&row.image.as_str())
+        );
     }
 
     // A filter that keeps nothing says why, with what the photos hold; a bad word is refused in words.
     let (code, err) = photos_found(&out, &["--camera", "leica"]).unwrap_err();
     assert_ne!(code, 0);
-    assert!(err.contains("Canon EOS R5") && err.contains("leica"), "{err}");
+    assert!(
+        err.contains("Canon EOS R5") && err.contains("leica"),
+        "{err}"
+    );
     let (_, err) = photos_found(&out, &["--near", "0,0,1"]).unwrap_err();
     assert!(err.contains("nearest"), "{err}");
     let (_, err) = photos_found(&out, &["--after", "2030-01-01"]).unwrap_err();
     assert!(err.contains("2023-12-24T20:00:00-05:00"), "{err}");
-    for (flag, bad) in [("--after", "May 1st"), ("--before", "2024-02-30"), ("--near", "91,0,1")] {
+    for (flag, bad) in [
+        ("--after", "May 1st"),
+        ("--before", "2024-02-30"),
+        ("--near", "91,0,1"),
+    ] {
         let (code, err) = photos_found(&out, &[flag, bad]).unwrap_err();
         assert_ne!(code, 0);
         assert!(err.contains(bad), "{flag} {bad}: {err}");
     }
-    let (_, err) = photos_found(&out, &["--after", "2024-02-01", "--before", "2024-01-01"]).unwrap_err();
+    let (_, err) =
+        photos_found(&out, &["--after", "2024-02-01", "--before", "2024-01-01"]).unwrap_err();
     assert!(err.contains("is not before"), "{err}");
 }

@@ -551,7 +551,11 @@ fn the_page_runs_the_search_in_its_url_and_shows_every_hit_with_its_picture() {
         .iter()
         .filter(|h| h["other_matches"].as_u64() > Some(0))
         .count();
-    assert_eq!(dom.matches("in this photo</span>").count(), with_more, "{dom}");
+    assert_eq!(
+        dom.matches("in this photo</span>").count(),
+        with_more,
+        "{dom}"
+    );
 
     // A date range goes to the API: COCO's photos carry no capture time, so a range keeps none, and the page
     // shows the server's words for why.
@@ -1573,22 +1577,38 @@ fn searches_take_the_photo_metadata_filters_as_parameters_and_refuse_bad_ones_in
     assert_eq!(code, 0, "{err}");
     let server = Server::start(&index, &[]);
     let search = |params: &str| {
-        let r = server.get(&format!("/api/search?q=a+photo&k=100&group_by=photo&{params}"));
-        assert_eq!(r.status, 200, "{params}: {}", String::from_utf8_lossy(&r.body));
+        let r = server.get(&format!(
+            "/api/search?q=a+photo&k=100&group_by=photo&{params}"
+        ));
+        assert_eq!(
+            r.status,
+            200,
+            "{params}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         hit_photos(&r.json())
     };
     assert_eq!(search("after=2024-01-01"), ["paris.jpg", "phone.jpg"]);
-    assert_eq!(search("before=2024-01-01T00:00:00%2B01:00"), ["newyork.jpg"]);
+    assert_eq!(
+        search("before=2024-01-01T00:00:00%2B01:00"),
+        ["newyork.jpg"]
+    );
     assert_eq!(search("camera=CANON"), ["paris.jpg"]);
     assert_eq!(search("near=40.7,-74.0,50"), ["newyork.jpg"]);
-    assert_eq!(search("after=&camera=&near="), search(""), "empty means no filter");
+    assert_eq!(
+        search("after=&camera=&near="),
+        search(""),
+        "empty means no filter"
+    );
     let r = server.get("/api/search?q=a+photo&k=1&camera=canon");
     let hit = &r.json()["hits"][0];
     assert_eq!(hit["taken_at"], "2024-05-01T14:03:00+02:00");
     assert_eq!(hit["camera"], "Canon EOS R5");
     // The same words for similar regions and in a batch (per query, or for the whole batch).
     let row = hit["row"].as_u64().unwrap();
-    let r = server.get(&format!("/api/similar/{row}?k=100&group_by=photo&camera=nikon"));
+    let r = server.get(&format!(
+        "/api/similar/{row}?k=100&group_by=photo&camera=nikon"
+    ));
     assert_eq!(hit_photos(&r.json()), ["newyork.jpg"]);
     let r = http_raw(
         &server.addr,
@@ -1599,7 +1619,11 @@ fn searches_take_the_photo_metadata_filters_as_parameters_and_refuse_bad_ones_in
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let answers = r.json();
-    let answers = answers["results"].as_array().or(answers.as_array()).unwrap().clone();
+    let answers = answers["results"]
+        .as_array()
+        .or(answers.as_array())
+        .unwrap()
+        .clone();
     assert_eq!(hit_photos(&answers[0]), ["phone.jpg"]);
     assert_eq!(hit_photos(&answers[1]), ["paris.jpg", "phone.jpg"]);
     // Bad values: 400 with words that name the parameter.
@@ -1613,7 +1637,11 @@ fn searches_take_the_photo_metadata_filters_as_parameters_and_refuse_bad_ones_in
         assert_json_error(&server.get(&format!("/api/search?q=a&{params}")), 400, says);
     }
     // A filter that keeps nothing is the client's mistake too, said with what the photos hold.
-    assert_json_error(&server.get("/api/search?q=a&camera=leica"), 400, "Canon EOS R5");
+    assert_json_error(
+        &server.get("/api/search?q=a&camera=leica"),
+        400,
+        "Canon EOS R5",
+    );
     // The OpenAPI document lists the parameters and the hit fields.
     let doc = server.get("/api/openapi.json").json();
     let params: Vec<&str> = doc["paths"]["/api/search"]["get"]["parameters"]
@@ -1626,5 +1654,8 @@ fn searches_take_the_photo_metadata_filters_as_parameters_and_refuse_bad_ones_in
         assert!(params.contains(&p), "{p} not in {params:?}");
     }
     let hit_props = &doc["components"]["schemas"]["Hit"]["properties"];
-    assert!(hit_props["taken_at"].is_object() && hit_props["camera"].is_object(), "{hit_props}");
+    assert!(
+        hit_props["taken_at"].is_object() && hit_props["camera"].is_object(),
+        "{hit_props}"
+    );
 }
