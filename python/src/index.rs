@@ -98,6 +98,21 @@ impl Index {
     }
 }
 
+/// How a search runs, from the keywords `search` and `search_vectors` share (checked by the library).
+fn search_options(
+    k: usize,
+    filter: Filter,
+    exact: bool,
+    ef: Option<usize>,
+    min_score: Option<f32>,
+    group_by: Option<GroupArg>,
+) -> PyResult<SearchOptions> {
+    Ok(SearchOptions::new(k, filter, exact, ef)
+        .and_then(|o| o.with_min_score(min_score))
+        .map_err(query_error)?
+        .grouped(group_by.map(|g| g.0).unwrap_or_default()))
+}
+
 #[pymethods]
 impl Index {
     /// Opens an index folder. `model`: a `Model` or spec for text queries (default: the one the index was
@@ -199,11 +214,14 @@ impl Index {
             camera,
             near,
         };
-        let filter = search_filter(method, label, image, source, photo)?;
-        let options = SearchOptions::new(k, filter, exact, ef)
-            .and_then(|o| o.with_min_score(min_score))
-            .map_err(query_error)?
-            .grouped(group_by.map(|g| g.0).unwrap_or_default());
+        let options = search_options(
+            k,
+            search_filter(method, label, image, source, photo)?,
+            exact,
+            ef,
+            min_score,
+            group_by,
+        )?;
         let tower = self.text_tower(py)?;
         let answer = interruptible(py, &Cancel::default(), || {
             let query = query::embed_query(tower.as_ref(), text)?;
@@ -242,11 +260,14 @@ impl Index {
             camera,
             near,
         };
-        let filter = search_filter(method, label, image, source, photo)?;
-        let options = SearchOptions::new(k, filter, exact, ef)
-            .and_then(|o| o.with_min_score(min_score))
-            .map_err(query_error)?
-            .grouped(group_by.map(|g| g.0).unwrap_or_default());
+        let options = search_options(
+            k,
+            search_filter(method, label, image, source, photo)?,
+            exact,
+            ef,
+            min_score,
+            group_by,
+        )?;
         let queries = vectors
             .rows
             .iter()
