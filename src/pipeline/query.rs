@@ -381,11 +381,9 @@ fn best_per_photo(
         let searched_all = hits.len() < asked || asked >= run.candidates;
         hits.retain(|h| Some(h.row) != leave_out);
         let lowest = hits.last().map_or(f32::NEG_INFINITY, |h| h.score);
-        let photos = group_by_photo(above(hits.clone(), options.min_score));
-        let bar = match options.min_score {
-            Some(m) => Some(m),
-            None => photos.get(options.k.saturating_sub(1)).map(|h| h.score),
-        };
+        let bar = options
+            .min_score
+            .or_else(|| best_of_kth_photo(&hits, options.k));
         let all_above_bar_found = bar.is_some_and(|bar| lowest < bar);
         if searched_all || all_above_bar_found {
             let matching = above(hits, bar);
@@ -399,6 +397,15 @@ fn best_per_photo(
         }
         asked = asked.saturating_mul(4).min(run.candidates);
     }
+}
+
+/// The best score of the `k`-th photo among hits (best first), None with fewer photos.
+fn best_of_kth_photo(hits: &[Hit], k: usize) -> Option<f32> {
+    let mut seen = std::collections::HashSet::new();
+    hits.iter()
+        .filter(|h| seen.insert(h.image.as_str()))
+        .nth(k.saturating_sub(1))
+        .map(|h| h.score)
 }
 
 /// Per photo (by its path as indexed) its best hit, `other_matches` set to the count of the others; in the
