@@ -1,4 +1,4 @@
-//! `regionseek search`: a text query against a region index.
+//! `regionseek search`: a text query, or a region of a photo (with texts mixed in), against a region index.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +7,11 @@ use anyhow::Context;
 use regionseek::index::Filter;
 use regionseek::pipeline::photo_meta::{with_photo_words, PhotoWords};
 use regionseek::pipeline::query::{
-    self, Grouping, QueryError, SearchOptions, SearchReport, Searcher,
+    self, Grouping, QueryError, SearchAnswer, SearchOptions, SearchReport, Searcher,
+};
+use regionseek::pipeline::region_query::{
+    parse_box, parse_point, read_mask, RegionPrompt, RegionQuery, RegionSearchReport,
+    RegionSearcher, WeightedText,
 };
 
 use super::choice::choice;
@@ -24,7 +28,50 @@ pub enum ExportFormat {
 #[derive(clap::Args)]
 pub struct SearchArgs {
     index: PathBuf,
-    text: String,
+    /// What to look for, in words. With --like-image, a text added to the region (as --text).
+    #[arg(required_unless_present = "like_image")]
+    text: Option<String>,
+    /// Search by example: regions like one of this photo (given by --mask, --box or --point; the whole
+    /// photo without them), embedded as the index embedded its own regions.
+    #[arg(long, value_name = "PHOTO")]
+    like_image: Option<PathBuf>,
+    /// The query region as a mask PNG of the photo's size (any non-zero pixel is in it).
+    #[arg(long, value_name = "MASK.png", requires = "like_image", conflicts_with_all = ["box", "point"])]
+    mask: Option<PathBuf>,
+    /// The query region as a box in the photo's pixels.
+    #[arg(
+        long = "box",
+        value_name = "x0,y0,x1,y1",
+        requires = "like_image",
+        conflicts_with = "point"
+    )]
+    bbox: Option<String>,
+    /// The query region as SAM's mask for a click at this pixel (needs --sam DIR).
+    #[arg(long, value_name = "x,y", requires_all = ["like_image", "sam"])]
+    point: Option<String>,
+    /// SAM model directory (encoder.onnx + decoder.onnx), for --point.
+    #[arg(long, value_name = "DIR")]
+    sam: Option<PathBuf>,
+    /// ONNX Runtime threads for SAM.
+    #[arg(long, default_value_t = 2)]
+    sam_threads: usize,
+    /// A text added to the region's embedding (repeat for several): `TEXT`, or `W:TEXT` with a weight W
+    /// (each embedding is unit length; the region's weight is 1).
+    #[arg(
+        long = "text",
+        value_name = "[W:]TEXT",
+        requires = "like_image",
+        allow_hyphen_values = true
+    )]
+    plus: Vec<String>,
+    /// A text taken from the region's embedding (repeat for several), `[W:]TEXT` as --text.
+    #[arg(
+        long = "minus",
+        value_name = "[W:]TEXT",
+        requires = "like_image",
+        allow_hyphen_values = true
+    )]
+    minus: Vec<String>,
     #[arg(long, default_value_t = query::DEFAULT_K)]
     k: usize,
     /// Only regions of this photo (its path as indexed, or its content hash).
@@ -107,6 +154,10 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
         .with_min_score(a.min_score)?
         .grouped(a.group_by);
     let device = regionseek::device::parse(&a.device)?;
+    if a.like_image.is_some() {
+        return search_by_region(&a, &options, &device);
+    }
+    let text = a.text.as_deref().unwrap_or_default();
     let searcher = Searcher::open(&a.index, a.model.as_deref(), &device).map_err(|e| match e {
         QueryError::Model { .. } => anyhow::anyhow!("{e} (pass --model DIR if it moved)"),
         other => anyhow::Error::new(other).context(format!("searching {}", a.index.display())),
@@ -120,7 +171,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
     let model = searcher.model();
     let t = std::time::Instant::now();
     let answer = searcher
-        .search(&a.text, &options)
+        .search(text, &options)
         .with_context(|| format!("searching {}", a.index.display()))?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
     if answer.truncated {
@@ -130,6 +181,129 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
             model.config().text.context_length
         );
     }
+    if a.export.is_none() && a.json {
+        #[derive(serde::Serialize)]
+        struct Answer<'a> {
+            #[serde(flatten)]
+            report: &'a SearchReport,
+            model: String,
+            /// Random weights: the scores carry no meaning.
+            random_model: bool,
+        }
+        write_crops(&a, &answer)?;
+        println!(
+            "{}",
+            serde_json::to_string(&Answer {
+                report: &SearchReport::new(text, answer, ms),
+                model: model.id(),
+                random_model: model.is_random(),
+            })?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_answer(&a, text, &answer, ms, &model.id(), model.is_random())
+}
+
+/// `--like-image`: the region's embedding (with the texts mixed in) against the index.
+fn search_by_region(
+    a: &SearchArgs,
+    options: &SearchOptions,
+    device: &candle_core::Device,
+) -> anyhow::Result<ExitCode> {
+    let photo = a.like_image.as_ref().expect("checked by the caller");
+    let mut texts: Vec<WeightedText> = Vec::new();
+    for t in a.text.iter().chain(&a.plus) {
+        texts.push(t.parse()?);
+    }
+    for t in &a.minus {
+        texts.push(t.parse::<WeightedText>()?.negated());
+    }
+    let searcher =
+        RegionSearcher::open(&a.index, a.model.as_deref(), device).map_err(|e| match e {
+            QueryError::Model { .. } => anyhow::anyhow!("{e} (pass --model DIR if it moved)"),
+            other => anyhow::Error::new(other).context(format!("searching {}", a.index.display())),
+        })?;
+    let max_pixels = regionseek::decode::DEFAULT_MAX_PIXELS;
+    let image = searcher
+        .load_photo(photo, max_pixels)
+        .with_context(|| format!("reading {}", photo.display()))?;
+    let (prompt, asked) = match (&a.mask, &a.bbox, &a.point) {
+        (Some(m), _, _) => (
+            RegionPrompt::Mask(read_mask(m, max_pixels)?),
+            format!("mask {}", m.display()),
+        ),
+        (_, Some(b), _) => (RegionPrompt::Box(parse_box(b)?), format!("box {b}")),
+        (_, _, Some(p)) => (RegionPrompt::Point(parse_point(p)?), format!("point {p}")),
+        _ => (RegionPrompt::WholePhoto, "the whole photo".to_string()),
+    };
+    let mut sam = match (&a.sam, &a.point) {
+        (Some(dir), Some(_)) => Some(
+            regionseek::sam::SamModel::load_dir(dir, Default::default(), a.sam_threads)
+                .with_context(|| format!("loading SAM from {}", dir.display()))?,
+        ),
+        _ => None,
+    };
+    let query = RegionQuery {
+        image: &image,
+        prompt,
+        texts,
+    };
+    let t = std::time::Instant::now();
+    let found = searcher
+        .search(&query, options, sam.as_mut(), &Default::default())
+        .with_context(|| {
+            format!(
+                "searching {} by a region of {}",
+                a.index.display(),
+                photo.display()
+            )
+        })?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let description = format!("{}, {asked}", photo.display());
+    let model = searcher.model();
+    if a.export.is_none() && a.json {
+        #[derive(serde::Serialize)]
+        struct Answer<'a> {
+            #[serde(flatten)]
+            report: &'a RegionSearchReport,
+            model: String,
+            random_model: bool,
+        }
+        write_crops(a, &found.answer)?;
+        println!(
+            "{}",
+            serde_json::to_string(&Answer {
+                report: &RegionSearchReport::new(&description, found, ms),
+                model: model.id(),
+                random_model: model.is_random(),
+            })?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.export.is_none() {
+        eprintln!(
+            "query region: box [{:.0}, {:.0}, {:.0}, {:.0}] of {}, embedded by {} in {:.0} ms",
+            found.region.bbox[0],
+            found.region.bbox[1],
+            found.region.bbox[2],
+            found.region.bbox[3],
+            photo.display(),
+            found.region.method,
+            found.region.embed_ms
+        );
+    }
+    print_answer(
+        a,
+        &description,
+        &found.answer,
+        ms,
+        &model.id(),
+        model.is_random(),
+    )
+}
+
+/// Each hit's region as a PNG into --crop's folder.
+fn write_crops(a: &SearchArgs, answer: &SearchAnswer) -> anyhow::Result<()> {
     let hits = &answer.hits;
     if let Some(dir) = &a.crop {
         let root = a
@@ -152,6 +326,20 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    Ok(())
+}
+
+/// The hits as --export asks, or as lines for a person.
+fn print_answer(
+    a: &SearchArgs,
+    query: &str,
+    answer: &SearchAnswer,
+    ms: f64,
+    model_id: &str,
+    random_model: bool,
+) -> anyhow::Result<ExitCode> {
+    write_crops(a, answer)?;
+    let hits = &answer.hits;
     if a.export == Some(ExportFormat::Coco) {
         let results: Vec<serde_json::Value> = hits
             .iter()
@@ -168,7 +356,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
                     "score": h.score,
                     "region_id": h.region_id,
                     "method": h.method,
-                    "query": a.text,
+                    "query": query,
                 })
             })
             .collect();
@@ -179,24 +367,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if a.json {
-        #[derive(serde::Serialize)]
-        struct Answer<'a> {
-            #[serde(flatten)]
-            report: &'a SearchReport,
-            model: String,
-            /// Random weights: the scores carry no meaning.
-            random_model: bool,
-        }
-        println!(
-            "{}",
-            serde_json::to_string(&Answer {
-                report: &SearchReport::new(&a.text, answer, ms),
-                model: model.id(),
-                random_model: model.is_random(),
-            })?
-        );
-    } else {
+    {
         for (rank, h) in hits.iter().enumerate() {
             println!(
                 "{rank:>3}  {:.4}  {}  region {}  box [{:.0}, {:.0}, {:.0}, {:.0}]  {}{}{}",
@@ -226,8 +397,8 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
                 .ef
                 .map(|e| format!(" ef {e}"))
                 .unwrap_or_default(),
-            model.id(),
-            if model.is_random() {
+            model_id,
+            if random_model {
                 ": random weights, the scores carry no meaning"
             } else {
                 ""

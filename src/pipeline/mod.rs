@@ -11,6 +11,7 @@ pub mod photo_meta;
 pub mod photo_path;
 pub mod propose;
 pub mod query;
+pub mod region_query;
 pub mod render;
 pub mod report;
 pub mod run;

@@ -351,6 +351,39 @@ impl SamModel {
         })
     }
 
+    /// The mask for one positive point on an embedded photo (`[x, y]` in the photo's pixels): SAM's three
+    /// candidate masks, the one it predicts the best IoU for, as `SamPredictor.predict(point_coords,
+    /// point_labels=[1], multimask_output=True)` is used on a click.
+    pub fn predict_point(
+        &mut self,
+        embedding: &ImageEmbedding,
+        point: [f32; 2],
+    ) -> Result<SamMask, SamError> {
+        let corners = box_to_model_frame(
+            [point[0], point[1], point[0], point[1]],
+            embedding.original,
+            embedding.resized,
+        );
+        let p = self
+            .predict_points(embedding, &[[corners[0], corners[1]]], 1)?
+            .remove(0);
+        let mask_index = choose_mask(&p.iou_predictions, true);
+        let plane = p.low_res_size.0 * p.low_res_size.1;
+        let mask = logits_to_mask(
+            &p.low_res[mask_index * plane..(mask_index + 1) * plane],
+            p.low_res_size,
+            self.image_size,
+            embedding.resized,
+            embedding.original,
+        );
+        Ok(SamMask {
+            mask,
+            prompt_box: [point[0], point[1], point[0], point[1]],
+            iou_prediction: p.iou_predictions[mask_index],
+            mask_index,
+        })
+    }
+
     /// One positive point per prompt (in the encoder's frame, as the graph takes it before its own `+ 0.5`),
     /// each with SAM's padding point, as `SamPredictor.predict_torch` prompts with points only. A decoder
     /// exported with a batch axis takes up to `batch` prompts per run; the official batch-1 export one.
