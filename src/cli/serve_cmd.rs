@@ -54,6 +54,18 @@ pub struct ServeArgs {
     /// Pictures drawn at once (default: one per core); more wait for a slot.
     #[arg(long)]
     max_renders: Option<usize>,
+    /// SAM model directory (encoder.onnx + decoder.onnx): region queries may then be a click (a point).
+    #[arg(long, value_name = "DIR")]
+    sam: Option<PathBuf>,
+    /// The largest upload of a region query (its photo and mask), in megabytes.
+    #[arg(long, default_value_t = 20)]
+    max_upload_mb: usize,
+    /// Region queries inverted at once (each uses every core for about a second); more wait.
+    #[arg(long, default_value_t = 1)]
+    region_workers: usize,
+    /// Region queries waiting for a worker at most; more are answered 503.
+    #[arg(long, default_value_t = 4)]
+    max_queued_regions: usize,
     /// Connections open at once; more are answered 503 and closed.
     #[arg(long, default_value_t = 512)]
     max_connections: usize,
@@ -98,7 +110,16 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         a.max_queued_texts > 0,
         "--max-queued-texts must be at least 1"
     );
+    anyhow::ensure!(
+        (1..=1024).contains(&a.max_upload_mb),
+        "--max-upload-mb must be from 1 to 1024"
+    );
+    anyhow::ensure!(a.region_workers > 0, "--region-workers must be at least 1");
     let mut config = ServeConfig::new(a.index);
+    config.sam = a.sam;
+    config.max_upload_bytes = a.max_upload_mb << 20;
+    config.region_workers = a.region_workers;
+    config.max_queued_regions = a.max_queued_regions;
     config.images = a.images;
     config.addr = a.addr;
     config.model = a.model;

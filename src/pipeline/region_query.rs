@@ -14,7 +14,7 @@ use crate::baselines::Baseline;
 use crate::cancel::Cancel;
 use crate::clip::{preprocess, ClipModel};
 use crate::decode::DecodeOptions;
-use crate::index::{tier_rank, CocoRle, MethodInfo, RegionIndex};
+use crate::index::{tier_rank, CocoRle, Hit, MethodInfo, RegionIndex};
 use crate::invert::{validate_mask, InversionConfig};
 use crate::masks::{BinaryMask, Rle};
 use crate::sam::SamModel;
@@ -120,6 +120,12 @@ pub enum RegionQueryError {
     Sam(String),
     #[error("the photo: {0}")]
     Photo(String),
+    /// An indexed photo that cannot be read where the index says it is.
+    #[error("the photo {name}: {source}")]
+    IndexedPhoto {
+        name: String,
+        source: super::photo_path::PhotoPathError,
+    },
     #[error("embedding the region failed: {0}")]
     Embed(String),
     #[error("the query was cancelled (its time ran out)")]
@@ -543,6 +549,29 @@ impl RegionSearcher {
             cancel,
         )
     }
+}
+
+/// The photo an indexed region is on, read from `images_root` (never from outside it) in the frame the
+/// region was indexed in: what a query about a photo already in the index starts from.
+pub fn indexed_photo(
+    images_root: &Path,
+    hit: &Hit,
+    max_pixels: u64,
+) -> Result<RgbImage, RegionQueryError> {
+    let unreadable = |source| RegionQueryError::IndexedPhoto {
+        name: hit.image.clone(),
+        source,
+    };
+    let mut file = super::photo_path::open_photo(images_root, &hit.image).map_err(unreadable)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes)
+        .map_err(|e| RegionQueryError::Photo(format!("cannot read {}: {}", hit.image, e.kind())))?;
+    let options = DecodeOptions {
+        max_pixels,
+        exif_rotate: hit.exif_rotated,
+    };
+    crate::decode::decode_rgb(&bytes, Path::new(&hit.image), &options)
+        .map_err(|e| RegionQueryError::Photo(format!("{}: {}", hit.image, e.message)))
 }
 
 /// Reads a mask PNG (any non-zero pixel is in the region), refusing one over `max_pixels`.

@@ -49,7 +49,7 @@ impl Given {
         self.0.is_null() || self.0.as_str() == Some("")
     }
 
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         match &self.0 {
             Value::String(s) => s.clone(),
             other => other.to_string(),
@@ -87,7 +87,7 @@ impl Given {
 }
 
 /// A parameter that is a whole number from `lo` to `hi`, or its default when absent or empty.
-fn number(
+pub(super) fn number(
     name: &str,
     given: Option<&Given>,
     default: usize,
@@ -144,7 +144,7 @@ fn grouping(given: &Option<String>) -> ApiResult<query::Grouping> {
 
 /// The options every search takes, as the client gave them.
 #[derive(Debug, Clone, Default)]
-struct Asked {
+pub(super) struct Asked {
     min_score: Option<Given>,
     group_by: Option<String>,
     k: Option<Given>,
@@ -181,7 +181,7 @@ impl Asked {
     }
 
     /// `k`, `exact` or `ef` and the filters, checked as every front door checks them.
-    fn options(&self) -> ApiResult<SearchOptions> {
+    pub(super) fn options(&self) -> ApiResult<SearchOptions> {
         let k = number("k", self.k.as_ref(), query::DEFAULT_K, 1, MAX_K)?;
         let ef = match self.ef.as_ref().filter(|g| !g.is_blank()) {
             None => None,
@@ -264,7 +264,7 @@ macro_rules! with_search_options {
         }
 
         impl $name {
-            fn asked(&self) -> Asked {
+            pub(super) fn asked(&self) -> Asked {
                 Asked {
                     min_score: self.min_score.clone(),
                     group_by: self.group_by.clone(),
@@ -309,6 +309,31 @@ with_search_options! {
     }
 }
 
+with_search_options! {
+    /// `POST /api/search/region`: the photo (an `image` upload, or `row` for a photo already in the index),
+    /// its region (`box`, `point`, or a `mask` upload; the whole photo without one) and texts mixed in, as
+    /// query parameters or as form fields beside the uploads.
+    pub struct RegionParams {
+        /// The photo of this row (a hit's `row`), read from `serve --images` instead of an upload.
+        #[param(value_type = Option<u64>)]
+        #[schema(value_type = Option<u64>)]
+        pub row: Option<Given>,
+        /// The region as a box `x0,y0,x1,y1` in the photo's pixels.
+        #[serde(rename = "box")]
+        #[param(rename = "box")]
+        pub bbox: Option<String>,
+        /// The region as SAM's mask for a click at `x,y` (the server needs `--sam DIR`).
+        pub point: Option<String>,
+        /// A text added to the region, `[W:]TEXT` (as form fields, repeat it for several).
+        // Read apart (they may repeat, see `region::read_request`); here for the document.
+        #[allow(dead_code)]
+        pub text: Option<String>,
+        /// A text taken from the region, `[W:]TEXT` (as form fields, repeat it for several).
+        #[allow(dead_code)]
+        pub minus: Option<String>,
+    }
+}
+
 /// One query of a batch: its text, or an object with the parameters of `GET /api/search`.
 #[derive(ToSchema)]
 #[allow(dead_code)]
@@ -328,7 +353,7 @@ pub struct PictureParams {
 }
 
 /// A GET's k against the server's budget of hits per request (`serve --max-hits`).
-fn within_budget(k: usize, max_hits: usize) -> ApiResult<()> {
+pub(super) fn within_budget(k: usize, max_hits: usize) -> ApiResult<()> {
     if k > max_hits {
         return Err(ApiError::bad(format!(
             "k = {k} is over this server's {max_hits} hits per request (serve --max-hits)"
@@ -345,7 +370,7 @@ struct SearchRequest {
 }
 
 /// A query that cannot run: the client's mistake (400) unless the index failed.
-fn query_error(e: QueryError) -> ApiError {
+pub(super) fn query_error(e: QueryError) -> ApiError {
     match e {
         QueryError::Index(e) => index_error(e.into()),
         QueryError::Embed(e) => ApiError::internal(format!("cannot embed the query: {e}")),
@@ -397,7 +422,7 @@ impl SearchRequest {
 }
 
 /// A failure of the index, logged in full here; the client is told what failed without the server's paths.
-fn index_error(e: anyhow::Error) -> ApiError {
+pub(super) fn index_error(e: anyhow::Error) -> ApiError {
     tracing::error!("searching the index failed: {e:#}");
     ApiError::internal(
         "the index could not be searched (the server's log says why; `regionseek verify INDEX` checks its files)",
@@ -405,7 +430,7 @@ fn index_error(e: anyhow::Error) -> ApiError {
 }
 
 /// Runs CPU-bound work off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
     tokio::task::spawn_blocking(f)
@@ -571,7 +596,7 @@ pub async fn search_post(
     Ok(Json(BatchResponse { results }))
 }
 
-fn parse_row(raw: &str, live: &LiveIndex) -> ApiResult<usize> {
+pub(super) fn parse_row(raw: &str, live: &LiveIndex) -> ApiResult<usize> {
     let row: usize = raw.parse().map_err(|_| {
         ApiError::bad(format!(
             "a row is a whole number (the \"row\" of a hit), not {raw:?}"
@@ -701,7 +726,7 @@ impl Waiting {
 }
 
 /// Why a row's photo is not drawn, naming the row and never where the server looks for photos.
-fn unavailable_photo(row: usize, name: &str, e: PhotoPathError) -> ApiError {
+pub(super) fn unavailable_photo(row: usize, name: &str, e: PhotoPathError) -> ApiError {
     match e {
         PhotoPathError::Missing(_) | PhotoPathError::NotAFile(_) => ApiError::not_found(format!(
             "the photo {name} of row {row} is not in the images folder (moved since indexing?)"
@@ -1022,6 +1047,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     paths(
         search_get,
         search_post,
+        super::region::search_region_post,
         similar,
         region,
         picture_of,

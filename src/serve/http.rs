@@ -37,6 +37,12 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .post(api::search_post)
                 .fallback(not_allowed("GET, HEAD, POST")),
         )
+        .route(
+            "/api/search/region",
+            axum::routing::post(super::region::search_region_post)
+                .fallback(not_allowed("POST"))
+                .layer(DefaultBodyLimit::max(state.config.max_upload_bytes)),
+        )
         .route("/api/similar/{row}", get_only(api::similar))
         .route("/api/regions/{row}", get_only(api::region))
         .route("/api/regions/{row}/{picture}", get_only(api::picture_of))
@@ -332,6 +338,7 @@ async fn read_body_first(State(state): State<Arc<AppState>>, req: Request, next:
     if req.body().size_hint().exact() == Some(0) {
         return next.run(req).await;
     }
+    let limit = body_limit(&state, req.uri().path());
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -340,16 +347,23 @@ async fn read_body_first(State(state): State<Arc<AppState>>, req: Request, next:
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is over {MAX_BODY} bytes"),
+            if limit == MAX_BODY {
+                format!("the request body is over {MAX_BODY} bytes")
+            } else {
+                format!(
+                    "the upload is over this server's {} MB (serve --max-upload-mb)",
+                    limit >> 20
+                )
+            },
         )
         .into_response()
     };
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+    if declared.is_some_and(|n| n > limit as u64) {
         return too_large();
     }
     let (parts, body) = req.into_parts();
     let wait = state.config.connections.head_timeout;
-    match tokio::time::timeout(wait, axum::body::to_bytes(body, MAX_BODY)).await {
+    match tokio::time::timeout(wait, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => {
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
@@ -367,6 +381,15 @@ async fn read_body_first(State(state): State<Arc<AppState>>, req: Request, next:
             ),
         )
         .into_response(),
+    }
+}
+
+/// The largest body a path takes: uploads for region queries, small JSON elsewhere.
+fn body_limit(state: &AppState, path: &str) -> usize {
+    if path == "/api/search/region" {
+        state.config.max_upload_bytes
+    } else {
+        MAX_BODY
     }
 }
 

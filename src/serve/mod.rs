@@ -10,6 +10,7 @@ mod extract;
 mod http;
 mod listen;
 mod metrics;
+mod region;
 pub mod schema;
 
 use std::net::SocketAddr;
@@ -59,6 +60,14 @@ pub struct ServeConfig {
     pub max_queued_texts: usize,
     /// Pictures drawn at once (each may decode a large photo); more wait for a slot.
     pub max_renders: usize,
+    /// SAM's folder (encoder.onnx + decoder.onnx), for region queries given as a point.
+    pub sam: Option<PathBuf>,
+    /// The largest upload of a region query (a photo and a mask), in bytes.
+    pub max_upload_bytes: usize,
+    /// Region queries embedded at once (each inverts a region with the vision tower); more wait.
+    pub region_workers: usize,
+    /// Region queries waiting for a worker at most; more are answered 503.
+    pub max_queued_regions: usize,
 }
 
 impl ServeConfig {
@@ -80,6 +89,10 @@ impl ServeConfig {
             max_hits_per_request: 5000,
             max_queued_texts: 1024,
             max_renders: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            sam: None,
+            max_upload_bytes: 20 << 20,
+            region_workers: 1,
+            max_queued_regions: 4,
         }
     }
 
@@ -130,12 +143,19 @@ pub struct LiveIndex {
     /// The manifest's bytes when it was opened: a different file means a new commit.
     manifest: Vec<u8>,
     summary: std::sync::OnceLock<api::IndexSummary>,
+    embedding: std::sync::OnceLock<crate::pipeline::region_query::IndexEmbedding>,
 }
 
 impl LiveIndex {
     /// Counts of what the commit holds (photos, methods, labels), computed on first use.
     pub fn summary(&self) -> &api::IndexSummary {
         self.summary.get_or_init(|| api::index_summary(self))
+    }
+
+    /// How the commit's regions were embedded (what a region query must repeat), read on first use.
+    pub fn embedding(&self) -> &crate::pipeline::region_query::IndexEmbedding {
+        self.embedding
+            .get_or_init(|| crate::pipeline::region_query::IndexEmbedding::of(&self.index))
     }
 }
 
@@ -148,6 +168,8 @@ pub struct AppState {
     pub model_id: String,
     /// Slots for drawing pictures (see [`ServeConfig::max_renders`]).
     pub renders: Arc<tokio::sync::Semaphore>,
+    /// The vision tower, SAM and the workers of region queries.
+    pub regions: region::RegionService,
 }
 
 impl AppState {
@@ -172,6 +194,7 @@ fn open_live(dir: &std::path::Path) -> anyhow::Result<LiveIndex> {
         opened_at: SystemTime::now(),
         manifest,
         summary: Default::default(),
+        embedding: Default::default(),
     })
 }
 
@@ -203,6 +226,7 @@ pub fn prepare(config: ServeConfig) -> anyhow::Result<Arc<AppState>> {
     let metrics = Arc::new(Metrics::default());
     let model_id = model.id();
     let config_renders = config.max_renders.max(1);
+    let regions = region::RegionService::new(&config)?;
     let encoder = QueryEncoder::start(
         model,
         config.cache_entries,
@@ -217,6 +241,7 @@ pub fn prepare(config: ServeConfig) -> anyhow::Result<Arc<AppState>> {
         started: Instant::now(),
         model_id,
         renders: Arc::new(tokio::sync::Semaphore::new(config_renders)),
+        regions,
     }))
 }
 
