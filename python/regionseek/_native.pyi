@@ -158,6 +158,30 @@ class Index:
         near: Optional[Tuple[float, float, float]] = None,
     ) -> Union[List[Hit], List[List[Hit]]]:
         """A ``(d,)`` vector gives one list of hits, a ``(Q, d)`` array one list per row."""
+    def search_region(
+        self,
+        image: Union[npt.NDArray[np.uint8], Any],
+        mask: Optional[npt.NDArray[Any]] = None,
+        box: Optional[Sequence[float]] = None,
+        k: int = 10,
+        text: Union[str, Sequence[str], None] = None,
+        minus: Union[str, Sequence[str], None] = None,
+        method: Optional[str] = None,
+        label: Optional[str] = None,
+        source: Optional[str] = None,
+        ef: Optional[int] = None,
+        exact: bool = False,
+        min_score: Optional[float] = None,
+        group_by: Optional[str] = None,
+        after: Union[str, "datetime.date", None] = None,
+        before: Union[str, "datetime.date", None] = None,
+        camera: Optional[str] = None,
+        near: Optional[Tuple[float, float, float]] = None,
+    ) -> List[Hit]:
+        """Regions like a region of a photo (HxWx3 uint8 array or PIL image): ``mask`` (an (H, W) bool array) or
+        ``box`` ([x0, y0, x1, y1]), or the whole photo; embedded as the index embedded its own regions, so an
+        indexed region asked with its own mask finds itself first. ``text``/``minus``: texts (``"red"`` or
+        ``"0.5:red"``) added to or taken from the region's embedding."""
     def embeddings(self) -> npt.NDArray[np.float32]:
         """Every row's stored unit embedding, ``(len, d)``, in row order."""
     def segment_paths(self) -> List[str]:

@@ -407,3 +407,18 @@ impl<'a, 'py> FromPyObject<'a, 'py> for NearArg {
         Ok(Self(format!("{lat},{lon},{km}")))
     }
 }
+
+/// `text=` / `minus=` of a region search: one text or a list of them, each `TEXT` or `W:TEXT`.
+pub struct TextsArg(pub Vec<String>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for TextsArg {
+    type Error = PyErr;
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(one) = obj.extract::<String>() {
+            return Ok(Self(vec![one]));
+        }
+        obj.extract::<Vec<String>>()
+            .map(Self)
+            .map_err(|_| PyTypeError::new_err("text and minus take a string or a list of strings"))
+    }
+}

@@ -53,3 +53,13 @@ pub fn query_error(e: QueryError) -> PyErr {
         | QueryError::Index(_) => value_error(e),
     }
 }
+
+/// A region query's refusal: the caller's mistake is a ValueError in its own words.
+pub fn region_query_error(e: regionseek::pipeline::region_query::RegionQueryError) -> PyErr {
+    use regionseek::pipeline::region_query::RegionQueryError;
+    match e {
+        RegionQueryError::Query(q) => query_error(q),
+        e if e.is_user_error() => PyValueError::new_err(e.to_string()),
+        e => RegionseekError::new_err(e.to_string()),
+    }
+}

@@ -12,13 +12,20 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use regionseek::cancel::Cancel;
-use regionseek::clip::TextEncoder;
+use regionseek::clip::{ClipModel, TextEncoder};
 use regionseek::index::{Filter, RegionIndex};
 use regionseek::pipeline::photo_meta::{with_photo_words, PhotoWords};
-use regionseek::pipeline::query::{self, SearchAnswer, SearchOptions, TextQuery, DEFAULT_K};
+use regionseek::pipeline::query::{
+    self, QueryError, SearchAnswer, SearchOptions, TextQuery, DEFAULT_K,
+};
+use regionseek::pipeline::region_query::{
+    search_region, IndexEmbedding, RegionPrompt, RegionQuery, WeightedText,
+};
 
-use crate::convert::{DeviceArg, GroupArg, ModelArg, NearArg, QueryVectors, WhenArg};
-use crate::errors::{query_error, runtime_error, RegionseekError};
+use crate::convert::{
+    DeviceArg, GroupArg, ImageLike, Masks, ModelArg, NearArg, QueryVectors, TextsArg, WhenArg,
+};
+use crate::errors::{query_error, region_query_error, runtime_error, RegionseekError};
 use crate::hits::hit_list;
 use crate::interrupt::interruptible;
 
@@ -31,6 +38,8 @@ pub struct Index {
     path: PathBuf,
     /// Loaded on the first text search: an index searched only with vectors (a Ray shard) reads no model.
     text_tower: OnceLock<TextTower>,
+    /// Loaded on the first region search (or given to `open` as a `Model`): the vision tower embeds regions.
+    whole_model: OnceLock<Arc<ClipModel>>,
     device: candle_core::Device,
 }
 
@@ -77,6 +86,25 @@ impl Index {
                 .map_err(query_error)?,
         );
         Ok(self.text_tower.get_or_init(|| loaded).clone())
+    }
+
+    /// The index's whole model (both towers), for region searches.
+    fn whole_model(&self, py: Python<'_>) -> PyResult<Arc<ClipModel>> {
+        if let Some(model) = self.whole_model.get() {
+            return Ok(model.clone());
+        }
+        let spec = self.index.manifest().model_id.clone();
+        let loaded = py
+            .detach(|| ClipModel::load_spec(&spec, &self.device))
+            .map_err(|e| {
+                query_error(QueryError::Model {
+                    spec: spec.clone(),
+                    message: e.to_string(),
+                })
+            })?;
+        query::check_model(&self.index, &loaded)
+            .map_err(|e| PyValueError::new_err(format!("{e:#}")))?;
+        Ok(self.whole_model.get_or_init(|| Arc::new(loaded)).clone())
     }
 
     /// As the CLI warns: a query longer than the text tower's context is cut, and the user should know.
@@ -130,11 +158,13 @@ impl Index {
             .detach(|| RegionIndex::open(&path))
             .map_err(|e| RegionseekError::new_err(format!("{}: {e}", path.display())))?;
         let text_tower = OnceLock::new();
+        let whole_model = OnceLock::new();
         let given: Option<TextTower> = match model {
             None => None,
             Some(ModelArg::Loaded(clip)) => {
                 query::check_model(&index, clip.as_ref())
                     .map_err(|e| PyValueError::new_err(format!("{e:#}")))?;
+                let _ = whole_model.set(clip.clone());
                 Some(clip)
             }
             Some(ModelArg::Spec(spec)) => Some(Arc::new(
@@ -149,6 +179,7 @@ impl Index {
             index,
             path,
             text_tower,
+            whole_model,
             device,
         })
     }
@@ -297,6 +328,93 @@ impl Index {
                 PyList::new(py, lists)
             }
         }
+    }
+
+    /// The regions most like a region of a photo (query by example), best first, as `search`'s hits.
+    /// `image`: HxWx3 uint8 array or PIL image, in the frame the index's photos were indexed in. The region:
+    /// `mask` (an (H, W) bool array), or `box` (`[x0, y0, x1, y1]` in pixels), or neither for the whole
+    /// photo. It is embedded as the index embedded its own regions (its best tier's method and recorded
+    /// settings), so an indexed region asked with its own mask finds itself first. `text` / `minus`: texts
+    /// (`"red"` or `"0.5:red"`, one or a list) added to or taken from the region's embedding.
+    #[pyo3(signature = (image, mask = None, r#box = None, k = DEFAULT_K, text = None, minus = None, method = None, label = None, source = None, ef = None, exact = false, min_score = None, group_by = None, after = None, before = None, camera = None, near = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn search_region<'py>(
+        &self,
+        py: Python<'py>,
+        image: ImageLike,
+        mask: Option<Masks>,
+        r#box: Option<[f32; 4]>,
+        k: usize,
+        text: Option<TextsArg>,
+        minus: Option<TextsArg>,
+        method: Option<String>,
+        label: Option<String>,
+        source: Option<String>,
+        ef: Option<usize>,
+        exact: bool,
+        min_score: Option<f32>,
+        group_by: Option<GroupArg>,
+        after: Option<WhenArg>,
+        before: Option<WhenArg>,
+        camera: Option<String>,
+        near: Option<NearArg>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let photo = PhotoKeywords {
+            after,
+            before,
+            camera,
+            near,
+        };
+        let options = search_options(
+            k,
+            search_filter(method, label, None, source, photo)?,
+            exact,
+            ef,
+            min_score,
+            group_by,
+        )?;
+        let image = image.0;
+        let prompt = match (mask, r#box) {
+            (Some(_), Some(_)) => {
+                return Err(PyValueError::new_err("give mask or box, not both"));
+            }
+            (Some(m), None) => {
+                let mut masks = m.fitted_to(&image)?;
+                if masks.len() != 1 {
+                    return Err(PyValueError::new_err(format!(
+                        "mask must be one (H, W) mask, not {}",
+                        masks.len()
+                    )));
+                }
+                RegionPrompt::Mask(masks.remove(0))
+            }
+            (None, Some(b)) => RegionPrompt::Box(b),
+            (None, None) => RegionPrompt::WholePhoto,
+        };
+        let mut texts = Vec::new();
+        for t in text.map(|t| t.0).unwrap_or_default() {
+            texts.push(t.parse::<WeightedText>().map_err(region_query_error)?);
+        }
+        for t in minus.map(|t| t.0).unwrap_or_default() {
+            texts.push(
+                t.parse::<WeightedText>()
+                    .map_err(region_query_error)?
+                    .negated(),
+            );
+        }
+        let model = self.whole_model(py)?;
+        let how = IndexEmbedding::of(&self.index);
+        let query = RegionQuery {
+            image: &image,
+            prompt,
+            texts,
+        };
+        let cancel = Cancel::default();
+        let found = interruptible(py, &cancel, || {
+            search_region(&self.index, &how, &model, &query, &options, None, &cancel)
+        })?
+        .map_err(region_query_error)?;
+        hit_list(py, &found.answer.hits)
     }
 
     /// Every row's stored unit embedding, `(len, d)` float32, in row order (NaN rows for any without one).

@@ -36,7 +36,7 @@ pub struct SearchArgs {
     #[arg(long, value_name = "PHOTO")]
     like_image: Option<PathBuf>,
     /// The query region as a mask PNG of the photo's size (any non-zero pixel is in it).
-    #[arg(long, value_name = "MASK.png", requires = "like_image", conflicts_with_all = ["box", "point"])]
+    #[arg(long, value_name = "MASK.png", requires = "like_image", conflicts_with_all = ["bbox", "point"])]
     mask: Option<PathBuf>,
     /// The query region as a box in the photo's pixels.
     #[arg(

@@ -967,6 +967,19 @@ pub struct StatsResponse {
     pub cache_entries: usize,
     /// Commits picked up since the server started.
     pub reloads: u64,
+    pub region_search: RegionSearchInfo,
+}
+
+/// What region queries (`POST /api/search/region`) take on this server.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegionSearchInfo {
+    /// A point can be given (the server has SAM).
+    pub sam: bool,
+    /// The index's photos were turned upright by EXIF: uploads are read in that frame too.
+    pub exif_rotated: bool,
+    /// How regions are embedded (the index's method).
+    pub method: String,
+    pub max_upload_mb: usize,
 }
 
 /// What the served index holds and how the server fares.
@@ -995,6 +1008,12 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Json<StatsResponse> {
             .metrics
             .reloads
             .load(std::sync::atomic::Ordering::Relaxed),
+        region_search: RegionSearchInfo {
+            sam: state.regions.has_sam(),
+            exif_rotated: live.embedding().exif_rotated,
+            method: live.embedding().method_name().to_string(),
+            max_upload_mb: state.config.max_upload_bytes >> 20,
+        },
     })
 }
 

@@ -14,6 +14,7 @@ mod fused_maps;
 mod gpu;
 mod invert_parity;
 mod pipeline;
+mod region_query;
 mod reliability;
 mod sam_parity;
 mod serve;
