@@ -169,3 +169,35 @@ def test_grouped_by_photo_and_cut_off_as_the_cli(coco_index, cli):
     assert len(above) == sum(r["score"] >= cut for r in regions)
     with pytest.raises(ValueError, match="group_by"):
         ix.search(text, group_by="album")
+
+
+def test_search_region_finds_an_indexed_region_first_and_refuses_bad_regions(coco_index, coco128):
+    from PIL import Image
+
+    out, _ = coco_index
+    ix = regionseek.Index.open(out)
+    # A COCO region of the index (inverted at the small spec's 64 px and 3 steps, which the query must repeat).
+    hit = ix.search("a photo", k=1, method="maskinversion")[0]
+    photo = Image.open(coco128 / "images" / hit["image"])
+    mask = regionseek.mask_from_rle(hit["mask_rle"])
+    for image in (photo, np.asarray(photo.convert("RGB"))):
+        found = ix.search_region(image, mask=mask, k=3)
+        assert (found[0]["row"], found[0]["image"]) == (hit["row"], hit["image"])
+        assert found[0]["score"] > 0.9999
+        assert found[1]["score"] < found[0]["score"]
+    # Texts move the query off the region alone; a box and the whole photo run too.
+    mixed = ix.search_region(photo, mask=mask, k=1, text="2:a red bus", minus=["a cat"])
+    assert mixed[0]["score"] < 0.99
+    assert len(ix.search_region(photo, box=hit["box"], k=2)) == 2
+    assert len(ix.search_region(photo, k=2, group_by="photo")) == 2
+    w, h = photo.size
+    with pytest.raises(ValueError, match="not both"):
+        ix.search_region(photo, mask=mask, box=[0, 0, 5, 5])
+    with pytest.raises(ValueError, match="is not inside"):
+        ix.search_region(photo, box=[0, 0, w + 1, 5])
+    with pytest.raises(ValueError, match="the mask"):
+        ix.search_region(photo, mask=np.zeros((h, w), bool))
+    with pytest.raises(ValueError, match="image's own resolution"):
+        ix.search_region(photo, mask=np.ones((h // 2, w), bool))
+    with pytest.raises(ValueError, match="finite number"):
+        ix.search_region(photo, box=hit["box"], text="inf:red")

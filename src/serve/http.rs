@@ -37,12 +37,6 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .post(api::search_post)
                 .fallback(not_allowed("GET, HEAD, POST")),
         )
-        .route(
-            "/api/search/region",
-            axum::routing::post(super::region::search_region_post)
-                .fallback(not_allowed("POST"))
-                .layer(DefaultBodyLimit::max(state.config.max_upload_bytes)),
-        )
         .route("/api/similar/{row}", get_only(api::similar))
         .route("/api/regions/{row}", get_only(api::region))
         .route("/api/regions/{row}/{picture}", get_only(api::picture_of))
@@ -68,7 +62,21 @@ pub fn router(state: Arc<AppState>) -> Router {
             timeout,
         ))
         .route_layer(middleware::from_fn_with_state(state.clone(), record));
-    api
+    // Region queries are bounded by their own pool (--region-workers, --max-queued-regions: 503 beyond),
+    // not by --max-concurrent: queued inversions must never hold the slots text searches answer from.
+    let region_queries = Router::new()
+        .route(
+            "/api/search/region",
+            axum::routing::post(super::region::search_region_post)
+                .fallback(not_allowed("POST"))
+                .layer(DefaultBodyLimit::max(state.config.max_upload_bytes)),
+        )
+        .route_layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .route_layer(middleware::from_fn_with_state(state.clone(), record));
+    api.merge(region_queries)
         // Probes are never queued behind searches.
         .route("/healthz", get_only(api::healthz))
         .route("/metrics", get_only(api::metrics))
