@@ -554,3 +554,35 @@ fn the_page_draws_the_region_of_an_indexed_photo_and_shows_the_regions_like_it()
     assert!(shot.is_file(), "no screenshot");
     eprintln!("screenshot of the page: {}", shot.display());
 }
+
+#[test]
+fn a_click_becomes_sams_region_and_is_searched_like_a_drawn_one() {
+    if let Err(e) = regionseek::sam::library_path() {
+        eprintln!("SKIP: {e}");
+        return;
+    }
+    let sam = root().join("tests/fixtures/sam");
+    let f = fixture();
+    let (image, b) = BOXES[2];
+    let photo = f.photos.join(image);
+    let point = format!("{},{}", (b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
+    let answer = like(&[
+        "--like-image",
+        photo.to_str().unwrap(),
+        "--point",
+        &point,
+        "--sam",
+        sam.to_str().unwrap(),
+    ])
+    .unwrap();
+    // SAM's mask (whatever the tiny random SAM makes of the click) is the region searched, and is reported.
+    let rle = &answer["region"]["mask_rle"];
+    assert_eq!(rle["size"], serde_json::json!([480, 640]), "{answer}");
+    assert_eq!(answer["region"]["method"], "maskinversion");
+    assert_eq!(answer["hits"].as_array().unwrap().len(), 3);
+    // Without SAM a point is refused in words, before any model is loaded.
+    let (code, err) =
+        like(&["--like-image", photo.to_str().unwrap(), "--point", &point]).unwrap_err();
+    assert_ne!(code, 0);
+    assert!(err.contains("--sam"), "{err}");
+}
