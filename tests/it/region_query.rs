@@ -462,35 +462,6 @@ fn crc32(bytes: &[u8]) -> u32 {
     !crc
 }
 
-fn chromium() -> Option<PathBuf> {
-    let found = ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .map(|c| Path::new("/usr/bin").join(c))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        eprintln!("SKIP: no chromium in /usr/bin (Debian package chromium; .ci/run installs it)");
-    }
-    found
-}
-
-fn chromium_command(browser: &Path, profile: &Path) -> Command {
-    let mut c = Command::new(browser);
-    c.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        "--virtual-time-budget=30000",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .stdin(Stdio::null());
-    c
-}
-
 #[test]
 fn the_page_draws_the_region_of_an_indexed_photo_and_shows_the_regions_like_it() {
     let Some(browser) = chromium() else { return };

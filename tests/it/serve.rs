@@ -452,36 +452,6 @@ fn a_token_guards_everything_but_the_health_probe_and_exposure_needs_one() {
     assert_eq!(r.status, 200);
 }
 
-fn chromium() -> Option<PathBuf> {
-    let found = ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .map(|c| Path::new("/usr/bin").join(c))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        eprintln!("SKIP: no chromium in /usr/bin (Debian package chromium; .ci/run installs it)");
-    }
-    found
-}
-
-fn chromium_command(browser: &Path, profile: &Path) -> Command {
-    let mut c = Command::new(browser);
-    c.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        "--virtual-time-budget=20000",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .stdin(Stdio::null());
-    c
-}
-
 #[test]
 fn the_page_runs_the_search_in_its_url_and_shows_every_hit_with_its_picture() {
     let Some(f) = fixture() else { return };

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use candle_core::{Device, Tensor};
 
@@ -64,7 +65,7 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 /// The `regionseek` binary with `args`: (exit code, stdout, stderr). A panic (exit 101) fails the test:
 /// nothing a user passes may make the binary panic.
 pub fn run_regionseek(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_regionseek"))
+    let out = Command::new(env!("CARGO_BIN_EXE_regionseek"))
         .args(args)
         .output()
         .unwrap();
@@ -369,4 +370,36 @@ pub fn exif_photos(dir: &Path) {
         };
         std::fs::write(dir.join(name), bytes).unwrap();
     }
+}
+
+/// Debian's chromium, or None (with a SKIP line) where it is not installed.
+pub fn chromium() -> Option<PathBuf> {
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .map(|c| Path::new("/usr/bin").join(c))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        eprintln!("SKIP: no chromium in /usr/bin (Debian package chromium; .ci/run installs it)");
+    }
+    found
+}
+
+/// Headless Chromium with a throwaway profile, given virtual time to run the page's script.
+pub fn chromium_command(browser: &Path, profile: &Path) -> Command {
+    let mut c = Command::new(browser);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--virtual-time-budget=30000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .stdin(Stdio::null());
+    c
 }
