@@ -104,6 +104,16 @@ pub fn gif(
     max_bytes: usize,
     check: impl FnOnce(u32, u32) -> Result<(), String>,
 ) -> Result<Raw, String> {
+    // Without a global colour table, a frame without its own would be refused by the gif crate, where
+    // Pillow reads its indices as grey levels (mode L): a grey global table gives the same pixels, and a frame
+    // with its own table still uses that.
+    let with_grey_table;
+    let data = if data.len() >= 13 && data[10] & 0x80 == 0 {
+        with_grey_table = with_grey_global_table(data);
+        &with_grey_table[..]
+    } else {
+        data
+    };
     let mut options = gif::DecodeOptions::new();
     options.set_color_output(gif::ColorOutput::Indexed);
     options.set_memory_limit(gif::MemoryLimit::Bytes(
@@ -146,6 +156,16 @@ pub fn gif(
     })
 }
 
+/// The GIF with a 256-entry grey global colour table after its logical screen descriptor.
+fn with_grey_global_table(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 768);
+    out.extend_from_slice(&data[..13]);
+    out[10] |= 0x80 | 0x07;
+    out.extend((0..=255u8).flat_map(|v| [v, v, v]));
+    out.extend_from_slice(&data[13..]);
+    out
+}
+
 fn gif_error(e: gif::DecodingError) -> String {
     let eof = matches!(&e, gif::DecodingError::Io(io) if is_eof(io));
     corrupt("GIF", e, eof)
@@ -181,15 +201,11 @@ pub fn tiff(
     let exif = tiff_orientation_as_exif(&mut decoder);
     // The tiff crate does not read colour-mapped strips; say so rather than its internal message.
     if matches!(color, ColorType::Palette(_)) {
-        return Err("palette (colour-mapped) TIFF is not supported: convert it to PNG".into());
+        return Err(tiff_unsupported("a palette (colour-mapped) layout"));
     }
     let image = decoder.read_image().map_err(tiff_error)?;
     let (wu, hu) = (w as usize, h as usize);
-    let unsupported = |what: &str| {
-        Err(format!(
-            "unsupported TIFF layout ({what}): convert it to PNG or JPEG"
-        ))
-    };
+    let unsupported = |what: &str| Err(tiff_unsupported(what));
     let rgb = match (color, image) {
         (ColorType::Gray(8), DecodingResult::U8(v)) => pil::gray_to_rgb(&v),
         (ColorType::Gray(16), DecodingResult::U16(v)) => pil::gray16_to_rgb(&v),
@@ -205,7 +221,18 @@ pub fn tiff(
         (ColorType::RGBA(16), DecodingResult::U16(v)) => pil::take_rgb(&pil::high_bytes(&v), 4),
         // TIFF CMYK is stored as ink amounts (no Adobe inversion).
         (ColorType::CMYK(8), DecodingResult::U8(v)) => pil::cmyk_to_rgb(&v),
-        (c, _) => return unsupported(&format!("{c:?}")),
+        (c, samples) => {
+            return unsupported(&match samples {
+                DecodingResult::F16(_) | DecodingResult::F32(_) | DecodingResult::F64(_) => {
+                    "floating-point samples".to_string()
+                }
+                DecodingResult::I8(_)
+                | DecodingResult::I16(_)
+                | DecodingResult::I32(_)
+                | DecodingResult::I64(_) => "signed integer samples".to_string(),
+                _ => tiff_color_in_words(c),
+            })
+        }
     };
     Ok(Raw {
         width: w,
@@ -233,8 +260,88 @@ fn tiff_orientation_as_exif<R: std::io::Read + std::io::Seek>(
 }
 
 fn tiff_error(e: tiff::TiffError) -> String {
+    if let tiff::TiffError::UnsupportedError(u) = &e {
+        return tiff_unsupported(&tiff_feature_in_words(u));
+    }
     let eof = matches!(&e, tiff::TiffError::IoError(io) if is_eof(io));
     corrupt("TIFF", e, eof)
+}
+
+/// A TIFF that is fine but uses something regionseek does not read: said so, with what to do.
+fn tiff_unsupported(what: &str) -> String {
+    format!(
+        "this TIFF uses {what}, which regionseek does not read; convert it to PNG or an 8/16-bit RGB TIFF \
+         (e.g. `magick in.tif out.png`, or any photo editor)"
+    )
+}
+
+/// What a TIFF uses that the decoder refused, in words (the tiff crate's own text shows Rust debug names).
+fn tiff_feature_in_words(u: &tiff::TiffUnsupportedError) -> String {
+    use tiff::tags::{
+        CompressionMethod, PhotometricInterpretation, PlanarConfiguration, SampleFormat,
+    };
+    use tiff::TiffUnsupportedError as U;
+    let samples = |formats: &[SampleFormat]| {
+        if formats.contains(&SampleFormat::IEEEFP) {
+            "floating-point samples".to_string()
+        } else if formats.contains(&SampleFormat::Int) {
+            "signed integer samples".to_string()
+        } else {
+            "samples of an unknown number format".to_string()
+        }
+    };
+    match u {
+        U::UnsupportedCompressionMethod(m) => match m {
+            CompressionMethod::Huffman => "CCITT modified Huffman (fax) compression".into(),
+            CompressionMethod::Fax3 => "CCITT Group 3 fax compression".into(),
+            CompressionMethod::Fax4 => "CCITT Group 4 fax compression".into(),
+            CompressionMethod::JPEG | CompressionMethod::ModernJPEG => "JPEG compression".into(),
+            other => format!("compression method {}", other.to_u16()),
+        },
+        U::UnknownCompressionMethod => {
+            "a compression method the TIFF standard does not define".into()
+        }
+        U::UnsupportedSampleFormat(f) => samples(f),
+        U::FloatingPointPredictor(_) => "a floating-point predictor".into(),
+        U::HorizontalPredictor(_) => "a horizontal predictor on this sample layout".into(),
+        U::UnsupportedInterpretation(i) | U::InterpretationWithBits(i, _) => match i {
+            PhotometricInterpretation::CIELab => "CIELab colour".into(),
+            PhotometricInterpretation::YCbCr => "YCbCr colour".into(),
+            PhotometricInterpretation::TransparencyMask => "a transparency mask".into(),
+            other => format!("photometric interpretation {}", other.to_u16()),
+        },
+        U::UnknownInterpretation => "an unknown photometric interpretation".into(),
+        U::UnsupportedPlanarConfig(Some(PlanarConfiguration::Planar)) => {
+            "separate colour planes (planar configuration 2)".into()
+        }
+        U::UnsupportedPlanarConfig(_) => "an unknown planar configuration".into(),
+        U::UnsupportedSampleDepth(n) => format!("{n} samples per pixel"),
+        U::UnsupportedBitsPerChannel(n) => format!("{n} bits per sample"),
+        U::InconsistentBitsPerSample(bits) => format!(
+            "different bit depths per channel ({})",
+            bits.iter()
+                .map(u8::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        U::UnsupportedColorType(c) => tiff_color_in_words(*c),
+        _ => "a layout".into(),
+    }
+}
+
+fn tiff_color_in_words(c: tiff::ColorType) -> String {
+    use tiff::ColorType as C;
+    match c {
+        C::Gray(b) => format!("{b}-bit grey"),
+        C::GrayA(b) => format!("{b}-bit grey with alpha"),
+        C::RGB(b) => format!("{b}-bit RGB"),
+        C::RGBA(b) => format!("{b}-bit RGB with alpha"),
+        C::CMYK(b) => format!("{b}-bit CMYK"),
+        C::CMYKA(b) => format!("{b}-bit CMYK with alpha"),
+        C::YCbCr(b) => format!("{b}-bit YCbCr"),
+        C::Palette(b) => format!("a {b}-bit palette"),
+        _ => "a colour layout".into(),
+    }
 }
 
 /// The orientation (1..=8) in an EXIF block, 1 when it says nothing usable.

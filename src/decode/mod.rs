@@ -240,8 +240,19 @@ fn decode_rgb_at(
             (r.width, r.height, r.rgb, r.exif)
         }
         PhotoFormat::Tiff => {
+            // Pillow 13's TIFF plugin turns the image by its Orientation tag on load (exif_transpose then
+            // finds nothing left to do): the stored frame of a TIFF is its upright one.
             let r = formats::tiff(bytes, max_bytes, check).map_err(err)?;
-            (r.width, r.height, r.rgb, r.exif)
+            let orientation = r
+                .exif
+                .as_deref()
+                .map(formats::exif_orientation)
+                .unwrap_or(1);
+            let img = RgbImage::from_raw(r.width, r.height, r.rgb).ok_or_else(|| {
+                err("the decoder returned fewer pixels than its header declares".into())
+            })?;
+            let img = upright(img, orientation);
+            (img.width(), img.height(), img.into_raw(), None)
         }
         PhotoFormat::WebP => {
             let (w, h, rgb) = via_image_crate(bytes, ImageFormat::WebP, options).map_err(err)?;
