@@ -40,6 +40,10 @@ pub struct Index {
     text_tower: OnceLock<TextTower>,
     /// Loaded on the first region search (or given to `open` as a `Model`): the vision tower embeds regions.
     whole_model: OnceLock<Arc<ClipModel>>,
+    /// The model spec `open` was given (a moved weights folder), for the vision tower too.
+    model_spec: Option<String>,
+    /// How the index embedded its regions, read once (the index is a snapshot).
+    embedding: OnceLock<IndexEmbedding>,
     device: candle_core::Device,
 }
 
@@ -93,7 +97,10 @@ impl Index {
         if let Some(model) = self.whole_model.get() {
             return Ok(model.clone());
         }
-        let spec = self.index.manifest().model_id.clone();
+        let spec = self
+            .model_spec
+            .clone()
+            .unwrap_or_else(|| self.index.manifest().model_id.clone());
         let loaded = py
             .detach(|| ClipModel::load_spec(&spec, &self.device))
             .map_err(|e| {
@@ -159,6 +166,10 @@ impl Index {
             .map_err(|e| RegionseekError::new_err(format!("{}: {e}", path.display())))?;
         let text_tower = OnceLock::new();
         let whole_model = OnceLock::new();
+        let model_spec = match &model {
+            Some(ModelArg::Spec(spec)) => Some(spec.clone()),
+            _ => None,
+        };
         let given: Option<TextTower> = match model {
             None => None,
             Some(ModelArg::Loaded(clip)) => {
@@ -180,6 +191,8 @@ impl Index {
             path,
             text_tower,
             whole_model,
+            model_spec,
+            embedding: OnceLock::new(),
             device,
         })
     }
@@ -403,7 +416,9 @@ impl Index {
             );
         }
         let model = self.whole_model(py)?;
-        let how = IndexEmbedding::of(&self.index);
+        let how = self
+            .embedding
+            .get_or_init(|| IndexEmbedding::of(&self.index));
         let query = RegionQuery {
             image: &image,
             prompt,
@@ -411,7 +426,7 @@ impl Index {
         };
         let cancel = Cancel::default();
         let found = interruptible(py, &cancel, || {
-            search_region(&self.index, &how, &model, &query, &options, None, &cancel)
+            search_region(&self.index, how, &model, &query, &options, None, &cancel)
         })?
         .map_err(region_query_error)?;
         hit_list(py, &found.answer.hits)

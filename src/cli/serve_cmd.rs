@@ -60,6 +60,9 @@ pub struct ServeArgs {
     /// The largest upload of a region query (its photo and mask), in megabytes.
     #[arg(long, default_value_t = 20)]
     max_upload_mb: usize,
+    /// The most pixels a region query's photo may have (a 48 MP phone photo fits the default).
+    #[arg(long, default_value_t = 64_000_000)]
+    max_upload_pixels: u64,
     /// Region queries inverted at once (each uses every core for about a second); more wait.
     #[arg(long, default_value_t = 1)]
     region_workers: usize,
@@ -118,6 +121,11 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut config = ServeConfig::new(a.index);
     config.sam = a.sam;
     config.max_upload_bytes = a.max_upload_mb << 20;
+    anyhow::ensure!(
+        a.max_upload_pixels > 0,
+        "--max-upload-pixels must be at least 1"
+    );
+    config.max_upload_pixels = a.max_upload_pixels;
     config.region_workers = a.region_workers;
     config.max_queued_regions = a.max_queued_regions;
     config.images = a.images;

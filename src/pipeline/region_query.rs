@@ -40,6 +40,11 @@ pub enum RegionPrompt {
     Point([f32; 2]),
 }
 
+/// The largest weight a text takes (every embedding is unit length: beyond this the region is lost anyway).
+pub const MAX_TEXT_WEIGHT: f32 = 100.0;
+/// Texts one region query mixes in at most.
+pub const MAX_TEXTS: usize = 16;
+
 /// A text added to (positive weight) or taken from (negative) the region's embedding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WeightedText {
@@ -54,7 +59,7 @@ impl FromStr for WeightedText {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (weight, text) = match s.split_once(':') {
             Some((w, t)) => match w.trim().parse::<f32>() {
-                Ok(w) if w.is_finite() => (w, t),
+                Ok(w) if w.is_finite() && w.abs() <= MAX_TEXT_WEIGHT => (w, t),
                 Ok(_) => return Err(RegionQueryError::BadWeight(s.to_string())),
                 Err(_) => (1.0, s),
             },
@@ -87,8 +92,12 @@ pub enum RegionQueryError {
     BadBox(String),
     #[error("a point is two numbers x,y (got `{0}`)")]
     BadPoint(String),
-    #[error("a text's weight must be a finite number (got `{0}`)")]
+    #[error(
+        "a text's weight must be a number from -{MAX_TEXT_WEIGHT} to {MAX_TEXT_WEIGHT} (got `{0}`)"
+    )]
     BadWeight(String),
+    #[error("{0} texts were given; a region query mixes in at most {MAX_TEXTS}")]
+    TooManyTexts(usize),
     #[error("the box [{x0}, {y0}, {x1}, {y1}] is not inside the {width}x{height} photo (x0 < x1, y0 < y1, within it)")]
     BoxOffPhoto {
         x0: f32,
@@ -330,15 +339,16 @@ pub fn embed_region(
         return photo_cls(model, image);
     };
     let cfg = how.inversion_config(cancel.clone());
-    let mut found = embed_masks(model, image, std::slice::from_ref(mask), how.stage()?, &cfg)
-        .map_err(RegionQueryError::Embed)?;
-    let embedding = found
-        .pop()
-        .ok_or_else(|| RegionQueryError::Embed("no embedding came back".into()))?;
+    let found = embed_masks(model, image, std::slice::from_ref(mask), how.stage()?, &cfg);
+    // A cancelled inversion fails with the inverter's own words: it is a cancellation, not a failure.
     if cancel.is_cancelled() {
         return Err(RegionQueryError::Cancelled);
     }
-    embedding.map_err(RegionQueryError::Embed)
+    found
+        .map_err(RegionQueryError::Embed)?
+        .pop()
+        .ok_or_else(|| RegionQueryError::Embed("no embedding came back".into()))?
+        .map_err(RegionQueryError::Embed)
 }
 
 /// The photo's CLS embedding at the model's resolution, squashed: the library's whole-photo rows.
@@ -358,20 +368,33 @@ pub fn mix_texts(
     region: &[f32],
     texts: &[WeightedText],
 ) -> Result<TextQuery, RegionQueryError> {
-    let mut mixed = unit(region);
-    if !texts.is_empty() {
-        let words: Vec<String> = texts.iter().map(|t| t.text.clone()).collect();
-        for (t, q) in texts.iter().zip(embed_queries(model, &words)?) {
-            for (m, v) in mixed.iter_mut().zip(&q.embedding) {
-                *m += t.weight * v;
-            }
+    let mut mixed: Vec<f64> = unit(region).into_iter().map(f64::from).collect();
+    for (t, q) in texts.iter().zip(embed_texts(model, texts)?) {
+        for (m, v) in mixed.iter_mut().zip(&q.embedding) {
+            *m += t.weight as f64 * *v as f64;
         }
     }
-    let norm = mixed.iter().map(|v| v * v).sum::<f32>().sqrt();
+    let norm = mixed.iter().map(|v| v * v).sum::<f64>().sqrt();
     if !(norm > 1e-4) {
         return Err(RegionQueryError::NothingLeft);
     }
+    let mixed: Vec<f32> = mixed.iter().map(|v| (v / norm) as f32).collect();
     Ok(TextQuery::from_vector(&mixed, region.len())?)
+}
+
+/// The texts' query embeddings (checked for their number first).
+fn embed_texts(
+    model: &ClipModel,
+    texts: &[WeightedText],
+) -> Result<Vec<TextQuery>, RegionQueryError> {
+    if texts.len() > MAX_TEXTS {
+        return Err(RegionQueryError::TooManyTexts(texts.len()));
+    }
+    if texts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let words: Vec<String> = texts.iter().map(|t| t.text.clone()).collect();
+    Ok(embed_queries(model, &words)?)
 }
 
 fn unit(v: &[f32]) -> Vec<f32> {
@@ -426,6 +449,9 @@ pub fn search_region(
     cancel: &Cancel,
 ) -> Result<RegionAnswer, RegionQueryError> {
     let t = Instant::now();
+    if query.texts.len() > MAX_TEXTS {
+        return Err(RegionQueryError::TooManyTexts(query.texts.len()));
+    }
     let mask = region_mask(query.image, &query.prompt, sam)?;
     let embedding = embed_region(model, how, query.image, mask.as_ref(), cancel)?;
     let mixed = mix_texts(model, &embedding, &query.texts)?;
@@ -623,6 +649,8 @@ mod tests {
         let t: WeightedText = "time: noon".parse().unwrap();
         assert_eq!((t.text.as_str(), t.weight), ("time: noon", 1.0));
         assert!("inf:red".parse::<WeightedText>().is_err());
+        assert!("1e20:red".parse::<WeightedText>().is_err());
+        assert_eq!("-100:red".parse::<WeightedText>().unwrap().weight, -100.0);
         assert!("2: ".parse::<WeightedText>().is_err());
         assert_eq!(
             "2:x".parse::<WeightedText>().unwrap().negated().weight,

@@ -66,7 +66,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     // not by --max-concurrent: queued inversions must never hold the slots text searches answer from.
     let region_queries = Router::new()
         .route(
-            "/api/search/region",
+            REGION_PATH,
             axum::routing::post(super::region::search_region_post)
                 .fallback(not_allowed("POST"))
                 .layer(DefaultBodyLimit::max(state.config.max_upload_bytes)),
@@ -343,6 +343,16 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
 /// `--max-concurrent` slots for the whole `--timeout-s`; a declared length over the limit is refused at once.
 async fn read_body_first(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     use axum::body::HttpBody;
+    // A region query is let in (or refused with 503) before its upload is read, and keeps its place until
+    // it is answered: uploads beyond the queries that can run or wait never take memory.
+    let _admitted = if req.uri().path() == REGION_PATH && req.method() == Method::POST {
+        match state.regions.admit() {
+            Ok(permit) => Some(permit),
+            Err(refused) => return refused.into_response(),
+        }
+    } else {
+        None
+    };
     if req.body().size_hint().exact() == Some(0) {
         return next.run(req).await;
     }
@@ -370,7 +380,14 @@ async fn read_body_first(State(state): State<Arc<AppState>>, req: Request, next:
         return too_large();
     }
     let (parts, body) = req.into_parts();
-    let wait = state.config.connections.head_timeout;
+    // An upload may take longer than a small body: the idle timeout plus the time its largest size takes at
+    // a slow link's rate.
+    let wait = state.config.connections.head_timeout
+        + if limit > MAX_BODY {
+            std::time::Duration::from_secs((limit / MIN_UPLOAD_BYTES_PER_S) as u64)
+        } else {
+            std::time::Duration::ZERO
+        };
     match tokio::time::timeout(wait, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => {
             next.run(Request::from_parts(parts, Body::from(bytes)))
@@ -392,9 +409,13 @@ async fn read_body_first(State(state): State<Arc<AppState>>, req: Request, next:
     }
 }
 
+const REGION_PATH: &str = "/api/search/region";
+/// The slowest upload waited for (a home link sending a phone photo does better).
+const MIN_UPLOAD_BYTES_PER_S: usize = 64 * 1024;
+
 /// The largest body a path takes: uploads for region queries, small JSON elsewhere.
 fn body_limit(state: &AppState, path: &str) -> usize {
-    if path == "/api/search/region" {
+    if path == REGION_PATH {
         state.config.max_upload_bytes
     } else {
         MAX_BODY

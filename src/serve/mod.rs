@@ -64,6 +64,8 @@ pub struct ServeConfig {
     pub sam: Option<PathBuf>,
     /// The largest upload of a region query (a photo and a mask), in bytes.
     pub max_upload_bytes: usize,
+    /// The most pixels an uploaded photo (or a row's photo) may have.
+    pub max_upload_pixels: u64,
     /// Region queries embedded at once (each inverts a region with the vision tower); more wait.
     pub region_workers: usize,
     /// Region queries waiting for a worker at most; more are answered 503.
@@ -91,6 +93,7 @@ impl ServeConfig {
             max_renders: std::thread::available_parallelism().map_or(2, |n| n.get()),
             sam: None,
             max_upload_bytes: 20 << 20,
+            max_upload_pixels: 64_000_000,
             region_workers: 1,
             max_queued_regions: 4,
         }

@@ -4,7 +4,6 @@
 //! `--max-queued-regions`), each stopped at its next step when its request is dropped (timed out, client gone).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -18,8 +17,8 @@ use crate::cancel::Cancel;
 use crate::clip::ClipModel;
 use crate::pipeline::query;
 use crate::pipeline::region_query::{
-    indexed_photo, mask_from_png, parse_box, parse_point, search_region, RegionPrompt, RegionQuery,
-    RegionQueryError, RegionSearchReport, WeightedText,
+    indexed_photo, mask_from_png, parse_box, parse_point, region_mask, search_region, RegionPrompt,
+    RegionQuery, RegionQueryError, RegionSearchReport, WeightedText, MAX_TEXTS,
 };
 use crate::sam::SamModel;
 
@@ -31,11 +30,13 @@ use super::{AppState, ServeConfig};
 
 /// The vision tower (loaded on first use), SAM (when given), and the slots region queries run in.
 pub struct RegionService {
-    model: tokio::sync::OnceCell<Arc<ClipModel>>,
+    model: Arc<tokio::sync::OnceCell<Arc<ClipModel>>>,
     sam: Option<Arc<Mutex<SamModel>>>,
     workers: Arc<tokio::sync::Semaphore>,
+    /// Region queries let in at once (running and waiting): taken before an upload is read, so that
+    /// uploads beyond what can be served are refused before they take memory.
+    admitted: Arc<tokio::sync::Semaphore>,
     worker_count: usize,
-    waiting: Arc<AtomicUsize>,
     max_waiting: usize,
 }
 
@@ -51,12 +52,15 @@ impl RegionService {
             }
             None => None,
         };
+        let workers = config.region_workers.max(1);
         Ok(Self {
             model: Default::default(),
             sam,
-            workers: Arc::new(tokio::sync::Semaphore::new(config.region_workers.max(1))),
-            worker_count: config.region_workers.max(1),
-            waiting: Default::default(),
+            workers: Arc::new(tokio::sync::Semaphore::new(workers)),
+            admitted: Arc::new(tokio::sync::Semaphore::new(
+                workers + config.max_queued_regions,
+            )),
+            worker_count: workers,
             max_waiting: config.max_queued_regions,
         })
     }
@@ -65,25 +69,46 @@ impl RegionService {
         self.sam.is_some()
     }
 
+    /// A place among the region queries let in (running or waiting), or 503 when they are all taken.
+    pub fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.admitted.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{} region queries are running or waiting already (serve --region-workers {}, \
+                     --max-queued-regions {}): try again shortly",
+                    self.worker_count + self.max_waiting,
+                    self.worker_count,
+                    self.max_waiting
+                ),
+            )
+        })
+    }
+
     /// The index's whole model, loaded by the first region query (text-only servers never read the vision
-    /// weights) and kept.
+    /// weights) and kept. The load runs in a task of its own that fills the cell whatever becomes of the
+    /// request that started it: a first query that times out does not throw a half-done load away.
     async fn model(&self, state: &Arc<AppState>) -> ApiResult<Arc<ClipModel>> {
-        self.model
-            .get_or_try_init(|| async {
-                let spec = state
-                    .config
-                    .model
-                    .clone()
-                    .unwrap_or_else(|| state.index().index.manifest().model_id.clone());
-                let device = state.config.device.clone();
-                let live = state.index();
+        if let Some(model) = self.model.get() {
+            return Ok(model.clone());
+        }
+        let cell = self.model.clone();
+        let spec = state
+            .config
+            .model
+            .clone()
+            .unwrap_or_else(|| state.index().index.manifest().model_id.clone());
+        let device = state.config.device.clone();
+        let live = state.index();
+        let load = tokio::spawn(async move {
+            cell.get_or_try_init(|| {
                 blocking(move || {
                     let t = Instant::now();
                     let model = ClipModel::load_spec(&spec, &device).map_err(|e| {
                         tracing::error!("loading the vision tower of {spec}: {e}");
-                        ApiError::internal(format!(
-                            "the index's model {spec} cannot be loaded for region queries (the server's log says why)"
-                        ))
+                        ApiError::internal(
+                            "the index's model cannot be loaded for region queries (the server's log says why)",
+                        )
                     })?;
                     query::check_model(&live.index, &model)
                         .map_err(|e| ApiError::internal(format!("{e:#}")))?;
@@ -94,41 +119,22 @@ impl RegionService {
                     );
                     Ok(Arc::new(model))
                 })
-                .await
             })
             .await
             .cloned()
+        });
+        load.await
+            .map_err(|e| ApiError::internal(format!("loading the model failed: {e}")))?
     }
 
-    /// A worker slot, or 503 when too many queries wait already. The wait itself is bounded by the
-    /// request's timeout (the layer around every handler).
+    /// A worker, waited for within the request's timeout (the layer around every handler); the admission
+    /// taken before the body was read bounds how many wait.
     async fn slot(&self) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
-        let waiting = self.waiting.fetch_add(1, Ordering::SeqCst);
-        let _counted = Decrement(self.waiting.clone());
-        // `waiting` counts those queued before this one (a query leaves the count once it has a worker).
-        if self.workers.available_permits() == 0 && waiting >= self.max_waiting {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "{waiting} region queries are waiting for the {} region worker(s): try again shortly \
-                     (serve --region-workers, --max-queued-regions)",
-                    self.worker_count
-                ),
-            ));
-        }
         self.workers
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| ApiError::internal("the server is stopping"))
-    }
-}
-
-struct Decrement(Arc<AtomicUsize>);
-
-impl Drop for Decrement {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -236,7 +242,7 @@ pub async fn search_region_post(
     let _stop_when_dropped = CancelOnDrop(cancel.clone());
     let sam = state.regions.sam.clone();
     let images = state.config.images.clone();
-    let max_pixels = crate::decode::DEFAULT_MAX_PIXELS;
+    let max_pixels = state.config.max_upload_pixels;
     let t = Instant::now();
     let k = options.k;
     let work_live = live.clone();
@@ -264,7 +270,13 @@ pub async fn search_region_post(
                     Path::new("the uploaded photo"),
                     &how.decode_options(max_pixels),
                 )
-                .map_err(|e| ApiError::bad(format!("the uploaded photo: {}", e.message)))?;
+                .map_err(|e| {
+                    // The decoder's hint names the CLI's flag; a server's limit is its own.
+                    let message = e
+                        .message
+                        .replace("--max-pixels", "serve --max-upload-pixels");
+                    ApiError::bad(format!("the uploaded photo: {message}"))
+                })?;
                 (image, None)
             }
         };
@@ -278,24 +290,24 @@ pub async fn search_region_post(
             _ => RegionPrompt::WholePhoto,
         };
         let described = describe(&prompt, photo.as_deref());
+        // SAM is held only while it turns a point into a mask, never through an inversion.
+        let prompt = match (&prompt, &sam) {
+            (RegionPrompt::Point(_), Some(sam)) => {
+                let mut sam = sam.lock().unwrap_or_else(|p| p.into_inner());
+                match region_mask(&image, &prompt, Some(&mut sam)).map_err(region_error)? {
+                    Some(mask) => RegionPrompt::Mask(mask),
+                    None => prompt,
+                }
+            }
+            _ => prompt,
+        };
         let query = RegionQuery {
             image: &image,
             prompt,
             texts: asked.texts,
         };
-        let mut sam_guard = sam
-            .as_ref()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()));
-        let found = search_region(
-            &live.index,
-            how,
-            &model,
-            &query,
-            &options,
-            sam_guard.as_deref_mut(),
-            &cancel,
-        )
-        .map_err(region_error)?;
+        let found = search_region(&live.index, how, &model, &query, &options, None, &cancel)
+            .map_err(region_error)?;
         Ok((
             RegionSearchReport::new(&described, found, t.elapsed().as_secs_f64() * 1e3),
             photo,
@@ -387,6 +399,13 @@ async fn read_request(state: &Arc<AppState>, request: Request) -> ApiResult<Regi
         return Err(ApiError::bad(
             "send the photo as multipart/form-data (a form with an \"image\" file), or no body with ?row=N",
         ));
+    }
+    let text_fields = pairs
+        .iter()
+        .filter(|(n, v)| (n == "text" || n == "minus") && !v.trim().is_empty())
+        .count();
+    if text_fields > MAX_TEXTS {
+        return Err(region_error(RegionQueryError::TooManyTexts(text_fields)));
     }
     let mut texts = Vec::new();
     let mut rest: Vec<(String, String)> = Vec::new();

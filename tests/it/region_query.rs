@@ -155,7 +155,10 @@ fn an_indexed_region_asked_with_its_own_box_or_mask_finds_itself_first_through_t
         (&["--box", "0,0,700,10"], "is not inside the 640x480 photo"),
         (&["--box", "1,2,3"], "a box is four numbers"),
         (&["--mask", "README.md"], "the mask"),
-        (&["--text", "inf:red"], "weight must be a finite number"),
+        (
+            &["--text", "1e20:red"],
+            "weight must be a number from -100 to 100",
+        ),
     ];
     for (extra, says) in cases {
         let mut args = vec!["--like-image", photo.to_str().unwrap()];
@@ -427,6 +430,18 @@ fn the_region_endpoint_finds_an_uploaded_or_indexed_region_and_refuses_bad_uploa
             "k=100000&",
             400,
             "k must be",
+        ),
+        (
+            form(&[("image", &photo)], &[("text", "1e20:red")]),
+            "",
+            400,
+            "a number from -100 to 100",
+        ),
+        (
+            form(&[("image", &photo)], &[("text", "red"); 17]),
+            "",
+            400,
+            "at most 16",
         ),
     ];
     for (body, query, status, says) in cases {

@@ -250,7 +250,7 @@ function photoPoint(ev) {
   const r = canvas.getBoundingClientRect();
   const x = (ev.clientX - r.left) * (canvas.width / r.width) / region.scale;
   const y = (ev.clientY - r.top) * (canvas.height / r.height) / region.scale;
-  return [Math.min(Math.max(x, 0), region.width), Math.min(Math.max(y, 0), region.height)];
+  return [Math.min(Math.max(x, 0), region.width - 1), Math.min(Math.max(y, 0), region.height - 1)];
 }
 
 let dragFrom = null;
@@ -279,19 +279,22 @@ async function searchRegion(whole) {
   const f = filters(p);
   const d = whole ? null : region.drawn;
   if (!whole && !d) { setStatus("drag a box on the photo first" + (region.sam ? " (or click a thing)" : ""), "error"); return; }
-  if (region.source.row !== undefined) {
-    const change = { region_row: String(region.source.row), box: d && d.box ? d.box.join(",") : "" };
-    const u = new URLSearchParams();
-    for (const [k, v] of Object.entries({ ...p, ...change, q: "", like: "" })) if (v) u.set(k, v);
-    history.pushState(null, "", "/?" + u.toString());
-  }
+  // A row's region search has an address (a point, which needs SAM's answer, is searched as its box); a
+  // chosen photo's has none, so the address drops any earlier one.
+  const change = region.source.row !== undefined
+    ? { region_row: String(region.source.row), box: d && d.box ? d.box.join(",") : "" }
+    : { region_row: "", box: "" };
+  const u = new URLSearchParams();
+  for (const [k, v] of Object.entries({ ...p, ...change, q: "", like: "" })) if (v) u.set(k, v);
+  history.pushState(null, "", "/?" + u.toString());
   const form = new FormData();
   if (region.source.file) form.append("image", region.source.file);
   else f.set("row", region.source.row);
-  if (d && d.box) form.append("box", d.box.join(","));
   if (d && d.point) form.append("point", d.point.join(","));
+  else if (d && d.box) form.append("box", d.box.join(","));
   const words = $("region-text").value.trim();
-  if (words) form.append("text", words);
+  // Weight 1 said outright, so that words such as "3:30 pm" are never read as a weight.
+  if (words) form.append("text", "1:" + words);
   await showRegionAnswer(`/api/search/region?${f}`, form, region.source.file ? region.source.file.name : region.source.name);
 }
 
@@ -301,7 +304,8 @@ async function showRegionAnswer(url, form, photoName) {
   hitsEl.replaceChildren();
   try {
     const r = await api(url, { method: "POST", body: form });
-    if (r.region.mask_rle && region.drawn && region.drawn.point) region.drawn = { box: r.region.box };
+    // A click keeps its point (searched again as it is), with the box of SAM's region drawn around it.
+    if (region.drawn && region.drawn.point) region.drawn = { point: region.drawn.point, box: r.region.box };
     drawRegion();
     hitsEl.replaceChildren(...r.hits.map(card));
     const found = params().group_by === "photo" ? `${r.hits.length} photos` : `${r.hits.length} regions`;
