@@ -79,7 +79,29 @@ pub fn png(
 
 fn png_error(e: png::DecodingError) -> String {
     let eof = matches!(&e, png::DecodingError::IoError(io) if is_eof(io));
-    corrupt("PNG", e, eof)
+    without_debug_names(&corrupt("PNG", e, eof))
+}
+
+/// The png crate's messages with its Rust debug text put in words: a chunk type's debug struct
+/// (`ChunkType { type: tEXt, critical: false, ... }`) becomes `chunk "tEXt"`, a deflate error's variant name
+/// a plain sentence.
+fn without_debug_names(message: &str) -> String {
+    const CHUNK: &str = "ChunkType { type: ";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(CHUNK) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + CHUNK.len()..];
+        let name_end = after.find(", ").unwrap_or(after.len());
+        let close = after.find('}').map_or(after.len(), |c| c + 1);
+        out.push_str(&format!("chunk \"{}\"", &after[..name_end.min(close)]));
+        rest = &after[close.max(name_end.min(after.len()))..];
+    }
+    out.push_str(rest);
+    match out.find("Corrupt deflate stream.") {
+        Some(at) => format!("{}its compressed image data is damaged", &out[..at]),
+        None => out,
+    }
 }
 
 pub const TRUNCATED: &str = "the image data is truncated (the file ends before its last pixel row)";
@@ -95,6 +117,69 @@ fn corrupt(format: &str, e: impl std::fmt::Display, eof: bool) -> String {
     } else {
         format!("corrupt {format}: {e}")
     }
+}
+
+/// A 16-bit BMP (5-6-5 with BI_BITFIELDS masks, or 5-5-5 as BI_RGB or with its masks) as Pillow's `BGR;16` and
+/// `BGR;15` unpackers read it: each field scaled by `v * 255 / max`, truncated (the `image` crate rounds, which
+/// moves most pixels by one level). None for every other BMP, which the `image` crate reads as Pillow does.
+pub fn bmp16(
+    data: &[u8],
+    check: impl FnOnce(u32, u32) -> Result<(), String>,
+) -> Option<Result<Raw, String>> {
+    let u16_at = |i: usize| Some(u16::from_le_bytes(data.get(i..i + 2)?.try_into().ok()?));
+    let u32_at = |i: usize| Some(u32::from_le_bytes(data.get(i..i + 4)?.try_into().ok()?));
+    if data.get(..2)? != b"BM" || u32_at(14)? < 40 || u16_at(28)? != 16 {
+        return None;
+    }
+    let five_six_five = match u32_at(30)? {
+        0 => false,
+        3 => match (u32_at(54)?, u32_at(58)?, u32_at(62)?) {
+            (0xF800, 0x07E0, 0x001F) => true,
+            (0x7C00, 0x03E0, 0x001F) => false,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let offset = u32_at(10)? as usize;
+    let width = u32_at(18)? as i32;
+    let height = u32_at(22)? as i32;
+    if width <= 0 || height == 0 || height == i32::MIN {
+        return None;
+    }
+    let (w, h) = (width as u32, height.unsigned_abs());
+    Some((|| {
+        check(w, h)?;
+        let stride = (w as usize * 2).div_ceil(4) * 4;
+        let end = offset
+            .checked_add(
+                stride
+                    .checked_mul(h as usize)
+                    .ok_or("the BMP's rows overflow")?,
+            )
+            .ok_or("the BMP's rows overflow")?;
+        let pixels = data.get(offset..end).ok_or(TRUNCATED)?;
+        let mut rgb = Vec::with_capacity(w as usize * h as usize * 3);
+        for y in 0..h as usize {
+            // Rows are stored bottom-up unless the height is negative.
+            let stored = if height > 0 { h as usize - 1 - y } else { y };
+            let row = &pixels[stored * stride..stored * stride + w as usize * 2];
+            for px in row.chunks_exact(2) {
+                let v = u16::from_le_bytes([px[0], px[1]]) as u32;
+                let (r, g, b) = if five_six_five {
+                    ((v >> 11) & 31, ((v >> 5) & 63) * 255 / 63, v & 31)
+                } else {
+                    ((v >> 10) & 31, ((v >> 5) & 31) * 255 / 31, v & 31)
+                };
+                rgb.extend_from_slice(&[(r * 255 / 31) as u8, g as u8, (b * 255 / 31) as u8]);
+            }
+        }
+        Ok(Raw {
+            width: w,
+            height: h,
+            rgb,
+            exif: None,
+        })
+    })())
 }
 
 /// The first frame as Pillow shows it: drawn at its place on the logical screen, the rest of the screen the
@@ -196,7 +281,7 @@ pub fn tiff(
         .and_then(|v| v.into_u16().ok());
     // JPEG inside TIFF would go through another JPEG decoder than libjpeg-turbo: not the reference's pixels.
     if matches!(compression, Some(6) | Some(7)) {
-        return Err("JPEG-compressed TIFF is not supported: convert it to JPEG or to a losslessly compressed TIFF".into());
+        return Err(tiff_unsupported("JPEG compression"));
     }
     let exif = tiff_orientation_as_exif(&mut decoder);
     // The tiff crate does not read colour-mapped strips; say so rather than its internal message.

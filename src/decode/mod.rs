@@ -258,10 +258,16 @@ fn decode_rgb_at(
             let (w, h, rgb) = via_image_crate(bytes, ImageFormat::WebP, options).map_err(err)?;
             (w, h, rgb, formats::webp_exif(bytes).map(|e| e.into_owned()))
         }
-        PhotoFormat::Bmp => {
-            let (w, h, rgb) = via_image_crate(bytes, ImageFormat::Bmp, options).map_err(err)?;
-            (w, h, rgb, None)
-        }
+        PhotoFormat::Bmp => match formats::bmp16(bytes, check) {
+            Some(r) => {
+                let r = r.map_err(err)?;
+                (r.width, r.height, r.rgb, None)
+            }
+            None => {
+                let (w, h, rgb) = via_image_crate(bytes, ImageFormat::Bmp, options).map_err(err)?;
+                (w, h, rgb, None)
+            }
+        },
     };
     let img = RgbImage::from_raw(w, h, rgb)
         .ok_or_else(|| err("the decoder returned fewer pixels than its header declares".into()))?;
@@ -408,6 +414,47 @@ mod tests {
         assert!(e.contains("truncated") && e.contains("cut.png"), "{e}");
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(load_rgb(&path).unwrap().dimensions(), (64, 48));
+    }
+
+    /// A PNG chunk with its CRC.
+    fn png_chunk(kind: &[u8; 4], payload: &[u8]) -> Vec<u8> {
+        let mut crc = !0u32;
+        for &b in kind.iter().chain(payload) {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        let mut c = (payload.len() as u32).to_be_bytes().to_vec();
+        c.extend_from_slice(kind);
+        c.extend_from_slice(payload);
+        c.extend_from_slice(&(!crc).to_be_bytes());
+        c
+    }
+
+    #[test]
+    fn a_damaged_png_is_refused_in_words_without_the_decoders_debug_text() {
+        // A text chunk before the header: the png crate names the chunk by its Rust debug struct.
+        let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+        bytes.extend(png_chunk(b"tEXt", b"Comment\0hello"));
+        let mut ihdr = 8u32.to_be_bytes().to_vec();
+        ihdr.extend_from_slice(&8u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        bytes.extend(png_chunk(b"IHDR", &ihdr));
+        bytes.extend(png_chunk(b"IEND", b""));
+        let e = decode_rgb(
+            &bytes,
+            Path::new("early-text.png"),
+            &DecodeOptions::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("chunk \"tEXt\""), "{e}");
+        assert!(!e.contains("ChunkType") && !e.contains("critical:"), "{e}");
     }
 
     #[test]
