@@ -284,6 +284,13 @@ pub fn tiff(
         return Err(tiff_unsupported("JPEG compression"));
     }
     let exif = tiff_orientation_as_exif(&mut decoder);
+    // ExtraSamples 1: the alpha is associated (the colours premultiplied by it), which Pillow undoes on load.
+    let premultiplied = decoder
+        .find_tag(Tag::ExtraSamples)
+        .ok()
+        .flatten()
+        .and_then(|v| v.into_u16().ok())
+        == Some(1);
     // The tiff crate does not read colour-mapped strips; say so rather than its internal message.
     if matches!(color, ColorType::Palette(_)) {
         return Err(tiff_unsupported("a palette (colour-mapped) layout"));
@@ -302,6 +309,7 @@ pub fn tiff(
         (ColorType::GrayA(8), DecodingResult::U8(v)) => pil::gray_alpha_to_rgb(&v, 2),
         (ColorType::RGB(8), DecodingResult::U8(v)) => v,
         (ColorType::RGB(16), DecodingResult::U16(v)) => pil::high_bytes(&v),
+        (ColorType::RGBA(8), DecodingResult::U8(v)) if premultiplied => unpremultiplied_rgb(&v),
         (ColorType::RGBA(8), DecodingResult::U8(v)) => pil::take_rgb(&v, 4),
         (ColorType::RGBA(16), DecodingResult::U16(v)) => pil::take_rgb(&pil::high_bytes(&v), 4),
         // TIFF CMYK is stored as ink amounts (no Adobe inversion).
@@ -325,6 +333,22 @@ pub fn tiff(
         rgb,
         exif,
     })
+}
+
+/// Premultiplied RGBA as Pillow's `RGBa` unpacker reads it: each colour `v * 255 / alpha`, truncated and
+/// clipped at 255; a pixel of zero alpha is black.
+fn unpremultiplied_rgb(rgba: &[u8]) -> Vec<u8> {
+    rgba.chunks_exact(4)
+        .flat_map(|p| {
+            let a = p[3] as u32;
+            let undo = |v: u8| match a {
+                0 => 0,
+                255 => v,
+                _ => (v as u32 * 255 / a).min(255) as u8,
+            };
+            [undo(p[0]), undo(p[1]), undo(p[2])]
+        })
+        .collect()
 }
 
 /// A TIFF keeps its orientation as a tag of its own first directory; handed on as a one-entry EXIF block so
