@@ -358,7 +358,7 @@ async fn read_request(state: &Arc<AppState>, request: Request) -> ApiResult<Regi
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("multipart/form-data"));
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
     if is_form {
         let mut form = Multipart::from_request(request, state)
             .await
@@ -395,6 +395,7 @@ async fn read_request(state: &Arc<AppState>, request: Request) -> ApiResult<Regi
         .headers()
         .get(header::CONTENT_LENGTH)
         .is_some_and(|v| v.as_bytes() != b"0")
+        || request.headers().contains_key(header::TRANSFER_ENCODING)
     {
         return Err(ApiError::bad(
             "send the photo as multipart/form-data (a form with an \"image\" file), or no body with ?row=N",
