@@ -15,9 +15,7 @@ use regionseek::cancel::Cancel;
 use regionseek::clip::{ClipModel, TextEncoder};
 use regionseek::index::{Filter, RegionIndex};
 use regionseek::pipeline::photo_meta::{with_photo_words, PhotoWords};
-use regionseek::pipeline::query::{
-    self, QueryError, SearchAnswer, SearchOptions, TextQuery, DEFAULT_K,
-};
+use regionseek::pipeline::query::{self, SearchAnswer, SearchOptions, TextQuery, DEFAULT_K};
 use regionseek::pipeline::region_query::{
     search_region, IndexEmbedding, RegionPrompt, RegionQuery, WeightedText,
 };
@@ -97,20 +95,9 @@ impl Index {
         if let Some(model) = self.whole_model.get() {
             return Ok(model.clone());
         }
-        let spec = self
-            .model_spec
-            .clone()
-            .unwrap_or_else(|| self.index.manifest().model_id.clone());
         let loaded = py
-            .detach(|| ClipModel::load_spec(&spec, &self.device))
-            .map_err(|e| {
-                query_error(QueryError::Model {
-                    spec: spec.clone(),
-                    message: e.to_string(),
-                })
-            })?;
-        query::check_model(&self.index, &loaded)
-            .map_err(|e| PyValueError::new_err(format!("{e:#}")))?;
+            .detach(|| query::load_model(&self.index, self.model_spec.as_deref(), &self.device))
+            .map_err(query_error)?;
         Ok(self.whole_model.get_or_init(|| Arc::new(loaded)).clone())
     }
 

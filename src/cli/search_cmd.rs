@@ -182,23 +182,9 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if a.export.is_none() && a.json {
-        #[derive(serde::Serialize)]
-        struct Answer<'a> {
-            #[serde(flatten)]
-            report: &'a SearchReport,
-            model: String,
-            /// Random weights: the scores carry no meaning.
-            random_model: bool,
-        }
         write_crops(&a, &answer)?;
-        println!(
-            "{}",
-            serde_json::to_string(&Answer {
-                report: &SearchReport::new(text, answer, ms),
-                model: model.id(),
-                random_model: model.is_random(),
-            })?
-        );
+        let report = SearchReport::new(text, answer, ms);
+        print_json_answer(&report, model.id(), model.is_random())?;
         return Ok(ExitCode::SUCCESS);
     }
     print_answer(&a, text, &answer, ms, &model.id(), model.is_random())
@@ -262,22 +248,13 @@ fn search_by_region(
     let description = format!("{}, {asked}", photo.display());
     let model = searcher.model();
     if a.export.is_none() && a.json {
-        #[derive(serde::Serialize)]
-        struct Answer<'a> {
-            #[serde(flatten)]
-            report: &'a RegionSearchReport,
-            model: String,
-            random_model: bool,
-        }
         write_crops(a, &found.answer)?;
-        println!(
-            "{}",
-            serde_json::to_string(&Answer {
-                report: &RegionSearchReport::new(&description, found, ms),
-                model: model.id(),
-                random_model: model.is_random(),
-            })?
-        );
+        let (id, random) = (model.id(), model.is_random());
+        print_json_answer(
+            &RegionSearchReport::new(&description, found, ms),
+            id,
+            random,
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     if a.export.is_none() {
@@ -300,6 +277,31 @@ fn search_by_region(
         &model.id(),
         model.is_random(),
     )
+}
+
+/// `--json`: a search's report with the model that answered it.
+fn print_json_answer(
+    report: &impl serde::Serialize,
+    model: String,
+    random_model: bool,
+) -> anyhow::Result<()> {
+    #[derive(serde::Serialize)]
+    struct Answer<'a, R: serde::Serialize> {
+        #[serde(flatten)]
+        report: &'a R,
+        model: String,
+        /// Random weights: the scores carry no meaning.
+        random_model: bool,
+    }
+    println!(
+        "{}",
+        serde_json::to_string(&Answer {
+            report,
+            model,
+            random_model,
+        })?
+    );
+    Ok(())
 }
 
 /// Each hit's region as a PNG into --crop's folder.

@@ -22,7 +22,7 @@ pub fn prompt(label: &str) -> String {
     PROMPT.replace("{}", label)
 }
 
-fn unit(v: &[f32]) -> Vec<f32> {
+pub(crate) fn unit(v: &[f32]) -> Vec<f32> {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
     v.iter().map(|x| x / n).collect()
 }
@@ -227,6 +227,22 @@ pub fn load_text_model(
 ) -> Result<TextModel, QueryError> {
     let spec = model.map_or_else(|| index.manifest().model_id.clone(), str::to_string);
     let loaded = TextModel::load_spec(&spec, device).map_err(|e| QueryError::Model {
+        spec: spec.clone(),
+        message: e.to_string(),
+    })?;
+    check_model(index, &loaded).map_err(|e| QueryError::Space(format!("{e:#}")))?;
+    Ok(loaded)
+}
+
+/// The index's whole model (both towers: a region query embeds with the vision tower), checked to embed into
+/// the index's space; `model` overrides the one its manifest names.
+pub fn load_model(
+    index: &RegionIndex,
+    model: Option<&str>,
+    device: &candle_core::Device,
+) -> Result<ClipModel, QueryError> {
+    let spec = model.map_or_else(|| index.manifest().model_id.clone(), str::to_string);
+    let loaded = ClipModel::load_spec(&spec, device).map_err(|e| QueryError::Model {
         spec: spec.clone(),
         message: e.to_string(),
     })?;

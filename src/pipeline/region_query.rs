@@ -21,8 +21,8 @@ use crate::sam::SamModel;
 
 use super::library::IMAGE_SOURCE;
 use super::query::{
-    check_model, embed_queries, search_query, QueryError, SearchAnswer, SearchOptions,
-    SearchReport, TextQuery,
+    check_model, embed_queries, load_model, search_query, unit, QueryError, SearchAnswer,
+    SearchOptions, SearchReport, TextQuery,
 };
 use super::run::embed_masks;
 use super::spec::EmbedStage;
@@ -397,11 +397,6 @@ fn embed_texts(
     Ok(embed_queries(model, &words)?)
 }
 
-fn unit(v: &[f32]) -> Vec<f32> {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    v.iter().map(|x| x / n).collect()
-}
-
 /// A region query: what to look for on which photo, and the texts mixed in.
 pub struct RegionQuery<'a> {
     pub image: &'a RgbImage,
@@ -525,11 +520,7 @@ impl RegionSearcher {
         device: &candle_core::Device,
     ) -> Result<Self, QueryError> {
         let index = RegionIndex::open(dir)?;
-        let spec = model.map_or_else(|| index.manifest().model_id.clone(), str::to_string);
-        let loaded = ClipModel::load_spec(&spec, device).map_err(|e| QueryError::Model {
-            spec: spec.clone(),
-            message: e.to_string(),
-        })?;
+        let loaded = load_model(&index, model, device)?;
         Self::with_model(index, Arc::new(loaded))
     }
 
@@ -608,28 +599,23 @@ pub fn read_mask(path: &Path, max_pixels: u64) -> Result<BinaryMask, RegionQuery
 
 /// A mask sent as PNG bytes (an upload), refusing one over `max_pixels` before it is decoded.
 pub fn mask_from_png(bytes: &[u8], max_pixels: u64) -> Result<BinaryMask, RegionQueryError> {
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| RegionQueryError::BadMask(e.to_string()))?;
-    if reader.format() != Some(image::ImageFormat::Png) {
+    use image::ImageDecoder;
+    let unreadable =
+        |e: image::ImageError| RegionQueryError::BadMask(format!("not a readable PNG ({e})"));
+    if image::guess_format(bytes).ok() != Some(image::ImageFormat::Png) {
         return Err(RegionQueryError::BadMask(
             "a mask must be a PNG (white or any non-zero pixel inside the region)".into(),
         ));
     }
-    let (w, h) = reader
-        .into_dimensions()
-        .map_err(|e| RegionQueryError::BadMask(format!("not a readable PNG ({e})")))?;
+    let decoder =
+        image::codecs::png::PngDecoder::new(std::io::Cursor::new(bytes)).map_err(unreadable)?;
+    let (w, h) = decoder.dimensions();
     if w as u64 * h as u64 > max_pixels {
         return Err(RegionQueryError::BadMask(format!(
             "{w}x{h} is over the limit of {max_pixels} pixels"
         )));
     }
-    reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| RegionQueryError::BadMask(e.to_string()))?;
-    let img = reader
-        .decode()
-        .map_err(|e| RegionQueryError::BadMask(format!("not a readable PNG ({e})")))?;
+    let img = image::DynamicImage::from_decoder(decoder).map_err(unreadable)?;
     Ok(BinaryMask::from_image(&img))
 }
 

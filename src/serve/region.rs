@@ -93,25 +93,20 @@ impl RegionService {
             return Ok(model.clone());
         }
         let cell = self.model.clone();
-        let spec = state
-            .config
-            .model
-            .clone()
-            .unwrap_or_else(|| state.index().index.manifest().model_id.clone());
+        let spec = state.config.model.clone();
         let device = state.config.device.clone();
         let live = state.index();
         let load = tokio::spawn(async move {
             cell.get_or_try_init(|| {
                 blocking(move || {
                     let t = Instant::now();
-                    let model = ClipModel::load_spec(&spec, &device).map_err(|e| {
-                        tracing::error!("loading the vision tower of {spec}: {e}");
+                    // Logged in full here; the client is told without the server's paths.
+                    let model = query::load_model(&live.index, spec.as_deref(), &device).map_err(|e| {
+                        tracing::error!("loading the vision tower for region queries: {e}");
                         ApiError::internal(
                             "the index's model cannot be loaded for region queries (the server's log says why)",
                         )
                     })?;
-                    query::check_model(&live.index, &model)
-                        .map_err(|e| ApiError::internal(format!("{e:#}")))?;
                     tracing::info!(
                         "vision tower of {} ready for region queries in {:.1} s",
                         model.id(),
