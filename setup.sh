@@ -4,19 +4,25 @@
 #   - ONNX Runtime's shared library (CPU), from the onnxruntime wheel on PyPI, for the SAM stage: regionseek finds
 #     vendor/onnxruntime/libonnxruntime.so.* by itself, or wherever ORT_DYLIB_PATH points.
 #   - cmake and nasm (Debian packages), which cargo needs to build libjpeg-turbo, the JPEG decoder Pillow uses,
-#     from source into the binary (src/decode/): nothing of it is needed at run time.
+#     from source into the binary (src/decode/): nothing of it is needed at run time;
+#   - libde265-dev and libdav1d-dev (Debian packages; pkg-config and a C++ compiler to find and build against
+#     them): the HEVC and AV1 decoders of the libheif that cargo builds into the binary for HEIC and AVIF
+#     photos (the default `heif` feature). The binary then needs their runtime libraries, libde265-0 and
+#     libdav1d6, which these packages pull in.
 # Idempotent: files already present are kept.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if ! command -v cmake >/dev/null || ! command -v nasm >/dev/null; then
+packages="cmake nasm pkg-config g++ libde265-dev libdav1d-dev"
+if ! command -v cmake >/dev/null || ! command -v nasm >/dev/null || ! command -v g++ >/dev/null \
+   || ! pkg-config --exists libde265 dav1d 2>/dev/null; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   if [ -n "$SUDO" ] && ! command -v sudo >/dev/null; then
-    echo "setup: cmake and nasm are needed to build libjpeg-turbo; install them (apt-get install cmake nasm)" >&2
+    echo "setup: the build needs $packages; install them (apt-get install $packages)" >&2
     exit 1
   fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends cmake nasm >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $packages >/dev/null
 fi
 mkdir -p vendor
 py=${PYTHON:-python3}

@@ -3,7 +3,8 @@
 //! JPEG goes through libjpeg-turbo, the library inside Pillow, so the pixels are the same bytes (tested over
 //! every COCO128 photo and every layout in tests/fixtures/decode). PNG, GIF and TIFF are read as raw samples
 //! and converted with Pillow's own rules (`pil`); WebP and BMP through the `image` crate, whose output for them
-//! is Pillow's too (the same fixtures check it). HEIC and AVIF are refused by name.
+//! is Pillow's too (the same fixtures check it). HEIC and AVIF go through libheif (`heif`, the default `heif`
+//! feature), as pillow-heif and Pillow's AVIF plugin show them.
 //!
 //! Photos are taken in their stored frame, as Pillow opens them and as COCO's boxes and masks are drawn;
 //! `DecodeOptions::exif_rotate` turns them upright first (`ImageOps.exif_transpose`).
@@ -14,8 +15,12 @@
 
 pub mod exif;
 mod formats;
+#[cfg(feature = "heif")]
+mod heif;
 mod jpeg;
 pub mod pil;
+#[cfg(feature = "heif")]
+mod yuv;
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -86,8 +91,13 @@ pub enum PhotoFormat {
     WebP,
     Tiff,
     Bmp,
+    /// HEIC/HEIF and AVIF: ISO base media files of still images.
+    Heif,
 }
 
+#[cfg(feature = "heif")]
+const READS: &str = "JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC, AVIF";
+#[cfg(not(feature = "heif"))]
 const READS: &str = "JPEG, PNG, WebP, TIFF, BMP, GIF";
 
 pub fn sniff(b: &[u8]) -> Result<PhotoFormat, String> {
@@ -116,11 +126,20 @@ pub fn sniff(b: &[u8]) -> Result<PhotoFormat, String> {
                 "HEIC/HEIF"
             }
             b"avif" | b"avis" => "AVIF",
-            _ => "ISO media (a video?)",
+            _ => {
+                return Err(format!(
+                    "not a photo in a format regionseek reads ({READS}): an ISO media file of brand \"{}\" \
+                     (a video?)",
+                    String::from_utf8_lossy(brand)
+                ))
+            }
         };
+        if cfg!(feature = "heif") {
+            return Ok(PhotoFormat::Heif);
+        }
         return Err(format!(
-            "unsupported format: {kind} (regionseek reads {READS}; convert the photo, e.g. with \
-             `heif-convert` or an image editor)"
+            "this regionseek was built without {kind} support (the `heif` feature; it reads {READS}): \
+             rebuild it with default features, or convert the photo to JPEG or PNG"
         ));
     }
     Err(format!(
@@ -164,6 +183,8 @@ pub fn photo_exif(bytes: &[u8]) -> exif::ExifTags {
         // A TIFF is itself the structure an EXIF block borrows: Make, Model and the sub-directories sit
         // in its first directory.
         Ok(PhotoFormat::Tiff) => Some(std::borrow::Cow::Borrowed(bytes)),
+        #[cfg(feature = "heif")]
+        Ok(PhotoFormat::Heif) => heif::exif(bytes).map(std::borrow::Cow::Owned),
         _ => None,
     };
     block.map(|b| exif::read(&b)).unwrap_or_default()
@@ -222,59 +243,77 @@ fn decode_rgb_at(
     let format = sniff(bytes).map_err(err)?;
     let max_bytes = options.alloc_limit().min(usize::MAX as u64) as usize;
     let check = |w, h| options.check(w, h);
-    let (w, h, rgb, exif) = match format {
+    // What `ImageOps.exif_transpose` would do to the photo as Pillow opens it, mostly its EXIF orientation.
+    let orientation_of = |exif: Option<&[u8]>| exif.map(formats::exif_orientation).unwrap_or(1);
+    let (w, h, rgb, orientation) = match format {
         PhotoFormat::Jpeg => {
             if let Some((w, h)) = formats::jpeg_frame_size(bytes) {
                 options.check(w, h).map_err(err)?;
             }
             jpeg_complete(bytes).map_err(err)?;
             let (w, h, rgb) = jpeg::decode_reduced(bytes, check, reduce.max(1)).map_err(err)?;
-            (w, h, rgb, formats::jpeg_exif(bytes).map(|e| e.into_owned()))
+            (
+                w,
+                h,
+                rgb,
+                orientation_of(formats::jpeg_exif(bytes).as_deref()),
+            )
         }
         PhotoFormat::Png => {
             let r = formats::png(bytes, max_bytes, check).map_err(err)?;
-            (r.width, r.height, r.rgb, r.exif)
+            (r.width, r.height, r.rgb, orientation_of(r.exif.as_deref()))
         }
         PhotoFormat::Gif => {
             let r = formats::gif(bytes, max_bytes, check).map_err(err)?;
-            (r.width, r.height, r.rgb, r.exif)
+            (r.width, r.height, r.rgb, orientation_of(r.exif.as_deref()))
         }
         PhotoFormat::Tiff => {
             // Pillow 13's TIFF plugin turns the image by its Orientation tag on load (exif_transpose then
             // finds nothing left to do): the stored frame of a TIFF is its upright one.
             let r = formats::tiff(bytes, max_bytes, check).map_err(err)?;
-            let orientation = r
-                .exif
-                .as_deref()
-                .map(formats::exif_orientation)
-                .unwrap_or(1);
+            let orientation = orientation_of(r.exif.as_deref());
             let img = RgbImage::from_raw(r.width, r.height, r.rgb).ok_or_else(|| {
                 err("the decoder returned fewer pixels than its header declares".into())
             })?;
             let img = upright(img, orientation);
-            (img.width(), img.height(), img.into_raw(), None)
+            (img.width(), img.height(), img.into_raw(), 1)
         }
         PhotoFormat::WebP => {
             let (w, h, rgb) = via_image_crate(bytes, ImageFormat::WebP, options).map_err(err)?;
-            (w, h, rgb, formats::webp_exif(bytes).map(|e| e.into_owned()))
+            (
+                w,
+                h,
+                rgb,
+                orientation_of(formats::webp_exif(bytes).as_deref()),
+            )
         }
         PhotoFormat::Bmp => match formats::bmp16(bytes, check) {
             Some(r) => {
                 let r = r.map_err(err)?;
-                (r.width, r.height, r.rgb, None)
+                (r.width, r.height, r.rgb, 1)
             }
             None => {
                 let (w, h, rgb) = via_image_crate(bytes, ImageFormat::Bmp, options).map_err(err)?;
-                (w, h, rgb, None)
+                (w, h, rgb, 1)
             }
         },
+        #[cfg(feature = "heif")]
+        PhotoFormat::Heif => {
+            let r = heif::decode(bytes, check).map_err(err)?;
+            (r.width, r.height, r.rgb, r.orientation)
+        }
+        #[cfg(not(feature = "heif"))]
+        PhotoFormat::Heif => {
+            return Err(err(
+                "this regionseek was built without HEIC/AVIF support (the `heif` feature)".into(),
+            ))
+        }
     };
     let img = RgbImage::from_raw(w, h, rgb)
         .ok_or_else(|| err("the decoder returned fewer pixels than its header declares".into()))?;
     if !options.exif_rotate {
         return Ok(img);
     }
-    let orientation = exif.as_deref().map(formats::exif_orientation).unwrap_or(1);
     Ok(upright(img, orientation))
 }
 
