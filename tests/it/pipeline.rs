@@ -614,6 +614,68 @@ fn a_phone_photo_is_indexed_in_its_stored_frame_or_upright_never_both() {
     assert_eq!((img.width(), img.height()), (38, 38), "{}", crop.display());
 }
 
+/// A phone's library mixes formats: a JPEG, a HEIC and an AVIF, each written with EXIF orientation 6, are all
+/// indexed, in the frame Pillow opens each in (the HEIC already turned by its irot box, as pillow-heif shows
+/// it) or upright with --exif-rotate, and the camera named in the HEIC's and the AVIF's EXIF is searchable.
+#[test]
+fn a_folder_of_jpeg_heic_and_avif_phone_photos_is_indexed_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for (fixture, name) in [
+        ("jpeg_exif_6.jpg", "phone.jpg"),
+        ("heic_exif_orientation_6.heic", "phone.heic"),
+        ("avif_exif_orientation_6.avif", "phone.avif"),
+    ] {
+        std::fs::copy(
+            root().join("tests/fixtures/decode").join(fixture),
+            photos.join(name),
+        )
+        .unwrap();
+    }
+    let spec = small_library_spec(tmp.path());
+    let frames: [(&[&str], [(&str, (u32, u32)); 3]); 2] = [
+        (
+            &[],
+            [
+                ("phone.avif", (61, 37)),
+                ("phone.heic", (36, 60)),
+                ("phone.jpg", (67, 45)),
+            ],
+        ),
+        (
+            &["--exif-rotate"],
+            [
+                ("phone.avif", (37, 61)),
+                ("phone.heic", (36, 60)),
+                ("phone.jpg", (45, 67)),
+            ],
+        ),
+    ];
+    for (extra, sizes) in frames {
+        let out = tmp.path().join(format!("index{}", extra.len()));
+        let mut args = library_index_args(&photos, &out, &spec);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (code, stdout, err) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(code, 0, "{extra:?}: {err}");
+        assert_eq!(json(&stdout)["failures"], 0, "{stdout}");
+        let (names, _) = photos_found(&out, &[]).unwrap();
+        assert_eq!(names, ["phone.avif", "phone.heic", "phone.jpg"], "{extra:?}");
+        let index = regionseek::index::RegionIndex::open(&out).unwrap();
+        for row in index.rows() {
+            let want = sizes.iter().find(|(n, _)| *n == row.image).unwrap().1;
+            assert_eq!(
+                (row.photo.width, row.photo.height),
+                (Some(want.0), Some(want.1)),
+                "{} {extra:?}",
+                row.image
+            );
+        }
+        let (apple, _) = photos_found(&out, &["--camera", "iphone 15"]).unwrap();
+        assert_eq!(apple, ["phone.avif", "phone.heic"], "{extra:?}");
+    }
+}
+
 /// A small library spec: the shipped `library` with MaskInversion at 64 px and 3 steps, for the tiny model.
 pub(crate) fn small_library_spec(dir: &Path) -> PathBuf {
     let shipped = std::fs::read_to_string(root().join("pipelines/library.toml")).unwrap();
