@@ -54,7 +54,7 @@ pub fn run(args: BenchDecodeArgs) -> anyhow::Result<ExitCode> {
     let decoders: [(&str, &str, Decoder); 2] = [
         (
             "regionseek",
-            "libjpeg-turbo 3.1.0 (JPEG), png/gif/tiff raw samples + Pillow's conversions",
+            "libjpeg-turbo 3.1.0 (JPEG), png/gif/tiff raw samples + Pillow's conversions, libheif 1.23.1 (HEIC; AVIF planes + libyuv's arithmetic)",
             regionseek_decoder,
         ),
         (

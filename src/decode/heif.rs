@@ -84,6 +84,9 @@ pub(crate) fn decode(
     let ctx = HeifContext::read_from_bytes(bytes).map_err(in_words)?;
     let handle = ctx.primary_image_handle().map_err(in_words)?;
     let mut options = DecodingOptions::new().ok_or("libheif could not allocate its options")?;
+    // One photo, one thread, as every other format decodes: the callers run photos in parallel.
+    options.set_num_library_threads(1);
+    options.set_num_codec_threads(1);
     if avif {
         options.set_ignore_transformations(true);
         let (w, h) = (handle.ispe_width(), handle.ispe_height());
