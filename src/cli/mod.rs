@@ -3,6 +3,7 @@
 mod args;
 mod bench;
 mod bench_decode;
+mod decode_cmd;
 mod bench_index;
 mod bench_serve;
 mod choice;
@@ -78,6 +79,8 @@ enum Command {
     Sam(sam_cmd::SamArgs),
     /// Time the forward, the Jacobian build and the inversion steps (JSON lines).
     Bench(bench::BenchArgs),
+    /// How regionseek reads photos: each file's format, size and a hash of its pixels, or why it is refused.
+    Decode(decode_cmd::DecodeArgs),
     /// Decode throughput (megapixels/s) of regionseek's decoder against the `image` crate's on a photo folder.
     BenchDecode(bench_decode::BenchDecodeArgs),
     /// Benchmark the vector index on synthetic clustered vectors: build rate, latency, recall@10, reload.
@@ -111,6 +114,7 @@ pub fn run() -> ExitCode {
         Command::Classify(a) => eval_cmd::classify(a),
         Command::Eval(c) => eval_cmd::run(c),
         Command::Bench(a) => bench::run(a),
+        Command::Decode(a) => decode_cmd::run(a),
         Command::BenchDecode(a) => bench_decode::run(a),
         Command::BenchIndex(a) => bench_index::run(a),
         Command::Serve(a) => serve_cmd::run(a),

@@ -147,6 +147,22 @@ pub fn sniff(b: &[u8]) -> Result<PhotoFormat, String> {
     ))
 }
 
+/// The name of a photo's format as its first bytes tell it (AVIF and HEIC told apart by their brands), or None
+/// for a file regionseek does not read.
+pub fn format_name(bytes: &[u8]) -> Option<&'static str> {
+    Some(match sniff(bytes).ok()? {
+        PhotoFormat::Jpeg => "JPEG",
+        PhotoFormat::Png => "PNG",
+        PhotoFormat::Gif => "GIF",
+        PhotoFormat::WebP => "WebP",
+        PhotoFormat::Tiff => "TIFF",
+        PhotoFormat::Bmp => "BMP",
+        #[cfg(feature = "heif")]
+        PhotoFormat::Heif if heif::is_avif(bytes) => "AVIF",
+        PhotoFormat::Heif => "HEIC",
+    })
+}
+
 /// Decodes a photo file as 8-bit RGB in its stored frame, with the default limits.
 pub fn load_rgb(path: &Path) -> Result<RgbImage, DecodeError> {
     load_rgb_with(path, &DecodeOptions::default())
