@@ -100,7 +100,12 @@ pub(crate) fn decode(
         })
     } else {
         check(handle.width(), handle.height())?;
-        let (width, height, rgb) = libheif_rgb(&handle, options)?;
+        let grey = handle.preferred_decoding_colorspace().ok() == Some(ColorSpace::Monochrome);
+        let (width, height, rgb) = if grey && handle.luma_bits_per_pixel() > 8 {
+            deep_grey_rgb(&handle, options)?
+        } else {
+            libheif_rgb(&handle, options)?
+        };
         Ok(Decoded {
             width,
             height,
@@ -150,6 +155,37 @@ fn libheif_rgb(
     let mut rgb = Vec::with_capacity(w * h * 3);
     for row in plane.data.chunks(plane.stride).take(h) {
         rgb.extend_from_slice(&row[..w * 3]);
+    }
+    Ok((plane.width, plane.height, rgb))
+}
+
+/// A grey HEIC of more than 8 bits as pillow-heif and Pillow show it: pillow-heif hands over mode `I;16` with the
+/// samples shifted up to 16 bits, and `convert("RGB")` clips those at 255 (it does not scale them), so all but
+/// the darkest levels come out white.
+fn deep_grey_rgb(handle: &ImageHandle, options: DecodingOptions) -> Result<(u32, u32, Vec<u8>), String> {
+    let bits = handle.luma_bits_per_pixel();
+    let image = lib()
+        .decode(handle, ColorSpace::Monochrome, Some(options))
+        .map_err(|e| missing_decoder(e, false))?;
+    let plane = image
+        .planes()
+        .y
+        .ok_or("libheif returned no grey plane")?;
+    let (w, h) = (plane.width as usize, plane.height as usize);
+    if plane.storage_bits_per_pixel != 16
+        || plane.stride < w * 2
+        || plane.data.len() < plane.stride * h.saturating_sub(1) + w * 2
+    {
+        return Err("libheif returned a grey plane of an unexpected layout".into());
+    }
+    let shift = 16u32.saturating_sub(bits as u32);
+    let mut rgb = Vec::with_capacity(w * h * 3);
+    for row in plane.data.chunks(plane.stride).take(h) {
+        for sample in row[..w * 2].chunks_exact(2) {
+            let v = (u16::from_ne_bytes([sample[0], sample[1]]) as u32) << shift;
+            let g = v.min(255) as u8;
+            rgb.extend_from_slice(&[g, g, g]);
+        }
     }
     Ok((plane.width, plane.height, rgb))
 }
