@@ -273,7 +273,29 @@ pub fn tiff(
         .with_limits(limits);
     let (w, h) = decoder.dimensions().map_err(tiff_error)?;
     check(w, h)?;
-    let color = decoder.colortype().map_err(tiff_error)?;
+    // The tiff crate has no colour type for a palette image (PhotometricInterpretation 3): read here.
+    let photometric = decoder
+        .find_tag(Tag::PhotometricInterpretation)
+        .ok()
+        .flatten()
+        .and_then(|v| v.into_u16().ok());
+    let color = match decoder.colortype() {
+        Ok(c) => c,
+        Err(_) if photometric == Some(3) => {
+            // One value per sample (index, and alpha in a PA image): the index's decides.
+            let bits = decoder
+                .find_tag_unsigned_vec::<u16>(Tag::BitsPerSample)
+                .ok()
+                .flatten()
+                .and_then(|v| v.first().copied())
+                .unwrap_or(1);
+            match bits {
+                1 | 2 | 4 | 8 => ColorType::Palette(bits as u8),
+                _ => return Err(tiff_unsupported(&format!("a {bits}-bit palette"))),
+            }
+        }
+        Err(e) => return Err(tiff_error(e)),
+    };
     let compression = decoder
         .find_tag(Tag::Compression)
         .ok()
@@ -291,17 +313,90 @@ pub fn tiff(
         .flatten()
         .and_then(|v| v.into_u16().ok())
         == Some(1);
-    // The tiff crate does not read colour-mapped strips; say so rather than its internal message.
-    if matches!(color, ColorType::Palette(_)) {
-        return Err(tiff_unsupported("a palette (colour-mapped) layout"));
+    let fill_order = decoder
+        .find_tag(Tag::FillOrder)
+        .ok()
+        .flatten()
+        .and_then(|v| v.into_u16().ok())
+        .unwrap_or(1);
+    let bits = color.bit_depth();
+    // FillOrder 2 packs a byte's pixels from its lowest bit. Pillow honours it for samples of under 8 bits
+    // (its `;R` raw modes, libtiff's bit reversal) and ignores it for whole bytes, as the tiff crate does.
+    let reversed_bits = fill_order == 2 && bits < 8;
+    if reversed_bits && compression.is_some_and(|c| c != 1) {
+        return Err(tiff_unsupported(
+            "reversed bit order (FillOrder 2) in compressed strips",
+        ));
     }
-    let image = decoder.read_image().map_err(tiff_error)?;
+    if let ColorType::Palette(bits) = color {
+        let map = decoder
+            .get_tag_u16_vec(Tag::ColorMap)
+            .map_err(|_| "corrupt TIFF: a palette image without its colour map".to_string())?;
+        let indices = tiff_palette_indices(data, max_bytes, w, h, bits, reversed_bits)?;
+        return Ok(Raw {
+            width: w,
+            height: h,
+            rgb: palette16_to_rgb(&indices, &map, bits)?,
+            exif,
+        });
+    }
+    // PlanarConfiguration 2 stores each sample in its own plane (all reds, then all greens, ...); the tiff crate
+    // reads every plane into one buffer, plane after plane.
+    let planar = decoder
+        .find_tag(Tag::PlanarConfiguration)
+        .ok()
+        .flatten()
+        .and_then(|v| v.into_u16().ok())
+        == Some(2);
+    let samples = color.num_samples() as usize;
+    let tiled = matches!(decoder.get_chunk_type(), tiff::decoder::ChunkType::Tile);
+    if planar && samples > 1 && color.bit_depth() >= 8 && tiled {
+        // The tiff crate's whole-image read trips over tiled planes; tile by tile works.
+        let image = tiled_planes_interleaved(&mut decoder, w, h, samples)?;
+        return tiff_samples_to_rgb(color, image, w, h, premultiplied, reversed_bits, exif);
+    }
+    let mut image = DecodingResult::U8(Vec::new());
+    let layout = decoder
+        .read_image_to_buffer(&mut image)
+        .map_err(tiff_error)?;
+    if image.as_buffer(0).as_bytes().len() < layout.complete_len {
+        return Err(format!(
+            "its separate colour planes need more than the {} MB a photo may take",
+            max_bytes >> 20
+        ));
+    }
+    if planar && samples > 1 {
+        if color.bit_depth() < 8 {
+            return Err(tiff_unsupported("separate planes of fewer than 8 bits"));
+        }
+        image = match image {
+            DecodingResult::U8(v) => DecodingResult::U8(interleave_planes(&v, samples)),
+            DecodingResult::U16(v) => DecodingResult::U16(interleave_planes(&v, samples)),
+            other => other,
+        };
+    }
+    tiff_samples_to_rgb(color, image, w, h, premultiplied, reversed_bits, exif)
+}
+
+/// A TIFF's decoded samples as Pillow converts them to RGB.
+fn tiff_samples_to_rgb(
+    color: tiff::ColorType,
+    image: tiff::decoder::DecodingResult,
+    w: u32,
+    h: u32,
+    premultiplied: bool,
+    reversed_bits: bool,
+    exif: Option<Vec<u8>>,
+) -> Result<Raw, String> {
+    use tiff::decoder::DecodingResult;
+    use tiff::ColorType;
     let (wu, hu) = (w as usize, h as usize);
     let unsupported = |what: &str| Err(tiff_unsupported(what));
     let rgb = match (color, image) {
         (ColorType::Gray(8), DecodingResult::U8(v)) => pil::gray_to_rgb(&v),
         (ColorType::Gray(16), DecodingResult::U16(v)) => pil::gray16_to_rgb(&v),
         (ColorType::Gray(b @ (1 | 2 | 4)), DecodingResult::U8(v)) => {
+            let v = if reversed_bits { reverse_bits(&v) } else { v };
             let mut g = pil::unpack_bits(&v, wu, hu, b);
             pil::scale_low_bit_gray(&mut g, b);
             pil::gray_to_rgb(&g)
@@ -311,6 +406,10 @@ pub fn tiff(
         (ColorType::RGB(16), DecodingResult::U16(v)) => pil::high_bytes(&v),
         (ColorType::RGBA(8), DecodingResult::U8(v)) if premultiplied => unpremultiplied_rgb(&v),
         (ColorType::RGBA(8), DecodingResult::U8(v)) => pil::take_rgb(&v, 4),
+        // Pillow's `RGBa;16` unpackers un-premultiply the high bytes exactly as `RGBa` does 8-bit samples.
+        (ColorType::RGBA(16), DecodingResult::U16(v)) if premultiplied => {
+            unpremultiplied_rgb(&pil::high_bytes(&v))
+        }
         (ColorType::RGBA(16), DecodingResult::U16(v)) => pil::take_rgb(&pil::high_bytes(&v), 4),
         // TIFF CMYK is stored as ink amounts (no Adobe inversion).
         (ColorType::CMYK(8), DecodingResult::U8(v)) => pil::cmyk_to_rgb(&v),
@@ -333,6 +432,183 @@ pub fn tiff(
         rgb,
         exif,
     })
+}
+
+fn reverse_bits(v: &[u8]) -> Vec<u8> {
+    v.iter().map(|b| b.reverse_bits()).collect()
+}
+
+/// The colour indices of a palette TIFF, one byte each. The tiff crate does not decode colour-mapped images, so
+/// the file is decoded as the grey image it is underneath: the same strips, its PhotometricInterpretation
+/// rewritten from 3 (palette) to 1 (grey) in a copy of its first directory.
+fn tiff_palette_indices(
+    data: &[u8],
+    max_bytes: usize,
+    w: u32,
+    h: u32,
+    bits: u8,
+    reversed_bits: bool,
+) -> Result<Vec<u8>, String> {
+    use tiff::decoder::{DecodingResult, Limits};
+    let mut grey = data.to_vec();
+    let at = photometric_entry(&grey)
+        .ok_or("corrupt TIFF: its palette tag is not where its directory says")?;
+    let one = if grey[0] == b'I' { [1, 0] } else { [0, 1] };
+    grey[at..at + 2].copy_from_slice(&one);
+    let mut limits = Limits::default();
+    limits.decoding_buffer_size = max_bytes;
+    limits.intermediate_buffer_size = max_bytes;
+    let mut decoder = tiff::decoder::Decoder::new(Cursor::new(&grey[..]))
+        .map_err(tiff_error)?
+        .with_limits(limits);
+    // A palette image with alpha (Pillow's PA) stores index and alpha side by side; the alpha is dropped.
+    let samples = decoder
+        .find_tag(tiff::tags::Tag::SamplesPerPixel)
+        .ok()
+        .flatten()
+        .and_then(|v| v.into_u16().ok())
+        .unwrap_or(1);
+    match decoder.read_image().map_err(tiff_error)? {
+        DecodingResult::U8(v) if bits == 8 && samples == 2 => {
+            Ok(v.into_iter().step_by(2).collect())
+        }
+        DecodingResult::U8(v) if bits == 8 && samples == 1 => Ok(v),
+        DecodingResult::U8(_) if samples != 1 => {
+            Err(tiff_unsupported("a palette with extra samples"))
+        }
+        DecodingResult::U8(v) => {
+            let v = if reversed_bits { reverse_bits(&v) } else { v };
+            Ok(pil::unpack_bits(&v, w as usize, h as usize, bits))
+        }
+        _ => Err(tiff_unsupported(&format!("a {bits}-bit palette"))),
+    }
+}
+
+/// Where the value of PhotometricInterpretation (tag 262, one SHORT) sits in the first directory of a classic
+/// TIFF or a BigTIFF.
+fn photometric_entry(b: &[u8]) -> Option<usize> {
+    let le = b.first()? == &b'I';
+    let u16_at = |i: usize| {
+        let s: [u8; 2] = b.get(i..i + 2)?.try_into().ok()?;
+        Some(if le {
+            u16::from_le_bytes(s)
+        } else {
+            u16::from_be_bytes(s)
+        })
+    };
+    let u32_at = |i: usize| {
+        let s: [u8; 4] = b.get(i..i + 4)?.try_into().ok()?;
+        Some(if le {
+            u32::from_le_bytes(s)
+        } else {
+            u32::from_be_bytes(s)
+        })
+    };
+    let u64_at = |i: usize| {
+        let s: [u8; 8] = b.get(i..i + 8)?.try_into().ok()?;
+        Some(if le {
+            u64::from_le_bytes(s)
+        } else {
+            u64::from_be_bytes(s)
+        })
+    };
+    let big = u16_at(2)? == 43;
+    let (count, first, entry, value) = if big {
+        let ifd = usize::try_from(u64_at(8)?).ok()?;
+        (usize::try_from(u64_at(ifd)?).ok()?, ifd + 8, 20, 12)
+    } else {
+        let ifd = u32_at(4)? as usize;
+        (u16_at(ifd)? as usize, ifd + 2, 12, 8)
+    };
+    (0..count.min(4096))
+        .map(|i| first + i * entry)
+        .find(|&e| u16_at(e) == Some(262) && u16_at(e + 2) == Some(3))
+        .map(|e| e + value)
+        .filter(|&at| at + 2 <= b.len())
+}
+
+/// Palette indices to RGB as Pillow's TIFF plugin builds its palette: the high byte of each 16-bit colour-map
+/// entry (`ColorMap` holds all reds, then all greens, then all blues).
+fn palette16_to_rgb(indices: &[u8], map: &[u16], bits: u8) -> Result<Vec<u8>, String> {
+    let n = 1usize << bits;
+    if map.len() < 3 * n {
+        return Err(format!(
+            "corrupt TIFF: its colour map has {} entries, not the {} a {bits}-bit palette needs",
+            map.len(),
+            3 * n
+        ));
+    }
+    let mut rgb = Vec::with_capacity(indices.len() * 3);
+    for &i in indices {
+        let i = i as usize % n;
+        rgb.extend_from_slice(&[
+            (map[i] >> 8) as u8,
+            (map[n + i] >> 8) as u8,
+            (map[2 * n + i] >> 8) as u8,
+        ]);
+    }
+    Ok(rgb)
+}
+
+/// A tiled TIFF with separate planes (8 or 16 bits), read tile by tile into interleaved pixels.
+fn tiled_planes_interleaved(
+    decoder: &mut tiff::decoder::Decoder<Cursor<&[u8]>>,
+    w: u32,
+    h: u32,
+    samples: usize,
+) -> Result<tiff::decoder::DecodingResult, String> {
+    use tiff::decoder::DecodingResult;
+    let (tw, th) = decoder.chunk_dimensions();
+    if tw == 0 || th == 0 {
+        return Err("corrupt TIFF: a tile of zero size".into());
+    }
+    let (across, down) = (w.div_ceil(tw), h.div_ceil(th));
+    let (wu, hu) = (w as usize, h as usize);
+    let mut out: Option<DecodingResult> = None;
+    for plane in 0..samples {
+        for ty in 0..down {
+            for tx in 0..across {
+                let index = plane as u32 * across * down + ty * across + tx;
+                let chunk = decoder.read_chunk(index).map_err(tiff_error)?;
+                let (x0, y0) = ((tx * tw) as usize, (ty * th) as usize);
+                let (dw, dh) = ((tw as usize).min(wu - x0), (th as usize).min(hu - y0));
+                macro_rules! place {
+                    ($variant:ident, $v:expr) => {{
+                        let out = out.get_or_insert_with(|| DecodingResult::$variant(vec![0; wu * hu * samples]));
+                        let DecodingResult::$variant(dst) = out else {
+                            return Err("corrupt TIFF: tiles of different sample types".into());
+                        };
+                        if $v.len() < dw * dh {
+                            return Err(TRUNCATED.into());
+                        }
+                        for r in 0..dh {
+                            for c in 0..dw {
+                                dst[((y0 + r) * wu + x0 + c) * samples + plane] = $v[r * dw + c];
+                            }
+                        }
+                    }};
+                }
+                match chunk {
+                    DecodingResult::U8(v) => place!(U8, v),
+                    DecodingResult::U16(v) => place!(U16, v),
+                    _ => return Err(tiff_unsupported("separate planes of this sample type")),
+                }
+            }
+        }
+    }
+    out.ok_or_else(|| "corrupt TIFF: no tiles".into())
+}
+
+/// Samples stored plane after plane (`planes` of equal length) as interleaved pixels.
+fn interleave_planes<T: Copy + Default>(v: &[T], planes: usize) -> Vec<T> {
+    let n = v.len() / planes;
+    let mut out = vec![T::default(); n * planes];
+    for (p, plane) in v.chunks_exact(n).take(planes).enumerate() {
+        for (i, &x) in plane.iter().enumerate() {
+            out[i * planes + p] = x;
+        }
+    }
+    out
 }
 
 /// Premultiplied RGBA as Pillow's `RGBa` unpacker reads it: each colour `v * 255 / alpha`, truncated and

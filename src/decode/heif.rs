@@ -162,15 +162,15 @@ fn libheif_rgb(
 /// A grey HEIC of more than 8 bits as pillow-heif and Pillow show it: pillow-heif hands over mode `I;16` with the
 /// samples shifted up to 16 bits, and `convert("RGB")` clips those at 255 (it does not scale them), so all but
 /// the darkest levels come out white.
-fn deep_grey_rgb(handle: &ImageHandle, options: DecodingOptions) -> Result<(u32, u32, Vec<u8>), String> {
+fn deep_grey_rgb(
+    handle: &ImageHandle,
+    options: DecodingOptions,
+) -> Result<(u32, u32, Vec<u8>), String> {
     let bits = handle.luma_bits_per_pixel();
     let image = lib()
         .decode(handle, ColorSpace::Monochrome, Some(options))
         .map_err(|e| missing_decoder(e, false))?;
-    let plane = image
-        .planes()
-        .y
-        .ok_or("libheif returned no grey plane")?;
+    let plane = image.planes().y.ok_or("libheif returned no grey plane")?;
     let (w, h) = (plane.width as usize, plane.height as usize);
     if plane.storage_bits_per_pixel != 16
         || plane.stride < w * 2

@@ -113,7 +113,12 @@ pub fn sniff(b: &[u8]) -> Result<PhotoFormat, String> {
     if b.len() >= 12 && &b[..4] == b"RIFF" && &b[8..12] == b"WEBP" {
         return Ok(PhotoFormat::WebP);
     }
-    if b.starts_with(b"II*\0") || b.starts_with(b"MM\0*") {
+    // Classic TIFF, then BigTIFF (64-bit offsets), which Pillow 13 also reads.
+    if b.starts_with(b"II*\0")
+        || b.starts_with(b"MM\0*")
+        || b.starts_with(b"II+\0")
+        || b.starts_with(b"MM\0+")
+    {
         return Ok(PhotoFormat::Tiff);
     }
     if b.starts_with(b"BM") && b.len() >= 26 {
@@ -286,7 +291,7 @@ fn decode_rgb_at(
         PhotoFormat::Tiff => {
             // Pillow 13's TIFF plugin turns the image by its Orientation tag on load (exif_transpose then
             // finds nothing left to do): the stored frame of a TIFF is its upright one.
-            let r = formats::tiff(bytes, max_bytes, check).map_err(err)?;
+            let r = guarded("TIFF", || formats::tiff(bytes, max_bytes, check)).map_err(err)?;
             let orientation = orientation_of(r.exif.as_deref());
             let img = RgbImage::from_raw(r.width, r.height, r.rgb).ok_or_else(|| {
                 err("the decoder returned fewer pixels than its header declares".into())
@@ -295,7 +300,10 @@ fn decode_rgb_at(
             (img.width(), img.height(), img.into_raw(), 1)
         }
         PhotoFormat::WebP => {
-            let (w, h, rgb) = via_image_crate(bytes, ImageFormat::WebP, options).map_err(err)?;
+            let (w, h, rgb) = guarded("WebP", || {
+                via_image_crate(bytes, ImageFormat::WebP, options)
+            })
+            .map_err(err)?;
             (
                 w,
                 h,
@@ -309,7 +317,9 @@ fn decode_rgb_at(
                 (r.width, r.height, r.rgb, 1)
             }
             None => {
-                let (w, h, rgb) = via_image_crate(bytes, ImageFormat::Bmp, options).map_err(err)?;
+                let (w, h, rgb) =
+                    guarded("BMP", || via_image_crate(bytes, ImageFormat::Bmp, options))
+                        .map_err(err)?;
                 (w, h, rgb, 1)
             }
         },
@@ -331,6 +341,16 @@ fn decode_rgb_at(
         return Ok(img);
     }
     Ok(upright(img, orientation))
+}
+
+/// Runs a third-party decoder that may panic on a hostile file (the tiff crate asserts on some layouts) and
+/// turns a panic into a refusal: a photo never stops a run.
+fn guarded<T>(format: &str, decode: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).unwrap_or_else(|_| {
+        Err(format!(
+            "the {format} decoder failed on this file (damaged, or a layout it cannot handle); convert it to PNG"
+        ))
+    })
 }
 
 /// `ImageOps.exif_transpose`: 2 mirrors, 3 turns 180°, 4 flips, 5 transposes, 6 turns 90° clockwise,
