@@ -182,6 +182,217 @@ pub fn bmp16(
     })())
 }
 
+/// A BMP of palette indices (1, 4 or 8 bits; raw, RLE8 or RLE4) as Pillow 13's BMP plugin reads it: every header
+/// size it knows (OS/2 1 and 2, Windows 3 to 5), the plane count ignored, the palette read right after the header,
+/// RLE pixels that the data skips (end of line, delta, an early end) left at index 0, top-down RLE. None for
+/// other BMPs (the `image` crate reads those as Pillow does) and for the grey palettes Pillow reads through an
+/// unusual raw mode.
+pub fn bmp_indexed(
+    data: &[u8],
+    check: impl FnOnce(u32, u32) -> Result<(), String>,
+) -> Option<Result<Raw, String>> {
+    let u16_at = |i: usize| Some(u16::from_le_bytes(data.get(i..i + 2)?.try_into().ok()?));
+    let u32_at = |i: usize| Some(u32::from_le_bytes(data.get(i..i + 4)?.try_into().ok()?));
+    if data.get(..2)? != b"BM" {
+        return None;
+    }
+    let offset = u32_at(10)? as usize;
+    let header = u32_at(14)? as usize;
+    let (width, height, top_down, bits, compression, colors, padding) = match header {
+        12 => (
+            u16_at(18)? as u32,
+            u16_at(20)? as u32,
+            false,
+            u16_at(24)?,
+            0,
+            0,
+            3,
+        ),
+        40 | 52 | 56 | 64 | 108 | 124 => {
+            let raw_height = u32_at(22)?;
+            let top_down = data.get(25)? == &0xFF;
+            let height = if top_down {
+                raw_height.wrapping_neg()
+            } else {
+                raw_height
+            };
+            (
+                u32_at(18)?,
+                height,
+                top_down,
+                u16_at(28)?,
+                u32_at(30)?,
+                u32_at(46)?,
+                4,
+            )
+        }
+        _ => return None,
+    };
+    if !matches!(bits, 1 | 4 | 8) || compression > 2 {
+        return None;
+    }
+    let colors = if colors == 0 {
+        1usize << bits
+    } else {
+        colors as usize
+    };
+    if colors > 256 {
+        return Some(Err(format!(
+            "the BMP declares a palette of {colors} colours, more than the 256 one can hold"
+        )));
+    }
+    let palette_at = 14 + header;
+    let palette: Vec<[u8; 3]> = data
+        .get(palette_at..)
+        .unwrap_or(&[])
+        .chunks_exact(padding)
+        .take(colors)
+        .map(|c| [c[2], c[1], c[0]])
+        .collect();
+    let grey_values: Vec<usize> = if colors == 2 {
+        vec![0, 255]
+    } else {
+        (0..colors).collect()
+    };
+    let grey = grey_values.iter().enumerate().all(|(i, &v)| {
+        palette
+            .get(i)
+            .is_some_and(|c| c.iter().all(|&x| x as usize == v))
+    });
+    // Pillow reads a grey palette as mode 1 or L straight from the samples; only 8-bit L and 1-bit black and
+    // white come out as a palette lookup would.
+    if grey && !((colors > 2 && bits == 8) || (colors <= 2 && bits == 1 && compression == 0)) {
+        return None;
+    }
+    let pixel_at = if offset == palette_at && bits <= 8 {
+        offset + padding * colors
+    } else {
+        offset
+    };
+    Some((|| {
+        check(width, height)?;
+        let (w, h) = (width as usize, height as usize);
+        let stored = data.get(pixel_at..).ok_or(TRUNCATED)?;
+        let indices = match compression {
+            0 => {
+                let stride = ((w * bits as usize + 31) >> 3) & !3;
+                // The last row's padding may be missing, as Pillow allows.
+                let need = stride
+                    .checked_mul(h - 1)
+                    .and_then(|n| n.checked_add((w * bits as usize).div_ceil(8)))
+                    .ok_or("the BMP's rows overflow")?;
+                let rows = stored.get(..need).ok_or(TRUNCATED)?;
+                pil::unpack_bits_any(rows, w, h, bits as u8, stride)
+            }
+            _ => bmp_rle(stored, pixel_at, w, h, compression == 2)?,
+        };
+        let mut rgb = Vec::with_capacity(w * h * 3);
+        for y in 0..h {
+            // Bottom-up rows unless the height was negative.
+            let row = if top_down { y } else { h - 1 - y };
+            for &i in &indices[row * w..(row + 1) * w] {
+                let c = if grey && colors > 2 {
+                    [i; 3]
+                } else {
+                    palette.get(i as usize).copied().unwrap_or([0; 3])
+                };
+                rgb.extend_from_slice(&c);
+            }
+        }
+        Ok(Raw {
+            width,
+            height,
+            rgb,
+            exif: None,
+        })
+    })())
+}
+
+/// RLE8/RLE4 data decoded as Pillow's `BmpRleDecoder` does, into `w * h` indices in stored row order: what the
+/// data skips stays 0, a run past the row's end is cut, and data that ends before the image is full is refused
+/// as Pillow refuses it ("not enough image data").
+fn bmp_rle(
+    src: &[u8],
+    file_offset: usize,
+    w: usize,
+    h: usize,
+    rle4: bool,
+) -> Result<Vec<u8>, String> {
+    let total = w.checked_mul(h).ok_or("the BMP's rows overflow")?;
+    let mut out: Vec<u8> = Vec::with_capacity(total);
+    let (mut at, mut x) = (0usize, 0usize);
+    while out.len() < total {
+        let (Some(&count), Some(&value)) = (src.get(at), src.get(at + 1)) else {
+            break;
+        };
+        at += 2;
+        if count > 0 {
+            let n = if x + count as usize > w {
+                w.saturating_sub(x)
+            } else {
+                count as usize
+            };
+            for k in 0..n {
+                out.push(if !rle4 {
+                    value
+                } else if k % 2 == 0 {
+                    value >> 4
+                } else {
+                    value & 15
+                });
+            }
+            x += n;
+            continue;
+        }
+        match value {
+            0 => {
+                while out.len() % w != 0 {
+                    out.push(0);
+                }
+                x = 0;
+            }
+            1 => break,
+            2 => {
+                let (Some(&right), Some(&up)) = (src.get(at), src.get(at + 1)) else {
+                    break;
+                };
+                at += 2;
+                let skip = (right as usize + up as usize * w).min(total - out.len());
+                out.resize(out.len() + skip, 0);
+                x = out.len() % w;
+            }
+            n => {
+                let wanted = (total - out.len()).min(n as usize);
+                let byte_count = if rle4 { wanted.div_ceil(2) } else { wanted };
+                let bytes = &src[at.min(src.len())..(at + byte_count).min(src.len())];
+                at += bytes.len();
+                if rle4 {
+                    for (k, &b) in bytes.iter().enumerate() {
+                        out.push(b >> 4);
+                        if k * 2 + 1 < wanted {
+                            out.push(b & 15);
+                        }
+                    }
+                } else {
+                    out.extend_from_slice(bytes);
+                }
+                if bytes.len() < byte_count || out.len() == total {
+                    break;
+                }
+                x += n as usize;
+                // Absolute runs end on a 16-bit boundary of the file.
+                if (file_offset + at) % 2 != 0 {
+                    at += 1;
+                }
+            }
+        }
+    }
+    if out.len() < total {
+        return Err("the BMP's RLE data ends before its last pixel (not enough image data)".into());
+    }
+    Ok(out)
+}
+
 /// The first frame as Pillow shows it: drawn at its place on the logical screen, the rest of the screen the
 /// frame's transparent index (or index 0), everything through the frame's palette (its own, else the global).
 pub fn gif(

@@ -311,18 +311,20 @@ fn decode_rgb_at(
                 orientation_of(formats::webp_exif(bytes).as_deref()),
             )
         }
-        PhotoFormat::Bmp => match formats::bmp16(bytes, check) {
-            Some(r) => {
-                let r = r.map_err(err)?;
-                (r.width, r.height, r.rgb, 1)
+        PhotoFormat::Bmp => {
+            match formats::bmp16(bytes, check).or_else(|| formats::bmp_indexed(bytes, check)) {
+                Some(r) => {
+                    let r = r.map_err(err)?;
+                    (r.width, r.height, r.rgb, 1)
+                }
+                None => {
+                    let (w, h, rgb) =
+                        guarded("BMP", || via_image_crate(bytes, ImageFormat::Bmp, options))
+                            .map_err(err)?;
+                    (w, h, rgb, 1)
+                }
             }
-            None => {
-                let (w, h, rgb) =
-                    guarded("BMP", || via_image_crate(bytes, ImageFormat::Bmp, options))
-                        .map_err(err)?;
-                (w, h, rgb, 1)
-            }
-        },
+        }
         #[cfg(feature = "heif")]
         PhotoFormat::Heif => {
             let r = heif::decode(bytes, check).map_err(err)?;

@@ -89,6 +89,33 @@ pub fn unpack_bits(packed: &[u8], width: usize, height: usize, bits: u8) -> Vec<
     out
 }
 
+/// Samples of 1, 2, 4 or 8 bits in rows `stride` bytes apart (MSB first), one byte each.
+pub fn unpack_bits_any(
+    packed: &[u8],
+    width: usize,
+    height: usize,
+    bits: u8,
+    stride: usize,
+) -> Vec<u8> {
+    if bits == 8 {
+        let mut out = Vec::with_capacity(width * height);
+        for row in packed.chunks(stride).take(height) {
+            out.extend_from_slice(&row[..width]);
+        }
+        return out;
+    }
+    let per_byte = 8 / bits as usize;
+    let mask = (1u16 << bits) as u8 - 1;
+    let mut out = Vec::with_capacity(width * height);
+    for row in packed.chunks(stride).take(height) {
+        for x in 0..width {
+            let shift = 8 - bits as usize * (x % per_byte + 1);
+            out.push((row[x / per_byte] >> shift) & mask);
+        }
+    }
+    out
+}
+
 /// Grey samples of fewer than 8 bits scaled to 0..255 as Pillow's "L;2"/"L;4" and "1" unpackers do.
 pub fn scale_low_bit_gray(values: &mut [u8], bits: u8) {
     let factor = match bits {
