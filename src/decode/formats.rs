@@ -119,6 +119,33 @@ fn corrupt(format: &str, e: impl std::fmt::Display, eof: bool) -> String {
     }
 }
 
+/// A simple lossless WebP 16384 pixels wide or tall (the VP8L maximum), rewrapped as an extended WebP whose VP8X
+/// chunk states the size: image-webp 0.2.4 reads a simple file's size as `(1 + field) & 0x3FFF`, which makes
+/// 16384 zero ("the image is empty"), while it reads the VP8X size and the VP8L stream's own correctly. None
+/// for every other file, which is decoded as it is.
+pub fn webp_lossless_at_the_limit(data: &[u8]) -> Option<Vec<u8>> {
+    if data.get(12..16)? != b"VP8L" || *data.get(20)? != 0x2f {
+        return None;
+    }
+    let header = u32::from_le_bytes(data.get(21..25)?.try_into().ok()?);
+    let (w1, h1) = (header & 0x3FFF, (header >> 14) & 0x3FFF);
+    if w1 != 0x3FFF && h1 != 0x3FFF {
+        return None;
+    }
+    let alpha = (header >> 28) & 1 == 1;
+    let chunks = data.get(12..)?;
+    let mut out = Vec::with_capacity(data.len() + 18);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(4 + 18 + chunks.len() as u32).to_le_bytes());
+    out.extend_from_slice(b"WEBPVP8X");
+    out.extend_from_slice(&10u32.to_le_bytes());
+    out.extend_from_slice(&[if alpha { 0x10 } else { 0 }, 0, 0, 0]);
+    out.extend_from_slice(&w1.to_le_bytes()[..3]);
+    out.extend_from_slice(&h1.to_le_bytes()[..3]);
+    out.extend_from_slice(chunks);
+    Some(out)
+}
+
 /// A 16-bit BMP (5-6-5 with BI_BITFIELDS masks, or 5-5-5 as BI_RGB or with its masks) as Pillow's `BGR;16` and
 /// `BGR;15` unpackers read it: each field scaled by `v * 255 / max`, truncated (the `image` crate rounds, which
 /// moves most pixels by one level). None for every other BMP, which the `image` crate reads as Pillow does.

@@ -300,10 +300,10 @@ fn decode_rgb_at(
             (img.width(), img.height(), img.into_raw(), 1)
         }
         PhotoFormat::WebP => {
-            let (w, h, rgb) = guarded("WebP", || {
-                via_image_crate(bytes, ImageFormat::WebP, options)
-            })
-            .map_err(err)?;
+            let rewrapped = formats::webp_lossless_at_the_limit(bytes);
+            let webp = rewrapped.as_deref().unwrap_or(bytes);
+            let (w, h, rgb) = guarded("WebP", || via_image_crate(webp, ImageFormat::WebP, options))
+                .map_err(err)?;
             (
                 w,
                 h,
