@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-300}
-for t in rle_string polygon coco_json; do
+for t in rle_string polygon coco_json decode; do
   mkdir -p corpus/$t
   echo "== $t ($secs s)"
-  cargo +nightly fuzz run -O $t corpus/$t seeds/$t -- -max_total_time=$secs -print_final_stats=1 2>&1 \
+  seeds=seeds/$t
+  [ "$t" = decode ] && seeds=../tests/fixtures/decode
+  cargo +nightly fuzz run -O $t corpus/$t $seeds -- -max_total_time=$secs -print_final_stats=1 2>&1 \
     | grep -E "stat::number_of_executed_units|stat::peak_rss_mb|ERROR|panicked|SUMMARY|Done" || true
 done
