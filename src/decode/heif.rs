@@ -82,7 +82,11 @@ pub(crate) fn decode(
 ) -> Result<Decoded, String> {
     let avif = is_avif(bytes);
     let ctx = HeifContext::read_from_bytes(bytes).map_err(in_words)?;
-    let handle = ctx.primary_image_handle().map_err(in_words)?;
+    let handle = if avif {
+        ctx.primary_image_handle().map_err(in_words)?
+    } else {
+        pillow_heif_image(&ctx)?
+    };
     let mut options = DecodingOptions::new().ok_or("libheif could not allocate its options")?;
     // One photo, one thread, as every other format decodes: the callers run photos in parallel.
     options.set_num_library_threads(1);
@@ -112,6 +116,17 @@ pub(crate) fn decode(
             rgb,
             orientation: 1,
         })
+    }
+}
+
+/// The image pillow-heif opens: among the top-level images, the one marked primary, else the first (a file
+/// whose primary item names nothing valid still opens, on its first image).
+fn pillow_heif_image(ctx: &HeifContext) -> Result<ImageHandle, String> {
+    let mut images = ctx.top_level_image_handles();
+    match images.iter().position(|h| h.is_primary()) {
+        Some(i) => Ok(images.swap_remove(i)),
+        None if !images.is_empty() => Ok(images.swap_remove(0)),
+        None => ctx.primary_image_handle().map_err(in_words),
     }
 }
 
@@ -252,7 +267,11 @@ fn avif_rgb(handle: &ImageHandle, options: DecodingOptions) -> Result<(u32, u32,
 /// The EXIF block of a HEIF or AVIF photo (its TIFF structure, without libheif's 4-byte offset prefix).
 pub(crate) fn exif(bytes: &[u8]) -> Option<Vec<u8>> {
     let ctx = HeifContext::read_from_bytes(bytes).ok()?;
-    let handle = ctx.primary_image_handle().ok()?;
+    let handle = if is_avif(bytes) {
+        ctx.primary_image_handle().ok()?
+    } else {
+        pillow_heif_image(&ctx).ok()?
+    };
     let mut ids = [0u32; 4];
     let n = handle.metadata_block_ids(&mut ids, b"Exif");
     let block = handle.metadata(*ids.get(..n)?.first()?).ok()?;

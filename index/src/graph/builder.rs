@@ -90,6 +90,99 @@ impl GraphBuilder {
         } else {
             (next..this.len()).for_each(|id| this.link(id));
         }
+        self.reconnect();
+    }
+
+    /// Links back every node the bottom level cannot reach from the entry point. When a full neighbour list is
+    /// re-selected (`connect`), the node it drops may lose its last incoming link; with parallel insertion
+    /// that happens to a few nodes in a few hundred builds, and such a row is then never found by a walk
+    /// however wide. Each such node gets an incoming link from the nearest reachable node with a free slot;
+    /// failing that, the nearest reachable node gives up its link to the node with the most other incoming
+    /// links. A few passes, because a given-up link can strand another node.
+    fn reconnect(&self) {
+        const PASSES: usize = 4;
+        let g = &self.graph;
+        let n = g.len();
+        let Some((start, top)) = self.entry_point() else {
+            return;
+        };
+        for _ in 0..PASSES {
+            let mut reached = self.reachable(start as usize);
+            if reached.iter().all(|&r| r) {
+                return;
+            }
+            let mut incoming = vec![0u32; n];
+            for id in 0..n {
+                for nb in g.links.neighbours(id as u32, 0) {
+                    incoming[nb as usize] += 1;
+                }
+            }
+            for orphan in 0..n {
+                if reached[orphan] {
+                    continue;
+                }
+                let q = g.store.code(orphan);
+                let mut cur = Cand {
+                    sim: g.sim(q, start),
+                    id: start,
+                };
+                for l in (1..=top).rev() {
+                    cur = g.greedy(q, cur, l);
+                }
+                let near = g.search_level(q, &[cur], g.params.ef_construction, 0, None);
+                let linked = near.iter().any(|c| self.append_link(c.id, orphan as u32))
+                    || near
+                        .first()
+                        .is_some_and(|c| self.replace_link(c.id, orphan as u32, &mut incoming));
+                if linked {
+                    incoming[orphan] += 1;
+                    reached[orphan] = true;
+                }
+            }
+        }
+    }
+
+    /// Which nodes a walk of the bottom level from `start` can reach.
+    pub(super) fn reachable(&self, start: usize) -> Vec<bool> {
+        let g = &self.graph;
+        let mut reached = vec![false; g.len()];
+        let mut stack = vec![start];
+        reached[start] = true;
+        while let Some(id) = stack.pop() {
+            for nb in g.links.neighbours(id as u32, 0) {
+                if !std::mem::replace(&mut reached[nb as usize], true) {
+                    stack.push(nb as usize);
+                }
+            }
+        }
+        reached
+    }
+
+    /// Adds `to` to `node`'s bottom-level links if a slot is free.
+    fn append_link(&self, node: u32, to: u32) -> bool {
+        let (count, slots) = self.graph.links.block(node as usize, 0);
+        let n = (count.load(Mem::Acquire) as usize).min(slots.len());
+        if n == slots.len() {
+            return false;
+        }
+        slots[n].store(to, Mem::Relaxed);
+        count.store(n as u32 + 1, Mem::Release);
+        true
+    }
+
+    /// Points `node`'s bottom-level link to its best-linked neighbour (most incoming links) at `to` instead.
+    fn replace_link(&self, node: u32, to: u32, incoming: &mut [u32]) -> bool {
+        let (count, slots) = self.graph.links.block(node as usize, 0);
+        let n = (count.load(Mem::Acquire) as usize).min(slots.len());
+        let Some(slot) = slots[..n]
+            .iter()
+            .max_by_key(|s| incoming[s.load(Mem::Relaxed) as usize])
+        else {
+            return false;
+        };
+        let dropped = slot.swap(to, Mem::Relaxed) as usize;
+        incoming[dropped] -= 1;
+        true
     }
 
     /// A search of the graph as it stands (see `Graph::search`), for a writer's own reads.
@@ -112,7 +205,7 @@ impl GraphBuilder {
         file::dump(&self.graph, self.entry_point(), dir, basename)
     }
 
-    fn entry_point(&self) -> Entry {
+    pub(super) fn entry_point(&self) -> Entry {
         *self.entry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
