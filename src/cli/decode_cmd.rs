@@ -81,7 +81,8 @@ fn describe(
     if let Some(dir) = rgb_out {
         let name = file.file_name().unwrap_or_default().to_string_lossy();
         let out = dir.join(format!("{name}.rgb"));
-        write_atomic(&out, img.as_raw()).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+        write_atomic(&out, img.as_raw())
+            .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     }
     Ok(json!({
         "file": file,

@@ -3,10 +3,10 @@
 mod args;
 mod bench;
 mod bench_decode;
-mod decode_cmd;
 mod bench_index;
 mod bench_serve;
 mod choice;
+mod decode_cmd;
 mod embed;
 mod eval_cmd;
 mod index_cmd;

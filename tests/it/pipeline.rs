@@ -660,7 +660,11 @@ fn a_folder_of_jpeg_heic_and_avif_phone_photos_is_indexed_whole() {
         assert_eq!(code, 0, "{extra:?}: {err}");
         assert_eq!(json(&stdout)["failures"], 0, "{stdout}");
         let (names, _) = photos_found(&out, &[]).unwrap();
-        assert_eq!(names, ["phone.avif", "phone.heic", "phone.jpg"], "{extra:?}");
+        assert_eq!(
+            names,
+            ["phone.avif", "phone.heic", "phone.jpg"],
+            "{extra:?}"
+        );
         let index = regionseek::index::RegionIndex::open(&out).unwrap();
         for row in index.rows() {
             let want = sizes.iter().find(|(n, _)| *n == row.image).unwrap().1;

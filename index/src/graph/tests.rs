@@ -222,7 +222,10 @@ fn after_parallel_builds_every_row_is_reachable_and_finds_itself() {
         let (start, _) = g.entry_point().unwrap();
         let reached = g.reachable(start as usize);
         let stranded: Vec<usize> = (0..600).filter(|&i| !reached[i]).collect();
-        assert!(stranded.is_empty(), "seed {seed}: stranded rows {stranded:?}");
+        assert!(
+            stranded.is_empty(),
+            "seed {seed}: stranded rows {stranded:?}"
+        );
         let g = g.freeze();
         for id in 0..600 {
             let v = &data[id * dim..(id + 1) * dim];
