@@ -726,30 +726,18 @@ fn tiff_palette_indices(
 /// TIFF or a BigTIFF.
 fn photometric_entry(b: &[u8]) -> Option<usize> {
     let le = b.first()? == &b'I';
-    let u16_at = |i: usize| {
-        let s: [u8; 2] = b.get(i..i + 2)?.try_into().ok()?;
+    let uint_at = |i: usize, n: usize| -> Option<u64> {
+        let bytes = b.get(i..i.checked_add(n)?)?;
+        let fold = |acc: u64, &x: &u8| acc << 8 | x as u64;
         Some(if le {
-            u16::from_le_bytes(s)
+            bytes.iter().rev().fold(0, fold)
         } else {
-            u16::from_be_bytes(s)
+            bytes.iter().fold(0, fold)
         })
     };
-    let u32_at = |i: usize| {
-        let s: [u8; 4] = b.get(i..i + 4)?.try_into().ok()?;
-        Some(if le {
-            u32::from_le_bytes(s)
-        } else {
-            u32::from_be_bytes(s)
-        })
-    };
-    let u64_at = |i: usize| {
-        let s: [u8; 8] = b.get(i..i + 8)?.try_into().ok()?;
-        Some(if le {
-            u64::from_le_bytes(s)
-        } else {
-            u64::from_be_bytes(s)
-        })
-    };
+    let u16_at = |i: usize| uint_at(i, 2).map(|v| v as u16);
+    let u32_at = |i: usize| uint_at(i, 4).map(|v| v as u32);
+    let u64_at = |i: usize| uint_at(i, 8);
     let big = u16_at(2)? == 43;
     let (count, first, entry, value) = if big {
         let ifd = usize::try_from(u64_at(8)?).ok()?;

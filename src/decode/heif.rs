@@ -164,14 +164,28 @@ fn libheif_rgb(
         .interleaved
         .ok_or("libheif returned no RGB plane")?;
     let (w, h) = (plane.width as usize, plane.height as usize);
-    if plane.stride < w * 3 || plane.data.len() < plane.stride * h.saturating_sub(1) + w * 3 {
-        return Err("libheif returned fewer pixels than the image declares".into());
-    }
+    let rows = plane_rows(plane.data, plane.stride, h, w * 3)
+        .ok_or("libheif returned fewer pixels than the image declares")?;
     let mut rgb = Vec::with_capacity(w * h * 3);
-    for row in plane.data.chunks(plane.stride).take(h) {
-        rgb.extend_from_slice(&row[..w * 3]);
-    }
+    rows.for_each(|row| rgb.extend_from_slice(row));
     Ok((plane.width, plane.height, rgb))
+}
+
+/// The first `row_bytes` of each of a plane's `height` rows, `stride` bytes apart; None if the plane is shorter.
+fn plane_rows(
+    data: &[u8],
+    stride: usize,
+    height: usize,
+    row_bytes: usize,
+) -> Option<impl Iterator<Item = &[u8]>> {
+    let need = stride
+        .checked_mul(height.saturating_sub(1))?
+        .checked_add(row_bytes)?;
+    (stride >= row_bytes && data.len() >= need).then(|| {
+        data.chunks(stride.max(1))
+            .take(height)
+            .map(move |r| &r[..row_bytes])
+    })
 }
 
 /// A grey HEIC of more than 8 bits as pillow-heif and Pillow show it: pillow-heif hands over mode `I;16` with the
@@ -187,16 +201,13 @@ fn deep_grey_rgb(
         .map_err(|e| missing_decoder(e, false))?;
     let plane = image.planes().y.ok_or("libheif returned no grey plane")?;
     let (w, h) = (plane.width as usize, plane.height as usize);
-    if plane.storage_bits_per_pixel != 16
-        || plane.stride < w * 2
-        || plane.data.len() < plane.stride * h.saturating_sub(1) + w * 2
-    {
-        return Err("libheif returned a grey plane of an unexpected layout".into());
-    }
+    let rows = plane_rows(plane.data, plane.stride, h, w * 2)
+        .filter(|_| plane.storage_bits_per_pixel == 16)
+        .ok_or("libheif returned a grey plane of an unexpected layout")?;
     let shift = 16u32.saturating_sub(bits as u32);
     let mut rgb = Vec::with_capacity(w * h * 3);
-    for row in plane.data.chunks(plane.stride).take(h) {
-        for sample in row[..w * 2].chunks_exact(2) {
+    for row in rows {
+        for sample in row.chunks_exact(2) {
             let v = (u16::from_ne_bytes([sample[0], sample[1]]) as u32) << shift;
             let g = v.min(255) as u8;
             rgb.extend_from_slice(&[g, g, g]);

@@ -259,7 +259,7 @@ fn decode_rgb_at(
 ) -> Result<RgbImage, DecodeError> {
     let err = |message: String| DecodeError {
         path: name.to_path_buf(),
-        message,
+        message: with_advice(message),
     };
     let format = sniff(bytes).map_err(err)?;
     let max_bytes = options.alloc_limit().min(usize::MAX as u64) as usize;
@@ -343,6 +343,16 @@ fn decode_rgb_at(
         return Ok(img);
     }
     Ok(upright(img, orientation))
+}
+
+/// A refusal for damage says what to do about it (the others already name a conversion).
+fn with_advice(message: String) -> String {
+    let damaged = ["corrupt ", "truncated", "damaged", "not enough image data"];
+    if damaged.iter().any(|d| message.contains(d)) {
+        format!("{message}; if another program still opens the photo, re-save it from there as PNG or JPEG")
+    } else {
+        message
+    }
 }
 
 /// Runs a third-party decoder that may panic on a hostile file (the tiff crate asserts on some layouts) and
