@@ -146,6 +146,18 @@ pub fn webp_lossless_at_the_limit(data: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+fn le_u16(b: &[u8], i: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(
+        b.get(i..i.checked_add(2)?)?.try_into().ok()?,
+    ))
+}
+
+fn le_u32(b: &[u8], i: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(
+        b.get(i..i.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+
 /// A 16-bit BMP (5-6-5 with BI_BITFIELDS masks, or 5-5-5 as BI_RGB or with its masks) as Pillow's `BGR;16` and
 /// `BGR;15` unpackers read it: each field scaled by `v * 255 / max`, truncated (the `image` crate rounds, which
 /// moves most pixels by one level). None for every other BMP, which the `image` crate reads as Pillow does.
@@ -153,8 +165,8 @@ pub fn bmp16(
     data: &[u8],
     check: impl FnOnce(u32, u32) -> Result<(), String>,
 ) -> Option<Result<Raw, String>> {
-    let u16_at = |i: usize| Some(u16::from_le_bytes(data.get(i..i + 2)?.try_into().ok()?));
-    let u32_at = |i: usize| Some(u32::from_le_bytes(data.get(i..i + 4)?.try_into().ok()?));
+    let u16_at = |i: usize| le_u16(data, i);
+    let u32_at = |i: usize| le_u32(data, i);
     if data.get(..2)? != b"BM" || u32_at(14)? < 40 || u16_at(28)? != 16 {
         return None;
     }
@@ -218,8 +230,8 @@ pub fn bmp_indexed(
     data: &[u8],
     check: impl FnOnce(u32, u32) -> Result<(), String>,
 ) -> Option<Result<Raw, String>> {
-    let u16_at = |i: usize| Some(u16::from_le_bytes(data.get(i..i + 2)?.try_into().ok()?));
-    let u32_at = |i: usize| Some(u32::from_le_bytes(data.get(i..i + 4)?.try_into().ok()?));
+    let u16_at = |i: usize| le_u16(data, i);
+    let u32_at = |i: usize| le_u32(data, i);
     if data.get(..2)? != b"BM" {
         return None;
     }
