@@ -459,3 +459,61 @@ fn index_mistakes_are_caught_before_any_work_and_leave_no_folder() {
     assert_eq!(report["pipeline"], "boxes", "{report}");
     assert_eq!(report["regions_added"], 1, "{report}");
 }
+
+/// `regionseek decode` tells a user how each photo is read: the format by its content, the size in the chosen
+/// frame and the same pixel hash Pillow gives (tests/fixtures/decode/expected.json), the RGB bytes on request,
+/// and a refusal in words with exit 2 while the other files are still read.
+#[test]
+fn decode_reports_each_photo_as_pillow_reads_it_and_refuses_a_bad_one_in_words() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decode");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let names = [
+        "avif_exif_orientation_6.avif",
+        "heic_420.heic",
+        "not_a_photo.jpg",
+    ];
+    let paths: Vec<String> = names
+        .iter()
+        .map(|n| dir.join(n).to_string_lossy().into_owned())
+        .collect();
+    let mut args = vec![
+        "decode",
+        "--json",
+        "--exif-rotate",
+        "--rgb-out",
+        out.path().to_str().unwrap(),
+    ];
+    args.extend(paths.iter().map(String::as_str));
+    let (code, stdout, stderr) = regionseek(&args);
+    assert_eq!(code, 2, "one refusal: {stderr}");
+    let rows = json_lines(&stdout);
+    assert_eq!(rows.len(), 3, "{stdout}");
+    let avif = &expected["files"]["avif_exif_orientation_6.avif"]["exif_rotated"];
+    assert_eq!(rows[0]["format"], "AVIF");
+    assert_eq!(
+        rows[0]["sha256"], avif["sha256"],
+        "upright as exif_transpose makes it"
+    );
+    assert_eq!(
+        serde_json::json!([rows[0]["width"], rows[0]["height"]]),
+        avif["size"]
+    );
+    assert_eq!(rows[1]["format"], "HEIC");
+    assert_eq!(
+        rows[1]["sha256"],
+        expected["files"]["heic_420.heic"]["sha256"]
+    );
+    let rgb = std::fs::read(out.path().join("heic_420.heic.rgb")).unwrap();
+    assert_eq!(
+        rgb.len() as u64,
+        rows[1]["width"].as_u64().unwrap() * rows[1]["height"].as_u64().unwrap() * 3
+    );
+    let error = rows[2]["error"].as_str().unwrap();
+    assert!(
+        error.contains("not_a_photo.jpg")
+            && error.contains("not a photo in a format regionseek reads"),
+        "{error}"
+    );
+}
