@@ -136,7 +136,8 @@ pub fn webp_lossless_at_the_limit(data: &[u8]) -> Option<Vec<u8>> {
     let chunks = data.get(12..)?;
     let mut out = Vec::with_capacity(data.len() + 18);
     out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(4 + 18 + chunks.len() as u32).to_le_bytes());
+    let riff_size = u32::try_from(chunks.len()).ok()?.checked_add(4 + 18)?;
+    out.extend_from_slice(&riff_size.to_le_bytes());
     out.extend_from_slice(b"WEBPVP8X");
     out.extend_from_slice(&10u32.to_le_bytes());
     out.extend_from_slice(&[if alpha { 0x10 } else { 0 }, 0, 0, 0]);
@@ -300,10 +301,11 @@ pub fn bmp_indexed(
     });
     // Pillow reads a grey palette as mode 1 or L straight from the samples; only 8-bit L and 1-bit black and
     // white come out as a palette lookup would.
-    if grey && !((colors > 2 && bits == 8) || (colors <= 2 && bits == 1 && compression == 0)) {
+    if grey && !((colors > 2 && bits == 8) || (colors == 2 && bits == 1 && compression == 0)) {
         return None;
     }
-    let pixel_at = if offset == palette_at && bits <= 8 {
+    // Pillow reads the pixels from where the palette ends when the header's offset is 0 or points at it.
+    let pixel_at = if offset == 0 || offset == palette_at {
         offset + padding * colors
     } else {
         offset
@@ -321,7 +323,7 @@ pub fn bmp_indexed(
                     .and_then(|n| n.checked_add((w * bits as usize).div_ceil(8)))
                     .ok_or("the BMP's rows overflow")?;
                 let rows = stored.get(..need).ok_or(TRUNCATED)?;
-                pil::unpack_bits_any(rows, w, h, bits as u8, stride)
+                pil::unpack_bits_any(rows, w, h, bits as u8, stride).ok_or(TRUNCATED)?
             }
             _ => bmp_rle(stored, pixel_at, w, h, compression == 2)?,
         };
@@ -563,6 +565,14 @@ pub fn tiff(
         .flatten()
         .and_then(|v| v.into_u16().ok())
         == Some(1);
+    // The tiff crate calls grey with an extra sample "multiband"; Pillow reads it as LA (alpha dropped).
+    let color = match color {
+        ColorType::Multiband {
+            bit_depth: 8,
+            num_samples: 2,
+        } if photometric == Some(1) => ColorType::GrayA(8),
+        other => other,
+    };
     let fill_order = decoder
         .find_tag(Tag::FillOrder)
         .ok()
@@ -586,7 +596,7 @@ pub fn tiff(
         return Ok(Raw {
             width: w,
             height: h,
-            rgb: palette16_to_rgb(&indices, &map, bits)?,
+            rgb: palette16_to_rgb(&indices, &map)?,
             exif,
         });
     }
@@ -601,7 +611,28 @@ pub fn tiff(
     let samples = color.num_samples() as usize;
     let tiled = matches!(decoder.get_chunk_type(), tiff::decoder::ChunkType::Tile);
     if planar && samples > 1 && color.bit_depth() >= 8 && tiled {
-        // The tiff crate's whole-image read trips over tiled planes; tile by tile works.
+        // The tiff crate's whole-image read trips over tiled planes; tile by tile works. Only for the layouts
+        // converted below, and within the allocation limit (the buffer is sized here, not by the crate).
+        if !matches!(
+            color,
+            ColorType::GrayA(8)
+                | ColorType::RGB(8 | 16)
+                | ColorType::RGBA(8 | 16)
+                | ColorType::CMYK(8)
+        ) {
+            return Err(tiff_unsupported(&tiff_color_in_words(color)));
+        }
+        let bytes = (w as usize)
+            .checked_mul(h as usize)
+            .and_then(|n| n.checked_mul(samples))
+            .and_then(|n| n.checked_mul(color.bit_depth() as usize / 8))
+            .filter(|&n| n <= max_bytes);
+        if bytes.is_none() {
+            return Err(format!(
+                "its separate colour planes need more than the {} MB a photo may take",
+                max_bytes >> 20
+            ));
+        }
         let image = tiled_planes_interleaved(&mut decoder, w, h, samples)?;
         return tiff_samples_to_rgb(color, image, w, h, premultiplied, reversed_bits, exif);
     }
@@ -718,7 +749,18 @@ fn tiff_palette_indices(
         .flatten()
         .and_then(|v| v.into_u16().ok())
         .unwrap_or(1);
+    let planar = decoder
+        .find_tag(tiff::tags::Tag::PlanarConfiguration)
+        .ok()
+        .flatten()
+        .and_then(|v| v.into_u16().ok())
+        == Some(2);
+    let pixels = w as usize * h as usize;
     match decoder.read_image().map_err(tiff_error)? {
+        // Separate planes: the crate reads the first, the indices.
+        DecodingResult::U8(v) if bits == 8 && samples == 2 && planar && v.len() >= pixels => {
+            Ok(v[..pixels].to_vec())
+        }
         DecodingResult::U8(v) if bits == 8 && samples == 2 => {
             Ok(v.into_iter().step_by(2).collect())
         }
@@ -766,24 +808,28 @@ fn photometric_entry(b: &[u8]) -> Option<usize> {
 }
 
 /// Palette indices to RGB as Pillow's TIFF plugin builds its palette: the high byte of each 16-bit colour-map
-/// entry (`ColorMap` holds all reds, then all greens, then all blues).
-fn palette16_to_rgb(indices: &[u8], map: &[u16], bits: u8) -> Result<Vec<u8>, String> {
-    let n = 1usize << bits;
-    if map.len() < 3 * n {
+/// entry (`ColorMap` holds all reds, then all greens, then all blues, a third of its length each), an index past
+/// the palette black.
+fn palette16_to_rgb(indices: &[u8], map: &[u16]) -> Result<Vec<u8>, String> {
+    let n = map.len() / 3;
+    if n == 0 || n > 256 {
         return Err(format!(
-            "corrupt TIFF: its colour map has {} entries, not the {} a {bits}-bit palette needs",
-            map.len(),
-            3 * n
+            "corrupt TIFF: its colour map has {} entries, where a palette holds 3 × 1 to 256",
+            map.len()
         ));
     }
     let mut rgb = Vec::with_capacity(indices.len() * 3);
     for &i in indices {
-        let i = i as usize % n;
-        rgb.extend_from_slice(&[
-            (map[i] >> 8) as u8,
-            (map[n + i] >> 8) as u8,
-            (map[2 * n + i] >> 8) as u8,
-        ]);
+        let i = i as usize;
+        if i < n {
+            rgb.extend_from_slice(&[
+                (map[i] >> 8) as u8,
+                (map[n + i] >> 8) as u8,
+                (map[2 * n + i] >> 8) as u8,
+            ]);
+        } else {
+            rgb.extend_from_slice(&[0, 0, 0]);
+        }
     }
     Ok(rgb)
 }

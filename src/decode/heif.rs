@@ -103,6 +103,11 @@ pub(crate) fn decode(
             orientation: avif_orientation(bytes),
         })
     } else {
+        // libheif decodes the whole coded picture before cropping it: that size is the one to vet.
+        let (coded_w, coded_h) = (handle.ispe_width(), handle.ispe_height());
+        if coded_w > 0 && coded_h > 0 {
+            check(coded_w as u32, coded_h as u32)?;
+        }
         check(handle.width(), handle.height())?;
         let grey = handle.preferred_decoding_colorspace().ok() == Some(ColorSpace::Monochrome);
         let (width, height, rgb) = if grey && handle.luma_bits_per_pixel() > 8 {

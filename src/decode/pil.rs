@@ -89,14 +89,26 @@ pub fn unpack_bits(packed: &[u8], width: usize, height: usize, bits: u8) -> Vec<
     out
 }
 
-/// Samples of 1, 2, 4 or 8 bits in rows `stride` bytes apart (MSB first), one byte each.
+/// Samples of 1, 2, 4 or 8 bits in rows `stride` bytes apart (MSB first), one byte each; None when the rows
+/// do not hold `height` rows of `width` samples.
 pub fn unpack_bits_any(
     packed: &[u8],
     width: usize,
     height: usize,
     bits: u8,
     stride: usize,
-) -> Vec<u8> {
+) -> Option<Vec<u8>> {
+    let row_bytes = width.checked_mul(bits as usize)?.div_ceil(8);
+    let need = stride
+        .checked_mul(height.checked_sub(1)?)?
+        .checked_add(row_bytes)?;
+    if !matches!(bits, 1 | 2 | 4 | 8) || stride < row_bytes || packed.len() < need {
+        return None;
+    }
+    Some(unpack_rows(packed, width, height, bits, stride))
+}
+
+fn unpack_rows(packed: &[u8], width: usize, height: usize, bits: u8, stride: usize) -> Vec<u8> {
     if bits == 8 {
         let mut out = Vec::with_capacity(width * height);
         for row in packed.chunks(stride).take(height) {
