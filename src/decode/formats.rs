@@ -526,11 +526,7 @@ pub fn tiff(
     let (w, h) = decoder.dimensions().map_err(tiff_error)?;
     check(w, h)?;
     // The tiff crate has no colour type for a palette image (PhotometricInterpretation 3): read here.
-    let photometric = decoder
-        .find_tag(Tag::PhotometricInterpretation)
-        .ok()
-        .flatten()
-        .and_then(|v| v.into_u16().ok());
+    let photometric = tag_u16(&mut decoder, Tag::PhotometricInterpretation);
     let color = match decoder.colortype() {
         Ok(c) => c,
         Err(_) if photometric == Some(3) => {
@@ -548,23 +544,14 @@ pub fn tiff(
         }
         Err(e) => return Err(tiff_error(e)),
     };
-    let compression = decoder
-        .find_tag(Tag::Compression)
-        .ok()
-        .flatten()
-        .and_then(|v| v.into_u16().ok());
+    let compression = tag_u16(&mut decoder, Tag::Compression);
     // JPEG inside TIFF would go through another JPEG decoder than libjpeg-turbo: not the reference's pixels.
     if matches!(compression, Some(6) | Some(7)) {
         return Err(tiff_unsupported("JPEG compression"));
     }
     let exif = tiff_orientation_as_exif(&mut decoder);
     // ExtraSamples 1: the alpha is associated (the colours premultiplied by it), which Pillow undoes on load.
-    let premultiplied = decoder
-        .find_tag(Tag::ExtraSamples)
-        .ok()
-        .flatten()
-        .and_then(|v| v.into_u16().ok())
-        == Some(1);
+    let premultiplied = tag_u16(&mut decoder, Tag::ExtraSamples) == Some(1);
     // The tiff crate calls grey with an extra sample "multiband"; Pillow reads it as LA (alpha dropped).
     let color = match color {
         ColorType::Multiband {
@@ -573,12 +560,7 @@ pub fn tiff(
         } if photometric == Some(1) => ColorType::GrayA(8),
         other => other,
     };
-    let fill_order = decoder
-        .find_tag(Tag::FillOrder)
-        .ok()
-        .flatten()
-        .and_then(|v| v.into_u16().ok())
-        .unwrap_or(1);
+    let fill_order = tag_u16(&mut decoder, Tag::FillOrder).unwrap_or(1);
     let bits = color.bit_depth();
     // FillOrder 2 packs a byte's pixels from its lowest bit. Pillow honours it for samples of under 8 bits
     // (its `;R` raw modes, libtiff's bit reversal) and ignores it for whole bytes, as the tiff crate does.
@@ -602,12 +584,7 @@ pub fn tiff(
     }
     // PlanarConfiguration 2 stores each sample in its own plane (all reds, then all greens, ...); the tiff crate
     // reads every plane into one buffer, plane after plane.
-    let planar = decoder
-        .find_tag(Tag::PlanarConfiguration)
-        .ok()
-        .flatten()
-        .and_then(|v| v.into_u16().ok())
-        == Some(2);
+    let planar = tag_u16(&mut decoder, Tag::PlanarConfiguration) == Some(2);
     let samples = color.num_samples() as usize;
     let tiled = matches!(decoder.get_chunk_type(), tiff::decoder::ChunkType::Tile);
     if planar && samples > 1 && color.bit_depth() >= 8 && tiled {
@@ -743,18 +720,8 @@ fn tiff_palette_indices(
         .map_err(tiff_error)?
         .with_limits(limits);
     // A palette image with alpha (Pillow's PA) stores index and alpha side by side; the alpha is dropped.
-    let samples = decoder
-        .find_tag(tiff::tags::Tag::SamplesPerPixel)
-        .ok()
-        .flatten()
-        .and_then(|v| v.into_u16().ok())
-        .unwrap_or(1);
-    let planar = decoder
-        .find_tag(tiff::tags::Tag::PlanarConfiguration)
-        .ok()
-        .flatten()
-        .and_then(|v| v.into_u16().ok())
-        == Some(2);
+    let samples = tag_u16(&mut decoder, tiff::tags::Tag::SamplesPerPixel).unwrap_or(1);
+    let planar = tag_u16(&mut decoder, tiff::tags::Tag::PlanarConfiguration) == Some(2);
     let pixels = w as usize * h as usize;
     match decoder.read_image().map_err(tiff_error)? {
         // Separate planes: the crate reads the first, the indices.
@@ -916,16 +883,19 @@ fn unpremultiplied_rgb(rgba: &[u8]) -> Vec<u8> {
 fn tiff_orientation_as_exif<R: std::io::Read + std::io::Seek>(
     d: &mut tiff::decoder::Decoder<R>,
 ) -> Option<Vec<u8>> {
-    let o = d
-        .find_tag(tiff::tags::Tag::Orientation)
-        .ok()
-        .flatten()?
-        .into_u16()
-        .ok()?;
+    let o = tag_u16(d, tiff::tags::Tag::Orientation)?;
     let mut b = b"II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0".to_vec();
     b.extend_from_slice(&o.to_le_bytes());
     b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
     Some(b)
+}
+
+/// A tag holding one SHORT, or None where it is absent or holds something else.
+fn tag_u16<R: std::io::Read + std::io::Seek>(
+    d: &mut tiff::decoder::Decoder<R>,
+    tag: tiff::tags::Tag,
+) -> Option<u16> {
+    d.find_tag(tag).ok().flatten()?.into_u16().ok()
 }
 
 fn tiff_error(e: tiff::TiffError) -> String {
